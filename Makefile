@@ -1,0 +1,40 @@
+# shapegrad: `make demo` and `make test` work on a fresh machine (they create .venv).
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+BACKENDS := tensorflow jax torch
+# The slow cases run once, on this backend.
+SLOW_BACKEND := jax
+PYTEST_ARGS ?=
+
+.PHONY: demo test stress bench clean
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	# torch==2.13.0 is the CPU build on this machine's disk; a bare `torch` pulls a CUDA build.
+	$(PY) -m pip install --quiet torch==2.13.0
+	$(PY) -m pip install --quiet -e ".[tensorflow,jax,torch,test]"
+	touch $@
+
+demo: $(VENV)/.installed
+	$(PY) -m shapegrad.demo
+
+test: $(VENV)/.installed
+	@set -e; for b in $(BACKENDS); do \
+	  if [ $$b = $(SLOW_BACKEND) ]; then m=""; else m="not slow"; fi; \
+	  echo "=== KERAS_BACKEND=$$b ==="; \
+	  KERAS_BACKEND=$$b $(PY) -m pytest -q -m "$$m" $(PYTEST_ARGS); \
+	done
+
+stress: $(VENV)/.installed
+	@set -e; for b in $(BACKENDS); do \
+	  echo "=== KERAS_BACKEND=$$b, deep hypothesis profile ==="; \
+	  HYPOTHESIS_PROFILE=stress KERAS_BACKEND=$$b $(PY) -m pytest -q -m "not slow" -k "hypothesis or property" $(PYTEST_ARGS); \
+	done
+
+bench: $(VENV)/.installed
+	@for b in tensorflow jax; do KERAS_BACKEND=$$b $(PY) benchmarks/cones.py; done
+
+clean:
+	rm -rf $(VENV) .pytest_cache .hypothesis build *.egg-info

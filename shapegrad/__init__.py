@@ -1,0 +1,29 @@
+"""shapegrad: differentiable geometric primitives on Keras 3, with gradients that are never NaN."""
+
+from shapegrad import safe
+from shapegrad.layers import Cones
+from shapegrad.safe import (
+    angle_between,
+    safe_acos,
+    safe_atan2,
+    safe_div,
+    safe_log,
+    safe_norm,
+    safe_normalize,
+    safe_sqrt,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Cones",
+    "angle_between",
+    "safe",
+    "safe_acos",
+    "safe_atan2",
+    "safe_div",
+    "safe_log",
+    "safe_norm",
+    "safe_normalize",
+    "safe_sqrt",
+]

@@ -1,0 +1,65 @@
+"""Gradients of a scalar function on whichever Keras backend is active.
+
+Keras 3 has no backend-neutral ``grad``; this module is the one place that
+speaks each backend's autodiff (``tf.GradientTape``, ``jax.value_and_grad``,
+``torch.autograd``). Library math never calls it; tests and
+:mod:`shapegrad.doctor` do.
+"""
+
+import keras
+import numpy as np
+
+__all__ = ["value_and_grad", "jit"]
+
+
+def value_and_grad(fn, *args):
+    """Evaluate ``fn(*args)`` (a scalar) and its gradient with respect to every argument.
+
+    Args:
+        fn: callable of backend tensors returning a scalar tensor.
+        *args: NumPy arrays (their dtypes are kept, so float64 works).
+
+    Returns:
+        ``(value, grads)``: the value as a NumPy scalar and a list of NumPy
+        arrays shaped like ``args``. An argument the output does not depend on
+        gets a zero gradient.
+    """
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        xs = [tf.convert_to_tensor(a) for a in args]
+        with tf.GradientTape() as tape:
+            for x in xs:
+                tape.watch(x)
+            y = fn(*xs)
+        grads = tape.gradient(y, xs, unconnected_gradients=tf.UnconnectedGradients.ZERO)
+        return np.asarray(y), [np.asarray(g) for g in grads]
+    if backend == "jax":
+        import jax
+
+        y, grads = jax.value_and_grad(fn, argnums=tuple(range(len(args))))(*args)
+        return np.asarray(y), [np.asarray(g) for g in grads]
+    if backend == "torch":
+        import torch
+
+        xs = [torch.tensor(np.asarray(a), requires_grad=True) for a in args]
+        y = fn(*xs)
+        grads = torch.autograd.grad(y, xs, allow_unused=True)
+        grads = [torch.zeros_like(x) if g is None else g for x, g in zip(xs, grads)]
+        return y.detach().cpu().numpy(), [g.detach().cpu().numpy() for g in grads]
+    raise ValueError(f"Unsupported Keras backend. Received: backend={backend!r}")
+
+
+def jit(fn):
+    """Compile ``fn`` with the backend's XLA compiler (TensorFlow, JAX); PyTorch runs it eagerly."""
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        return tf.function(fn, jit_compile=True)
+    if backend == "jax":
+        import jax
+
+        return jax.jit(fn)
+    return fn

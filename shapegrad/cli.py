@@ -1,0 +1,50 @@
+"""The ``shapegrad`` command line.
+
+Each sub-command lives in the module of its concern and registers itself here
+with ``add_parser(subparsers)`` returning the function to run. Errors in what
+the user gave (a missing file, a bad value) are raised as :class:`UsageError`
+and end the program with one readable line and exit status 2.
+"""
+
+import argparse
+import sys
+
+__all__ = ["UsageError", "main"]
+
+
+class UsageError(Exception):
+    """Bad input from the user: printed as one line, exit status 2."""
+
+
+def _commands():
+    from shapegrad import demo
+
+    return [demo]
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(
+        prog="shapegrad",
+        description="Differentiable geometric primitives: render, train, fit, diagnose.",
+    )
+    subparsers = parser.add_subparsers(dest="command", required=True)
+    for module in _commands():
+        module.add_parser(subparsers)
+    return parser
+
+
+def main(argv=None):
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.run(args) or 0
+    except UsageError as error:
+        print(f"shapegrad {args.command}: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"shapegrad {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

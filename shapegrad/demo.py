@@ -1,0 +1,67 @@
+"""``make demo`` / ``shapegrad gallery``: render a gallery of cones to PNG."""
+
+import os
+
+import numpy as np
+
+__all__ = ["cone_gallery", "add_parser", "main"]
+
+
+def cone_gallery(path, resolution=64, seed=0, rows=3, cols=6):
+    """Render ``rows * cols`` random cones (angle edge, then distance edge) into one PNG.
+
+    Returns the path written.
+    """
+    import keras
+    from PIL import Image
+
+    from shapegrad.layers import Cones
+
+    rng = np.random.default_rng(seed)
+    count = rows * cols
+    params = np.concatenate(
+        [
+            rng.uniform(0.2, 0.8, (count, 2)),
+            rng.normal(size=(count, 2)),
+            rng.uniform(0.05, 0.45, (count, 1)),
+        ],
+        axis=1,
+    ).astype("float32")
+    # Degenerate cases drawn next to ordinary ones: apex on a pixel centre, axis
+    # along the grid, a zero axis, a half-plane, and the whole plane.
+    params[0] = [0.5, 0.5, 1.0, 0.0, 0.125]
+    params[1] = [0.5, 0.5, 0.0, 0.0, 0.2]
+    params[2] = [0.25, 0.75, -1.0, 1.0, 0.5]
+    params[3] = [0.5, 0.5, 0.0, 1e-30, 1.0]
+    tiles = []
+    for edge in ("angle", "distance"):
+        images = keras.ops.convert_to_numpy(Cones(resolution, edge=edge)(params))[..., 0]
+        tiles.append(images)
+    images = np.concatenate(tiles)  # (2 * count, N, N)
+    pad = 2
+    grid_rows = 2 * rows
+    canvas = np.ones((grid_rows * (resolution + pad) + pad, cols * (resolution + pad) + pad))
+    for k, image in enumerate(images):
+        r, c = divmod(k, cols)
+        y, x = pad + r * (resolution + pad), pad + c * (resolution + pad)
+        canvas[y : y + resolution, x : x + resolution] = 1.0 - image  # dark shapes on white
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    Image.fromarray(np.round(canvas * 255).astype(np.uint8)).resize(
+        (canvas.shape[1] * 2, canvas.shape[0] * 2), Image.NEAREST
+    ).save(path)
+    return path
+
+
+def add_parser(subparsers):
+    parser = subparsers.add_parser("gallery", help="render a PNG gallery of cones")
+    parser.add_argument("--out", default="runs/gallery/cones.png", help="PNG to write")
+    parser.add_argument("--resolution", type=int, default=64)
+    parser.set_defaults(run=lambda args: print(cone_gallery(args.out, args.resolution)))
+
+
+def main():
+    print("wrote", cone_gallery("runs/demo/cones.png"))
+
+
+if __name__ == "__main__":
+    main()
