@@ -61,9 +61,10 @@ class Cones(keras.layers.Layer):
     - ``a`` and ``s`` are clipped to ``[-1e12, 1e12]`` (beyond that the image
       cannot change in float32).
 
-    The geometry is computed in float32 whatever the dtype policy (inputs are
-    not autocast), and the image is cast to the compute dtype, so the layer
-    works under ``mixed_float16`` and ``mixed_bfloat16``.
+    The geometry is computed in float32 (float64 under a float64 policy)
+    whatever the dtype policy (inputs are not autocast), and the image is cast
+    to the compute dtype, so the layer works under ``mixed_float16`` and
+    ``mixed_bfloat16``.
 
     Args:
         resolution: ``N``, the image height and width in pixels.
@@ -96,13 +97,18 @@ class Cones(keras.layers.Layer):
         _validate.last_dim("Cones", input_shape, 5, "[a0, a1, d0, d1, s] per sample")
         return (input_shape[0], self.resolution, self.resolution, 1)
 
+    @property
+    def geometry_dtype(self):
+        """float64 under a float64 policy, else float32 (also for float16/bfloat16 policies)."""
+        return "float64" if self.compute_dtype == "float64" else "float32"
+
     def call(self, inputs):
-        x = ops.cast(inputs, "float32")
+        x = ops.cast(inputs, self.geometry_dtype)
         n = self.resolution
         a = ops.clip(x[:, 0:2], -_FAR, _FAR)
         d = x[:, 2:4]
         s = ops.clip(x[:, 4], -_FAR, _FAR)[:, None, None]
-        grid = pixel_grid(n, n)[None]  # (1, N, N, 2)
+        grid = pixel_grid(n, n, x.dtype)[None]  # (1, N, N, 2)
         if self.edge == "distance":
             sharpness = 2.0 if self.sharpness is None else self.sharpness
             apex = (float(n) * a)[:, None, None, :]
@@ -126,7 +132,7 @@ def _angle_margin(grid, a, d, s, n):
     a_lo = a - a_hi
     r = (grid - (float(n) * a_hi)[:, None, None, :]) - (float(n) * a_lo)[:, None, None, :]
     # Unit axis; a zero axis falls back to (1, 0).
-    e = safe.safe_normalize(d, fallback=ops.convert_to_tensor([1.0, 0.0]))[:, None, None, :]
+    e = safe.safe_normalize(d, fallback=[1.0, 0.0])[:, None, None, :]
     cross = r[..., 0] * e[..., 1] - r[..., 1] * e[..., 0]
     dot = r[..., 0] * e[..., 0] + r[..., 1] * e[..., 1]
     # Angle to the nearer of +axis and -axis, in [0, pi/2]; measuring from the

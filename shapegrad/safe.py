@@ -65,6 +65,20 @@ def _float_tensor(x):
     return x
 
 
+def _tiny(x):
+    """The dtype's smallest normal number, as a tensor of ``x``'s dtype."""
+    return ops.convert_to_tensor(_TINY.get(keras.backend.standardize_dtype(x.dtype), _TINY["float32"]), dtype=x.dtype)
+
+
+def _negligible(scale):
+    """True where a vector's largest |component| is zero or subnormal.
+
+    Such a vector has no reliable direction (subnormals carry few significant
+    bits, and ``1 / |x|`` overflows), so direction functions treat it as zero.
+    """
+    return scale < _tiny(scale)
+
+
 def _max_abs(x, axis=-1):
     """Largest |component| along ``axis`` (kept), held constant for gradients."""
     return ops.stop_gradient(ops.max(ops.abs(x), axis=axis, keepdims=True))
@@ -128,7 +142,9 @@ def safe_normalize(x, axis=-1, fallback=None):
     ``(I - u u^T) / |x|`` divides by zero there.
 
     Returns ``x / |x|`` for non-zero ``x`` (exactly scale-invariant: 1e-30 and
-    1e30 work in float32). At the zero vector it returns ``fallback``
+    1e30 work in float32). At the zero vector (and at vectors whose largest
+    component is subnormal, below about 1.2e-38 in float32, whose direction is
+    not reliably representable) it returns ``fallback``
     (default: the zero vector) with gradient **0** with respect to ``x``. The
     gradient elsewhere is the exact ``(I - u u^T) / |x|``, which grows like
     ``1 / |x|`` as ``x`` shrinks (about 1e30 at |x| = 1e-30, still finite).
@@ -146,7 +162,7 @@ def safe_normalize(x, axis=-1, fallback=None):
     """
     x = _float_tensor(x)
     scale = _max_abs(x, axis)
-    zero = scale == 0
+    zero = _negligible(scale)
     y = x / ops.where(zero, ops.ones_like(scale), scale)
     length = safe_sqrt(ops.sum(y * y, axis=axis, keepdims=True))
     unit = y / ops.where(zero, ops.ones_like(length), length)
@@ -195,9 +211,7 @@ def safe_log(x, tiny=None):
         -87.34
     """
     x = _float_tensor(x)
-    if tiny is None:
-        tiny = _TINY.get(keras.backend.standardize_dtype(x.dtype), _TINY["float32"])
-    tiny = ops.cast(tiny, x.dtype)
+    tiny = _tiny(x) if tiny is None else ops.convert_to_tensor(tiny, dtype=x.dtype)
     hazard = x <= tiny
     x_safe = ops.where(hazard, ops.ones_like(x), x)
     return ops.where(hazard, ops.log(tiny) * ops.ones_like(x), ops.log(x_safe))
@@ -237,8 +251,9 @@ def safe_atan2(y, x):
     ±inf there too.
 
     Returns ``atan2(y, x)`` in ``[-pi, pi]``; at ``(0, 0)`` the value is 0 and
-    both gradients are **0**. Inputs are rescaled by ``max(|x|, |y|)`` first,
-    so the gradient is finite for any finite, not-both-zero input.
+    both gradients are **0** (likewise when both are subnormal, whose gradient
+    ``1 / |(x, y)|`` would overflow). Inputs are rescaled by ``max(|x|, |y|)``
+    first, so the gradient is finite for every other finite input.
 
     Example:
         >>> import numpy as np
@@ -248,7 +263,7 @@ def safe_atan2(y, x):
     y = _float_tensor(y)
     x = ops.cast(ops.convert_to_tensor(x), y.dtype)
     scale = ops.stop_gradient(ops.maximum(ops.abs(x), ops.abs(y)))
-    zero = scale == 0
+    zero = _negligible(scale)
     scale = ops.where(zero, ops.ones_like(scale), scale)
     x_safe = ops.where(zero, ops.ones_like(x), x / scale)
     angle = ops.arctan2(y / scale, x_safe)
@@ -267,8 +282,8 @@ def angle_between(u, v):
     rescaled by its largest component first, so lengths from 1e-30 to 1e30
     work in float32.
 
-    Returns the angle; when either vector is zero the angle is **0** and the
-    gradient is **0**. At exactly parallel or antiparallel vectors the angle has
+    Returns the angle; when either vector is zero (or has only subnormal
+    components) the angle is **0** and the gradient is **0**. At exactly parallel or antiparallel vectors the angle has
     a kink (like ``|t|`` at 0); the gradient there is a finite one-sided value
     whose sign is backend-specific.
 
@@ -283,8 +298,9 @@ def angle_between(u, v):
     u = _float_tensor(u)
     v = ops.cast(ops.convert_to_tensor(v), u.dtype)
     su, sv = _max_abs(u), _max_abs(v)
-    u = u / ops.where(su == 0, ops.ones_like(su), su)
-    v = v / ops.where(sv == 0, ops.ones_like(sv), sv)
+    zu, zv = _negligible(su), _negligible(sv)
+    u = ops.where(zu, ops.zeros_like(u), u / ops.where(zu, ops.ones_like(su), su))
+    v = ops.where(zv, ops.zeros_like(v), v / ops.where(zv, ops.ones_like(sv), sv))
     if u.shape[-1] == 2 and v.shape[-1] == 2:
         cross = u[..., 0] * v[..., 1] - u[..., 1] * v[..., 0]
         dot = u[..., 0] * v[..., 0] + u[..., 1] * v[..., 1]
@@ -293,6 +309,6 @@ def angle_between(u, v):
     nv = safe_norm(v, keepdims=True)
     a = safe_norm(nv * u - nu * v)
     b = safe_norm(nv * u + nu * v)
-    either_zero = ops.squeeze((su == 0) | (sv == 0), axis=-1)
+    either_zero = ops.squeeze(zu | zv, axis=-1)
     angle = 2.0 * safe_atan2(a, b)
     return ops.where(either_zero, ops.zeros_like(angle), angle)
