@@ -11,6 +11,7 @@ from keras import ops
 
 from helpers import BACKEND, adversarial, assert_finite, check_gradients, jit, to_numpy, value_and_grad
 from shapegrad import Cones
+from shapegrad.bench import naive_cones
 
 
 def reference(x, n):
@@ -24,17 +25,6 @@ def reference(x, n):
         v = d / np.linalg.norm(d, axis=-1, keepdims=True)
         theta = np.arccos(np.clip((u * v).sum(-1), -1.0, 1.0))
     return 1.0 / (1.0 + np.exp(-n * (np.pi * x[:, None, None, 4] - theta)))
-
-
-def naive_cones(x, n):
-    """The same formula in keras.ops, as users wrote it."""
-    grid = ops.cast(ops.stack(ops.meshgrid(ops.arange(n), ops.arange(n), indexing="ij"), -1), x.dtype)
-    r = grid[None] - n * x[:, None, None, 0:2]
-    d = x[:, None, None, 2:4]
-    u = r / ops.norm(r, axis=-1, keepdims=True)
-    v = d / ops.norm(d, axis=-1, keepdims=True)
-    theta = ops.arccos(ops.clip(ops.sum(u * v, axis=-1), -1.0, 1.0))
-    return ops.sigmoid(n * (math.pi * x[:, None, None, 4] - theta))[..., None]
 
 
 def random_params(rng, batch):
