@@ -9,7 +9,7 @@ speaks each backend's autodiff (``tf.GradientTape``, ``jax.value_and_grad``,
 import keras
 import numpy as np
 
-__all__ = ["value_and_grad", "jit"]
+__all__ = ["value_and_grad", "value_and_grad_with_aux", "jit"]
 
 
 def value_and_grad(fn, *args):
@@ -63,3 +63,48 @@ def jit(fn):
 
         return jax.jit(fn)
     return fn
+
+
+def value_and_grad_with_aux(fn, *args):
+    """Like :func:`value_and_grad`, for ``fn`` returning ``(scalar, aux)``.
+
+    ``aux`` is any nest of tensors (Keras' ``tree``); it comes back as NumPy
+    arrays, evaluated in the same pass as the value and the gradient.
+
+    Returns:
+        ``(value, aux, grads)``.
+    """
+    from keras import tree
+
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        xs = [tf.convert_to_tensor(a) for a in args]
+        with tf.GradientTape() as tape:
+            for x in xs:
+                tape.watch(x)
+            y, aux = fn(*xs)
+        grads = tape.gradient(y, xs, unconnected_gradients=tf.UnconnectedGradients.ZERO)
+        return np.asarray(y), tree.map_structure(np.asarray, aux), [np.asarray(g) for g in grads]
+    if backend == "jax":
+        import jax
+
+        (y, aux), grads = jax.value_and_grad(fn, argnums=tuple(range(len(args))), has_aux=True)(*args)
+        return np.asarray(y), tree.map_structure(np.asarray, aux), [np.asarray(g) for g in grads]
+    if backend == "torch":
+        import torch
+
+        xs = [torch.tensor(np.asarray(a), requires_grad=True) for a in args]
+        y, aux = fn(*xs)
+        if xs and y.requires_grad:
+            grads = torch.autograd.grad(y, xs, allow_unused=True)
+        else:
+            grads = [None] * len(xs)
+        grads = [torch.zeros_like(x) if g is None else g for x, g in zip(xs, grads)]
+
+        def to_numpy(t):
+            return t.detach().cpu().numpy() if isinstance(t, torch.Tensor) else np.asarray(t)
+
+        return to_numpy(y), tree.map_structure(to_numpy, aux), [to_numpy(g) for g in grads]
+    raise ValueError(f"Unsupported Keras backend. Received: backend={backend!r}")

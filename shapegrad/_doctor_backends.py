@@ -1,0 +1,420 @@
+"""Each backend's own numerics machinery, behind two functions, for :mod:`shapegrad.doctor`.
+
+- :func:`locate_forward` runs ``fn`` and names the first operation whose output
+  is non-finite although its inputs are finite.
+- :func:`locate_backward` runs ``fn`` and its vector-Jacobian product and names
+  the first operation of the backward pass that turns finite gradients into
+  non-finite ones.
+
+Machinery per backend (every global switch is restored on the way out, also on
+errors):
+
+- TensorFlow: ``tf.debugging.enable_check_numerics`` in eager mode (it does not
+  work under XLA); the failing gradient function (``_AcosGrad``) is matched to
+  its forward op, whose creation stack an op callback recorded.
+- JAX: the jaxpr of the function and of its VJP, evaluated one equation at a
+  time (what ``jax_debug_nans`` / ``jax_debug_infs`` do on a failure), with
+  each equation's own source information.
+- PyTorch: anomaly mode (``detect_anomaly``) for the forward traceback of each
+  autograd node, plus node hooks that see Inf as well as NaN (anomaly mode alone
+  checks NaN only); a ``TorchFunctionMode`` for the forward pass.
+
+Both functions take ``fn(*tensors) -> list of tensors`` and NumPy ``args``, and
+return a :class:`Site` or ``None``.
+"""
+
+import dataclasses
+import linecache
+import re
+import traceback
+import warnings
+
+import keras
+import numpy as np
+
+__all__ = ["Site", "locate_forward", "locate_backward"]
+
+# Frames inside these are library code, not the user's.
+_LIBRARY_MARKERS = (
+    "/keras/",
+    "/tensorflow/",
+    "/tf_keras/",
+    "/jax/",
+    "/jaxlib/",
+    "/torch/",
+    "/numpy/",
+    "/shapegrad/doctor.py",
+    "/shapegrad/_doctor_backends.py",
+    "/shapegrad/_autodiff.py",
+    "<frozen",
+    "/contextlib.py",
+)
+
+
+@dataclasses.dataclass
+class Site:
+    """Where a non-finite value was first produced inside one layer.
+
+    Attributes:
+        phase: ``"forward"`` or ``"backward"``.
+        backend_op: what the backend itself reported, e.g. ``"Reciprocal in
+            _AcosGrad"`` (TensorFlow), ``"rsqrt"`` (JAX), ``"AcosBackward0"``
+            (PyTorch).
+        keras_op: the innermost ``keras.ops`` function on the creation stack
+            (``"arccos"``), or ``None`` when the layer called the backend directly.
+        frames: the creation stack, outermost first, as
+            ``(filename, lineno, function, code)``.
+        zero_cotangent: ``True`` when the backend showed that the gradient
+            arriving at the op was exactly zero where its result became
+            non-finite (``0 * inf``: a branch that was not selected); ``None``
+            when the backend cannot tell.
+        message: the backend's own message, first line.
+    """
+
+    phase: str
+    backend_op: str
+    keras_op: str | None = None
+    frames: list = dataclasses.field(default_factory=list)
+    zero_cotangent: bool | None = None
+    message: str = ""
+
+    @property
+    def user_frame(self):
+        """The innermost frame outside Keras and the backends: the user's line."""
+        for frame in reversed(self.frames):
+            name = frame[0].replace("\\", "/")
+            if not any(marker in name for marker in _LIBRARY_MARKERS):
+                return frame
+        return None
+
+
+def _frames_from(summary):
+    frames = []
+    for f in summary:
+        code = (f.line or linecache.getline(f.filename, f.lineno)).strip()
+        frames.append((f.filename, f.lineno, f.name, code))
+    return frames
+
+
+_KERAS_OP_FILES = ("numpy.py", "math.py", "nn.py", "linalg.py", "core.py", "image.py")
+
+
+def _keras_op(frames):
+    for filename, _, function, _ in reversed(frames):
+        name = filename.replace("\\", "/")
+        function = function.rsplit(".", 1)[-1]
+        if "/keras/src/ops/" in name and name.rsplit("/", 1)[-1] in _KERAS_OP_FILES and not function.startswith("_"):
+            return function
+    return None
+
+
+def _site(phase, backend_op, frames, message="", zero_cotangent=None):
+    return Site(
+        phase=phase,
+        backend_op=backend_op,
+        keras_op=_keras_op(frames),
+        frames=frames,
+        zero_cotangent=zero_cotangent,
+        message=message.strip().splitlines()[0] if message.strip() else "",
+    )
+
+
+def locate_forward(fn, args):
+    """First op in ``fn(*args)`` whose output is non-finite while its inputs are finite."""
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        return _tf_locate(fn, args, None)
+    if backend == "jax":
+        return _jax_locate(fn, args, None)
+    if backend == "torch":
+        return _torch_forward(fn, args)
+    return None
+
+
+def locate_backward(fn, args, cotangents):
+    """First op of the backward pass of ``fn`` at ``args`` (cotangents ``cotangents``) to go non-finite."""
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        return _tf_locate(fn, args, cotangents)
+    if backend == "jax":
+        return _jax_locate(fn, args, cotangents)
+    if backend == "torch":
+        return _torch_backward(fn, args, cotangents)
+    return None
+
+
+# --------------------------------------------------------------------------- TensorFlow
+
+
+def _tf_locate(fn, args, cotangents):
+    import tensorflow as tf
+    from tensorflow.python.framework import op_callbacks
+
+    created = []  # (op_type, input tensors, creation stack) of every eager op
+
+    def record(op_type, inputs, attrs, outputs, op_name=None, graph=None):
+        if graph is None:
+            created.append((op_type, tuple(inputs), traceback.extract_stack()[:-1]))
+        return None
+
+    xs = [tf.convert_to_tensor(a) for a in args]
+    phase = "forward"
+    try:
+        with tf.GradientTape() as tape:
+            for x in xs:
+                tape.watch(x)
+            tf.debugging.enable_check_numerics()
+            if cotangents is not None:
+                op_callbacks.add_op_callback(record)
+            try:
+                ys = fn(*xs)
+            finally:
+                if cotangents is not None:
+                    op_callbacks.remove_op_callback(record)
+        if cotangents is None:
+            return None
+        phase = "backward"
+        pairs = [(y, c) for y, c in zip(ys, cotangents) if c is not None]
+        tape.gradient(
+            [y for y, _ in pairs],
+            xs,
+            output_gradients=[tf.convert_to_tensor(c, dtype=y.dtype) for y, c in pairs],
+        )
+        return None
+    except tf.errors.InvalidArgumentError as error:
+        message = str(error)
+        match = re.search(r'executing op "(\w+)"', message)
+        if match is None:
+            raise
+        op_type = match.group(1)
+        detail = re.search(r"(# of [+-]?\w+ elements: \d+)", message)
+        frames = _frames_from(traceback.extract_tb(error.__traceback__))
+        if phase == "forward":
+            frames = [f for f in frames if "check_numerics_callback" not in f[0]]
+            return _site("forward", op_type, _trim_tf(frames), detail.group(1) if detail else "")
+        # Backward: find the gradient function that ran the op, and the forward
+        # op it differentiates (matched by its input tensors).
+        grad_name, mock = None, None
+        tb = error.__traceback__
+        while tb is not None:
+            code = tb.tb_frame.f_code
+            if code.co_name.endswith("Grad") and "op" in tb.tb_frame.f_locals:
+                grad_name, mock = code.co_name, tb.tb_frame.f_locals["op"]
+            tb = tb.tb_next
+        backend_op = op_type if grad_name is None else f"{op_type} in {grad_name}"
+        forward_frames = []
+        if mock is not None:
+            ids = tuple(id(t) for t in getattr(mock, "inputs", ()) or ())
+            wanted = grad_name.strip("_")[: -len("Grad")] if grad_name else None
+            candidates = [c for c in created if tuple(id(t) for t in c[1]) == ids]
+            typed = [c for c in candidates if c[0] == wanted]
+            # No tensor matched (the gradient function saw a converted copy):
+            # fall back to the last forward op of that type.
+            chosen = (typed or candidates or [c for c in created if c[0] == wanted] or [None])[-1]
+            if chosen is not None:
+                forward_frames = _trim_tf(_frames_from(chosen[2]))
+                if grad_name is None:
+                    backend_op = f"{op_type} (gradient of {chosen[0]})"
+        return _site("backward", backend_op, forward_frames, detail.group(1) if detail else "")
+    finally:
+        tf.debugging.disable_check_numerics()
+
+
+def _trim_tf(frames):
+    """Drop TensorFlow's dispatch frames below the last Keras/user frame."""
+    return [f for f in frames if "/tensorflow/python/util/" not in f[0]]
+
+
+# --------------------------------------------------------------------------- JAX
+
+
+def _jax_locate(fn, args, cotangents):
+    """Evaluate the jaxpr of ``fn`` (and of its VJP) one equation at a time.
+
+    This is what ``jax_debug_nans`` / ``jax_debug_infs`` do after a failure
+    (re-run "de-optimized", op by op), done explicitly: the flags alone proved
+    unreliable here, as JAX's caches of already-compiled computations decide
+    whether the check runs. Each equation keeps the source information of the
+    forward operation it came from, also in the transposed (backward) part, so
+    the user's line is known for backward failures too.
+    """
+    import jax
+
+    xs = [jax.numpy.asarray(a) for a in args]
+    if cotangents is None:
+        closed = jax.make_jaxpr(lambda *a: list(fn(*a)))(*xs)
+        flat = xs
+    else:
+        ys = jax.eval_shape(lambda *a: list(fn(*a)), *xs)
+        cts = [
+            jax.numpy.zeros(y.shape, y.dtype) if c is None else jax.numpy.asarray(c, dtype=y.dtype)
+            for y, c in zip(ys, cotangents)
+        ]
+
+        def vjp(xs, cts):
+            _, pullback = jax.vjp(lambda *a: list(fn(*a)), *xs)
+            return pullback(cts)
+
+        closed = jax.make_jaxpr(vjp)(xs, cts)
+        flat = xs + cts
+    return _jax_first_bad(closed.jaxpr, closed.consts, flat)
+
+
+def _jax_finite(values):
+    for v in values:
+        a = np.asarray(v)
+        if np.issubdtype(a.dtype, np.floating) and not np.isfinite(a).all():
+            return False
+    return True
+
+
+def _jax_first_bad(jaxpr, consts, args):
+    from jax._src import core, source_info_util
+
+    env = {}
+
+    def read(v):
+        return v.val if isinstance(v, core.Literal) else env[v]
+
+    for v, c in zip(jaxpr.constvars, consts):
+        env[v] = c
+    for v, a in zip(jaxpr.invars, args):
+        env[v] = a
+    for eqn in jaxpr.eqns:
+        invals = [read(v) for v in eqn.invars]
+        params = eqn.primitive.get_bind_params(eqn.params)
+        if isinstance(params, tuple):  # older JAX: (subfuns, params)
+            subfuns, params = params
+        else:
+            subfuns = ()
+        with source_info_util.user_context(eqn.source_info.traceback, name_stack=eqn.source_info.name_stack):
+            outs = eqn.primitive.bind(*subfuns, *invals, **params)
+        if not eqn.primitive.multiple_results:
+            outs = [outs]
+        if _jax_finite(invals) and not _jax_finite(outs):
+            inner = eqn.params.get("jaxpr") or eqn.params.get("call_jaxpr") or eqn.params.get("fun_jaxpr")
+            if inner is not None:
+                inner_jaxpr = getattr(inner, "jaxpr", inner)
+                inner_consts = getattr(inner, "consts", ())
+                try:
+                    found = _jax_first_bad(inner_jaxpr, inner_consts, invals)
+                except Exception:  # noqa: BLE001 - fall back to the enclosing equation
+                    found = None
+                if found is not None:
+                    return found
+            frames = []
+            traceback_ = eqn.source_info.traceback
+            for f in reversed(getattr(traceback_, "frames", []) if traceback_ is not None else []):
+                frames.append((f.file_name, f.line_num, f.function_name, linecache.getline(f.file_name, f.line_num).strip()))
+            name_stack = str(eqn.source_info.name_stack)
+            phase = "backward" if "transpose" in name_stack else "forward"
+            zero = None
+            if phase == "backward":
+                bad = ~np.isfinite(np.asarray(outs[0]))
+                zero = any(
+                    np.shape(v) == bad.shape and bool((np.asarray(v)[bad] == 0).all()) for v in invals
+                )
+            return _site(phase, eqn.primitive.name, frames, f"{eqn.primitive.name} ({name_stack})", zero)
+        for v, o in zip(eqn.outvars, outs):
+            env[v] = o
+    return None
+
+
+# --------------------------------------------------------------------------- PyTorch
+
+
+def _all_finite(tensors):
+    import torch
+
+    return all(
+        t is None or not torch.is_floating_point(t) or bool(torch.isfinite(t).all()) for t in tensors
+    )
+
+
+def _torch_forward(fn, args):
+    import torch
+    from torch.overrides import TorchFunctionMode
+
+    found = []
+
+    class FirstNonFinite(TorchFunctionMode):
+        def __torch_function__(self, func, types, args=(), kwargs=None):
+            out = func(*args, **(kwargs or {}))
+            if not found:
+                outs = [t for t in keras.tree.flatten(out) if isinstance(t, torch.Tensor)]
+                ins = [t for t in keras.tree.flatten((args, kwargs or {})) if isinstance(t, torch.Tensor)]
+                if outs and not _all_finite(outs) and _all_finite(ins):
+                    name = getattr(func, "__name__", str(func))
+                    found.append(_site("forward", name, _frames_from(traceback.extract_stack()[:-1])))
+            return out
+
+    xs = [torch.tensor(np.asarray(a)) for a in args]
+    with torch.no_grad(), FirstNonFinite():
+        fn(*xs)
+    return found[0] if found else None
+
+
+def _torch_backward(fn, args, cotangents):
+    import torch
+
+    xs = [torch.tensor(np.asarray(a), requires_grad=True) for a in args]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with torch.autograd.detect_anomaly(check_nan=False):
+            ys = fn(*xs)
+    pairs = [(y, c) for y, c in zip(ys, cotangents) if c is not None and y.requires_grad]
+    if not pairs:
+        return None
+    found = []
+    handles = []
+    seen = set()
+
+    def hook_for(node):
+        def hook(grad_inputs, grad_outputs):
+            # grad_outputs: gradients arriving at the node; grad_inputs: what it sends on.
+            if found or _all_finite(grad_inputs) or not _all_finite(grad_outputs):
+                return None
+            zero = None
+            arriving = [g for g in grad_outputs if g is not None]
+            if arriving:
+                zero = bool(all((g == 0).all() for g in arriving))
+                bad = [g for g in grad_inputs if g is not None and not bool(torch.isfinite(g).all())]
+                if bad and arriving[0].shape == bad[0].shape:
+                    zero = bool((arriving[0][~torch.isfinite(bad[0])] == 0).all())
+            stack = node.metadata.get("traceback_", [])
+            frames = _parse_formatted_stack(stack)
+            found.append(_site("backward", node.name(), frames, zero_cotangent=zero))
+            return None
+
+        return hook
+
+    stack = [y.grad_fn for y, _ in pairs]
+    while stack:
+        node = stack.pop()
+        if node is None or node in seen:
+            continue
+        seen.add(node)
+        handles.append(node.register_hook(hook_for(node)))
+        stack.extend(n for n, _ in node.next_functions)
+    try:
+        torch.autograd.grad(
+            [y for y, _ in pairs],
+            [x for x in xs],
+            grad_outputs=[torch.as_tensor(np.asarray(c), dtype=y.dtype) for y, c in pairs],
+            allow_unused=True,
+        )
+    finally:
+        for handle in handles:
+            handle.remove()
+    return found[0] if found else None
+
+
+_FRAME = re.compile(r'File "(?P<file>.*)", line (?P<line>\d+), in (?P<func>.*)\n(?:\s+(?P<code>.*)\n?)?')
+
+
+def _parse_formatted_stack(stack):
+    frames = []
+    for entry in stack:
+        for m in _FRAME.finditer(entry):
+            frames.append((m["file"], int(m["line"]), m["func"], (m["code"] or "").strip()))
+    return frames
