@@ -102,7 +102,25 @@ class Cones(keras.layers.Layer):
         """float64 under a float64 policy, else float32 (also for float16/bfloat16 policies)."""
         return "float64" if self.compute_dtype == "float64" else "float32"
 
-    def call(self, inputs):
+    def call(self, inputs, sharpness=None):
+        """Render; ``sharpness`` (a float or scalar tensor) overrides the layer's for this call.
+
+        A tensor here lets a training loop anneal the edge from soft to sharp
+        (see :mod:`shapegrad.train`) without rebuilding or re-tracing the layer.
+        """
+        if sharpness is None:
+            sharpness = self.sharpness
+        if sharpness is None:
+            sharpness = 2.0 if self.edge == "distance" else float(self.resolution)
+        sharpness = ops.cast(sharpness, self.geometry_dtype)
+        return ops.cast(ops.sigmoid(sharpness * self.logit(inputs))[..., None], self.compute_dtype)
+
+    def logit(self, inputs):
+        """The edge function at sharpness 1, shape ``(batch, N, N)``.
+
+        Angle mode: ``pi * s - theta`` in radians; distance mode: minus the
+        signed distance in pixels. The image is ``sigmoid(sharpness * logit)``.
+        """
         x = ops.cast(inputs, self.geometry_dtype)
         n = self.resolution
         a = ops.clip(x[:, 0:2], -_FAR, _FAR)
@@ -110,14 +128,9 @@ class Cones(keras.layers.Layer):
         s = ops.clip(x[:, 4], -_FAR, _FAR)[:, None, None]
         grid = pixel_grid(n, n, x.dtype)[None]  # (1, N, N, 2)
         if self.edge == "distance":
-            sharpness = 2.0 if self.sharpness is None else self.sharpness
             apex = (float(n) * a)[:, None, None, :]
-            distance = sdf.cone(grid, apex, d[:, None, None, :], math.pi * s)
-            image = ops.sigmoid(-sharpness * distance)
-        else:
-            sharpness = float(n) if self.sharpness is None else self.sharpness
-            image = ops.sigmoid(sharpness * _angle_margin(grid, a, d, s, n))
-        return ops.cast(image[..., None], self.compute_dtype)
+            return -sdf.cone(grid, apex, d[:, None, None, :], math.pi * s)
+        return _angle_margin(grid, a, d, s, n)
 
     def get_config(self):
         config = super().get_config()
