@@ -1,6 +1,6 @@
 """shapegrad: differentiable geometric primitives on Keras 3, with gradients that are never NaN."""
 
-from shapegrad import safe
+from shapegrad import doctor, safe
 from shapegrad.layers import Cones
 from shapegrad.safe import (
     angle_between,
@@ -18,6 +18,7 @@ __version__ = "0.1.0"
 __all__ = [
     "Cones",
     "angle_between",
+    "doctor",
     "safe",
     "safe_acos",
     "safe_atan2",

@@ -17,9 +17,9 @@ class UsageError(Exception):
 
 
 def _commands():
-    from shapegrad import demo
+    from shapegrad import demo, doctor
 
-    return [demo]
+    return [demo, doctor]
 
 
 def build_parser():

@@ -969,3 +969,127 @@ def _fd_findings(target, inputs, float_inputs, loss_fn, training, samples, seed,
         + ")"
     )
     return findings
+
+
+# --------------------------------------------------------------------------- command line
+
+
+def _usage_error(message):
+    """``shapegrad.cli.UsageError``, also when the CLI runs as ``python -m shapegrad.cli``.
+
+    Under ``-m`` the CLI module is ``__main__``, whose ``UsageError`` is a
+    different class from ``shapegrad.cli.UsageError``; raise the one ``main``
+    catches.
+    """
+    import sys
+
+    main = sys.modules.get("__main__")
+    spec = getattr(main, "__spec__", None)
+    if spec is not None and spec.name == "shapegrad.cli" and hasattr(main, "UsageError"):
+        return main.UsageError(message)
+    from shapegrad.cli import UsageError
+
+    return UsageError(message)
+
+
+def _load_target(spec, unsafe, modules=()):
+    """A ``.keras`` file (loaded with Keras' safe_mode unless ``unsafe``) or ``module:attribute``."""
+    import importlib
+    import inspect
+
+    UsageError = _usage_error  # noqa: N806 - raised like the class
+    for name in modules:
+        try:
+            importlib.import_module(name)
+        except ImportError as error:
+            raise UsageError(f"cannot import --import {name}: {error}") from None
+
+    if spec.endswith(".keras") or os.path.isfile(spec):
+        if not os.path.isfile(spec):
+            raise UsageError(f"no such model file: {spec}")
+        try:
+            return keras.saving.load_model(spec, safe_mode=not unsafe)
+        except Exception as error:  # noqa: BLE001 - any load failure is the user's file
+            reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+            if not unsafe and "safe_mode" in str(error):
+                reason += " (pass --unsafe only for a file you trust)"
+            elif "deserialized" in str(error) or "Unknown" in str(error):
+                reason += " (custom layers: --import the module that registers them)"
+            raise UsageError(f"cannot load {spec}: {reason}") from None
+    module_name, sep, attribute = spec.partition(":")
+    if not sep or not module_name or not attribute:
+        raise UsageError(f"TARGET must be a .keras file or module:attribute. Received: {spec!r}")
+    try:
+        obj = importlib.import_module(module_name)
+        for part in attribute.split("."):
+            obj = getattr(obj, part)
+    except (ImportError, AttributeError) as error:
+        raise UsageError(f"cannot import {spec}: {error}") from None
+    if isinstance(obj, keras.Operation):
+        return obj
+    if inspect.isclass(obj):
+        return obj()  # a layer or model class with default arguments
+    if callable(obj):
+        try:
+            needs_args = any(
+                p.default is p.empty and p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
+                for p in inspect.signature(obj).parameters.values()
+            )
+        except (TypeError, ValueError):
+            needs_args = True
+        return obj if needs_args else obj()  # a factory, or a function of tensors
+    raise UsageError(f"{spec} is not a layer, model, factory or function. Received: {type(obj).__name__}")
+
+
+def _load_array(path, what):
+    UsageError = _usage_error  # noqa: N806
+
+    try:
+        data = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as error:
+        raise UsageError(f"cannot read {what} {path}: {error}") from None
+    if isinstance(data, np.lib.npyio.NpzFile):
+        return {k: data[k] for k in data.files}
+    return data
+
+
+def _run_cli(args):
+    UsageError = _usage_error  # noqa: N806
+
+    target = _load_target(args.target, args.unsafe, args.modules)
+    inputs = _load_array(args.input, "--input")
+    targets = None if args.targets is None else _load_array(args.targets, "--target")
+    try:
+        report = check(target, inputs, targets=targets)
+    except (ValueError, TypeError) as error:
+        raise UsageError(f"cannot run {args.target} on {args.input}: {error}") from None
+    print(report.to_json() if args.json else report)
+    return 0 if report.ok else 1
+
+
+def add_parser(subparsers):
+    parser = subparsers.add_parser(
+        "doctor",
+        help="find where NaN, Inf and dead gradients come from",
+        description="Run one batch through TARGET forward and backward and report which layer and "
+        "operation first produce NaN, Inf, dead or wrong gradients, with a fix for each. "
+        "Exit status: 0 healthy, 1 findings, 2 bad input.",
+    )
+    parser.add_argument("target", metavar="TARGET", help="a saved .keras model, or module:attribute naming a layer, model, factory or function")
+    parser.add_argument("--input", required=True, metavar="FILE.npy", help="the input batch (.npy; .npz for named inputs)")
+    parser.add_argument("--target", dest="targets", metavar="FILE.npy", help="targets for the default MSE loss (default: the loss is the sum of the outputs)")
+    parser.add_argument("--json", action="store_true", help="print the report as JSON")
+    parser.add_argument(
+        "--unsafe",
+        action="store_true",
+        help="load the .keras file with Keras' safe_mode off (lets it run code such as Lambda layers: only for files you trust)",
+    )
+    parser.add_argument(
+        "--import",
+        dest="modules",
+        action="append",
+        default=[],
+        metavar="MODULE",
+        help="import MODULE first, so that the custom layers it registers can be loaded (repeatable)",
+    )
+    parser.set_defaults(run=_run_cli)
