@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 BACKENDS := tensorflow jax torch
 # The slow cases run once, on this backend.
-SLOW_BACKEND := jax
+SLOW_BACKEND := tensorflow
 PYTEST_ARGS ?=
 
 .PHONY: demo test stress bench clean

@@ -17,17 +17,24 @@ class UsageError(Exception):
 
 
 def _commands():
-    from shapegrad import demo, doctor
+    from shapegrad import demo, doctor, train
 
-    return [demo, doctor]
+    return [train, demo, doctor]
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line (and exit status 2)."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
 def build_parser():
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="shapegrad",
         description="Differentiable geometric primitives: render, train, fit, diagnose.",
     )
-    subparsers = parser.add_subparsers(dest="command", required=True)
+    subparsers = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     for module in _commands():
         module.add_parser(subparsers)
     return parser

@@ -1,0 +1,92 @@
+"""Synthetic datasets: images of random primitives and their true normalised parameters.
+
+Every batch is a pure function of ``(seed, epoch, index)``, so a dataset is
+reproducible and two workers never draw the same batch.
+
+Example:
+    >>> data = ConeDataset(resolution=16, batch_size=4, batches=2, seed=0)
+    >>> images, params = data.sample(0)
+    >>> images.shape, params.shape
+    ((4, 16, 16, 1), (4, 5))
+"""
+
+import math
+
+import keras
+import numpy as np
+
+from shapegrad import _validate
+
+__all__ = ["CONE_RANGES", "sample_cones", "ConeDataset"]
+
+# Sampling ranges of ConeDataset, in the Cones layer's normalised units.
+CONE_RANGES = {
+    "apex": (0.2, 0.8),  # fraction of the image size, each coordinate: >= 0.2 N px from the border
+    "axis_angle": (0.0, 2 * math.pi),  # the axis is (cos, sin) of a uniform angle
+    "aperture": (0.1, 0.4),  # s; half-angle pi*s from 18 to 72 degrees
+}
+
+
+def sample_cones(rng, count):
+    """``(count, 5)`` float32 cone parameters ``[a0, a1, d0, d1, s]`` drawn from :data:`CONE_RANGES`."""
+    apex = rng.uniform(*CONE_RANGES["apex"], size=(count, 2))
+    phi = rng.uniform(*CONE_RANGES["axis_angle"], size=count)
+    s = rng.uniform(*CONE_RANGES["aperture"], size=count)
+    return np.concatenate([apex, np.cos(phi)[:, None], np.sin(phi)[:, None], s[:, None]], axis=1).astype("float32")
+
+
+class ConeDataset(keras.utils.PyDataset):
+    """Batches of cone images drawn by :class:`shapegrad.Cones`, with their parameters.
+
+    Args:
+        resolution: image size ``N``.
+        batch_size: images per batch.
+        batches: batches per epoch.
+        seed: the dataset's seed; batch ``i`` of epoch ``e`` uses ``(seed, e, i)``.
+        targets: what ``__getitem__`` returns beside the images: ``"images"``
+            (self-supervised: the images again) or ``"params"`` (supervised).
+        noise: standard deviation of Gaussian pixel noise added to the inputs
+            (targets stay clean), clipped to ``[0, 1]``.
+        fresh: draw new batches every epoch (training) instead of the same ones.
+
+    ``__getitem__`` returns ``(images, images)`` or ``(images, params)`` with
+    images ``(batch, N, N, 1)`` in ``[0, 1]`` and params ``(batch, 5)``.
+    """
+
+    def __init__(self, resolution=64, batch_size=64, batches=100, seed=0, targets="images", noise=0.0, fresh=True, **kwargs):
+        super().__init__(**kwargs)
+        from shapegrad.layers import Cones
+
+        self.resolution = _validate.positive_int("resolution", resolution)
+        self.batch_size = _validate.positive_int("batch_size", batch_size)
+        self.batches = _validate.positive_int("batches", batches)
+        self.targets = _validate.one_of("targets", targets, ("images", "params"))
+        if not (isinstance(noise, (int, float)) and 0 <= noise < 1):
+            raise ValueError(f"Expected noise to be a number in [0, 1). Received: noise={noise!r}")
+        self.noise = float(noise)
+        self.seed = int(seed)
+        self.fresh = bool(fresh)
+        self.epoch = 0
+        self._renderer = Cones(self.resolution)
+
+    def __len__(self):
+        return self.batches
+
+    def on_epoch_end(self):
+        if self.fresh:
+            self.epoch += 1
+
+    def sample(self, index):
+        """Clean ``(images, params)`` of batch ``index`` in the current epoch."""
+        rng = np.random.default_rng([self.seed, self.epoch, index])
+        params = sample_cones(rng, self.batch_size)
+        images = keras.ops.convert_to_numpy(self._renderer(params)).astype("float32")
+        return images, params
+
+    def __getitem__(self, index):
+        images, params = self.sample(index)
+        inputs = images
+        if self.noise:
+            rng = np.random.default_rng([self.seed, self.epoch, index, 1])
+            inputs = np.clip(images + rng.normal(0, self.noise, images.shape), 0, 1).astype("float32")
+        return inputs, (images if self.targets == "images" else params)

@@ -1,0 +1,79 @@
+"""Evaluation metrics in natural units: IoU, PSNR, and parameter errors in pixels and degrees.
+
+These are NumPy functions for evaluation (no gradients). Images are
+``(B, H, W, C)`` in ``[0, 1]``; shapes are compared on the first channel
+thresholded at 0.5 unless the images have several channels, where a pixel is
+"on" if any channel differs from the background by more than 0.5 (see
+:func:`masks`).
+
+Example:
+    >>> import numpy as np
+    >>> a = np.zeros((1, 4, 4, 1)); a[0, :2] = 1
+    >>> float(iou(a, a)[0]), float(psnr(a, a * 0.9)[0]) > 20
+    (1.0, True)
+"""
+
+import numpy as np
+
+__all__ = ["masks", "iou", "psnr", "angle_deg", "cone_errors", "summarize"]
+
+
+def masks(images, background=0.0):
+    """Boolean ``(B, H, W)``: pixels that differ from ``background`` by more than 0.5 in any channel."""
+    images = np.asarray(images, np.float64)
+    return (np.abs(images - background) > 0.5).any(axis=-1)
+
+
+def iou(pred, true, background=0.0):
+    """Intersection over union of the shapes' masks, per image; 1 where both are empty."""
+    p, t = masks(pred, background), masks(true, background)
+    inter = (p & t).sum(axis=(1, 2))
+    union = (p | t).sum(axis=(1, 2))
+    return np.where(union == 0, 1.0, inter / np.maximum(union, 1))
+
+
+def psnr(pred, true):
+    """Peak signal-to-noise ratio in dB for images in ``[0, 1]``, per image (capped at 100 dB)."""
+    mse = np.mean((np.asarray(pred, np.float64) - np.asarray(true, np.float64)) ** 2, axis=(1, 2, 3))
+    return np.minimum(10 * np.log10(1.0 / np.maximum(mse, 1e-10)), 100.0)
+
+
+def angle_deg(u, v):
+    """Unsigned angle between 2-vectors along the last axis, in degrees."""
+    u, v = np.asarray(u, np.float64), np.asarray(v, np.float64)
+    cross = u[..., 0] * v[..., 1] - u[..., 1] * v[..., 0]
+    dot = (u * v).sum(-1)
+    return np.degrees(np.arctan2(np.abs(cross), dot))
+
+
+def cone_errors(pred, true, resolution):
+    """Per-cone errors between ``(B, 5)`` parameter arrays in the ``Cones`` convention.
+
+    Returns a dict of ``(B,)`` arrays: ``apex_error_px`` (Euclidean, pixels),
+    ``axis_error_deg`` and ``aperture_error_deg`` (of the half-angle
+    ``180 * s`` degrees).
+    """
+    pred, true = np.asarray(pred, np.float64), np.asarray(true, np.float64)
+    return {
+        "apex_error_px": resolution * np.linalg.norm(pred[:, 0:2] - true[:, 0:2], axis=1),
+        "axis_error_deg": angle_deg(pred[:, 2:4], true[:, 2:4]),
+        "aperture_error_deg": 180.0 * np.abs(pred[:, 4] - true[:, 4]),
+    }
+
+
+def summarize(per_item):
+    """``{name: array}`` -> ``{name_median: ..., name_mean: ..., name_p90: ...}`` as floats.
+
+    Image metrics (``iou``, ``psnr``) keep their plain name for the mean.
+    """
+    out = {}
+    for name, values in per_item.items():
+        values = np.asarray(values, np.float64)
+        if name in ("iou", "psnr"):
+            out[name] = float(values.mean())
+            out[f"{name}_median"] = float(np.median(values))
+        else:
+            out[f"{name}_median"] = float(np.median(values))
+            out[f"{name}_mean"] = float(values.mean())
+            out[f"{name}_p90"] = float(np.percentile(values, 90))
+    return out

@@ -1,0 +1,78 @@
+"""Figures: image grids and training curves, written to PNG (matplotlib's Agg backend, no screen)."""
+
+import os
+
+import numpy as np
+
+__all__ = ["save_image", "image_grid", "save_reconstructions", "save_curves"]
+
+
+def _atomic_path(path):
+    os.makedirs(os.path.dirname(os.path.abspath(path)) or ".", exist_ok=True)
+    return f"{path}.tmp-{os.getpid()}"
+
+
+def save_image(path, image, scale=1):
+    """Write ``(H, W)``, ``(H, W, 1)`` or ``(H, W, 3)`` values in ``[0, 1]`` to a PNG (atomically)."""
+    from PIL import Image
+
+    image = np.clip(np.asarray(image, np.float64), 0, 1)
+    if image.ndim == 3 and image.shape[-1] == 1:
+        image = image[..., 0]
+    pil = Image.fromarray(np.round(image * 255).astype(np.uint8))
+    if scale != 1:
+        pil = pil.resize((pil.width * scale, pil.height * scale), Image.NEAREST)
+    tmp = _atomic_path(path)
+    pil.save(tmp, format="PNG")
+    os.replace(tmp, path)
+    return path
+
+
+def image_grid(rows, pad=2, fill=1.0):
+    """Tile a list of rows, each a sequence of ``(H, W, C)`` images, into one ``(H', W', C)`` image."""
+    rows = [[np.asarray(im, np.float64) for im in row] for row in rows]
+    h, w, c = rows[0][0].shape
+    channels = max(im.shape[-1] for row in rows for im in row)
+    cols = max(len(row) for row in rows)
+    out = np.full((len(rows) * (h + pad) + pad, cols * (w + pad) + pad, channels), fill)
+    for r, row in enumerate(rows):
+        for k, im in enumerate(row):
+            y, x = pad + r * (h + pad), pad + k * (w + pad)
+            out[y : y + h, x : x + w] = im if im.shape[-1] == channels else np.repeat(im, channels, -1)
+    return out
+
+
+def save_reconstructions(path, inputs, *reconstructions, scale=3):
+    """One column per example: the input on top, then each reconstruction below it."""
+    rows = [list(inputs)] + [list(r) for r in reconstructions]
+    return save_image(path, image_grid(rows), scale=scale)
+
+
+def save_curves(path, history, title=""):
+    """Plot the loss and every validation metric of a ``{name: [per-epoch values]}`` history."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    metrics = [k for k in history if k != "loss" and not k.startswith("val_loss")]
+    fig, axes = plt.subplots(1, 1 + len(metrics), figsize=(4 * (1 + len(metrics)), 3.2), squeeze=False)
+    axes = axes[0]
+    epochs = np.arange(1, len(history["loss"]) + 1)
+    axes[0].semilogy(epochs, history["loss"], color="C0")
+    axes[0].set_title("training loss")
+    for ax, name in zip(axes[1:], metrics):
+        values = np.asarray(history[name], np.float64)
+        (ax.semilogy if np.all(values > 0) and "iou" not in name else ax.plot)(epochs[: len(values)], values, color="C1")
+        ax.set_title(name.replace("_", " "))
+    for ax in axes:
+        ax.set_xlabel("epoch")
+        ax.grid(alpha=0.3)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    tmp = _atomic_path(path)
+    fig.savefig(tmp, dpi=100, format="png")
+    plt.close(fig)
+    os.replace(tmp, path)
+    return path

@@ -1,0 +1,348 @@
+"""Train an encoder to read primitives out of images, with the renderer as frozen decoder.
+
+Self-supervised by default: the only loss is between the input image and the
+rendering of the encoder's parameters, so no parameter labels are used. Two
+things make that work through sharp edges, whose gradient vanishes a few
+pixels away from the boundary:
+
+- **annealing**: the decoder's edge starts soft (``anneal_start`` times its
+  sharpness, i.e. 10x wider) and sharpens geometrically over the first
+  ``anneal`` fraction of training, so early on every pixel feels the shape;
+- **test-time refinement**: after the encoder's guess, a few Adam steps per
+  image through the renderer (:func:`shapegrad.fit.refine`) polish the
+  parameters to sub-pixel accuracy, again with the image loss only.
+
+``supervised=True`` trains the same encoder on the true parameters instead (a
+baseline that needs labels).
+
+Outputs in ``out``: ``encoder.keras``, ``metrics.json``, ``reconstructions.png``,
+``curves.png``; while training, ``backup/`` holds the checkpoint from which a
+killed run resumes (``keras.callbacks.BackupAndRestore``).
+
+Example (a tiny run):
+    >>> import tempfile
+    >>> m = train(tempfile.mkdtemp(), resolution=16, steps=4, steps_per_epoch=2, batch_size=8,
+    ...           test_size=8, refine_steps=2, width=4, verbose=0)
+    >>> sorted(k for k in m if k.endswith("median"))[:3]
+    ['aperture_error_deg_median', 'apex_error_px_median', 'axis_error_deg_median']
+"""
+
+import json
+import math
+import os
+import time
+
+import keras
+import numpy as np
+
+from shapegrad import _validate, fit, metrics, plots
+from shapegrad.data import ConeDataset
+from shapegrad.models import CONE_FIELDS, build_encoder
+
+__all__ = ["train", "evaluate", "OUTPUTS"]
+
+OUTPUTS = ("encoder.keras", "metrics.json", "reconstructions.png", "curves.png")
+
+
+class _EpochData(keras.callbacks.Callback):
+    """Point the dataset at the current epoch, so a resumed run draws the same batches."""
+
+    def __init__(self, dataset):
+        super().__init__()
+        self.dataset = dataset
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.dataset.epoch = epoch
+
+
+class _Anneal(keras.callbacks.Callback):
+    """Sharpness schedule indexed by the global step (epoch * steps_per_epoch + batch)."""
+
+    def __init__(self, annealed, steps, steps_per_epoch, start, anneal):
+        super().__init__()
+        self.annealed, self.steps, self.spe, self.start, self.anneal = annealed, steps, steps_per_epoch, start, anneal
+        self.epoch = 0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch = epoch
+
+    def on_train_batch_begin(self, batch, logs=None):
+        step = self.epoch * self.spe + batch
+        self.annealed.scale.assign(fit.sharpness_scale(step, self.steps, self.start, self.anneal))
+
+    def on_train_end(self, logs=None):
+        self.annealed.scale.assign(1.0)
+
+
+class _Validate(keras.callbacks.Callback):
+    """After each epoch: the encoder's apex/axis/aperture errors and IoU on a fixed batch."""
+
+    def __init__(self, encoder, renderer, images, params, resolution):
+        super().__init__()
+        self.encoder, self.renderer = encoder, renderer
+        self.images, self.truth, self.resolution = images, params, resolution
+
+    def on_epoch_end(self, epoch, logs=None):
+        pred = self.encoder.predict(self.images, verbose=0)
+        recon = keras.ops.convert_to_numpy(self.renderer(pred))
+        errors = metrics.cone_errors(pred, self.truth, self.resolution)
+        logs = logs if logs is not None else {}
+        logs["val_apex_error_px"] = float(np.median(errors["apex_error_px"]))
+        logs["val_axis_error_deg"] = float(np.median(errors["axis_error_deg"]))
+        logs["val_aperture_error_deg"] = float(np.median(errors["aperture_error_deg"]))
+        logs["val_iou"] = float(metrics.iou(recon, self.images).mean())
+
+
+class _TimeBudget(keras.callbacks.Callback):
+    """Stop training at the end of the batch that passes ``seconds`` of wall time."""
+
+    def __init__(self, seconds):
+        super().__init__()
+        self.seconds = seconds
+        self.start = None
+        self.stopped_early = False
+
+    def on_train_begin(self, logs=None):
+        self.start = time.perf_counter()
+
+    def on_train_batch_end(self, batch, logs=None):
+        if self.seconds and time.perf_counter() - self.start > self.seconds:
+            self.model.stop_training = True
+            self.stopped_early = True
+
+
+def pyramid_mse(y_true, y_pred, levels=3):
+    """Mean squared error of the images and of their 2x, 4x, ... average-pooled versions.
+
+    Pooled images see a shape from further away, so the loss keeps a gradient
+    where a sharp edge alone would not.
+    """
+    ops = keras.ops
+    loss = ops.mean((y_true - y_pred) ** 2)
+    a, b = y_true, y_pred
+    for _ in range(levels):
+        a = ops.average_pool(a, 2, 2)
+        b = ops.average_pool(b, 2, 2)
+        loss = loss + ops.mean((a - b) ** 2)
+    return loss / (levels + 1)
+
+
+def evaluate(encoder, renderer, images, params, resolution, refine_steps=100, batch=256):
+    """Metrics of the encoder alone and after ``refine_steps`` of test-time refinement.
+
+    Returns ``(headline, encoder_only, refined_params)``: dicts of summary
+    figures (see :func:`shapegrad.metrics.summarize`) and the refined ``(B, 5)``.
+    """
+    pred = encoder.predict(images, batch_size=batch, verbose=0)
+
+    def summary(p):
+        recon = keras.ops.convert_to_numpy(renderer(p))
+        per_item = {"iou": metrics.iou(recon, images), "psnr": metrics.psnr(recon, images)}
+        per_item.update(metrics.cone_errors(p, params, resolution))
+        return metrics.summarize(per_item)
+
+    refined = np.concatenate(
+        [
+            fit.refine(renderer, CONE_FIELDS, pred[k : k + batch], images[k : k + batch], steps=refine_steps)
+            for k in range(0, len(images), batch)
+        ]
+    )
+    return summary(refined), summary(pred), pred, refined
+
+
+def _check_out(out, force):
+    existing = [name for name in OUTPUTS if os.path.exists(os.path.join(out, name))]
+    resuming = os.path.isdir(os.path.join(out, "backup"))
+    if existing and not force and not resuming:
+        raise FileExistsError(
+            f"{os.path.join(out, existing[0])} exists; pass force=True (--force) to overwrite. Received: out={out!r}"
+        )
+
+
+def _write_json(path, data):
+    tmp = f"{path}.tmp-{os.getpid()}"
+    with open(tmp, "w") as f:
+        json.dump(data, f, indent=2, sort_keys=True)
+        f.write("\n")
+    os.replace(tmp, path)
+
+
+def train(
+    out,
+    shapes="cone",
+    resolution=64,
+    steps=3000,
+    batch_size=64,
+    supervised=False,
+    seconds=None,
+    learning_rate=1e-3,
+    anneal_start=0.1,
+    anneal=0.5,
+    loss="mse",
+    refine_steps=100,
+    test_size=256,
+    width=32,
+    noise=0.0,
+    steps_per_epoch=100,
+    seed=0,
+    force=False,
+    verbose="auto",
+):
+    """Train the encoder–decoder and write its outputs to ``out``; returns the metrics dict.
+
+    Args:
+        out: output folder (created). Existing outputs are not overwritten
+            unless ``force``; an unfinished run in ``out`` is resumed.
+        shapes: ``"cone"`` (the ``Cones`` convention).
+        resolution: image size ``N``.
+        steps: training steps (batches); rounded up to whole epochs of
+            ``steps_per_epoch``.
+        batch_size: images per step.
+        supervised: train on the true parameters instead of the image.
+        seconds: optional wall-time budget for training; stops early.
+        learning_rate: Adam's peak learning rate (cosine decay to 2%).
+        anneal_start: initial fraction of the decoder's sharpness (1 = off).
+        anneal: fraction of the steps over which the sharpness reaches 1.
+        loss: ``"mse"`` or ``"pyramid"`` (:func:`pyramid_mse`), for the image loss.
+        refine_steps: test-time refinement steps (0 = encoder only).
+        test_size: test images (a fixed seed, disjoint from training).
+        width: base width of the encoder's convolutions.
+        noise: Gaussian noise on the training inputs.
+        seed: seed of the data and of the weights.
+        verbose: Keras' ``fit`` verbosity (``"auto"`` shows a progress bar).
+    """
+    from shapegrad.layers import Cones
+
+    _validate.one_of("shapes", shapes, ("cone",))
+    _validate.one_of("loss", loss, ("mse", "pyramid"))
+    steps = _validate.positive_int("steps", steps)
+    steps_per_epoch = min(_validate.positive_int("steps_per_epoch", steps_per_epoch), steps)
+    epochs = math.ceil(steps / steps_per_epoch)
+    steps = epochs * steps_per_epoch
+    _check_out(out, force)
+    os.makedirs(out, exist_ok=True)
+    started = time.perf_counter()
+
+    keras.utils.set_random_seed(seed)
+    shape = (resolution, resolution, 1)
+    encoder = build_encoder(shape, CONE_FIELDS, width=width)
+    renderer = Cones(resolution)
+    data = ConeDataset(
+        resolution, batch_size, steps_per_epoch, seed=seed, targets="params" if supervised else "images", noise=noise
+    )
+    val_images, val_params = ConeDataset(resolution, 64, 1, seed=seed + 1, fresh=False).sample(0)
+    schedule = keras.optimizers.schedules.CosineDecay(learning_rate, steps, alpha=0.02)
+    callbacks = [_EpochData(data)]
+    if supervised:
+        model = encoder
+        model.compile(optimizer=keras.optimizers.Adam(schedule), loss="mse")
+    else:
+        annealed = fit.Annealed(renderer, name="renderer")
+        inputs = keras.Input(shape, name="images")
+        model = keras.Model(inputs, annealed(encoder(inputs)), name="autoencoder")
+        model.compile(optimizer=keras.optimizers.Adam(schedule), loss=pyramid_mse if loss == "pyramid" else "mse")
+        callbacks.append(_Anneal(annealed, steps, steps_per_epoch, anneal_start, anneal))
+    budget = _TimeBudget(seconds)
+    callbacks += [
+        _Validate(encoder, renderer, val_images, val_params, resolution),
+        keras.callbacks.TerminateOnNaN(),
+        keras.callbacks.BackupAndRestore(os.path.join(out, "backup"), save_freq="epoch", delete_checkpoint=True),
+        budget,
+    ]
+    history = model.fit(data, epochs=epochs, callbacks=callbacks, verbose=verbose)
+    train_seconds = time.perf_counter() - started
+    if any(not np.isfinite(v) for v in history.history.get("loss", [])):
+        raise FloatingPointError("training produced a non-finite loss; TerminateOnNaN stopped it")
+
+    test = ConeDataset(resolution, test_size, 1, seed=seed + 2, fresh=False)
+    images, params = test.sample(0)
+    t0 = time.perf_counter()
+    headline, encoder_only, pred, refined = evaluate(encoder, renderer, images, params, resolution, refine_steps)
+    done_steps = int(keras.ops.convert_to_numpy(model.optimizer.iterations))
+    result = dict(headline)
+    result.update(
+        shapes=shapes,
+        resolution=resolution,
+        supervised=bool(supervised),
+        backend=keras.backend.backend(),
+        steps=done_steps,
+        batch_size=batch_size,
+        wall_seconds=round(train_seconds, 1),
+        refine_steps=refine_steps,
+        refine_seconds=round(time.perf_counter() - t0, 1),
+        anneal_start=anneal_start,
+        loss="params" if supervised else loss,
+        stopped_by_time_budget=budget.stopped_early,
+        test_size=test_size,
+        encoder_only=encoder_only,
+        seed=seed,
+    )
+    encoder.save(os.path.join(out, "encoder.keras"))
+    _write_json(os.path.join(out, "metrics.json"), result)
+    shown = slice(0, 10)
+    plots.save_reconstructions(
+        os.path.join(out, "reconstructions.png"),
+        images[shown],
+        keras.ops.convert_to_numpy(renderer(pred[shown])),
+        keras.ops.convert_to_numpy(renderer(refined[shown])),
+    )
+    mode = "supervised" if supervised else "self-supervised"
+    plots.save_curves(os.path.join(out, "curves.png"), history.history, title=f"cones {resolution}px, {mode}")
+    return result
+
+
+def add_parser(subparsers):
+    """The ``shapegrad train`` sub-command."""
+    p = subparsers.add_parser(
+        "train",
+        help="train an encoder with the renderer as frozen decoder",
+        description="Train an encoder to read shapes out of images (self-supervised unless --supervised).",
+    )
+    p.add_argument("--shapes", default="cone", help="what to learn: cone (default)")
+    p.add_argument("--resolution", type=int, default=64, help="image size in pixels (default 64)")
+    p.add_argument("--steps", type=int, default=3000, help="training steps (default 3000)")
+    p.add_argument("--seconds", type=float, default=None, help="stop training after this many seconds")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--learning-rate", type=float, default=1e-3)
+    p.add_argument("--anneal-start", type=float, default=0.1, help="initial edge sharpness fraction (1 = off)")
+    p.add_argument("--loss", choices=("mse", "pyramid"), default="mse", help="image loss")
+    p.add_argument("--refine-steps", type=int, default=100, help="test-time refinement steps (0 = off)")
+    p.add_argument("--test-size", type=int, default=256)
+    p.add_argument("--width", type=int, default=32, help="encoder base width")
+    p.add_argument("--noise", type=float, default=0.0, help="Gaussian noise on training inputs")
+    p.add_argument("--steps-per-epoch", type=int, default=100, help="steps between checkpoints (default 100)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--supervised", action="store_true", help="train on true parameters (baseline)")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--force", action="store_true", help="overwrite existing outputs in --out")
+    p.set_defaults(run=_run)
+    return p
+
+
+def _run(args):
+    from shapegrad.cli import UsageError
+
+    try:
+        result = train(
+            args.out,
+            shapes=args.shapes,
+            resolution=args.resolution,
+            steps=args.steps,
+            batch_size=args.batch_size,
+            supervised=args.supervised,
+            seconds=args.seconds,
+            learning_rate=args.learning_rate,
+            anneal_start=args.anneal_start,
+            loss=args.loss,
+            refine_steps=args.refine_steps,
+            test_size=args.test_size,
+            width=args.width,
+            noise=args.noise,
+            steps_per_epoch=args.steps_per_epoch,
+            seed=args.seed,
+            force=args.force,
+        )
+    except (FileExistsError, ValueError) as error:
+        raise UsageError(str(error)) from None
+    keys = ("iou", "psnr", "apex_error_px_median", "axis_error_deg_median", "aperture_error_deg_median")
+    print(", ".join(f"{k} {result[k]:.4g}" for k in keys), f"-> {args.out}")

@@ -1,0 +1,182 @@
+"""Data, encoder, metrics, refinement and training of the cone encoder–decoder; the train CLI."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import keras
+import numpy as np
+import pytest
+
+from helpers import BACKEND, assert_finite, to_numpy
+from shapegrad import Cones, fit, metrics
+from shapegrad.cli import main
+from shapegrad.data import CONE_RANGES, ConeDataset, sample_cones
+from shapegrad.models import CONE_FIELDS, ParameterHead, build_autoencoder, build_encoder
+from shapegrad.train import OUTPUTS, pyramid_mse, train
+
+
+def test_dataset_is_deterministic_and_in_range():
+    a = ConeDataset(resolution=16, batch_size=32, batches=3, seed=7)
+    b = ConeDataset(resolution=16, batch_size=32, batches=3, seed=7)
+    x1, y1 = a[2]
+    x2, y2 = b[2]
+    np.testing.assert_array_equal(x1, x2)
+    np.testing.assert_array_equal(y1, y2)
+    assert not np.array_equal(a[0][0], a[1][0])
+    a.on_epoch_end()
+    assert not np.array_equal(a[2][0], x1)  # fresh batches every epoch
+    _, params = ConeDataset(resolution=16, batch_size=256, batches=1, targets="params").__getitem__(0)
+    assert params.shape == (256, 5)
+    lo, hi = CONE_RANGES["apex"]
+    assert (params[:, :2] >= lo).all() and (params[:, :2] <= hi).all()
+    np.testing.assert_allclose(np.linalg.norm(params[:, 2:4], axis=1), 1.0, rtol=1e-6)
+    lo, hi = CONE_RANGES["aperture"]
+    assert (params[:, 4] >= lo).all() and (params[:, 4] <= hi).all()
+    # The images are the Cones layer's drawing of the parameters.
+    images, params = a.sample(0)
+    np.testing.assert_allclose(images, to_numpy(Cones(16)(params)), atol=1e-6)
+
+
+def test_dataset_noise_and_bad_arguments():
+    clean, _ = ConeDataset(resolution=16, batch_size=4, batches=1, seed=1).sample(0)
+    noisy, target = ConeDataset(resolution=16, batch_size=4, batches=1, seed=1, noise=0.1)[0]
+    assert 0.05 < np.std(noisy - clean) < 0.15 and noisy.min() >= 0 and noisy.max() <= 1
+    np.testing.assert_array_equal(target, clean)
+    with pytest.raises(ValueError, match="Received: noise=2"):
+        ConeDataset(noise=2)
+    with pytest.raises(ValueError, match="Received: targets='labels'"):
+        ConeDataset(targets="labels")
+
+
+def test_head_emits_valid_parameters_even_from_zero_and_huge_raw():
+    head = ParameterHead(CONE_FIELDS)
+    raw = np.array([[0, 0, 0, 0, 0], [1e30, -1e30, 1e-30, 0, 1e30], [3, -2, -1, 1, -5]], "float32")
+    out = to_numpy(head(raw))
+    assert ((out[:, [0, 1, 4]] >= 0) & (out[:, [0, 1, 4]] <= 1)).all()
+    np.testing.assert_allclose(np.linalg.norm(out[:, 2:4], axis=1), 1.0, rtol=1e-6)
+    with pytest.raises(ValueError, match="Received: activation of field 'x'='softmax'"):
+        ParameterHead([("x", 2, "softmax")])
+
+
+def test_encoder_serialises_and_autoencoder_freezes_renderer(tmp_path):
+    encoder = build_encoder((16, 16, 1), CONE_FIELDS, width=4)
+    images = ConeDataset(resolution=16, batch_size=3, batches=1).sample(0)[0]
+    path = tmp_path / "encoder.keras"
+    encoder.save(path)
+    loaded = keras.saving.load_model(path)  # safe_mode: no lambdas, registered classes only
+    np.testing.assert_allclose(to_numpy(loaded(images)), to_numpy(encoder(images)), atol=1e-6)
+    auto = build_autoencoder(encoder, Cones(16))
+    assert auto.output_shape == (None, 16, 16, 1)
+    assert len(auto.trainable_weights) == len(encoder.trainable_weights)
+
+
+def test_metrics_in_natural_units():
+    truth = np.array([[0.5, 0.5, 1.0, 0.0, 0.25]])
+    pred = np.array([[0.5 + 3 / 64, 0.5 + 4 / 64, np.cos(np.radians(10)), np.sin(np.radians(10)), 0.25 + 2 / 180]])
+    errors = metrics.cone_errors(pred, truth, 64)
+    assert errors["apex_error_px"][0] == pytest.approx(5.0)
+    assert errors["axis_error_deg"][0] == pytest.approx(10.0)
+    assert errors["aperture_error_deg"][0] == pytest.approx(2.0)
+    a = np.zeros((2, 8, 8, 1))
+    b = np.zeros((2, 8, 8, 1))
+    a[0, :4], b[0, 2:6] = 1, 1
+    np.testing.assert_allclose(metrics.iou(a, b), [2 / 6, 1.0])
+    assert metrics.psnr(a[:1], a[:1] + 0.1)[0] == pytest.approx(20.0)
+
+
+def test_pyramid_loss_sees_further_than_mse():
+    # Two disjoint squares: MSE is blind to their distance, the pooled levels are not.
+    a = np.zeros((1, 16, 16, 1), "float32")
+    a[0, 0:4, 0:4] = 1
+    near, far = np.zeros_like(a), np.zeros_like(a)
+    near[0, 0:4, 4:8] = 1
+    far[0, 12:16, 12:16] = 1
+    mse = lambda x: float(to_numpy(keras.ops.mean((a - x) ** 2)))  # noqa: E731
+    assert mse(near) == mse(far)
+    assert float(to_numpy(pyramid_mse(a, near))) < float(to_numpy(pyramid_mse(a, far)))
+
+
+def test_refine_recovers_cones_from_a_rough_guess():
+    n = 32
+    rng = np.random.default_rng(0)
+    truth = sample_cones(rng, 16)
+    images = to_numpy(Cones(n)(truth))
+    guess = truth.copy()
+    guess[:, :2] += rng.normal(0, 1.0 / n, (16, 2))
+    guess[:, 4] += rng.normal(0, 2 / 180, 16)
+    refined = fit.refine(Cones(n), CONE_FIELDS, guess, images, steps=120)
+    before = metrics.cone_errors(guess, truth, n)
+    after = metrics.cone_errors(refined, truth, n)
+    assert np.median(after["apex_error_px"]) < 0.05 < np.median(before["apex_error_px"])
+    assert np.median(after["aperture_error_deg"]) < 0.2 * np.median(before["aperture_error_deg"])
+    assert_finite("refined", refined)
+
+
+def test_train_writes_outputs_and_refuses_to_overwrite(tmp_path):
+    out = str(tmp_path / "run")
+    result = train(
+        out, resolution=16, steps=6, steps_per_epoch=3, batch_size=8, test_size=8, refine_steps=3, width=4, verbose=0
+    )
+    for name in OUTPUTS:
+        assert os.path.getsize(os.path.join(out, name)) > 0, name
+    assert not os.path.exists(os.path.join(out, "backup"))  # removed once finished
+    saved = json.load(open(os.path.join(out, "metrics.json")))
+    for key in ("iou", "psnr", "apex_error_px_median", "axis_error_deg_median", "aperture_error_deg_median"):
+        assert np.isfinite(saved[key]), key
+    assert saved["supervised"] is False and saved["backend"] == BACKEND and saved["steps"] == 6
+    assert saved["wall_seconds"] > 0
+    assert result["iou"] == saved["iou"]
+    encoder = keras.saving.load_model(os.path.join(out, "encoder.keras"))
+    assert encoder.output_shape == (None, 5)
+    with pytest.raises(FileExistsError, match="force"):
+        train(out, resolution=16, steps=2, verbose=0)
+
+
+def test_supervised_baseline_runs(tmp_path):
+    result = train(
+        str(tmp_path), resolution=16, steps=4, steps_per_epoch=2, batch_size=8, test_size=8,
+        refine_steps=0, width=4, supervised=True, verbose=0,
+    )
+    assert result["supervised"] is True and np.isfinite(result["apex_error_px_median"])
+
+
+def test_cli_train_bad_input_is_one_line_and_status_2(tmp_path, capsys):
+    assert main(["train", "--steps", "-3", "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["shapegrad train: error: Expected steps to be a positive integer. Received: steps=-3"]
+    assert main(["train", "--shapes", "dsk", "--out", str(tmp_path)]) == 2
+    (tmp_path / "metrics.json").write_text("{}")
+    assert main(["train", "--steps", "2", "--out", str(tmp_path)]) == 2
+    assert "force" in capsys.readouterr().err
+    assert (tmp_path / "metrics.json").read_text() == "{}"  # untouched
+
+
+@pytest.mark.slow
+def test_killed_run_resumes_from_its_checkpoint(tmp_path):
+    """A subprocess killed after a checkpoint resumes at that epoch and finishes."""
+    out = tmp_path / "run"
+    cmd = [
+        sys.executable, "-m", "shapegrad.cli", "train", "--resolution", "16", "--steps", "60",
+        "--steps-per-epoch", "5", "--batch-size", "8", "--width", "4", "--test-size", "8",
+        "--refine-steps", "2", "--out", str(out),
+    ]
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    first = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, text=True)
+    marker = out / "backup" / "training_metadata.json"
+    deadline = time.time() + 240
+    while not marker.exists() and first.poll() is None and time.time() < deadline:
+        time.sleep(0.02)
+    assert marker.exists(), first.communicate()[0][-2000:]
+    first.send_signal(signal.SIGKILL)
+    first.wait()
+    assert not (out / "metrics.json").exists()
+    second = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
+    assert second.returncode == 0, second.stderr[-2000:]
+    log = second.stdout + second.stderr
+    assert "Epoch 1/12" not in log and "Epoch 12/12" in log, log[-2000:]
+    saved = json.load(open(out / "metrics.json"))
+    assert saved["steps"] == 60
