@@ -180,8 +180,9 @@ def safe_div(x, y, default=0.0):
 
     Returns ``x / y`` where ``y != 0`` and ``default`` where ``y == 0``; the
     gradient with respect to both ``x`` and ``y`` is **0** where ``y == 0``.
-    Where ``y`` is merely tiny the quotient is exact and may overflow to ±inf,
-    as the true value would: guard the magnitude upstream if that can happen.
+    Where ``y`` is merely tiny the quotient and its gradient ``-x / y^2`` are
+    exact and may overflow to ±inf, as the true values would: guard the
+    magnitude upstream if that can happen.
 
     Example:
         >>> import numpy as np

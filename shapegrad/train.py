@@ -200,7 +200,9 @@ def train(
         batch_size: images per step.
         supervised: train on the true parameters instead of the image.
         seconds: optional wall-time budget for training; stops early.
-        learning_rate: Adam's peak learning rate (cosine decay to 2%).
+        learning_rate: Adam's peak learning rate, reached after a linear warm-up
+            over the first 10% of steps (at most 500), then cosine-decayed to 2%;
+            gradients are clipped to a global norm of 1.
         anneal_start: initial fraction of the decoder's sharpness (1 = off).
         anneal: fraction of the steps over which the sharpness reaches 1.
         loss: ``"mse"`` or ``"pyramid"`` (:func:`pyramid_mse`), for the image loss.
@@ -231,16 +233,22 @@ def train(
         resolution, batch_size, steps_per_epoch, seed=seed, targets="params" if supervised else "images", noise=noise
     )
     val_images, val_params = ConeDataset(resolution, 64, 1, seed=seed + 1, fresh=False).sample(0)
-    schedule = keras.optimizers.schedules.CosineDecay(learning_rate, steps, alpha=0.02)
+    warmup = min(steps // 10, 500)
+    schedule = keras.optimizers.schedules.CosineDecay(
+        0.0, steps - warmup, alpha=0.02, warmup_target=learning_rate, warmup_steps=warmup
+    )
     callbacks = [_EpochData(data)]
     if supervised:
         model = encoder
-        model.compile(optimizer=keras.optimizers.Adam(schedule), loss="mse")
+        model.compile(optimizer=keras.optimizers.Adam(schedule, global_clipnorm=1.0), loss="mse")
     else:
         annealed = fit.Annealed(renderer, name="renderer")
         inputs = keras.Input(shape, name="images")
         model = keras.Model(inputs, annealed(encoder(inputs)), name="autoencoder")
-        model.compile(optimizer=keras.optimizers.Adam(schedule), loss=pyramid_mse if loss == "pyramid" else "mse")
+        model.compile(
+            optimizer=keras.optimizers.Adam(schedule, global_clipnorm=1.0),
+            loss=pyramid_mse if loss == "pyramid" else "mse",
+        )
         callbacks.append(_Anneal(annealed, steps, steps_per_epoch, anneal_start, anneal))
     budget = _TimeBudget(seconds)
     callbacks += [
