@@ -228,7 +228,6 @@ class Finding:
             ``"nonfinite_gradient"``, ``"dead_gradient"`` or ``"gradient_mismatch"``.
         summary: one line saying what is wrong and where.
         layer, layer_class: the layer held responsible (``"loss"`` for the loss).
-        op_hint: for a ``where`` leak, the catalogue key of the operation in the branch.
         op: the operation, as a ``keras.ops`` name where one was on the stack
             (``"arccos"``), else as the backend named it.
         backend_op: what the backend itself reported (``"AcosBackward0"``).
@@ -236,6 +235,7 @@ class Finding:
         source: that line's code.
         hint: key into :data:`HINTS`.
         details: further lines (what entered and left the layer).
+        op_hint: for a ``where`` leak, the catalogue key of the operation in the branch.
     """
 
     kind: str
@@ -871,11 +871,20 @@ def _float64_target(target, inputs64):
         return layer.__class__.from_config(config)
 
     if isinstance(target, keras.Model) and (isinstance(target, keras.Sequential) or hasattr(target, "_nodes_by_depth")):
-        twin = keras.models.clone_model(
-            target,
-            clone_function=clone_layer,
-            input_tensors=None,
-        )
+        # New float64 inputs: Functional models cast their inputs to the
+        # declared Input dtype, which would quantise the finite differences.
+        input_tensors = None
+        if getattr(target, "inputs", None):
+            input_tensors = [
+                keras.Input(
+                    shape=tuple(t.shape[1:]),
+                    dtype="float64" if "float" in keras.backend.standardize_dtype(t.dtype) else t.dtype,
+                )
+                for t in target.inputs
+            ]
+            if len(input_tensors) == 1:
+                input_tensors = input_tensors[0]
+        twin = keras.models.clone_model(target, clone_function=clone_layer, input_tensors=input_tensors)
     else:
         twin = clone_layer(target)
     twin(tree.map_structure(ops.convert_to_tensor, inputs64))
@@ -933,12 +942,18 @@ def _fd_findings(target, inputs, float_inputs, loss_fn, training, samples, seed,
     outs = _run(twin, inputs64, lambda fn, op=None: fn, training)
     vals = np.concatenate([_np(o).ravel() for o in tree.flatten(outs) if _is_float_tensor(o)] or [np.zeros(0)])
     vals = vals[np.isfinite(vals) & (vals != np.round(vals))]
-    if vals.size and np.all(vals == vals.astype(np.float32).astype(np.float64)):
+    # Or the inputs were cast to float32 on the way in: then a relative nudge
+    # of 1e-10 to every input leaves the loss exactly unchanged.
+    base = float(_np(f(*[ops.convert_to_tensor(x) for x in xs])))
+    nudged = float(_np(f(*[ops.convert_to_tensor(x * (1 + 1e-10)) for x in xs])))
+    expected = sum(float(np.sum(np.abs(g * x))) for g, x in zip(grads, xs)) * 1e-10
+    quantised = expected > 1e-14 * max(1.0, abs(base)) and nudged == base
+    if quantised or (vals.size and np.all(vals == vals.astype(np.float32).astype(np.float64))):
         notes.append("float64 finite-difference check skipped: the target computes in float32 internally")
         return []
     rng = np.random.default_rng(seed)
     findings, tested, kinks = [], 0, 0
-    f0 = float(_np(f(*[ops.convert_to_tensor(x) for x in xs])))
+    f0 = base
     for k, (x, g) in enumerate(zip(xs, grads)):
         for flat in rng.choice(x.size, size=min(samples, x.size), replace=False):
             idx = np.unravel_index(flat, x.shape)
