@@ -54,4 +54,8 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # Under ``python -m shapegrad.cli`` this file is ``__main__``; run the imported module's
+    # main so that sub-commands raise the same UsageError class that it catches.
+    from shapegrad.cli import main as _main
+
+    sys.exit(_main())

@@ -989,30 +989,13 @@ def _fd_findings(target, inputs, float_inputs, loss_fn, training, samples, seed,
 # --------------------------------------------------------------------------- command line
 
 
-def _usage_error(message):
-    """``shapegrad.cli.UsageError``, also when the CLI runs as ``python -m shapegrad.cli``.
-
-    Under ``-m`` the CLI module is ``__main__``, whose ``UsageError`` is a
-    different class from ``shapegrad.cli.UsageError``; raise the one ``main``
-    catches.
-    """
-    import sys
-
-    main = sys.modules.get("__main__")
-    spec = getattr(main, "__spec__", None)
-    if spec is not None and spec.name == "shapegrad.cli" and hasattr(main, "UsageError"):
-        return main.UsageError(message)
-    from shapegrad.cli import UsageError
-
-    return UsageError(message)
-
-
 def _load_target(spec, unsafe, modules=()):
     """A ``.keras`` file (loaded with Keras' safe_mode unless ``unsafe``) or ``module:attribute``."""
     import importlib
     import inspect
 
-    UsageError = _usage_error  # noqa: N806 - raised like the class
+    from shapegrad.cli import UsageError
+
     for name in modules:
         try:
             importlib.import_module(name)
@@ -1057,7 +1040,7 @@ def _load_target(spec, unsafe, modules=()):
 
 
 def _load_array(path, what):
-    UsageError = _usage_error  # noqa: N806
+    from shapegrad.cli import UsageError
 
     try:
         data = np.load(path, allow_pickle=False)
@@ -1069,7 +1052,7 @@ def _load_array(path, what):
 
 
 def _run_cli(args):
-    UsageError = _usage_error  # noqa: N806
+    from shapegrad.cli import UsageError
 
     target = _load_target(args.target, args.unsafe, args.modules)
     inputs = _load_array(args.input, "--input")
