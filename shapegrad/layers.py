@@ -61,6 +61,12 @@ class Cones(keras.layers.Layer):
     - ``a`` and ``s`` are clipped to ``[-1e12, 1e12]`` (beyond that the image
       cannot change in float32).
 
+    One limit is the arithmetic's, not the layer's: in distance mode the
+    gradient with respect to ``(d0, d1)`` is the apex's distance in pixels
+    divided by ``|d|`` (times that of a unit axis), which exceeds float32 when
+    that ratio passes about 1e37 (an axis of length 1e-30 with an apex 1e9
+    images away). Angle mode has no such factor.
+
     The geometry is computed in float32 (float64 under a float64 policy)
     whatever the dtype policy (inputs are not autocast), and the image is cast
     to the compute dtype, so the layer works under ``mixed_float16`` and
@@ -113,7 +119,12 @@ class Cones(keras.layers.Layer):
         if sharpness is None:
             sharpness = 2.0 if self.edge == "distance" else float(self.resolution)
         sharpness = ops.cast(sharpness, self.geometry_dtype)
-        return ops.cast(ops.sigmoid(sharpness * self.logit(inputs))[..., None], self.compute_dtype)
+        if self.edge == "angle":
+            x = ops.cast(inputs, self.geometry_dtype)
+            image = _angle_image(x, sharpness, self.resolution)
+        else:
+            image = ops.sigmoid(sharpness * self.logit(inputs))
+        return ops.cast(image[..., None], self.compute_dtype)
 
     def logit(self, inputs):
         """The edge function at sharpness 1, shape ``(batch, N, N)``.
@@ -138,17 +149,76 @@ class Cones(keras.layers.Layer):
         return config
 
 
-def _angle_margin(grid, a, d, s, n):
-    """``pi * s - theta`` per pixel, accurate to float32 rounding; shape ``(B, N, N)``."""
-    # Exact pixel offsets from the apex: p - N a = (p - N a_hi) - N a_lo.
+def _offsets(grid, a, n):
+    """Exact pixel offsets from the apex, ``p - N a = (p - N a_hi) - N a_lo``: two ``(B, N, N)``."""
     a_hi = ops.stop_gradient(ops.round(a * _GRID) / _GRID)
     a_lo = a - a_hi
     r = (grid - (float(n) * a_hi)[:, None, None, :]) - (float(n) * a_lo)[:, None, None, :]
+    return r[..., 0], r[..., 1]
+
+
+def _angle_margin(grid, a, d, s, n):
+    """``pi * s - theta`` per pixel, accurate to float32 rounding; shape ``(B, N, N)``."""
+    r0, r1 = _offsets(grid, a, n)
     # Unit axis; a zero axis falls back to (1, 0).
     e = safe.safe_normalize(d, fallback=[1.0, 0.0])[:, None, None, :]
-    cross = r[..., 0] * e[..., 1] - r[..., 1] * e[..., 0]
-    dot = r[..., 0] * e[..., 0] + r[..., 1] * e[..., 1]
+    cross = r0 * e[..., 1] - r1 * e[..., 0]
+    dot = r0 * e[..., 0] + r1 * e[..., 1]
     # Angle to the nearer of +axis and -axis, in [0, pi/2]; measuring from the
     # nearer one keeps full float32 precision when theta is close to pi.
     folded = safe.safe_atan2(ops.abs(cross), ops.abs(dot))
     return ops.where(dot >= 0, math.pi * s - folded, folded - math.pi * (1.0 - s))
+
+
+def _angle_image(x, sharpness, n):
+    """``sigmoid(sharpness * (pi * s - theta))``, ``(B, N, N)``, with a hand-derived backward pass.
+
+    Autodiff of :func:`_angle_margin` keeps several per-pixel intermediates and
+    differentiates ``atan2``; the backward here needs none of them. With
+    ``r = p - c`` and ``sgn = sign(e x r)``, ``theta`` moves by
+    ``sgn * (-r1, r0) / |r|^2`` per unit of ``r`` and by ``-sgn * (-e1, e0) / |d|``
+    per unit of ``d``, so per sample::
+
+        dL/da = N * sum(w * sgn * (-r1, r0) / |r|^2)
+        dL/dd = (-e1, e0) / |d| * sum(w * sgn)
+        dL/ds = pi * sum(w),   w = dL/dy * y (1 - y) * sharpness
+
+    The apex pixel (``r = 0``), the axis line (``sgn = 0``), a negligible axis
+    and clipped ``a`` or ``s`` contribute zero. The forward values are those of
+    :func:`_angle_margin`.
+    """
+
+    @ops.custom_gradient
+    def render(x, k):
+        grid = pixel_grid(n, n, x.dtype)[None]
+        a = ops.clip(x[:, 0:2], -_FAR, _FAR)
+        d = x[:, 2:4]
+        s = ops.clip(x[:, 4], -_FAR, _FAR)[:, None, None]
+        margin = _angle_margin(grid, a, d, s, n)
+
+        def grad(*args, upstream=None):
+            if upstream is None:
+                (upstream,) = args
+            y = ops.sigmoid(k * margin)
+            gy = ops.cast(upstream, x.dtype) * y * (1.0 - y)
+            w = gy * k
+            r0, r1 = _offsets(grid, a, n)
+            e = safe.safe_normalize(d, fallback=[1.0, 0.0])
+            sgn = ops.sign(e[:, None, None, 0] * r1 - e[:, None, None, 1] * r0)
+            r2 = r0 * r0 + r1 * r1
+            apex = r2 == 0
+            t = w * sgn / ops.where(apex, ops.ones_like(r2), r2)
+            t = ops.where(apex, ops.zeros_like(t), t)
+            inside = ops.cast(ops.abs(x[:, 0:2]) <= _FAR, x.dtype)
+            da = float(n) * ops.stack([ops.sum(-t * r1, axis=(1, 2)), ops.sum(t * r0, axis=(1, 2))], axis=-1) * inside
+            length = safe.safe_norm(d, keepdims=True)
+            negligible = length < safe._tiny(length)
+            turn = ops.sum(w * sgn, axis=(1, 2))[:, None] / ops.where(negligible, ops.ones_like(length), length)
+            dd = ops.where(negligible, ops.zeros_like(d), ops.stack([-e[:, 1], e[:, 0]], axis=-1) * turn)
+            ds = math.pi * ops.sum(w, axis=(1, 2)) * ops.cast(ops.abs(x[:, 4]) <= _FAR, x.dtype)
+            dk = ops.sum(gy * margin)
+            return ops.concatenate([da, dd, ds[:, None]], axis=-1), ops.cast(dk, k.dtype)
+
+        return ops.sigmoid(k * margin), grad
+
+    return render(x, sharpness)
