@@ -17,9 +17,9 @@ class UsageError(Exception):
 
 
 def _commands():
-    from shapegrad import demo, doctor, train
+    from shapegrad import demo, doctor, files, fit, train
 
-    return [train, demo, doctor]
+    return [train, fit, files, demo, doctor]
 
 
 class _Parser(argparse.ArgumentParser):

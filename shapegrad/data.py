@@ -17,7 +17,7 @@ import numpy as np
 
 from shapegrad import _validate
 
-__all__ = ["CONE_RANGES", "sample_cones", "ConeDataset"]
+__all__ = ["CONE_RANGES", "sample_cones", "ConeDataset", "SceneDataset"]
 
 # Sampling ranges of ConeDataset, in the Cones layer's normalised units.
 CONE_RANGES = {
@@ -35,7 +35,44 @@ def sample_cones(rng, count):
     return np.concatenate([apex, np.cos(phi)[:, None], np.sin(phi)[:, None], s[:, None]], axis=1).astype("float32")
 
 
-class ConeDataset(keras.utils.PyDataset):
+class _Synthetic(keras.utils.PyDataset):
+    """Shared machinery: batches drawn from ``(seed, epoch, index)``, optional noise, two target modes."""
+
+    def __init__(self, batch_size, batches, seed, targets, noise, fresh, **kwargs):
+        super().__init__(**kwargs)
+        self.batch_size = _validate.positive_int("batch_size", batch_size)
+        self.batches = _validate.positive_int("batches", batches)
+        self.targets = _validate.one_of("targets", targets, ("images", "params"))
+        if isinstance(noise, bool) or not isinstance(noise, (int, float)) or not 0 <= noise < 1:
+            raise ValueError(f"Expected noise to be a number in [0, 1). Received: noise={noise!r}")
+        self.noise = float(noise)
+        self.seed = int(seed)
+        self.fresh = bool(fresh)
+        self.epoch = 0
+
+    def __len__(self):
+        return self.batches
+
+    def on_epoch_end(self):
+        if self.fresh:
+            self.epoch += 1
+
+    def _rng(self, index, *extra):
+        return np.random.default_rng([self.seed, self.epoch, index, *extra])
+
+    def sample(self, index):  # pragma: no cover - defined by subclasses
+        raise NotImplementedError
+
+    def __getitem__(self, index):
+        images, params = self.sample(index)
+        inputs = images
+        if self.noise:
+            noise = self._rng(index, 1).normal(0, self.noise, images.shape)
+            inputs = np.clip(images + noise, 0, 1).astype("float32")
+        return inputs, (images if self.targets == "images" else params)
+
+
+class ConeDataset(_Synthetic):
     """Batches of cone images drawn by :class:`shapegrad.Cones`, with their parameters.
 
     Args:
@@ -54,39 +91,35 @@ class ConeDataset(keras.utils.PyDataset):
     """
 
     def __init__(self, resolution=64, batch_size=64, batches=100, seed=0, targets="images", noise=0.0, fresh=True, **kwargs):
-        super().__init__(**kwargs)
+        super().__init__(batch_size, batches, seed, targets, noise, fresh, **kwargs)
         from shapegrad.layers import Cones
 
         self.resolution = _validate.positive_int("resolution", resolution)
-        self.batch_size = _validate.positive_int("batch_size", batch_size)
-        self.batches = _validate.positive_int("batches", batches)
-        self.targets = _validate.one_of("targets", targets, ("images", "params"))
-        if not (isinstance(noise, (int, float)) and 0 <= noise < 1):
-            raise ValueError(f"Expected noise to be a number in [0, 1). Received: noise={noise!r}")
-        self.noise = float(noise)
-        self.seed = int(seed)
-        self.fresh = bool(fresh)
-        self.epoch = 0
         self._renderer = Cones(self.resolution)
-
-    def __len__(self):
-        return self.batches
-
-    def on_epoch_end(self):
-        if self.fresh:
-            self.epoch += 1
 
     def sample(self, index):
         """Clean ``(images, params)`` of batch ``index`` in the current epoch."""
-        rng = np.random.default_rng([self.seed, self.epoch, index])
-        params = sample_cones(rng, self.batch_size)
+        params = sample_cones(self._rng(index), self.batch_size)
         images = keras.ops.convert_to_numpy(self._renderer(params)).astype("float32")
         return images, params
 
-    def __getitem__(self, index):
-        images, params = self.sample(index)
-        inputs = images
-        if self.noise:
-            rng = np.random.default_rng([self.seed, self.epoch, index, 1])
-            inputs = np.clip(images + rng.normal(0, self.noise, images.shape), 0, 1).astype("float32")
-        return inputs, (images if self.targets == "images" else params)
+
+class SceneDataset(_Synthetic):
+    """Batches of scenes drawn by a :class:`shapegrad.Render` layer, with their parameters.
+
+    Parameters come from ``renderer.spec.sample`` (every field uniform in its
+    ``typical`` range: shapes mostly inside the image and not degenerate; see
+    the primitives table in the README). Arguments as in
+    :class:`ConeDataset`, with ``renderer`` in place of ``resolution``.
+    """
+
+    def __init__(self, renderer, batch_size=64, batches=100, seed=0, targets="images", noise=0.0, fresh=True, **kwargs):
+        super().__init__(batch_size, batches, seed, targets, noise, fresh, **kwargs)
+        self.renderer = renderer
+        self.resolution = renderer.resolution
+
+    def sample(self, index):
+        seed = int(np.random.SeedSequence([self.seed, self.epoch, index]).generate_state(1)[0])
+        params = self.renderer.spec.sample(self.batch_size, seed=seed)
+        images = keras.ops.convert_to_numpy(self.renderer(params)).astype("float32")
+        return images, params

@@ -32,17 +32,18 @@ from keras import layers, ops
 
 from shapegrad.models import ParameterHead
 
-__all__ = ["Annealed", "raw_from_params", "refine", "fit_images"]
+__all__ = ["Annealed", "raw_from_params", "refine", "fit_images", "fit_file", "add_parser"]
 
 
 @keras.saving.register_keras_serializable(package="shapegrad")
 class Annealed(layers.Layer):
     """A renderer whose edge sharpness is multiplied by a non-trainable ``scale`` variable.
 
-    Works with any renderer whose ``call`` accepts ``sharpness=`` and that has
-    a default sharpness (``Cones``: ``N`` per radian or 2 per pixel).
-    ``scale = 1`` draws exactly what the renderer draws. Assigning ``scale``
-    between steps (see :class:`SharpnessSchedule`) anneals without re-tracing.
+    Works with ``Cones`` (its ``call`` takes ``sharpness=``, by default ``N``
+    per radian or 2 per pixel) and ``Render`` (its ``call`` takes
+    ``softness=``, which is divided by ``scale``). ``scale = 1`` draws exactly
+    what the renderer draws; assigning ``scale`` between steps anneals the
+    edges without re-tracing.
     """
 
     def __init__(self, renderer, **kwargs):
@@ -54,17 +55,17 @@ class Annealed(layers.Layer):
         self.scale = self.add_weight(shape=(), initializer="ones", trainable=False, name="scale")
         self.built = True
 
-    def base_sharpness(self):
-        r = self.renderer
-        if r.sharpness is not None:
-            return r.sharpness
-        return 2.0 if getattr(r, "edge", "angle") == "distance" else float(r.resolution)
-
     def compute_output_shape(self, input_shape):
         return self.renderer.compute_output_shape(input_shape)
 
     def call(self, params):
-        return self.renderer(params, sharpness=self.scale * self.base_sharpness())
+        r = self.renderer
+        if hasattr(r, "softness"):
+            return r(params, softness=r.softness / self.scale)
+        sharpness = r.sharpness
+        if sharpness is None:
+            sharpness = 2.0 if r.edge == "distance" else float(r.resolution)
+        return r(params, sharpness=self.scale * sharpness)
 
     def get_config(self):
         config = super().get_config()
@@ -83,19 +84,6 @@ def sharpness_scale(step, steps, start, anneal=0.5):
         return 1.0
     t = min(step / max(anneal * steps, 1.0), 1.0)
     return float(start * (1.0 / start) ** t)
-
-
-class SharpnessSchedule(keras.callbacks.Callback):
-    """Set an :class:`Annealed` layer's ``scale`` before every training batch."""
-
-    def __init__(self, annealed, steps, start=0.1, anneal=0.5, initial_step=0):
-        super().__init__()
-        self.annealed, self.steps, self.start, self.anneal = annealed, steps, start, anneal
-        self.step = initial_step
-
-    def on_train_batch_begin(self, batch, logs=None):
-        self.annealed.scale.assign(sharpness_scale(self.step, self.steps, self.start, self.anneal))
-        self.step += 1
 
 
 def raw_from_params(fields, params, eps=1e-4):
@@ -133,7 +121,7 @@ class _FreeParameters(layers.Layer):
         return self.head(self.raw)
 
 
-def _optimise(renderer, fields, raw, images, steps, learning_rate, start_sharpness, anneal):
+def _optimise(renderer, fields, raw, images, steps, learning_rate, start_sharpness, anneal, progress=False):
     """Adam on raw parameters for ``steps`` steps; returns (params, per-item MSE)."""
     batch = len(raw)
     free = _FreeParameters(raw, fields)
@@ -144,9 +132,13 @@ def _optimise(renderer, fields, raw, images, steps, learning_rate, start_sharpne
     model.compile(optimizer=keras.optimizers.Adam(schedule), loss="mse")
     zeros = np.zeros((batch, 1), "float32")
     images = np.asarray(images, "float32")
+    bar = keras.utils.Progbar(steps, unit_name="step", stateful_metrics=["loss", "sharpness"]) if progress else None
     for step in range(steps):
-        annealed.scale.assign(sharpness_scale(step, steps, start_sharpness, anneal))
-        model.train_on_batch(zeros, images)
+        scale = sharpness_scale(step, steps, start_sharpness, anneal)
+        annealed.scale.assign(scale)
+        loss = model.train_on_batch(zeros, images)
+        if bar is not None:
+            bar.update(step + 1, values=[("loss", float(loss)), ("sharpness", scale)], finalize=step + 1 == steps)
     annealed.scale.assign(1.0)
     params = keras.ops.convert_to_numpy(free.head(free.raw))
     recon = keras.ops.convert_to_numpy(renderer(params))
@@ -188,6 +180,7 @@ def fit_images(
     start_sharpness=0.05,
     anneal=0.6,
     seed=0,
+    progress=False,
 ):
     """Fit parameters to each image from ``restarts`` random starts; keep the best per image.
 
@@ -200,6 +193,7 @@ def fit_images(
             the default starts from very soft edges, so that far-off shapes
             still feel the target.
         seed: seed of the random starts.
+        progress: show a Keras progress bar.
 
     Returns:
         ``(params, loss)``: the best ``(B, P)`` parameters and their ``(B,)``
@@ -211,8 +205,108 @@ def fit_images(
     starts = sample(rng, batch * restarts)
     raw = raw_from_params(fields, starts)
     tiled = np.repeat(images, restarts, axis=0)
-    params, errors = _optimise(renderer, fields, raw, tiled, steps, learning_rate, start_sharpness, anneal)
+    params, errors = _optimise(renderer, fields, raw, tiled, steps, learning_rate, start_sharpness, anneal, progress)
     errors = errors.reshape(batch, restarts)
     best = errors.argmin(axis=1)
     chosen = params.reshape(batch, restarts, -1)[np.arange(batch), best]
     return chosen, errors[np.arange(batch), best]
+
+
+def _border_color(image):
+    """Median colour of the outermost pixels: the background of a drawing."""
+    border = np.concatenate([image[0], image[-1], image[:, 0], image[:, -1]])
+    return np.median(border, axis=0)
+
+
+def fit_file(image_path, shapes, out, restarts=32, steps=400, softness=1.0, seed=0, force=False, progress=True):
+    """Fit ``shapes`` to the square image at ``image_path``; write ``params.json``, ``overlay.png``, ``shapes.svg``.
+
+    The background colour is the median of the image's border. Returns
+    ``(renderer, params, loss)``. Raises ``ValueError`` for a bad image or
+    ``shapes``, ``FileExistsError`` where outputs exist and not ``force``.
+    """
+    import os
+
+    from shapegrad import files, plots
+    from shapegrad.models import fields_for
+    from shapegrad.render import Render
+
+    image = files.read_image(image_path)
+    if image.shape[0] != image.shape[1]:
+        raise ValueError(f"Expected a square image. Received: size={image.shape[1]}x{image.shape[0]} ({image_path})")
+    names = ("params.json", "overlay.png", "shapes.svg")
+    existing = [n for n in names if os.path.exists(os.path.join(out, n))]
+    if existing and not force:
+        raise FileExistsError(f"{os.path.join(out, existing[0])} exists; pass --force to overwrite")
+    renderer = Render(shapes, image.shape[0], channels=image.shape[-1], softness=softness,
+                      background=_border_color(image).tolist())
+    fields = fields_for(renderer.spec)
+
+    def sample(rng, count):
+        return renderer.spec.sample(count, seed=int(rng.integers(2**31)))
+
+    params, loss = fit_images(renderer, fields, image[None], sample, restarts=restarts, steps=steps,
+                              seed=seed, progress=progress)
+    os.makedirs(out, exist_ok=True)
+    files.save_params(os.path.join(out, "params.json"), renderer, params, mse=float(loss[0]), image=image_path)
+    plots.save_image(os.path.join(out, "overlay.png"), plots.overlay(image, _outlines(renderer, params[0])), scale=4)
+    tmp = os.path.join(out, f"shapes.svg.tmp-{os.getpid()}")
+    with open(tmp, "w") as f:
+        f.write(files.to_svg(renderer, params[0]))
+    os.replace(tmp, os.path.join(out, "shapes.svg"))
+    return renderer, params, loss
+
+
+def _outlines(renderer, row):
+    """``(K, N, N)`` boolean outlines of each fitted shape alone (coverage > 0.5, minus its interior)."""
+    from shapegrad.render import Render
+
+    masks = []
+    for k in range(renderer.spec.num_shapes):
+        fields = renderer.spec.fields_of(k)
+        alone = Render([(fields[0].kind, 1)], renderer.resolution, channels=1, softness=renderer.softness)
+        values = np.concatenate([row[f.slice] for f in fields if f.field.kind not in ("color", "opacity")])
+        values = np.concatenate([values, [1.0, 1.0]])[None].astype("float32")
+        inside = keras.ops.convert_to_numpy(alone(values))[0, :, :, 0] > 0.5
+        core = inside.copy()
+        core[1:] &= inside[:-1]
+        core[:-1] &= inside[1:]
+        core[:, 1:] &= inside[:, :-1]
+        core[:, :-1] &= inside[:, 1:]
+        masks.append(inside & ~core)
+    return np.stack(masks)
+
+
+def add_parser(subparsers):
+    """The ``shapegrad fit`` sub-command."""
+    p = subparsers.add_parser(
+        "fit",
+        help="fit primitives to an image by gradient descent",
+        description="Fit K primitives to one square image (several random restarts, coarse-to-fine edges).",
+    )
+    p.add_argument("image", help="a square PNG/JPEG (grey or colour)")
+    p.add_argument("--shapes", required=True, help="what to fit, e.g. 'disk*3,box*2'")
+    p.add_argument("--out", required=True, help="output folder: params.json, overlay.png, shapes.svg")
+    p.add_argument("--restarts", type=int, default=32, help="random starts, the best is kept (default 32)")
+    p.add_argument("--steps", type=int, default=400, help="Adam steps per start (default 400)")
+    p.add_argument("--softness", type=float, default=1.0, help="edge width in pixels of the model (default 1)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--force", action="store_true", help="overwrite existing outputs in --out")
+    p.set_defaults(run=_run)
+    return p
+
+
+def _run(args):
+    from shapegrad.cli import UsageError
+
+    for name in ("restarts", "steps"):
+        if getattr(args, name) < 1:
+            raise UsageError(f"Expected --{name} to be a positive integer. Received: {name}={getattr(args, name)}")
+    try:
+        renderer, params, loss = fit_file(
+            args.image, args.shapes, args.out, restarts=args.restarts, steps=args.steps,
+            softness=args.softness, seed=args.seed, force=args.force,
+        )
+    except (ValueError, FileExistsError) as error:
+        raise UsageError(str(error)) from None
+    print(f"fitted {renderer.spec.num_shapes} shapes, mse {loss[0]:.3g} -> {args.out}/params.json, overlay.png, shapes.svg")

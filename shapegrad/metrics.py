@@ -15,7 +15,7 @@ Example:
 
 import numpy as np
 
-__all__ = ["masks", "iou", "psnr", "angle_deg", "cone_errors", "summarize"]
+__all__ = ["masks", "iou", "psnr", "angle_deg", "cone_errors", "match_shapes", "scene_errors", "summarize"]
 
 
 def masks(images, background=0.0):
@@ -76,4 +76,78 @@ def summarize(per_item):
             out[f"{name}_median"] = float(np.median(values))
             out[f"{name}_mean"] = float(values.mean())
             out[f"{name}_p90"] = float(np.percentile(values, 90))
+    return out
+
+
+def _field_error(field, pred, true, resolution):
+    """Per-item error of one field in natural units: ``(B,)``."""
+    if field.kind == "position":
+        p = resolution * pred.reshape(len(pred), -1, 2)
+        t = resolution * true.reshape(len(true), -1, 2)
+        if p.shape[1] == 1:
+            return np.linalg.norm(p - t, axis=-1)[:, 0]
+        # Several points (polygon vertices, in any cyclic order): mean nearest-point distance.
+        d = np.linalg.norm(p[:, :, None] - t[:, None], axis=-1)
+        return 0.5 * (d.min(axis=1).mean(axis=1) + d.min(axis=2).mean(axis=1))
+    if field.kind == "size":
+        return resolution * np.abs(pred - true).mean(axis=-1)
+    if field.kind == "direction":
+        diff = np.mod(angle_deg(pred, true), field.period or 360.0)
+        return np.minimum(diff, (field.period or 360.0) - diff)
+    if field.kind == "angle":
+        return 180.0 * np.abs(pred - true)[:, 0]
+    return np.abs(pred - true).mean(axis=-1)
+
+
+def _unit(field):
+    return {"position": "px", "size": "px", "direction": "deg", "angle": "deg"}.get(field.kind, "abs")
+
+
+def match_shapes(pred, true, spec):
+    """Hungarian matching of predicted to true shapes, within each kind.
+
+    Shapes of one kind are interchangeable when compositing is order-free or
+    they do not overlap, so each predicted shape is paired with the true shape
+    of the same kind that minimises the summed pixel distance of their position
+    fields. Returns, per kind, ``(B, count)`` indices: ``order[b, i]`` is the
+    true shape matched to predicted shape ``i``.
+    """
+    from scipy.optimize import linear_sum_assignment
+
+    pred, true = np.asarray(pred, np.float64), np.asarray(true, np.float64)
+    orders = {}
+    for prim, count, start, per_shape in spec.groups:
+        p = pred[:, start : start + count * per_shape].reshape(len(pred), count, per_shape)
+        t = true[:, start : start + count * per_shape].reshape(len(true), count, per_shape)
+        offset, cost = 0, np.zeros((len(pred), count, count))
+        for f in prim.all_fields(spec.channels):
+            if f.kind == "position":
+                a = p[:, :, None, offset : offset + f.size].reshape(len(pred), count, 1, -1, 2)
+                b = t[:, None, :, offset : offset + f.size].reshape(len(pred), 1, count, -1, 2)
+                cost += spec.resolution * np.linalg.norm(a - b, axis=-1).sum(axis=-1)
+            offset += f.size
+        orders[prim.kind] = np.stack([linear_sum_assignment(c)[1] for c in cost])
+    return orders
+
+
+def scene_errors(pred, true, spec):
+    """Matched per-kind, per-field errors of ``(B, P)`` Render parameters, in natural units.
+
+    Returns ``{kind: {"<field>_error_<unit>": (B * count,) array}}`` after
+    :func:`match_shapes`; directions are compared modulo their period (180
+    degrees for ellipse and box axes).
+    """
+    pred, true = np.asarray(pred, np.float64), np.asarray(true, np.float64)
+    orders = match_shapes(pred, true, spec)
+    out = {}
+    for prim, count, start, per_shape in spec.groups:
+        p = pred[:, start : start + count * per_shape].reshape(len(pred), count, per_shape)
+        t = true[:, start : start + count * per_shape].reshape(len(true), count, per_shape)
+        t = np.take_along_axis(t, orders[prim.kind][:, :, None], axis=1)
+        errors, offset = out.setdefault(prim.kind, {}), 0
+        for f in prim.all_fields(spec.channels):
+            a = p[:, :, offset : offset + f.size].reshape(-1, f.size)
+            b = t[:, :, offset : offset + f.size].reshape(-1, f.size)
+            errors[f"{f.name}_error_{_unit(f)}"] = _field_error(f, a, b, spec.resolution)
+            offset += f.size
     return out

@@ -20,6 +20,7 @@ from shapegrad import _validate, safe
 
 __all__ = [
     "CONE_FIELDS",
+    "fields_for",
     "CoordinateChannels",
     "ParameterHead",
     "build_encoder",
@@ -31,6 +32,18 @@ __all__ = [
 CONE_FIELDS = (("apex", 2, "fraction"), ("axis", 2, "direction"), ("aperture", 1, "fraction"))
 
 _ACTIVATIONS = ("fraction", "direction", "identity")
+
+
+def fields_for(spec):
+    """Head fields for a :class:`shapegrad.render.RenderSpec`: unit vectors for directions, sigmoids for the rest.
+
+    Every other field kind (positions, sizes, angles, colours, opacities) has
+    the normalised range ``[0, 1]``.
+    """
+    return tuple(
+        (f"{s.kind}{s.instance}.{s.field.name}", s.field.size, "direction" if s.field.kind == "direction" else "fraction")
+        for s in spec.slices
+    )
 
 
 @keras.saving.register_keras_serializable(package="shapegrad")
@@ -96,19 +109,19 @@ class ParameterHead(layers.Layer):
         return config
 
 
-def build_encoder(input_shape, fields, width=32, depth=4, dense=256, name="encoder"):
+def build_encoder(input_shape, fields, width=16, depth=4, dense=256, name="encoder"):
     """A CNN mapping images ``(B, H, W, C)`` in ``[0, 1]`` to normalised parameters ``(B, P)``.
 
-    Coordinate channels, one 3x3 convolution at full resolution, ``depth``
-    stride-2 3x3 convolutions doubling the width (capped at ``8 * width``),
-    a dense layer and a :class:`ParameterHead`.
+    Coordinate channels, ``depth`` stride-2 3x3 ReLU convolutions of widths
+    ``width, 2 width, 4 width, ...`` (capped at ``8 * width``), a dense ReLU
+    layer and a :class:`ParameterHead`. At 64 px, width 16: 0.6 M weights,
+    about 5 M multiply-adds per image.
     """
     head = ParameterHead(fields, name="head")
     inputs = keras.Input(input_shape, name="images")
     x = CoordinateChannels(name="coords")(inputs)
-    x = layers.Conv2D(width, 3, padding="same", activation="relu")(x)
     for k in range(depth):
-        x = layers.Conv2D(min(width * 2 ** (k + 1), 8 * width), 3, strides=2, padding="same", activation="relu")(x)
+        x = layers.Conv2D(min(width * 2**k, 8 * width), 3, strides=2, padding="same", activation="relu")(x)
     x = layers.Flatten()(x)
     x = layers.Dense(dense, activation="relu")(x)
     raw = layers.Dense(head.size, name="raw")(x)

@@ -4,7 +4,7 @@ import os
 
 import numpy as np
 
-__all__ = ["save_image", "image_grid", "save_reconstructions", "save_curves"]
+__all__ = ["save_image", "image_grid", "overlay", "save_reconstructions", "save_curves"]
 
 
 def _atomic_path(path):
@@ -39,6 +39,16 @@ def image_grid(rows, pad=2, fill=1.0):
         for k, im in enumerate(row):
             y, x = pad + r * (h + pad), pad + k * (w + pad)
             out[y : y + h, x : x + w] = im if im.shape[-1] == channels else np.repeat(im, channels, -1)
+    return out
+
+
+def overlay(image, outlines):
+    """RGB ``(H, W, 3)``: ``image`` (grey or colour) with each ``(K, H, W)`` outline in its own colour."""
+    image = np.asarray(image, np.float64)
+    out = np.repeat(image, 3, axis=-1) if image.shape[-1] == 1 else image[..., :3].copy()
+    palette = np.array([[0.9, 0.1, 0.1], [0.1, 0.6, 0.95], [0.1, 0.8, 0.2], [0.95, 0.7, 0.1], [0.7, 0.2, 0.9]])
+    for k, mask in enumerate(outlines):
+        out[mask] = palette[k % len(palette)]
     return out
 
 

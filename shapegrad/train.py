@@ -36,12 +36,51 @@ import keras
 import numpy as np
 
 from shapegrad import _validate, fit, metrics, plots
-from shapegrad.data import ConeDataset
-from shapegrad.models import CONE_FIELDS, build_encoder
+from shapegrad.data import ConeDataset, SceneDataset
+from shapegrad.models import CONE_FIELDS, build_encoder, fields_for
 
-__all__ = ["train", "evaluate", "OUTPUTS"]
+__all__ = ["Task", "train", "evaluate", "pyramid_mse", "OUTPUTS"]
 
 OUTPUTS = ("encoder.keras", "metrics.json", "reconstructions.png", "curves.png")
+
+
+class Task:
+    """What is learned: the renderer, the head's fields, the data and the parameter errors.
+
+    ``Task("cone", N)`` is the ``Cones`` layer (5 numbers per image);
+    ``Task("disk,box,cone", N, channels=1)`` a :class:`shapegrad.Render`
+    scene, compared after Hungarian matching within each kind.
+    """
+
+    def __init__(self, shapes, resolution, channels=1, softness=1.0):
+        from shapegrad.layers import Cones
+        from shapegrad.render import Render
+
+        self.shapes = shapes
+        self.resolution = _validate.positive_int("resolution", resolution)
+        if shapes == "cone":
+            self.renderer = Cones(self.resolution)
+            self.fields = CONE_FIELDS
+            self.channels = 1
+        else:
+            self.renderer = Render(shapes, self.resolution, channels=channels, softness=softness)
+            self.fields = fields_for(self.renderer.spec)
+            self.channels = self.renderer.channels
+
+    def dataset(self, batch_size, batches, seed, targets="images", noise=0.0, fresh=True):
+        if self.shapes == "cone":
+            return ConeDataset(self.resolution, batch_size, batches, seed, targets, noise, fresh)
+        return SceneDataset(self.renderer, batch_size, batches, seed, targets, noise, fresh)
+
+    def errors(self, pred, true):
+        """``{name: (items,) array}`` of parameter errors in natural units."""
+        if self.shapes == "cone":
+            return metrics.cone_errors(pred, true, self.resolution)
+        nested = metrics.scene_errors(pred, true, self.renderer.spec)
+        return {f"{kind}_{name}": v for kind, errs in nested.items() for name, v in errs.items()}
+
+    def render(self, params):
+        return keras.ops.convert_to_numpy(self.renderer(params))
 
 
 class _EpochData(keras.callbacks.Callback):
@@ -75,22 +114,20 @@ class _Anneal(keras.callbacks.Callback):
 
 
 class _Validate(keras.callbacks.Callback):
-    """After each epoch: the encoder's apex/axis/aperture errors and IoU on a fixed batch."""
+    """After each epoch: the encoder's median parameter errors (at most 3) and IoU on a fixed batch."""
 
-    def __init__(self, encoder, renderer, images, params, resolution):
+    def __init__(self, encoder, task, images, params):
         super().__init__()
-        self.encoder, self.renderer = encoder, renderer
-        self.images, self.truth, self.resolution = images, params, resolution
+        self.encoder, self.task = encoder, task
+        self.images, self.truth = images, params
 
     def on_epoch_end(self, epoch, logs=None):
         pred = self.encoder.predict(self.images, verbose=0)
-        recon = keras.ops.convert_to_numpy(self.renderer(pred))
-        errors = metrics.cone_errors(pred, self.truth, self.resolution)
+        errors = self.task.errors(pred, self.truth)
         logs = logs if logs is not None else {}
-        logs["val_apex_error_px"] = float(np.median(errors["apex_error_px"]))
-        logs["val_axis_error_deg"] = float(np.median(errors["axis_error_deg"]))
-        logs["val_aperture_error_deg"] = float(np.median(errors["aperture_error_deg"]))
-        logs["val_iou"] = float(metrics.iou(recon, self.images).mean())
+        for name in [n for n in errors if not n.endswith("_abs")][:3]:
+            logs[f"val_{name}"] = float(np.median(errors[name]))
+        logs["val_iou"] = float(metrics.iou(self.task.render(pred), self.images).mean())
 
 
 class _TimeBudget(keras.callbacks.Callback):
@@ -127,23 +164,24 @@ def pyramid_mse(y_true, y_pred, levels=3):
     return loss / (levels + 1)
 
 
-def evaluate(encoder, renderer, images, params, resolution, refine_steps=100, batch=256):
+def evaluate(encoder, task, images, params, refine_steps=100, batch=256):
     """Metrics of the encoder alone and after ``refine_steps`` of test-time refinement.
 
-    Returns ``(headline, encoder_only, refined_params)``: dicts of summary
-    figures (see :func:`shapegrad.metrics.summarize`) and the refined ``(B, 5)``.
+    Returns ``(headline, encoder_only, pred, refined)``: dicts of summary
+    figures (see :func:`shapegrad.metrics.summarize`) after and before
+    refinement, and the ``(B, P)`` parameters before and after.
     """
     pred = encoder.predict(images, batch_size=batch, verbose=0)
 
     def summary(p):
-        recon = keras.ops.convert_to_numpy(renderer(p))
+        recon = task.render(p)
         per_item = {"iou": metrics.iou(recon, images), "psnr": metrics.psnr(recon, images)}
-        per_item.update(metrics.cone_errors(p, params, resolution))
+        per_item.update(task.errors(p, params))
         return metrics.summarize(per_item)
 
     refined = np.concatenate(
         [
-            fit.refine(renderer, CONE_FIELDS, pred[k : k + batch], images[k : k + batch], steps=refine_steps)
+            fit.refine(task.renderer, task.fields, pred[k : k + batch], images[k : k + batch], steps=refine_steps)
             for k in range(0, len(images), batch)
         ]
     )
@@ -181,9 +219,10 @@ def train(
     loss="mse",
     refine_steps=100,
     test_size=256,
-    width=32,
+    width=16,
     noise=0.0,
     steps_per_epoch=100,
+    channels=1,
     seed=0,
     force=False,
     verbose="auto",
@@ -193,7 +232,8 @@ def train(
     Args:
         out: output folder (created). Existing outputs are not overwritten
             unless ``force``; an unfinished run in ``out`` is resumed.
-        shapes: ``"cone"`` (the ``Cones`` convention).
+        shapes: ``"cone"`` (the ``Cones`` layer, 5 numbers per image) or a
+            :class:`shapegrad.Render` spec such as ``"disk,box,cone"``.
         resolution: image size ``N``.
         steps: training steps (batches); rounded up to whole epochs of
             ``steps_per_epoch``.
@@ -210,12 +250,11 @@ def train(
         test_size: test images (a fixed seed, disjoint from training).
         width: base width of the encoder's convolutions.
         noise: Gaussian noise on the training inputs.
+        channels: colour channels of a Render scene (1 or 3).
         seed: seed of the data and of the weights.
         verbose: Keras' ``fit`` verbosity (``"auto"`` shows a progress bar).
     """
-    from shapegrad.layers import Cones
-
-    _validate.one_of("shapes", shapes, ("cone",))
+    task = Task(shapes, resolution, channels)
     _validate.one_of("loss", loss, ("mse", "pyramid"))
     steps = _validate.positive_int("steps", steps)
     steps_per_epoch = min(_validate.positive_int("steps_per_epoch", steps_per_epoch), steps)
@@ -226,13 +265,10 @@ def train(
     started = time.perf_counter()
 
     keras.utils.set_random_seed(seed)
-    shape = (resolution, resolution, 1)
-    encoder = build_encoder(shape, CONE_FIELDS, width=width)
-    renderer = Cones(resolution)
-    data = ConeDataset(
-        resolution, batch_size, steps_per_epoch, seed=seed, targets="params" if supervised else "images", noise=noise
-    )
-    val_images, val_params = ConeDataset(resolution, 64, 1, seed=seed + 1, fresh=False).sample(0)
+    shape = (resolution, resolution, task.channels)
+    encoder = build_encoder(shape, task.fields, width=width)
+    data = task.dataset(batch_size, steps_per_epoch, seed, "params" if supervised else "images", noise)
+    val_images, val_params = task.dataset(64, 1, seed + 1, fresh=False).sample(0)
     warmup = min(steps // 10, 500)
     schedule = keras.optimizers.schedules.CosineDecay(
         0.0, steps - warmup, alpha=0.02, warmup_target=learning_rate, warmup_steps=warmup
@@ -242,7 +278,7 @@ def train(
         model = encoder
         model.compile(optimizer=keras.optimizers.Adam(schedule, global_clipnorm=1.0), loss="mse")
     else:
-        annealed = fit.Annealed(renderer, name="renderer")
+        annealed = fit.Annealed(task.renderer, name="renderer")
         inputs = keras.Input(shape, name="images")
         model = keras.Model(inputs, annealed(encoder(inputs)), name="autoencoder")
         model.compile(
@@ -252,7 +288,7 @@ def train(
         callbacks.append(_Anneal(annealed, steps, steps_per_epoch, anneal_start, anneal))
     budget = _TimeBudget(seconds)
     callbacks += [
-        _Validate(encoder, renderer, val_images, val_params, resolution),
+        _Validate(encoder, task, val_images, val_params),
         keras.callbacks.TerminateOnNaN(),
         keras.callbacks.BackupAndRestore(os.path.join(out, "backup"), save_freq="epoch", delete_checkpoint=True),
         budget,
@@ -262,14 +298,14 @@ def train(
     if any(not np.isfinite(v) for v in history.history.get("loss", [])):
         raise FloatingPointError("training produced a non-finite loss; TerminateOnNaN stopped it")
 
-    test = ConeDataset(resolution, test_size, 1, seed=seed + 2, fresh=False)
-    images, params = test.sample(0)
+    images, params = task.dataset(test_size, 1, seed + 2, fresh=False).sample(0)
     t0 = time.perf_counter()
-    headline, encoder_only, pred, refined = evaluate(encoder, renderer, images, params, resolution, refine_steps)
+    headline, encoder_only, pred, refined = evaluate(encoder, task, images, params, refine_steps)
     done_steps = int(keras.ops.convert_to_numpy(model.optimizer.iterations))
     result = dict(headline)
     result.update(
         shapes=shapes,
+        channels=task.channels,
         resolution=resolution,
         supervised=bool(supervised),
         backend=keras.backend.backend(),
@@ -291,11 +327,12 @@ def train(
     plots.save_reconstructions(
         os.path.join(out, "reconstructions.png"),
         images[shown],
-        keras.ops.convert_to_numpy(renderer(pred[shown])),
-        keras.ops.convert_to_numpy(renderer(refined[shown])),
+        task.render(pred[shown]),
+        task.render(refined[shown]),
     )
     mode = "supervised" if supervised else "self-supervised"
-    plots.save_curves(os.path.join(out, "curves.png"), history.history, title=f"cones {resolution}px, {mode}")
+    title = f"{shapes} {resolution}px, {mode}"
+    plots.save_curves(os.path.join(out, "curves.png"), history.history, title=title)
     return result
 
 
@@ -306,7 +343,10 @@ def add_parser(subparsers):
         help="train an encoder with the renderer as frozen decoder",
         description="Train an encoder to read shapes out of images (self-supervised unless --supervised).",
     )
-    p.add_argument("--shapes", default="cone", help="what to learn: cone (default)")
+    p.add_argument(
+        "--shapes", default="cone", help="cone (the Cones layer, default) or a Render spec like 'disk,box,cone'"
+    )
+    p.add_argument("--channels", type=int, default=1, help="colour channels of a Render scene (1 or 3)")
     p.add_argument("--resolution", type=int, default=64, help="image size in pixels (default 64)")
     p.add_argument("--steps", type=int, default=3000, help="training steps (default 3000)")
     p.add_argument("--seconds", type=float, default=None, help="stop training after this many seconds")
@@ -316,7 +356,7 @@ def add_parser(subparsers):
     p.add_argument("--loss", choices=("mse", "pyramid"), default="mse", help="image loss")
     p.add_argument("--refine-steps", type=int, default=100, help="test-time refinement steps (0 = off)")
     p.add_argument("--test-size", type=int, default=256)
-    p.add_argument("--width", type=int, default=32, help="encoder base width")
+    p.add_argument("--width", type=int, default=16, help="encoder base width (default 16)")
     p.add_argument("--noise", type=float, default=0.0, help="Gaussian noise on training inputs")
     p.add_argument("--steps-per-epoch", type=int, default=100, help="steps between checkpoints (default 100)")
     p.add_argument("--seed", type=int, default=0)
@@ -347,6 +387,7 @@ def _run(args):
             width=args.width,
             noise=args.noise,
             steps_per_epoch=args.steps_per_epoch,
+            channels=args.channels,
             seed=args.seed,
             force=args.force,
         )

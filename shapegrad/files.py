@@ -1,0 +1,249 @@
+"""Files users hand to shapegrad or get back: images, parameter JSON, SVG; and the ``render`` command.
+
+A parameter file (written by ``shapegrad fit``, read by ``shapegrad render``)
+is JSON::
+
+    {"shapes": "disk*2,box", "resolution": 64, "channels": 1,
+     "softness": 1.0, "composite": "over", "background": [0.0],
+     "params": [[...P numbers...], ...],          # normalised, one row per image
+     "natural": [[{"kind": "disk", "center": [r, c], ...}, ...], ...]}  # pixels, degrees
+
+Only ``shapes``, ``resolution`` and ``params`` are required; ``natural`` is
+for people and is ignored on reading. ``shapes`` may also be ``"cone"`` with
+5 numbers per row, the ``Cones`` convention.
+
+Example:
+    >>> import json, tempfile, os
+    >>> path = os.path.join(tempfile.mkdtemp(), "p.json")
+    >>> _ = open(path, "w").write(json.dumps({"shapes": "disk", "resolution": 8, "params": [[0.5, 0.5, 0.25, 1, 1]]}))
+    >>> renderer, params = load_params(path)
+    >>> params.shape, renderer.spec.size
+    ((1, 5), 5)
+"""
+
+import json
+import math
+import os
+
+import numpy as np
+
+__all__ = ["read_image", "load_params", "save_params", "to_svg", "add_parser"]
+
+
+def read_image(path):
+    """Read a PNG/JPEG/... as float32 ``(H, W, C)`` in ``[0, 1]``, ``C`` = 1 (grey) or 3 (colour).
+
+    Raises ``ValueError`` for a missing or unreadable file.
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    if not os.path.isfile(path):
+        raise ValueError(f"no such image file: {path}")
+    try:
+        with Image.open(path) as image:
+            image.load()
+            grey = image.mode in ("1", "L", "I", "I;16", "F", "LA")
+            image = image.convert("L" if grey else "RGB")
+            data = np.asarray(image, np.float32) / 255.0
+    except (UnidentifiedImageError, OSError) as error:
+        raise ValueError(f"cannot read image {path}: {error}") from None
+    return data[..., None] if data.ndim == 2 else data
+
+
+def _renderer(meta):
+    from shapegrad.layers import Cones
+    from shapegrad.render import Render
+
+    if meta["shapes"] == "cone":
+        return Cones(meta["resolution"])
+    return Render(
+        meta["shapes"],
+        meta["resolution"],
+        channels=meta.get("channels", 1),
+        softness=meta.get("softness", 1.0),
+        composite=meta.get("composite", "over"),
+        background=meta.get("background", 0.0),
+    )
+
+
+def load_params(path):
+    """Read a parameter file: ``(renderer, params)`` with ``params`` float32 ``(B, P)``.
+
+    Raises ``ValueError`` (one line, naming the problem) for a missing or
+    malformed file, unknown shapes, a wrong number of parameters, or NaN/inf.
+    """
+    if not os.path.isfile(path):
+        raise ValueError(f"no such parameter file: {path}")
+    try:
+        with open(path) as f:
+            meta = json.load(f)
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ValueError(f"cannot read {path} as JSON: {error}") from None
+    if not isinstance(meta, dict):
+        raise ValueError(f"{path}: expected a JSON object. Received: {type(meta).__name__}")
+    missing = [k for k in ("shapes", "resolution", "params") if k not in meta]
+    if missing:
+        raise ValueError(f"{path}: missing key {missing[0]!r} (needs shapes, resolution, params)")
+    try:
+        params = np.asarray(meta["params"], np.float64)
+    except (TypeError, ValueError):
+        raise ValueError(f"{path}: params must be a list of rows of numbers") from None
+    if params.ndim == 1:
+        params = params[None]
+    if params.ndim != 2 or params.size == 0:
+        raise ValueError(f"{path}: params must be a non-empty list of rows. Received: shape={params.shape}")
+    if not np.isfinite(params).all():
+        raise ValueError(f"{path}: params contain NaN or infinite values")
+    renderer = _renderer(meta)  # raises ValueError naming shapes / resolution / ...
+    size = 5 if meta["shapes"] == "cone" else renderer.spec.size
+    if params.shape[1] != size:
+        raise ValueError(
+            f"{path}: shapes={meta['shapes']!r} take {size} numbers per row. Received: {params.shape[1]}"
+        )
+    return renderer, params.astype(np.float32)
+
+
+def _natural(renderer, row):
+    """One row of normalised parameters as ``[{kind, field: natural values}]``."""
+    if not hasattr(renderer, "spec"):
+        a0, a1, d0, d1, s = (float(v) for v in row)
+        n = renderer.resolution
+        return [{"kind": "cone", "apex_px": [n * a0, n * a1], "axis_deg": math.degrees(math.atan2(d1, d0)),
+                 "half_angle_deg": 180.0 * s}]
+    shapes = []
+    for k, fields in enumerate(renderer.spec.to_natural(row[None])):
+        kind = renderer.spec.fields_of(k)[0].kind
+        shapes.append({"kind": kind, **{name: np.asarray(v)[0].round(4).tolist() for name, v in fields.items()}})
+    return shapes
+
+
+def save_params(path, renderer, params, **extra):
+    """Write a parameter file for ``renderer`` (a ``Render`` or ``Cones``) and ``(B, P)`` params, atomically."""
+    params = np.asarray(params, np.float64)
+    if hasattr(renderer, "spec"):
+        from shapegrad.render import format_shapes
+
+        meta = {
+            "shapes": format_shapes(renderer.shapes),
+            "resolution": renderer.resolution,
+            "channels": renderer.channels,
+            "softness": renderer.softness,
+            "composite": renderer.composite,
+            "background": np.asarray(renderer.background, np.float64).ravel().tolist(),
+        }
+    else:
+        meta = {"shapes": "cone", "resolution": renderer.resolution}
+    meta["params"] = params.round(7).tolist()
+    meta["natural"] = [_natural(renderer, row) for row in params]
+    meta.update(extra)
+    tmp = f"{path}.tmp-{os.getpid()}"
+    with open(tmp, "w") as f:
+        json.dump(meta, f, indent=1)
+        f.write("\n")
+    os.replace(tmp, path)
+    return path
+
+
+def _rgb(color):
+    c = np.clip(np.asarray(color, np.float64).ravel(), 0, 1)
+    c = np.repeat(c, 3) if c.size == 1 else c[:3]
+    return "#" + "".join(f"{int(round(255 * v)):02x}" for v in c)
+
+
+def _wedge(apex, axis_deg, half_deg, reach):
+    """Polygon points (row, col) of a wedge cut at distance ``reach`` from its apex."""
+    half = min(max(half_deg, 0.0), 180.0)
+    angles = np.radians(axis_deg + np.linspace(-half, half, 33))
+    return [tuple(apex)] + [(apex[0] + reach * math.cos(t), apex[1] + reach * math.sin(t)) for t in angles]
+
+
+def _points(pts):
+    return " ".join(f"{c:.3f},{r:.3f}" for r, c in pts)
+
+
+def to_svg(renderer, row):
+    """An SVG document of one row of parameters (x = column, y = row, pixel (i, j) centred at (j, i))."""
+    n = renderer.resolution
+    shapes = _natural(renderer, np.asarray(row, np.float64))
+    background = _rgb(getattr(renderer, "background", [0.0]))
+    out = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="-0.5 -0.5 {n} {n}" width="{4 * n}" height="{4 * n}">',
+        f'<rect x="-0.5" y="-0.5" width="{n}" height="{n}" fill="{background}"/>',
+    ]
+    for shape in shapes:
+        kind = shape["kind"]
+        fill = _rgb(shape.get("color", [1.0]))
+        opacity = float(np.ravel(shape.get("opacity", [1.0]))[0])
+        style = f'fill="{fill}" fill-opacity="{opacity:.3f}"'
+        stroke = f'fill="none" stroke="{fill}" stroke-opacity="{opacity:.3f}" stroke-linecap="round"'
+        if kind == "disk":
+            (r, c), radius = shape["center"], shape["radius"][0]
+            out.append(f'<circle cx="{c:.3f}" cy="{r:.3f}" r="{radius:.3f}" {style}/>')
+        elif kind in ("ellipse", "box"):
+            (r, c), rot = shape["center"], shape["direction"][0]
+            # axis 0 is (cos t, sin t) in (row, col); in SVG (x = col, y = row) it is at 90 - t.
+            transform = f'transform="translate({c:.3f} {r:.3f}) rotate({90.0 - rot:.3f})"'
+            if kind == "ellipse":
+                a, b = shape["radii"]
+                out.append(f'<ellipse rx="{a:.3f}" ry="{b:.3f}" {transform} {style}/>')
+            else:
+                a, b = shape["half_size"]
+                corner = shape["corner"][0] * min(a, b)
+                out.append(
+                    f'<rect x="{-a:.3f}" y="{-b:.3f}" width="{2 * a:.3f}" height="{2 * b:.3f}" '
+                    f'rx="{corner:.3f}" {transform} {style}/>'
+                )
+        elif kind == "segment":
+            (r0, c0), (r1, c1) = shape["a"], shape["b"]
+            width = 2 * shape["half_width"][0]
+            out.append(
+                f'<line x1="{c0:.3f}" y1="{r0:.3f}" x2="{c1:.3f}" y2="{r1:.3f}" stroke-width="{width:.3f}" {stroke}/>'
+            )
+        elif kind == "bezier":
+            (r0, c0), (r1, c1), (r2, c2) = shape["p0"], shape["p1"], shape["p2"]
+            width = 2 * shape["half_width"][0]
+            path = f"M {c0:.3f} {r0:.3f} Q {c1:.3f} {r1:.3f} {c2:.3f} {r2:.3f}"
+            out.append(f'<path d="{path}" stroke-width="{width:.3f}" {stroke}/>')
+        elif kind == "cone":
+            apex = shape.get("apex", shape.get("apex_px"))
+            axis = shape["axis"][0] if "axis" in shape else shape["axis_deg"]
+            half = shape["half_angle"][0] if "half_angle" in shape else shape["half_angle_deg"]
+            pts = _wedge(apex, axis, half, 4.0 * n)  # axis: degrees of (row, col) = (cos, sin)
+            out.append(f'<polygon points="{_points(pts)}" {style}/>')
+        else:  # triangle, polygon<V>
+            pts = np.asarray(shape["vertices"], np.float64).reshape(-1, 2)
+            out.append(f'<polygon points="{_points(pts)}" {style}/>')
+    out.append("</svg>")
+    return "\n".join(out) + "\n"
+
+
+def add_parser(subparsers):
+    """The ``shapegrad render`` sub-command."""
+    p = subparsers.add_parser(
+        "render", help="render a parameter file to PNG", description="Render a parameter JSON file to a PNG image."
+    )
+    p.add_argument("params", help="parameter JSON (as written by shapegrad fit)")
+    p.add_argument("--out", required=True, help="PNG to write (several rows: a horizontal strip)")
+    p.add_argument("--scale", type=int, default=1, help="integer upscaling of the PNG")
+    p.add_argument("--force", action="store_true", help="overwrite --out if it exists")
+    p.set_defaults(run=_run)
+    return p
+
+
+def _run(args):
+    import keras
+
+    from shapegrad import plots
+    from shapegrad.cli import UsageError
+
+    if os.path.exists(args.out) and not args.force:
+        raise UsageError(f"{args.out} exists; pass --force to overwrite")
+    if args.scale < 1:
+        raise UsageError(f"Expected --scale to be a positive integer. Received: scale={args.scale}")
+    try:
+        renderer, params = load_params(args.params)
+    except ValueError as error:
+        raise UsageError(str(error)) from None
+    images = keras.ops.convert_to_numpy(renderer(params))
+    plots.save_image(args.out, plots.image_grid([list(images)], pad=0), scale=args.scale)
+    print(f"rendered {len(images)} image(s) of {images.shape[1]}x{images.shape[2]} -> {args.out}")

@@ -1,0 +1,107 @@
+"""Per-image fitting, the fit and render commands, parameter files and SVG."""
+
+import json
+import xml.etree.ElementTree as ET
+
+import numpy as np
+import pytest
+from PIL import Image
+from skimage.draw import disk, polygon
+
+from helpers import to_numpy
+from shapegrad import files
+from shapegrad.cli import main
+from shapegrad.fit import fit_file
+from shapegrad.render import Render
+
+
+def _drawing(path):
+    """Two disks and a box drawn by scikit-image (an independent, hard-edged rasterizer)."""
+    image = np.zeros((48, 48), np.uint8)
+    rr, cc = disk((14, 15), 8, shape=image.shape)
+    image[rr, cc] = 255
+    rr, cc = disk((33, 30), 6, shape=image.shape)
+    image[rr, cc] = 180
+    rr, cc = polygon([20, 20, 40, 40], [34, 44, 44, 34], shape=image.shape)
+    image[rr, cc] = 220
+    Image.fromarray(image).save(path)
+    # centre (row, col), radius in pixels; box centre and half extents
+    return {"disks": [((14, 15), 8), ((33, 30), 6)], "box": ((30, 39), (10, 5))}
+
+
+def test_fit_recovers_shapes_drawn_by_an_independent_rasterizer(tmp_path):
+    truth = _drawing(tmp_path / "drawing.png")
+    renderer, params, loss = fit_file(str(tmp_path / "drawing.png"), "disk*2,box", str(tmp_path / "out"), progress=False)
+    shapes = renderer.spec.to_natural(params)
+    disks = sorted((tuple(s["center"][0]), float(s["radius"][0, 0])) for s in shapes[:2])
+    for (center, radius), (true_center, true_radius) in zip(disks, sorted(truth["disks"])):
+        assert np.linalg.norm(np.subtract(center, true_center)) < 0.5
+        # skimage's disk(r) holds the pixels with distance < r: its edge is about 0.2 px inside r.
+        assert abs(radius - true_radius) < 0.5
+    box = shapes[2]
+    assert np.linalg.norm(box["center"][0] - truth["box"][0]) < 0.5
+    assert sorted(box["half_size"][0]) == pytest.approx(sorted(truth["box"][1]), abs=0.75)
+    assert loss[0] < 0.01
+    saved = json.load(open(tmp_path / "out" / "params.json"))
+    assert saved["shapes"] == "disk*2,box*1" and len(saved["params"][0]) == renderer.spec.size
+    assert (tmp_path / "out" / "overlay.png").stat().st_size > 0
+    svg = ET.parse(tmp_path / "out" / "shapes.svg").getroot()
+    tags = [el.tag.split("}")[1] for el in svg]
+    assert tags == ["rect", "circle", "circle", "rect"]  # background, two disks, the box
+
+
+def test_render_command_round_trip(tmp_path, capsys):
+    renderer = Render("disk,triangle,cone", 24, channels=3, background=[0.1, 0.2, 0.3])
+    params = renderer.spec.sample(2, seed=3)
+    files.save_params(str(tmp_path / "p.json"), renderer, params)
+    assert main(["render", str(tmp_path / "p.json"), "--out", str(tmp_path / "img.png")]) == 0
+    png = np.asarray(Image.open(tmp_path / "img.png"), np.float64) / 255
+    expected = np.concatenate(list(to_numpy(renderer(params))), axis=1)
+    assert png.shape == (24, 48, 3)
+    np.testing.assert_allclose(png, expected, atol=0.5 / 255 + 1e-6)
+    # the SVG of a row has one element per shape after the background
+    svg = ET.fromstring(files.to_svg(renderer, params[0]))
+    assert [el.tag.split("}")[1] for el in svg] == ["rect", "circle", "polygon", "polygon"]
+    # an existing output is not overwritten without --force
+    assert main(["render", str(tmp_path / "p.json"), "--out", str(tmp_path / "img.png")]) == 2
+    assert "--force" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        (None, "no such parameter file"),
+        ("{not json", "cannot read"),
+        ('{"shapes": "disk", "resolution": 8}', "missing key 'params'"),
+        ('{"shapes": "dsk", "resolution": 8, "params": [[0, 0, 0, 0, 0]]}', "Received: shapes='dsk'"),
+        ('{"shapes": "disk", "resolution": 8, "params": [[0.5, 0.5, NaN, 1, 1]]}', "NaN"),
+        ('{"shapes": "disk", "resolution": 8, "params": [[0.5, 0.5]]}', "take 5 numbers per row. Received: 2"),
+        ('{"shapes": "disk", "resolution": -8, "params": [[0.5, 0.5, 0.2, 1, 1]]}', "Received: resolution=-8"),
+    ],
+)
+def test_render_command_bad_input(tmp_path, capsys, content, message):
+    path = tmp_path / "p.json"
+    if content is not None:
+        path.write_text(content)
+    assert main(["render", str(path), "--out", str(tmp_path / "x.png")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0], err
+    assert not (tmp_path / "x.png").exists()
+
+
+def test_fit_command_bad_input(tmp_path, capsys):
+    assert main(["fit", str(tmp_path / "missing.png"), "--shapes", "disk", "--out", str(tmp_path)]) == 2
+    assert "no such image file" in capsys.readouterr().err
+    (tmp_path / "junk.png").write_bytes(b"not an image")
+    assert main(["fit", str(tmp_path / "junk.png"), "--shapes", "disk", "--out", str(tmp_path)]) == 2
+    assert "cannot read image" in capsys.readouterr().err
+    Image.fromarray(np.zeros((8, 12), np.uint8)).save(tmp_path / "wide.png")
+    assert main(["fit", str(tmp_path / "wide.png"), "--shapes", "disk", "--out", str(tmp_path)]) == 2
+    assert "square" in capsys.readouterr().err
+    Image.fromarray(np.zeros((8, 8), np.uint8)).save(tmp_path / "ok.png")
+    assert main(["fit", str(tmp_path / "ok.png"), "--shapes", "disk*x", "--out", str(tmp_path)]) == 2
+    assert "Received: shapes='disk*x'" in capsys.readouterr().err
+    (tmp_path / "params.json").write_text("{}")
+    assert main(["fit", str(tmp_path / "ok.png"), "--shapes", "disk", "--out", str(tmp_path)]) == 2
+    assert "--force" in capsys.readouterr().err
+    assert (tmp_path / "params.json").read_text() == "{}"
