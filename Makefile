@@ -17,8 +17,9 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install --quiet -e ".[tensorflow,jax,torch,test]"
 	touch $@
 
+# JAX is the fastest backend for the demo's training on this CPU; KERAS_BACKEND=... make demo overrides.
 demo: $(VENV)/.installed
-	$(PY) -m shapegrad.demo
+	KERAS_BACKEND=$${KERAS_BACKEND:-jax} $(PY) -m shapegrad.demo
 
 test: $(VENV)/.installed
 	@set -e; for b in $(BACKENDS); do \

@@ -34,7 +34,7 @@ _common = dict(
     print_blob=True,
 )
 settings.register_profile("quick", max_examples=20, **_common)
-settings.register_profile("stress", max_examples=2000, **_common)
+settings.register_profile("stress", max_examples=5000, **_common)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "quick"))
 
 
