@@ -1,0 +1,212 @@
+"""From signed distances to images: soft coverage and compositing of many shapes.
+
+Conventions:
+
+- A *signed distance* is in pixels, negative inside (:mod:`shapegrad.sdf`).
+- *Coverage* is in [0, 1]: the fraction of a pixel a shape covers.
+- ``K`` shapes are composited per image. Per-shape tensors are passed as a
+  Python list of ``K`` tensors or as one tensor with the shape axis at
+  position ``axis`` (default 1: ``(batch, K, ...)``). The fold over shapes is a
+  loop over ``K`` (one elementwise update per shape), so the work is linear
+  in ``K`` and no per-shape transmittance products or divisions are formed.
+- Colours have ``C`` channels on the last axis; images are ``(..., H, W, C)``.
+
+Example:
+    >>> import numpy as np
+    >>> from shapegrad import raster
+    >>> cov = raster.coverage(np.array([-10.0, 0.0, 10.0], "float32"))
+    >>> [round(v, 4) for v in np.asarray(cov).tolist()]
+    [1.0, 0.5, 0.0]
+"""
+
+from keras import ops
+
+__all__ = ["COMPOSITES", "composite", "coverage", "over", "pixel_grid", "soft_union"]
+
+# Slope of the logistic edge at 0 equals that of a box filter of width `softness`.
+_LOGISTIC_SLOPE = 4.0
+# Softness below this (in pixels) is raised to it: a hard step has no gradient.
+_MIN_SOFTNESS = 1e-6
+
+COMPOSITES = ("over", "union")
+
+
+def pixel_grid(height, width, dtype="float32"):
+    """Points of every pixel, shape ``(height, width, 2)``: pixel ``(i, j)`` is the point ``(i, j)``.
+
+    Example:
+        >>> import numpy as np
+        >>> np.asarray(pixel_grid(2, 3))[1, 2].tolist()
+        [1.0, 2.0]
+    """
+    rows = ops.cast(ops.arange(height), dtype)
+    cols = ops.cast(ops.arange(width), dtype)
+    return ops.stack(ops.meshgrid(rows, cols, indexing="ij"), axis=-1)
+
+
+def coverage(signed_distance, softness=1.0):
+    """Soft coverage of a pixel by a shape, from its signed distance.
+
+    Filter: the logistic edge ``sigmoid(-4 * d / softness)``. At the boundary
+    it has the same value (0.5) and slope (``1 / softness`` per pixel) as the
+    exact coverage of a pixel of width ``softness`` by a straight edge (a box
+    filter), but it is smooth and never exactly flat, so every pixel passes
+    some gradient to the shape. Width: coverage goes from 0.9 to 0.1 over
+    ``ln(81) / 4 * softness = 1.10 * softness`` pixels; the equivalent
+    Gaussian blur has a standard deviation of about ``0.45 * softness`` px.
+    ``softness = 1`` is a one-pixel anti-aliased edge.
+
+    Args:
+        signed_distance: any shape, in pixels, negative inside.
+        softness: edge width in pixels (a float or a tensor broadcastable to
+            ``signed_distance``); values below 1e-6 are raised to 1e-6.
+
+    Returns:
+        Coverage in [0, 1], same shape and dtype as ``signed_distance``.
+        Gradients are finite for any finite input (``sigmoid`` saturates).
+
+    Example:
+        >>> import numpy as np
+        >>> [round(v, 3) for v in np.asarray(coverage(np.array([-0.55, 0.55], "float32"))).tolist()]
+        [0.9, 0.1]
+    """
+    d = ops.convert_to_tensor(signed_distance)
+    softness = ops.cast(softness, d.dtype)
+    softness = ops.maximum(softness, ops.cast(_MIN_SOFTNESS, d.dtype))
+    return ops.sigmoid(d * (-_LOGISTIC_SLOPE / softness))
+
+
+def _per_shape(x, axis):
+    """A list of K per-shape tensors from a list, or from a tensor's ``axis``."""
+    if isinstance(x, (list, tuple)):
+        return list(x)
+    x = ops.convert_to_tensor(x)
+    return [ops.take(x, k, axis=axis) for k in range(x.shape[axis])]
+
+
+def _prepare(coverages, colors, opacities, axis):
+    covs = _per_shape(coverages, axis)
+    cols = _per_shape(colors, axis)
+    if len(cols) != len(covs):
+        raise ValueError(
+            f"Expected one colour per shape ({len(covs)} shapes). Received: {len(cols)} colours"
+        )
+    if opacities is None:
+        ops_ = [None] * len(covs)
+    else:
+        ops_ = _per_shape(opacities, axis)
+        if len(ops_) != len(covs):
+            raise ValueError(
+                f"Expected one opacity per shape ({len(covs)} shapes). Received: {len(ops_)} opacities"
+            )
+    alphas = []
+    for c, o in zip(covs, ops_):
+        a = c if o is None else c * _expand_like(o, c)
+        alphas.append(a[..., None])  # a channel axis
+    cols = [_expand_like(c, alphas[0][..., 0]) for c in cols]  # (..., 1, 1, C)
+    return alphas, cols
+
+
+def _expand_like(x, image):
+    """Add singleton axes after the leading (batch) axes of ``x`` to broadcast against ``image``.
+
+    ``x`` is ``(B,)`` or ``(B, C)`` (per image) and ``image`` is ``(B, H, W)``: the
+    result is ``(B, 1, 1)`` or ``(B, 1, 1, C)``.
+    """
+    x = ops.convert_to_tensor(x)
+    x = ops.cast(x, image.dtype) if "float" not in str(x.dtype) else x
+    spatial = 2
+    if len(x.shape) == len(image.shape) - spatial:  # (B,) against (B, H, W)
+        return ops.reshape(x, tuple(x.shape) + (1,) * spatial) if x.shape else x
+    lead = tuple(x.shape[:-1])
+    return ops.reshape(x, lead + (1,) * spatial + (x.shape[-1],))
+
+
+def _background(background, alphas, cols):
+    bg = ops.convert_to_tensor(background, dtype=alphas[0].dtype)
+    shape = ops.shape(alphas[0])[:-1] + (cols[0].shape[-1],)
+    return ops.broadcast_to(bg, shape)
+
+
+def over(coverages, colors, opacities=None, background=0.0, axis=1):
+    """Ordered "over" compositing (the painter's algorithm): later shapes on top.
+
+    ``image = background``, then for each shape k = 0, ..., K - 1:
+    ``image = alpha_k * color_k + (1 - alpha_k) * image`` with
+    ``alpha_k = opacity_k * coverage_k``. This is Porter and Duff's *over* with
+    shape ``K - 1`` in front. Written as one multiply-add per shape: no
+    products of many ``(1 - alpha)`` factors, no divisions, so gradients are
+    finite even where a coverage is exactly 0 or 1.
+
+    Args:
+        coverages: ``K`` maps ``(B, H, W)`` (a list, or ``(B, K, H, W)`` with ``axis=1``).
+        colors: ``K`` colours ``(B, C)`` (or ``(B, K, C)``).
+        opacities: ``K`` opacities ``(B,)`` (or ``(B, K)``); ``None`` means 1.
+        background: anything broadcastable to ``(B, H, W, C)``: a scalar, a
+            colour ``(C,)``, or an image.
+        axis: the shape axis when tensors are given instead of lists.
+
+    Returns:
+        ``(B, H, W, C)`` image.
+
+    Example:
+        >>> import numpy as np
+        >>> cov = np.ones((1, 2, 1, 1), "float32")  # two shapes covering one pixel
+        >>> col = np.array([[[1.0, 0.0, 0.0], [0.0, 0.0, 1.0]]], "float32")
+        >>> np.asarray(over(cov, col, opacities=np.array([[1.0, 0.5]], "float32")))[0, 0, 0].tolist()
+        [0.5, 0.0, 0.5]
+    """
+    alphas, cols = _prepare(coverages, colors, opacities, axis)
+    image = _background(background, alphas, cols)
+    for a, c in zip(alphas, cols):
+        image = a * c + (1.0 - a) * image
+    return image
+
+
+# The union's colour is the alpha-weighted mean of the shapes' colours; the
+# weight sum is floored at this value (where it is smaller, the union's alpha
+# is smaller still, so the floor changes the image by less than this).
+_UNION_FLOOR = 1e-6
+
+
+def soft_union(coverages, colors, opacities=None, background=0.0, axis=1):
+    """Order-free compositing: the probabilistic union of the shapes.
+
+    ``alpha = 1 - prod_k (1 - alpha_k)`` (the chance that a pixel is covered
+    by at least one shape, treating coverages as independent), painted in the
+    alpha-weighted mean colour ``sum_k alpha_k color_k / sum_k alpha_k`` over
+    the background. Permuting the shapes leaves the image unchanged (up to
+    rounding). With one shape it equals :func:`over`. The mean's denominator
+    is floored at 1e-6 (a guarded division: finite gradients where every
+    alpha is 0).
+
+    Args, returns: as :func:`over`.
+
+    Example:
+        >>> import numpy as np
+        >>> cov = np.full((1, 2, 1, 1), 0.5, "float32")
+        >>> col = np.array([[[1.0], [0.0]]], "float32")
+        >>> np.asarray(soft_union(cov, col))[0, 0, 0].tolist()
+        [0.375]
+    """
+    alphas, cols = _prepare(coverages, colors, opacities, axis)
+    background = _background(background, alphas, cols)
+    clear = None  # prod (1 - alpha_k)
+    weight = None  # sum alpha_k
+    paint = None  # sum alpha_k color_k
+    for a, c in zip(alphas, cols):
+        clear = 1.0 - a if clear is None else clear * (1.0 - a)
+        weight = a if weight is None else weight + a
+        paint = a * c if paint is None else paint + a * c
+    alpha = 1.0 - clear
+    mean_scale = alpha / ops.maximum(weight, ops.cast(_UNION_FLOOR, weight.dtype))
+    return mean_scale * paint + clear * background
+
+
+def composite(coverages, colors, opacities=None, background=0.0, mode="over", axis=1):
+    """Composite ``K`` shapes with ``mode`` ``"over"`` (:func:`over`) or ``"union"`` (:func:`soft_union`)."""
+    if mode == "over":
+        return over(coverages, colors, opacities, background, axis)
+    if mode == "union":
+        return soft_union(coverages, colors, opacities, background, axis)
+    raise ValueError(f"Expected mode to be one of {list(COMPOSITES)}. Received: mode={mode!r}")

@@ -1,0 +1,737 @@
+"""The ``Render`` layer and the parameter specs of every primitive.
+
+An encoder emits, per image, one flat vector of *normalised* parameters; a
+:class:`Render` layer turns it into an image. This module says what each
+number means:
+
+- :class:`Field`: one named group of numbers (a centre, a radius, a
+  direction, a colour...), with its *kind*, its normalised range, the range
+  to sample synthetic scenes from, and the map to natural units (pixels,
+  degrees).
+- :class:`Primitive`: a kind of shape (``"disk"``, ``"box"``...): its fields
+  and how they become a signed distance (:mod:`shapegrad.sdf`).
+- :class:`RenderSpec` (``Render(...).spec``): where every field of every shape
+  sits in the flat parameter vector.
+
+Normalised units (``N`` is the resolution in pixels; pixel ``(i, j)`` is the
+point ``(i, j)``, as in :class:`shapegrad.Cones`):
+
+========== ===================================== =================== ===========
+kind       normalised value ``v``                natural value       range of v
+========== ===================================== =================== ===========
+position   fraction of the image, ``(row, col)`` ``N * v`` pixels   [0, 1]
+size       fraction of the image size            ``N * v`` pixels    [0, 1]
+direction  2-vector, any non-zero length         ``atan2(v1, v0)``   [-1, 1]
+                                                 degrees
+angle      fraction of pi                        ``180 * v`` degrees [0, 1]
+fraction   dimensionless ratio                   ``v``               [0, 1]
+color      intensity per channel                 ``v``               [0, 1]
+opacity    alpha                                 ``v``               [0, 1]
+========== ===================================== =================== ===========
+
+A sigmoid head fits every kind but ``direction``, which wants a 2-vector (for
+example a ``tanh`` pair, or a normalised one); a zero direction is read as
+``(1, 0)`` (down the rows), with zero gradient.
+
+Example:
+    >>> import keras
+    >>> import numpy as np
+    >>> from shapegrad.render import Render
+    >>> layer = Render("disk*2", resolution=16)
+    >>> layer.spec.size, [s.field.name for s in layer.spec.fields_of(0)]
+    (10, ['center', 'radius', 'color', 'opacity'])
+    >>> x = np.array([[0.5, 0.5, 0.25, 1.0, 1.0, 0.2, 0.2, 0.1, 0.5, 1.0]], "float32")
+    >>> image = keras.ops.convert_to_numpy(layer(x))
+    >>> image.shape, round(float(image[0, 8, 8, 0]), 3), round(float(image[0, 0, 15, 0]), 3)
+    ((1, 16, 16, 1), 1.0, 0.0)
+"""
+
+import dataclasses
+import math
+import numbers
+import re
+
+import keras
+import numpy as np
+from keras import ops
+
+from shapegrad import _validate, raster, safe, sdf
+
+__all__ = [
+    "FIELD_KINDS",
+    "Field",
+    "FieldSlice",
+    "Primitive",
+    "Render",
+    "RenderSpec",
+    "format_shapes",
+    "parse_shapes",
+    "primitive",
+    "primitive_kinds",
+    "spec_table",
+]
+
+FIELD_KINDS = ("position", "size", "direction", "angle", "fraction", "color", "opacity")
+_UNITS = {
+    "position": "px",
+    "size": "px",
+    "direction": "deg",
+    "angle": "deg",
+    "fraction": "1",
+    "color": "1",
+    "opacity": "1",
+}
+# Parameters are clipped to this magnitude before use, as in Cones: 1e12 image
+# sizes away the picture no longer changes, and N * v cannot overflow.
+_FAR = 1e12
+
+
+@dataclasses.dataclass(frozen=True)
+class Field:
+    """One named group of parameters of a primitive.
+
+    Attributes:
+        name: for example ``"center"``.
+        size: how many numbers.
+        kind: one of :data:`FIELD_KINDS` (see the module docstring for units).
+        low, high: the normalised range of each number (what an encoder's
+            head should cover; inputs outside it still render, finitely).
+        typical: ``(low, high)`` normalised range to sample synthetic scenes
+            from (shapes mostly inside the image, not degenerate); unused for
+            directions, which are sampled uniformly on the circle.
+        period: for ``direction`` fields, the symmetry period in degrees
+            (180 for an ellipse or box axis, 360 for a cone axis); else None.
+        doc: one line for the README table.
+    """
+
+    name: str
+    size: int
+    kind: str
+    low: float
+    high: float
+    typical: tuple
+    doc: str
+    period: float = None
+
+    @property
+    def unit(self):
+        """Natural unit: ``"px"``, ``"deg"`` or ``"1"``."""
+        return _UNITS[self.kind]
+
+    def to_natural(self, values, resolution):
+        """Map normalised values ``(..., size)`` to natural units (NumPy).
+
+        Positions and sizes become pixels, angles degrees, a direction ``(..., 2)``
+        becomes one angle ``(..., 1)`` in degrees in ``[0, period)``.
+        """
+        v = np.asarray(values, dtype=np.float64)
+        if self.kind in ("position", "size"):
+            return resolution * v
+        if self.kind == "angle":
+            return 180.0 * v
+        if self.kind == "direction":
+            deg = np.degrees(np.arctan2(v[..., 1:2], v[..., 0:1]))
+            return np.mod(deg, self.period)
+        return v
+
+    def from_natural(self, values, resolution):
+        """Inverse of :meth:`to_natural` (a direction comes back as a unit vector)."""
+        v = np.asarray(values, dtype=np.float64)
+        if self.kind in ("position", "size"):
+            return v / resolution
+        if self.kind == "angle":
+            return v / 180.0
+        if self.kind == "direction":
+            rad = np.radians(v[..., 0])
+            return np.stack([np.cos(rad), np.sin(rad)], axis=-1)
+        return v
+
+
+def _position(name, doc, typical=(0.2, 0.8)):
+    return Field(name, 2, "position", 0.0, 1.0, typical, doc)
+
+
+def _size(name, size, doc, typical):
+    return Field(name, size, "size", 0.0, 1.0, typical, doc)
+
+
+def _direction(name, doc, period):
+    return Field(name, 2, "direction", -1.0, 1.0, (-1.0, 1.0), doc, period)
+
+
+@dataclasses.dataclass(frozen=True)
+class Primitive:
+    """A kind of shape: its geometric fields and its signed distance.
+
+    Attributes:
+        kind: the name used in ``Render(shapes=...)``.
+        fields: the geometric fields, in order (colour and opacity follow them
+            in the parameter vector, see :meth:`all_fields`).
+        distance: ``distance(grid, values, resolution)``: ``grid`` the pixel
+            points ``(1, 1, N, N, 2)``, ``values`` a dict of normalised fields
+            each ``(B, n, 1, 1, size)``; returns ``(B, n, N, N)`` signed
+            distances in pixels.
+        doc: one line for the README.
+    """
+
+    kind: str
+    fields: tuple
+    distance: object
+    doc: str
+    sampler: object = None
+
+    def all_fields(self, channels):
+        """Geometric fields, then ``color`` (``channels`` numbers) and ``opacity``."""
+        return self.fields + (
+            Field("color", channels, "color", 0.0, 1.0, (0.3, 1.0), "intensity of each channel"),
+            Field("opacity", 1, "opacity", 0.0, 1.0, (0.6, 1.0), "alpha; 1 is opaque"),
+        )
+
+    def size(self, channels):
+        """Number of parameters of one shape."""
+        return sum(f.size for f in self.all_fields(channels))
+
+
+def _px(values, name, n):
+    return float(n) * values[name]
+
+
+def _dir(values, name):
+    return safe.safe_normalize(values[name], fallback=ops.convert_to_tensor([1.0, 0.0]))
+
+
+def _disk(grid, v, n):
+    return sdf.disk(grid, _px(v, "center", n), _px(v, "radius", n)[..., 0])
+
+
+def _ellipse(grid, v, n):
+    return sdf._ellipse(grid, _px(v, "center", n), _px(v, "radii", n), _dir(v, "direction"))
+
+
+def _box(grid, v, n):
+    half = _px(v, "half_size", n)
+    corner = v["corner"][..., 0] * ops.minimum(half[..., 0], half[..., 1])
+    return sdf._box(grid, _px(v, "center", n), half, _dir(v, "direction"), corner)
+
+
+def _segment(grid, v, n):
+    return sdf.segment(grid, _px(v, "a", n), _px(v, "b", n), _px(v, "half_width", n)[..., 0])
+
+
+def _bezier(grid, v, n):
+    return sdf.bezier(
+        grid, _px(v, "p0", n), _px(v, "p1", n), _px(v, "p2", n), _px(v, "half_width", n)[..., 0]
+    )
+
+
+def _cone(grid, v, n):
+    return sdf.cone(grid, _px(v, "apex", n), v["axis"], math.pi * v["half_angle"][..., 0])
+
+
+def _polygon(grid, v, n):
+    verts = _px(v, "vertices", n)
+    verts = ops.reshape(verts, tuple(ops.shape(verts)[:-1]) + (-1, 2))  # (B, n, 1, 1, V, 2)
+    return sdf.polygon(grid, verts)
+
+
+def _sample_polygon(vertices):
+    def sample(rng, count):
+        # Star-shaped around a centre (hence simple): sorted angles, radii 0.5-1 x R.
+        center = rng.uniform(0.35, 0.65, (count, 1, 2))
+        radius = rng.uniform(0.15, 0.3, (count, 1, 1))
+        gaps = rng.uniform(0.5, 1.0, (count, vertices))
+        angles = 2 * np.pi * np.cumsum(gaps, axis=1) / gaps.sum(axis=1, keepdims=True)
+        angles += rng.uniform(0, 2 * np.pi, (count, 1))
+        r = radius * rng.uniform(0.6 if vertices > 3 else 0.9, 1.0, (count, vertices, 1))
+        pts = center + r * np.stack([np.cos(angles), np.sin(angles)], axis=-1)
+        return {"vertices": pts.reshape(count, 2 * vertices)}
+
+    return sample
+
+
+def _sample_stroke(rng, count, control):
+    a = rng.uniform(0.15, 0.85, (count, 2))
+    angle = rng.uniform(0, 2 * np.pi, count)
+    length = rng.uniform(0.3, 0.6, (count, 1))
+    b = np.clip(a + length * np.stack([np.cos(angle), np.sin(angle)], -1), 0.05, 0.95)
+    out = {"half_width": rng.uniform(0.015, 0.05, (count, 1))}
+    if control:
+        bend = rng.uniform(-0.35, 0.35, (count, 1)) * np.stack([-np.sin(angle), np.cos(angle)], -1)
+        out.update(p0=a, p1=np.clip((a + b) / 2 + bend, 0.0, 1.0), p2=b)
+    else:
+        out.update(a=a, b=b)
+    return out
+
+
+def _polygon_primitive(vertices, kind):
+    return Primitive(
+        kind,
+        (
+            Field(
+                "vertices",
+                2 * vertices,
+                "position",
+                0.0,
+                1.0,
+                (0.15, 0.85),
+                f"{vertices} vertices (row, col, row, col, ...) in order, either orientation",
+            ),
+        ),
+        _polygon,
+        f"simple polygon with {vertices} vertices, convex or not",
+        _sample_polygon(vertices),
+    )
+
+
+_PRIMITIVES = {
+    "disk": Primitive(
+        "disk",
+        (
+            _position("center", "centre"),
+            _size("radius", 1, "radius", (0.08, 0.25)),
+        ),
+        _disk,
+        "filled circle",
+    ),
+    "ellipse": Primitive(
+        "ellipse",
+        (
+            _position("center", "centre"),
+            _size("radii", 2, "semi-axes along axis 0 and axis 1", (0.06, 0.3)),
+            _direction("direction", "axis 0 (row, col); axis 1 is it turned +90 degrees", 180.0),
+        ),
+        _ellipse,
+        "filled, rotated ellipse",
+    ),
+    "box": Primitive(
+        "box",
+        (
+            _position("center", "centre"),
+            _size("half_size", 2, "half-extents along axis 0 and axis 1", (0.06, 0.25)),
+            _direction("direction", "axis 0 (row, col); axis 1 is it turned +90 degrees", 180.0),
+            Field(
+                "corner",
+                1,
+                "fraction",
+                0.0,
+                1.0,
+                (0.0, 0.5),
+                "corner radius as a fraction of the smaller half-extent",
+            ),
+        ),
+        _box,
+        "filled, rotated rectangle with optionally rounded corners",
+    ),
+    "triangle": _polygon_primitive(3, "triangle"),
+    "segment": Primitive(
+        "segment",
+        (
+            _position("a", "first end"),
+            _position("b", "second end"),
+            _size("half_width", 1, "half the stroke width", (0.015, 0.05)),
+        ),
+        _segment,
+        "straight stroke with round caps",
+        lambda rng, count: _sample_stroke(rng, count, control=False),
+    ),
+    "bezier": Primitive(
+        "bezier",
+        (
+            _position("p0", "start"),
+            _position("p1", "control point"),
+            _position("p2", "end"),
+            _size("half_width", 1, "half the stroke width", (0.015, 0.05)),
+        ),
+        _bezier,
+        "quadratic Bezier stroke with round caps",
+        lambda rng, count: _sample_stroke(rng, count, control=True),
+    ),
+    "cone": Primitive(
+        "cone",
+        (
+            _position("apex", "apex, as Cones' (a0, a1)"),
+            _direction("axis", "axis, as Cones' (d0, d1)", 360.0),
+            Field(
+                "half_angle",
+                1,
+                "angle",
+                0.0,
+                1.0,
+                (0.1, 0.4),
+                "half-angle as a fraction of pi, as Cones' s",
+            ),
+        ),
+        _cone,
+        "2-D wedge, the Cones layer's shape (distance edge)",
+    ),
+}
+_POLYGON = re.compile(r"polygon(\d+)$")
+_MAX_VERTICES = 64
+
+
+def primitive_kinds():
+    """Names of the primitives; ``polygon<V>`` (3 <= V <= 64, e.g. ``polygon5``) is also accepted."""
+    return tuple(_PRIMITIVES)
+
+
+def primitive(kind):
+    """The :class:`Primitive` called ``kind`` (raises ``ValueError`` if there is none)."""
+    if kind in _PRIMITIVES:
+        return _PRIMITIVES[kind]
+    match = _POLYGON.match(kind) if isinstance(kind, str) else None
+    if match and 3 <= int(match.group(1)) <= _MAX_VERTICES:
+        return _polygon_primitive(int(match.group(1)), kind)
+    raise ValueError(
+        f"Expected a primitive kind, one of {list(_PRIMITIVES)} or 'polygon<V>' with "
+        f"3 <= V <= {_MAX_VERTICES}. Received: kind={kind!r}"
+    )
+
+
+_SHAPES_HELP = (
+    "a non-empty list of (kind, count) pairs or a string like 'disk*3,box*2', "
+    "with kind one of {kinds} or 'polygon<V>' and count a positive integer"
+)
+
+
+def parse_shapes(shapes):
+    """Normalise ``shapes`` to a tuple of ``(kind, count)`` pairs.
+
+    Accepts a string ``"disk*3,box*2"`` (``"disk"`` alone means one), or a list
+    of ``(kind, count)`` pairs and bare kind names. Raises ``ValueError`` naming
+    ``shapes`` and what was received.
+
+    Example:
+        >>> parse_shapes("disk*3, box")
+        (('disk', 3), ('box', 1))
+    """
+
+    def fail(why=""):
+        help_ = _SHAPES_HELP.format(kinds=list(_PRIMITIVES))
+        raise ValueError(f"Expected shapes to be {help_}{why}. Received: shapes={shapes!r}")
+
+    pairs = []
+    if isinstance(shapes, str):
+        items = [s.strip() for s in shapes.split(",")]
+        for item in items:
+            kind, star, count = item.partition("*")
+            kind, count = kind.strip(), count.strip()
+            if not star:
+                count = "1"
+            if not re.fullmatch(r"[0-9]+", count):
+                fail(f" (bad count {count!r} in {item!r})")
+            pairs.append((kind, int(count)))
+    elif isinstance(shapes, (list, tuple)):
+        for item in shapes:
+            if isinstance(item, str):
+                pairs.append((item, 1))
+            elif isinstance(item, (list, tuple)) and len(item) == 2:
+                pairs.append(tuple(item))
+            else:
+                fail(f" (bad entry {item!r})")
+    else:
+        fail()
+    if not pairs:
+        fail(" (no shapes)")
+    out = []
+    for kind, count in pairs:
+        if not isinstance(kind, str):
+            fail(f" (bad kind {kind!r})")
+        try:
+            primitive(kind)
+        except ValueError:
+            fail(f" (unknown kind {kind!r})")
+        if isinstance(count, bool) or not isinstance(count, numbers.Integral) or count <= 0:
+            fail(f" (bad count {count!r} for {kind!r})")
+        out.append((kind, int(count)))
+    return tuple(out)
+
+
+def format_shapes(pairs):
+    """The string form of parsed shapes: ``(('disk', 3), ('box', 1))`` -> ``"disk*3,box*1"``."""
+    return ",".join(f"{kind}*{count}" for kind, count in pairs)
+
+
+@dataclasses.dataclass(frozen=True)
+class FieldSlice:
+    """Where one field of one shape sits in the flat parameter vector.
+
+    Attributes:
+        shape: the shape's index k in compositing order (0 is drawn first).
+        kind: its primitive kind.
+        instance: its index among the shapes of its kind.
+        field: the :class:`Field`.
+        start, stop: ``params[..., start:stop]`` holds the field.
+    """
+
+    shape: int
+    kind: str
+    instance: int
+    field: Field
+    start: int
+    stop: int
+
+    @property
+    def slice(self):
+        return slice(self.start, self.stop)
+
+
+class RenderSpec:
+    """The layout of a :class:`Render` layer's parameter vector.
+
+    Shapes are laid out in the order of ``shapes`` (all instances of the first
+    kind, then the next...), each shape's fields contiguous, in
+    :meth:`Primitive.all_fields` order. That order is also the compositing
+    order (shape 0 at the back for ``composite="over"``).
+
+    Attributes:
+        shapes: ``((kind, count), ...)``.
+        resolution, channels: as in :class:`Render`.
+        size: ``P``, the total number of parameters.
+        slices: every :class:`FieldSlice`, in vector order.
+        num_shapes: ``K``.
+    """
+
+    def __init__(self, shapes, resolution, channels=1):
+        self.shapes = parse_shapes(shapes)
+        self.resolution = int(resolution)
+        self.channels = int(channels)
+        slices, groups = [], []
+        start, k = 0, 0
+        for kind, count in self.shapes:
+            prim = primitive(kind)
+            fields = prim.all_fields(self.channels)
+            per_shape = prim.size(self.channels)
+            groups.append((prim, count, start, per_shape))
+            for i in range(count):
+                for f in fields:
+                    slices.append(FieldSlice(k, kind, i, f, start, start + f.size))
+                    start += f.size
+                k += 1
+        self.slices = tuple(slices)
+        self.groups = tuple(groups)  # (primitive, count, start, size per shape)
+        self.size = start
+        self.num_shapes = k
+
+    def __repr__(self):
+        return f"RenderSpec(shapes={format_shapes(self.shapes)!r}, size={self.size})"
+
+    def fields_of(self, shape):
+        """The :class:`FieldSlice` list of shape ``k``."""
+        return [s for s in self.slices if s.shape == shape]
+
+    def get(self, shape, name):
+        """The :class:`FieldSlice` of field ``name`` of shape ``k``."""
+        for s in self.slices:
+            if s.shape == shape and s.field.name == name:
+                return s
+        raise KeyError(f"shape {shape} has no field {name!r}")
+
+    def split(self, params):
+        """``params`` ``(..., P)`` as a list, one dict ``{name: (..., size)}`` per shape."""
+        out = [dict() for _ in range(self.num_shapes)]
+        for s in self.slices:
+            out[s.shape][s.field.name] = params[..., s.start : s.stop]
+        return out
+
+    def to_natural(self, params):
+        """Like :meth:`split`, in natural units (pixels, degrees), as NumPy float64."""
+        params = np.asarray(params)
+        out = [dict() for _ in range(self.num_shapes)]
+        for s in self.slices:
+            out[s.shape][s.field.name] = s.field.to_natural(params[..., s.slice], self.resolution)
+        return out
+
+    def sample(self, batch, seed=0):
+        """Normalised parameters ``(batch, P)`` of random, typical scenes (float32 NumPy).
+
+        Every field is drawn uniformly from its ``typical`` range (directions
+        uniformly on the unit circle); polygons are star-shaped (so simple)
+        and strokes have lengths of 0.3-0.6 image sizes.
+        """
+        rng = np.random.default_rng(seed)
+        out = np.zeros((batch, self.size), np.float64)
+        for prim, count, start, per_shape in self.groups:
+            for i in range(count):
+                custom = prim.sampler(rng, batch) if prim.sampler else {}
+                offset = start + i * per_shape
+                for f in prim.all_fields(self.channels):
+                    if f.name in custom:
+                        value = custom[f.name]
+                    elif f.kind == "direction":
+                        angle = rng.uniform(0, 2 * np.pi, batch)
+                        value = np.stack([np.cos(angle), np.sin(angle)], axis=-1)
+                    else:
+                        value = rng.uniform(*f.typical, (batch, f.size))
+                    out[:, offset : offset + f.size] = value
+                    offset += f.size
+        return out.astype(np.float32)
+
+
+def spec_table(channels=1):
+    """A Markdown table of every primitive's fields (the README's table)."""
+    rows = [
+        "| primitive | field | size | kind | normalised range | natural | meaning |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for kind in primitive_kinds():
+        prim = _PRIMITIVES[kind]
+        for f in prim.all_fields(channels):
+            natural = {
+                "position": "N·v px",
+                "size": "N·v px",
+                "direction": f"atan2(v1, v0) deg, period {f.period:g}" if f.period else "",
+                "angle": "180·v deg",
+                "fraction": "v",
+                "color": "v",
+                "opacity": "v",
+            }[f.kind]
+            size = "C" if f.kind == "color" else str(f.size)
+            rows.append(
+                f"| {kind} | `{f.name}` | {size} | {f.kind} | [{f.low:g}, {f.high:g}] | {natural} | {f.doc} |"
+            )
+    return "\n".join(rows)
+
+
+@keras.saving.register_keras_serializable(package="shapegrad")
+class Render(keras.layers.Layer):
+    """Render several primitives of several kinds per image, in colour, with finite gradients.
+
+    Input ``(batch, P)`` normalised parameters; output
+    ``(batch, N, N, channels)`` in the layer's compute dtype. ``P`` is the sum
+    over ``shapes`` of ``count * (geometric fields + channels + 1)``; the
+    layout is ``layer.spec`` (a :class:`RenderSpec`), the meaning of each
+    field is in the module docstring and in ``docs/primitives.md``.
+
+    Per shape k: the signed distance ``d_k`` (pixels, :mod:`shapegrad.sdf`) is
+    turned into a coverage ``sigmoid(-4 d_k / softness)``
+    (:func:`shapegrad.raster.coverage`: an anti-aliased edge about
+    ``1.1 * softness`` pixels wide), multiplied by the shape's opacity, and the
+    ``K`` shapes are composited over ``background`` in the order of ``spec``:
+    ``"over"`` paints them back to front (:func:`shapegrad.raster.over`),
+    ``"union"`` is the order-free probabilistic union
+    (:func:`shapegrad.raster.soft_union`).
+
+    Conventions as in :class:`shapegrad.Cones`: pixel ``(i, j)`` is the point
+    ``(i, j)``; positions are ``N * v``; the ``cone`` primitive reads
+    ``[a0, a1, d0, d1, s]`` like ``Cones`` (then colour and opacity), and with
+    colour 1, opacity 1, ``softness=2`` and a zero background it draws the
+    same image as ``Cones(N, edge="distance")``.
+
+    Parameters are clipped to ``[-1e12, 1e12]`` (beyond that the image cannot
+    change); the geometry is computed in float32 whatever the dtype policy
+    (inputs are not autocast; a layer built with ``dtype="float64"`` computes
+    in float64), and the image is cast to the compute dtype, so the layer
+    works under ``mixed_float16`` and ``mixed_bfloat16``.
+
+    Args:
+        shapes: ``[("disk", 3), ("box", 2)]`` or ``"disk*3,box*2"``; kinds are
+            :func:`primitive_kinds` and ``polygon<V>``.
+        resolution: ``N``, the image height and width in pixels.
+        channels: colour channels ``C`` (1: grey, 3: RGB).
+        softness: edge width in pixels (> 0).
+        composite: ``"over"`` or ``"union"``.
+        background: a number, or ``channels`` numbers (a colour).
+
+    Example:
+        >>> import numpy as np
+        >>> layer = Render([("disk", 1), ("box", 1)], resolution=32, channels=3)
+        >>> layer.spec.size
+        18
+        >>> x = layer.spec.sample(2, seed=0)
+        >>> keras.ops.convert_to_numpy(layer(x)).shape
+        (2, 32, 32, 3)
+    """
+
+    def __init__(
+        self,
+        shapes,
+        resolution,
+        channels=1,
+        softness=1.0,
+        composite="over",
+        background=0.0,
+        **kwargs,
+    ):
+        kwargs.pop("autocast", None)
+        super().__init__(autocast=False, **kwargs)
+        self.resolution = _validate.positive_int("resolution", resolution)
+        self.channels = _validate.positive_int("channels", channels)
+        self.softness = _validate.positive_number("softness", softness)
+        self.composite = _validate.one_of("composite", composite, raster.COMPOSITES)
+        self.background = _background(background, self.channels)
+        self.shapes = parse_shapes(shapes)
+        self.spec = RenderSpec(self.shapes, self.resolution, self.channels)
+        self.supports_masking = False
+
+    def _check(self, input_shape):
+        _validate.last_dim(
+            "Render",
+            input_shape,
+            self.spec.size,
+            f"normalised parameters of shapes={format_shapes(self.shapes)!r}, see layer.spec",
+        )
+
+    def build(self, input_shape):
+        self._check(input_shape)
+        self.built = True
+
+    def compute_output_shape(self, input_shape):
+        self._check(input_shape)
+        return (input_shape[0], self.resolution, self.resolution, self.channels)
+
+    def call(self, inputs, softness=None):
+        """Render; ``softness`` (a float or scalar tensor) overrides the layer's for this call.
+
+        A tensor lets a training loop anneal the edges from soft to sharp
+        (:class:`shapegrad.fit.Annealed`) without re-tracing.
+        """
+        dtype = "float64" if self.compute_dtype == "float64" else "float32"
+        softness = self.softness if softness is None else ops.cast(softness, dtype)
+        x = ops.clip(ops.cast(inputs, dtype), -_FAR, _FAR)
+        n = self.resolution
+        grid = raster.pixel_grid(n, n, dtype)[None, None]  # (1, 1, N, N, 2)
+        coverages, colors, opacities = [], [], []
+        for prim, count, start, per_shape in self.spec.groups:
+            group = ops.reshape(x[:, start : start + count * per_shape], (-1, count, per_shape))
+            values, offset = {}, 0
+            for f in prim.all_fields(self.channels):
+                values[f.name] = group[:, :, offset : offset + f.size]
+                offset += f.size
+            geometry = {f.name: values[f.name][:, :, None, None, :] for f in prim.fields}
+            distance = prim.distance(grid, geometry, n)  # (B, count, N, N)
+            cov = raster.coverage(distance, softness)
+            for i in range(count):
+                coverages.append(cov[:, i])
+                colors.append(values["color"][:, i])
+                opacities.append(values["opacity"][:, i, 0])
+        background = ops.convert_to_tensor(self.background, dtype)
+        image = raster.composite(coverages, colors, opacities, background, mode=self.composite)
+        return ops.cast(image, self.compute_dtype)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            shapes=format_shapes(self.shapes),
+            resolution=self.resolution,
+            channels=self.channels,
+            softness=self.softness,
+            composite=self.composite,
+            background=list(self.background) if isinstance(self.background, tuple) else self.background,
+        )
+        return config
+
+
+def _background(value, channels):
+    """A float, or a tuple of ``channels`` floats; raises a Keras-style ``ValueError``."""
+
+    def ok(v):
+        return isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(v)
+
+    if ok(value):
+        return float(value)
+    if isinstance(value, (list, tuple)) and len(value) == channels and all(ok(v) for v in value):
+        return tuple(float(v) for v in value)
+    raise ValueError(
+        f"Expected background to be a finite number or a list of {channels} finite numbers "
+        f"(one per channel). Received: background={value!r}"
+    )

@@ -1,0 +1,378 @@
+"""Signed distances: exact values, independent references (scikit-image, brute force),
+float64 finite differences, and hypothesis hunts for NaN/Inf in values and gradients."""
+
+import math
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from keras import ops
+from skimage import draw
+
+from shapegrad import raster, sdf
+from helpers import adversarial, adversarial_array, assert_finite, check_gradients, jit, to_numpy, value_and_grad
+
+
+def f32(x):
+    return np.asarray(x, np.float32)
+
+
+def grid(h, w=None):
+    return to_numpy(raster.pixel_grid(h, h if w is None else w))
+
+
+# ---------------------------------------------------------------- exact values
+
+
+def test_disk_values_and_center():
+    p = f32([[3.0, 4.0], [0.0, 0.0], [0.0, 2.0]])
+    np.testing.assert_allclose(to_numpy(sdf.disk(p, f32([0, 0]), 2.0)), [3.0, -2.0, 0.0])
+    # Negative radius is a point.
+    np.testing.assert_allclose(to_numpy(sdf.disk(p, f32([0, 0]), -5.0)), [5.0, 0.0, 2.0])
+
+
+def test_box_values_rotation_and_rounding():
+    p = f32([[0, 0], [0, 3], [3, 0], [3, 4], [2, 0]])
+    d = to_numpy(sdf.box(p, f32([0, 0]), f32([2, 1])))
+    np.testing.assert_allclose(d, [-1.0, 2.0, 1.0, math.hypot(1, 3), 0.0], atol=1e-6)
+    # A quarter turn swaps the axes.
+    d90 = to_numpy(sdf.box(p, f32([0, 0]), f32([1, 2]), angle=math.pi / 2))
+    np.testing.assert_allclose(d90, d, atol=1e-5)
+    # Rounded: the corner is cut, the extent along the axes is kept.
+    r = to_numpy(sdf.box(f32([[0, 2], [2, 2]]), f32([0, 0]), f32([2, 2]), corner_radius=1.0))
+    np.testing.assert_allclose(r, [0.0, math.sqrt(2) - 1], atol=1e-6)
+    # Maximal rounding of a square is a disk.
+    q = grid(9).reshape(-1, 2)
+    np.testing.assert_allclose(
+        to_numpy(sdf.box(q, f32([4, 4]), f32([3, 3]), 0.3, corner_radius=10.0)),
+        to_numpy(sdf.disk(q, f32([4, 4]), 3.0)),
+        atol=1e-5,
+    )
+
+
+def test_segment_values_and_zero_length():
+    p = f32([[0, 5], [3, 12], [-4, -3]])
+    d = to_numpy(sdf.segment(p, f32([0, 0]), f32([0, 10]), 1.0))
+    np.testing.assert_allclose(d, [-1.0, math.hypot(3, 2) - 1, 4.0], atol=1e-6)
+    # a == b: a disk.
+    np.testing.assert_allclose(to_numpy(sdf.segment(p, f32([1, 1]), f32([1, 1]), 2.0)),
+                               to_numpy(sdf.disk(p, f32([1, 1]), 2.0)), atol=1e-6)
+
+
+def test_polygon_orientation_nonconvex_and_degenerate():
+    square = f32([[0, 0], [4, 0], [4, 4], [0, 4]])
+    p = f32([[1, 2], [2, 2], [6, 2], [5, 5], [0, 2]])
+    expected = [-1.0, -2.0, 2.0, math.sqrt(2), 0.0]
+    np.testing.assert_allclose(to_numpy(sdf.polygon(p, square)), expected, atol=1e-6)
+    np.testing.assert_allclose(to_numpy(sdf.polygon(p, square[::-1])), expected, atol=1e-6)
+    # An L shape: the notch is outside.
+    ell = f32([[0, 0], [6, 0], [6, 2], [2, 2], [2, 6], [0, 6]])
+    d = to_numpy(sdf.polygon(f32([[4, 4], [1, 1], [4, 1]]), ell))
+    np.testing.assert_allclose(d, [2.0, -1.0, -1.0], atol=1e-6)
+    # Collinear vertices: zero area, nothing inside, distance to the segment.
+    line = f32([[0, 0], [2, 0], [4, 0]])
+    np.testing.assert_allclose(to_numpy(sdf.polygon(f32([[2, 3], [2, 0]]), line)), [3.0, 0.0], atol=1e-6)
+    # Repeated vertices change nothing.
+    rep = f32([[0, 0], [4, 0], [4, 0], [4, 4], [0, 4], [0, 0]])
+    np.testing.assert_allclose(to_numpy(sdf.polygon(p, rep)), expected, atol=1e-6)
+
+
+def test_ellipse_circle_and_axes():
+    q = grid(12).reshape(-1, 2)
+    np.testing.assert_allclose(
+        to_numpy(sdf.ellipse(q, f32([5, 6]), f32([4, 4]), 1.0)),
+        to_numpy(sdf.disk(q, f32([5, 6]), 4.0)),
+        atol=1e-5,
+    )
+    p = f32([[0, 0], [10, 0], [0, 5], [0, 1]])
+    np.testing.assert_allclose(to_numpy(sdf.ellipse(p, f32([0, 0]), f32([6, 2]))), [-2, 4, 3, -1], atol=1e-5)
+    # Zero radius: a segment, nothing inside; both zero: a point.
+    np.testing.assert_allclose(to_numpy(sdf.ellipse(p, f32([0, 0]), f32([6, 0]))), [0, 4, 5, 1], atol=1e-5)
+    np.testing.assert_allclose(to_numpy(sdf.ellipse(p, f32([0, 0]), f32([0, 0]))), [0, 10, 5, 1], atol=1e-5)
+
+
+def test_bezier_straight_equals_segment():
+    q = grid(16).reshape(-1, 2)
+    a, b = f32([2, 3]), f32([12, 9])
+    np.testing.assert_allclose(
+        to_numpy(sdf.bezier(q, a, (a + b) / 2, b, 1.5)), to_numpy(sdf.segment(q, a, b, 1.5)), atol=1e-4
+    )
+    # Coincident control points: a disk.
+    np.testing.assert_allclose(
+        to_numpy(sdf.bezier(q, a, a, a, 2.0)), to_numpy(sdf.disk(q, a, 2.0)), atol=1e-5
+    )
+
+
+def test_broadcasting_like_numpy():
+    b, h = 3, 8
+    pts = grid(h)[None]  # (1, H, W, 2)
+    rng = np.random.default_rng(0)
+    centers = f32(rng.uniform(2, 6, (b, 1, 1, 2)))
+    d = to_numpy(sdf.disk(pts, centers, f32(rng.uniform(1, 3, (b, 1, 1)))))
+    assert d.shape == (b, h, h)
+    verts = f32(rng.uniform(0, 8, (b, 1, 1, 5, 2)))
+    assert to_numpy(sdf.polygon(pts, verts)).shape == (b, h, h)
+    assert to_numpy(sdf.ellipse(pts, centers, f32(np.ones((b, 1, 1, 2))), f32(np.zeros((b, 1, 1))))).shape == (b, h, h)
+
+
+def test_jit_matches_eager():
+    q = grid(10)
+    v = f32([[1, 1], [8, 2], [5, 9]])
+    fn = lambda p, v: sdf.polygon(p, v) + sdf.bezier(p, v[0], v[1], v[2], 1.0) + sdf.ellipse(p, v[0], v[1], 0.3)
+    np.testing.assert_allclose(to_numpy(jit(fn)(q, v)), to_numpy(fn(q, v)), atol=1e-4)
+
+
+# ------------------------------------------------ independent references
+
+
+def _agreement(masks, ours, distances):
+    """Fraction of agreeing pixels; and every disagreement is within 1 px of our boundary."""
+    disagree = masks != ours
+    far = disagree & (np.abs(distances) > 1.0)
+    return 1.0 - disagree.mean(), int(far.sum())
+
+
+H = 40
+
+
+def _shapes(kind, count, rng):
+    """Random shapes, their skimage masks (count, H, H), our signed distances."""
+    q = grid(H)[None]
+    masks = np.zeros((count, H, H), bool)
+    if kind == "disk":
+        c = rng.uniform(-5, H + 5, (count, 2))
+        r = rng.uniform(0.5, 15, count)
+        for k in range(count):
+            masks[k][draw.disk(tuple(c[k]), r[k], shape=(H, H))] = True
+        d = sdf.disk(q, f32(c[:, None, None]), f32(r[:, None, None]))
+    elif kind == "ellipse":
+        c = rng.uniform(5, H - 5, (count, 2))
+        radii = rng.uniform(1.5, 15, (count, 2))
+        angle = rng.uniform(-math.pi, math.pi, count)
+        for k in range(count):
+            rr, cc = draw.ellipse(c[k, 0], c[k, 1], radii[k, 0], radii[k, 1], shape=(H, H), rotation=angle[k])
+            masks[k][rr, cc] = True
+        d = sdf.ellipse(q, f32(c[:, None, None]), f32(radii[:, None, None]), f32(angle[:, None, None]))
+    elif kind == "polygon":
+        # Random star-shaped polygons (simple, often non-convex), 3 to 9 vertices.
+        n = int(rng.integers(3, 10))
+        ang = np.sort(rng.uniform(0, 2 * math.pi, (count, n)), axis=1)
+        rad = rng.uniform(3, 18, (count, n))
+        c = rng.uniform(10, H - 10, (count, 1, 2))
+        v = c + rad[..., None] * np.stack([np.cos(ang), np.sin(ang)], -1)
+        for k in range(count):
+            rr, cc = draw.polygon(v[k, :, 0], v[k, :, 1], shape=(H, H))
+            masks[k][rr, cc] = True
+        d = sdf.polygon(q, f32(v[:, None, None]))
+    elif kind == "box":
+        c = rng.uniform(5, H - 5, (count, 2))
+        half = rng.uniform(1, 12, (count, 2))
+        angle = rng.uniform(-math.pi, math.pi, count)
+        u = np.stack([np.cos(angle), np.sin(angle)], -1)
+        w = np.stack([-np.sin(angle), np.cos(angle)], -1)
+        corners = np.stack([c + sa * half[:, :1] * u + sb * half[:, 1:] * w
+                            for sa, sb in ((1, 1), (-1, 1), (-1, -1), (1, -1))], axis=1)
+        for k in range(count):
+            rr, cc = draw.polygon(corners[k, :, 0], corners[k, :, 1], shape=(H, H))
+            masks[k][rr, cc] = True
+        d = sdf.box(q, f32(c[:, None, None]), f32(half[:, None, None]), f32(angle[:, None, None]))
+    return masks, to_numpy(d)
+
+
+@pytest.mark.parametrize("kind", ["disk", "ellipse", "polygon", "box"])
+def test_threshold_agrees_with_skimage(kind):
+    rng = np.random.default_rng({"disk": 1, "ellipse": 2, "polygon": 3, "box": 4}[kind])
+    masks, d = [], []
+    for _ in range(4):  # polygons: a new vertex count each round
+        m, dd = _shapes(kind, 50, rng)
+        masks.append(m)
+        d.append(dd)
+    masks, d = np.concatenate(masks), np.concatenate(d)
+    agree, far = _agreement(masks, d < 0, d)
+    assert agree >= 0.995, f"{kind}: only {agree:.4%} of pixels agree with skimage.draw"
+    assert far == 0, f"{kind}: {far} disagreements more than 1 px from the boundary"
+
+
+def test_ellipse_matches_brute_force_distance():
+    # float64 reference: dense sampling of the boundary, refined by golden section.
+    rng = np.random.default_rng(5)
+    for aspect in (1.0, 3.0, 12.0, 50.0):
+        a = rng.uniform(5, 20)
+        radii = np.array([a, a / aspect])[:: rng.choice([1, -1])]
+        p = rng.uniform(-25, 25, (40, 2))
+        d = to_numpy(sdf.ellipse(p, np.zeros(2), radii, 0.0))
+        t = np.linspace(0, 2 * np.pi, 20001)
+        curve = np.stack([radii[0] * np.cos(t), radii[1] * np.sin(t)], -1)
+        ref = np.linalg.norm(p[:, None] - curve[None], axis=-1).min(axis=1)
+        inside = (p[:, 0] / radii[0]) ** 2 + (p[:, 1] / radii[1]) ** 2 < 1
+        ref = np.where(inside, -ref, ref)
+        np.testing.assert_array_equal(np.sign(d), np.sign(ref))
+        # Never closer than the truth (the magnitude is a distance to a boundary
+        # point), and within 1e-3 relative (the sampled reference is itself ~1e-5 px coarse).
+        assert np.all(np.abs(d) >= np.abs(ref) - 1e-4)
+        assert np.all(np.abs(d - ref) <= 1e-3 * np.maximum(np.abs(ref), 1.0)), aspect
+    # float32, up to degenerate aspect ratios.
+    for aspect in (10.0, 100.0, 1e4, np.inf):
+        radii = np.float32([12.0, 12.0 / aspect])
+        p = rng.uniform(-25, 25, (60, 2)).astype(np.float32)
+        p[:20, 1] *= 0.05  # near the long axis, where thin ellipses are hard
+        d = to_numpy(sdf.ellipse(p, np.zeros(2, np.float32), radii, 0.0))
+        t = np.linspace(0, 2 * np.pi, 40001)
+        curve = np.stack([radii[0] * np.cos(t), radii[1] * np.sin(t)], -1)
+        ref = np.linalg.norm(p[:, None] - curve[None], axis=-1).min(axis=1)
+        inside = (p[:, 0] / radii[0]) ** 2 + (p[:, 1] / max(float(radii[1]), 1e-30)) ** 2 < 1
+        ref = np.where(inside, -ref, ref)
+        assert np.all(np.abs(d - ref) <= 3e-3 * np.maximum(np.abs(ref), 1.0)), aspect
+
+
+def test_bezier_and_polygon_match_brute_force_distance():
+    rng = np.random.default_rng(6)
+    t = np.linspace(0, 1, 20001)[:, None]
+    for _ in range(20):
+        c = rng.uniform(-20, 20, (3, 2))
+        p = rng.uniform(-30, 30, (50, 2))
+        d = to_numpy(sdf.bezier(p, c[0], c[1], c[2], 0.0))
+        curve = (1 - t) ** 2 * c[0] + 2 * t * (1 - t) * c[1] + t**2 * c[2]
+        ref = np.linalg.norm(p[:, None] - curve[None], axis=-1).min(axis=1)
+        np.testing.assert_allclose(d, ref, atol=2e-3)
+        # Polygon magnitude: distance to the nearest of its edges.
+        v = rng.uniform(-20, 20, (5, 2))
+        dp = np.abs(to_numpy(sdf.polygon(p, v)))
+        edges = [v[k] + t * (v[(k + 1) % 5] - v[k]) for k in range(5)]
+        refp = np.min([np.linalg.norm(p[:, None] - e[None], axis=-1).min(axis=1) for e in edges], axis=0)
+        np.testing.assert_allclose(dp, refp, atol=2e-3)
+
+
+# ------------------------------------------------------ gradients, float64
+
+
+def _points(n, seed, low=-6.0, high=6.0):
+    return np.random.default_rng(seed).uniform(low, high, (n, 2))
+
+
+PRIMITIVE_CASES = {
+    "disk": (lambda p, c, r: sdf.disk(p, c, r), [[0.3, -0.2], 3.1]),
+    "ellipse": (lambda p, c, r, a: sdf.ellipse(p, c, r, a), [[0.3, -0.2], [4.2, 2.1], 0.4]),
+    "box": (lambda p, c, h, a, r: sdf.box(p, c, h, a, r), [[0.3, -0.2], [3.3, 2.2], 0.4, 0.7]),
+    "polygon": (lambda p, v: sdf.polygon(p, v), [[[-3.1, -2.0], [3.3, -2.5], [0.2, -0.1], [2.9, 3.0], [-2.7, 2.6]]]),
+    "segment": (lambda p, a, b, w: sdf.segment(p, a, b, w), [[-3.0, 1.0], [2.5, -2.0], 0.8]),
+    "bezier": (lambda p, a, b, c, w: sdf.bezier(p, a, b, c, w), [[-4.0, 1.0], [0.5, 6.0], [3.5, -2.0], 0.8]),
+    "cone": (lambda p, a, d, s: sdf.cone(p, a, d, s), [[0.3, -0.2], [1.0, 0.5], 0.6]),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(PRIMITIVE_CASES))
+def test_gradients_match_finite_differences(kind):
+    fn, params = PRIMITIVE_CASES[kind]
+    points = _points(24, seed=len(kind))
+    check_gradients(lambda *xs: ops.sum(fn(*xs)), [points] + params, samples=8)
+
+
+def _boundary_gradient(fn, point):
+    _, (g,) = value_and_grad(lambda p: ops.sum(fn(p)), np.asarray(point, np.float64))
+    return g
+
+
+def test_gradient_on_the_boundary_is_the_outward_normal():
+    # Pixels exactly on an edge: a naive |q| has gradient 0/0 (or 0) there.
+    box = lambda p: sdf.box(p, np.zeros(2), np.array([2.0, 3.0]), 0.0)
+    np.testing.assert_allclose(_boundary_gradient(box, [2.0, 1.0]), [1.0, 0.0], atol=1e-12)
+    np.testing.assert_allclose(_boundary_gradient(box, [-1.0, -3.0]), [0.0, -1.0], atol=1e-12)
+    square = np.array([[0.0, 0.0], [4.0, 0.0], [4.0, 4.0], [0.0, 4.0]])
+    for verts in (square, square[::-1]):
+        poly = lambda p, v=verts: sdf.polygon(p, v)
+        np.testing.assert_allclose(_boundary_gradient(poly, [4.0, 1.0]), [1.0, 0.0], atol=1e-12)
+        np.testing.assert_allclose(_boundary_gradient(poly, [2.0, 0.0]), [0.0, -1.0], atol=1e-12)
+    ell = lambda p: sdf.ellipse(p, np.zeros(2), np.array([4.0, 2.0]), 0.0)
+    np.testing.assert_allclose(_boundary_gradient(ell, [0.0, 2.0]), [0.0, 1.0], atol=1e-6)
+    np.testing.assert_allclose(_boundary_gradient(ell, [-4.0, 0.0]), [-1.0, 0.0], atol=1e-6)
+
+
+def test_gradient_at_centre_and_on_centre_line_is_zero():
+    g = _boundary_gradient(lambda p: sdf.disk(p, np.zeros(2), 3.0), [0.0, 0.0])
+    np.testing.assert_array_equal(g, [0.0, 0.0])
+    g = _boundary_gradient(lambda p: sdf.segment(p, np.zeros(2), np.array([0.0, 4.0]), 1.0), [0.0, 2.0])
+    np.testing.assert_array_equal(g, [0.0, 0.0])
+
+
+# --------------------------------------------- hypothesis: NaN/Inf hunts
+
+
+def _vec(**kw):
+    return adversarial_array((2,), **kw)
+
+
+def _scalar(**kw):
+    return adversarial(**kw).map(np.float32)
+
+
+# Points: a few adversarial ones plus, when asked, exact copies of the shape's
+# own special points (centre, vertex, end, apex) so the hazards are hit exactly.
+@st.composite
+def _case(draw_, kind):
+    pts = draw_(adversarial_array((3, 2)))
+    if kind == "disk":
+        params = [draw_(_vec()), draw_(_scalar())]
+        special = [params[0]]
+    elif kind == "ellipse":
+        params = [draw_(_vec()), draw_(_vec()), draw_(_scalar(low=-1e4, high=1e4))]
+        special = [params[0], params[0] + np.float32([params[1][0], 0])]
+    elif kind == "box":
+        params = [draw_(_vec()), draw_(_vec()), draw_(_scalar(low=-1e4, high=1e4)), draw_(_scalar())]
+        special = [params[0], params[0] + params[1]]
+    elif kind == "polygon":
+        v = draw_(adversarial_array((4, 2)))
+        if draw_(st.booleans()):  # collinear or repeated vertices
+            v[2] = v[1] + (v[1] - v[0]) * draw_(st.sampled_from([0.0, 1.0, 2.0]))
+        params = [v]
+        special = [v[0], (v[0] + v[1]) / 2]
+    elif kind == "segment":
+        a = draw_(_vec())
+        b = a if draw_(st.booleans()) else draw_(_vec())
+        params = [a, b, draw_(_scalar())]
+        special = [a, (a + b) / 2]
+    elif kind == "bezier":
+        a, c = draw_(_vec()), draw_(_vec())
+        mid = draw_(st.sampled_from(["free", "collinear", "same"]))
+        b = {"free": draw_(_vec()), "collinear": (a + c) / 2, "same": a}[mid]
+        if mid == "same":
+            c = a
+        params = [a, b, c, draw_(_scalar())]
+        special = [a, b]
+    elif kind == "cone":
+        params = [draw_(_vec()), draw_(_vec()), draw_(_scalar(low=-10.0, high=10.0))]
+        special = [params[0]]
+    pts = np.concatenate([pts, np.asarray(special, np.float32).reshape(-1, 2)]).astype(np.float32)
+    return pts, [np.asarray(x, np.float32) for x in params]
+
+
+FUNCTIONS = {k: v[0] for k, v in PRIMITIVE_CASES.items()}
+
+
+def _finite_case(kind, case):
+    pts, params = case
+    fn = FUNCTIONS[kind]
+    # Distances up to ~1e30 px: scale the sum so that it cannot overflow.
+    value, grads = value_and_grad(lambda *xs: ops.sum(fn(*xs) * 1e-6), pts, *params)
+    assert_finite(f"{kind} value", value, to_numpy(fn(pts, *params)))
+    assert_finite(f"{kind} gradients", *grads)
+
+
+@pytest.mark.parametrize("kind", sorted(PRIMITIVE_CASES))
+@given(data=st.data())
+def test_property_values_and_gradients_finite(kind, data):
+    _finite_case(kind, data.draw(_case(kind)))
+
+
+@pytest.mark.parametrize("kind", sorted(PRIMITIVE_CASES))
+def test_degenerate_sizes_finite(kind):
+    """Every special point at once, with zero sizes; float64 too."""
+    fn, params = PRIMITIVE_CASES[kind]
+    zeroed = [np.zeros_like(np.asarray(x, np.float32)) for x in params]
+    pts = np.zeros((2, 2), np.float32)
+    pts[1] = 1e-30
+    for dtype in (np.float32, np.float64):
+        args = [pts.astype(dtype)] + [x.astype(dtype) for x in zeroed]
+        value, grads = value_and_grad(lambda *xs: ops.sum(fn(*xs)), *args)
+        assert_finite(f"{kind} zero sizes", value, *grads)
