@@ -1,0 +1,68 @@
+"""Data-parallel training on simulated devices: the same losses as one device on the same global batch."""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+from helpers import BACKEND
+from shapegrad import distribute
+from shapegrad.train import train
+
+# Run in a fresh interpreter: the simulated devices must exist before the backend starts.
+SCRIPT = textwrap.dedent(
+    """
+    import json, sys
+    if sys.argv[1] == "tensorflow":
+        import tensorflow as tf
+        cpu = tf.config.list_physical_devices("CPU")[0]
+        tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 4)
+    from shapegrad.distribute import available_devices
+    from shapegrad.train import train
+    out = {"devices": available_devices()}
+    for n in (1, 4):
+        m = train(f"{sys.argv[2]}/run{n}", resolution=16, steps=6, steps_per_epoch=2, batch_size=16,
+                  test_size=16, refine_steps=2, width=4, devices=n, verbose=0, supervised=sys.argv[3] == "1")
+        out[n] = {"loss": m["train_loss"], "devices": m["devices"], "iou": m["encoder_only"]["iou"]}
+    print("RESULT" + json.dumps(out))
+    """
+)
+
+
+@pytest.mark.skipif(BACKEND == "torch", reason="the installed Keras distributes on jax and tensorflow only")
+@pytest.mark.parametrize("supervised", [False, True])
+def test_four_simulated_devices_match_one(tmp_path, supervised):
+    env = dict(os.environ, KERAS_BACKEND=BACKEND, XLA_FLAGS="--xla_force_host_platform_device_count=4")
+    env.pop("JAX_ENABLE_X64", None)
+    proc = subprocess.run(
+        [sys.executable, "-c", SCRIPT, BACKEND, str(tmp_path), str(int(supervised))],
+        capture_output=True, text=True, env=env, timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(proc.stdout.split("RESULT")[-1])
+    assert len(result["devices"]) >= 4, result["devices"]
+    one, four = result["1"], result["4"]
+    assert (one["devices"], four["devices"]) == (1, 4)
+    # Same seed, same global batches, same mean gradient: only the order of float32 sums
+    # differs (per-device partial means, then an all-reduce), about 1e-7 relative per step.
+    # Adam rescales each update by its running RMS, so such differences stay small over a
+    # few steps; 1e-3 relative leaves room for that without letting a real bug pass (a
+    # gradient summed instead of averaged over 4 devices changes the loss by percents).
+    np.testing.assert_allclose(four["loss"], one["loss"], rtol=1e-3)
+    assert json.load(open(tmp_path / "run4" / "metrics.json"))["devices"] == 4
+
+
+def test_devices_errors_name_the_problem(tmp_path):
+    if BACKEND == "torch":
+        with pytest.raises(ValueError, match="jax or tensorflow backend.*Received: devices=2 on backend='torch'"):
+            train(str(tmp_path), devices=2, steps=1, verbose=0)
+    else:
+        with pytest.raises(ValueError, match="Received: devices=64"):
+            train(str(tmp_path), devices=64, steps=1, verbose=0)
+    with pytest.raises(ValueError, match="Received: devices=0"):
+        distribute.check(0, 8)
+    assert not os.path.exists(tmp_path / "metrics.json")
