@@ -1,7 +1,8 @@
 """shapegrad: differentiable geometric primitives on Keras 3, with gradients that are never NaN."""
 
-from shapegrad import doctor, safe
+from shapegrad import doctor, raster, safe, sdf
 from shapegrad.layers import Cones
+from shapegrad.render import Render
 from shapegrad.safe import (
     angle_between,
     safe_acos,
@@ -17,8 +18,10 @@ __version__ = "0.1.0"
 
 __all__ = [
     "Cones",
+    "Render",
     "angle_between",
     "doctor",
+    "raster",
     "safe",
     "safe_acos",
     "safe_atan2",
@@ -27,4 +30,5 @@ __all__ = [
     "safe_norm",
     "safe_normalize",
     "safe_sqrt",
+    "sdf",
 ]

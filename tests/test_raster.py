@@ -1,0 +1,97 @@
+"""Coverage and compositing: values against NumPy references, finite gradients, order properties."""
+
+import numpy as np
+from hypothesis import given
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
+from keras import ops
+
+from helpers import adversarial_array, assert_finite, check_gradients, to_numpy, value_and_grad
+from shapegrad import raster
+
+
+def test_coverage_filter_width_and_slope():
+    for softness in (0.5, 1.0, 3.0):
+        c = to_numpy(raster.coverage(np.float64([0.0, -0.55 * softness, 0.55 * softness]), softness))
+        np.testing.assert_allclose(c, [0.5, 0.9, 0.1], atol=2e-3)
+        _, (g,) = value_and_grad(lambda d: ops.sum(raster.coverage(d, softness)), np.float64([0.0]))
+        np.testing.assert_allclose(g, [-1.0 / softness], rtol=1e-12)  # a box filter's slope
+
+
+def test_coverage_saturates_with_finite_gradients():
+    d = np.float32([-1e30, -1e4, 1e4, 1e30, 0.0])
+    value, (g,) = value_and_grad(lambda d: ops.sum(raster.coverage(d, 0.0)), d)  # softness 0 -> 1e-6
+    assert_finite("coverage", value, g)
+    np.testing.assert_array_equal(to_numpy(raster.coverage(d[:4])), [1.0, 1.0, 0.0, 0.0])
+
+
+def _painter(cov, col, opa, bg):
+    """NumPy reference: paint shapes back to front."""
+    image = np.broadcast_to(np.asarray(bg, np.float64), cov.shape[:1] + cov.shape[2:] + col.shape[-1:]).copy()
+    for k in range(cov.shape[1]):
+        a = (cov[:, k] * opa[:, k, None, None])[..., None]
+        image = a * col[:, k, None, None, :] + (1 - a) * image
+    return image
+
+
+def _random(rng, b=2, k=3, h=4, c=3):
+    return rng.uniform(0, 1, (b, k, h, h)), rng.uniform(0, 1, (b, k, c)), rng.uniform(0, 1, (b, k))
+
+
+def test_over_matches_painter_and_order_matters():
+    rng = np.random.default_rng(0)
+    cov, col, opa = _random(rng)
+    bg = np.array([0.1, 0.2, 0.3])
+    out = to_numpy(raster.over(cov, col, opa, bg))
+    np.testing.assert_allclose(out, _painter(cov, col, opa, bg), rtol=1e-12)
+    # Lists work like stacked tensors; an opaque shape on top hides the ones below.
+    listed = to_numpy(raster.over([cov[:, k] for k in range(3)], [col[:, k] for k in range(3)], [opa[:, k] for k in range(3)], bg))
+    np.testing.assert_allclose(listed, out, rtol=1e-12)
+    cov[:, 2], opa[:, 2] = 1.0, 1.0
+    top = to_numpy(raster.over(cov, col, opa, bg))
+    np.testing.assert_allclose(top, np.broadcast_to(col[:, 2, None, None, :], top.shape), rtol=1e-12)
+    swapped = to_numpy(raster.over(cov[:, ::-1], col[:, ::-1], opa[:, ::-1], bg))
+    assert not np.allclose(swapped, top)
+
+
+def test_union_is_order_free_and_reduces_to_over_for_one_shape():
+    rng = np.random.default_rng(1)
+    cov, col, opa = _random(rng)
+    out = to_numpy(raster.soft_union(cov, col, opa, 0.25))
+    perm = [2, 0, 1]
+    np.testing.assert_allclose(to_numpy(raster.soft_union(cov[:, perm], col[:, perm], opa[:, perm], 0.25)), out, rtol=1e-12)
+    alpha = 1 - np.prod(1 - cov * opa[..., None, None], axis=1)
+    mean = np.einsum("bkhw,bkc->bhwc", cov * opa[..., None, None], col) / np.sum(cov * opa[..., None, None], axis=1)[..., None]
+    np.testing.assert_allclose(out, alpha[..., None] * mean + (1 - alpha[..., None]) * 0.25, rtol=1e-9)
+    one = (cov[:, :1], col[:, :1], opa[:, :1])
+    np.testing.assert_allclose(to_numpy(raster.soft_union(*one, 0.5)), to_numpy(raster.over(*one, 0.5)), rtol=1e-12)
+
+
+def test_composite_gradients_match_finite_differences():
+    rng = np.random.default_rng(2)
+    cov, col, opa = _random(rng, b=1, k=3, h=2, c=2)
+    for mode in ("over", "union"):
+        check_gradients(
+            lambda c, k, o: ops.sum(raster.composite(c, k, o, [0.2, 0.7], mode=mode) ** 2), [cov, col, opa], samples=6
+        )
+
+
+def test_composite_rejects_bad_mode_and_counts():
+    import pytest
+
+    with pytest.raises(ValueError, match="Received: mode='add'"):
+        raster.composite(np.zeros((1, 1, 2, 2)), np.zeros((1, 1, 1)), mode="add")
+    with pytest.raises(ValueError, match="one colour per shape"):
+        raster.over(np.zeros((1, 2, 2, 2)), np.zeros((1, 1, 1)))
+
+
+@given(
+    cov=hnp.arrays(np.float32, (1, 3, 2, 2), elements=st.sampled_from([0.0, 1.0, 0.5, 1e-30, 1.0 - 2**-24])),
+    col=adversarial_array((1, 3, 2), low=-1e6, high=1e6),
+    opa=hnp.arrays(np.float32, (1, 3), elements=st.sampled_from([0.0, 1.0, 0.5, 1e-38, 2.0])),
+    mode=st.sampled_from(["over", "union"]),
+)
+def test_property_composite_gradients_finite(cov, col, opa, mode):
+    # Exact 0 and 1 coverages (saturated sigmoids) break a cumprod / division formulation.
+    value, grads = value_and_grad(lambda a, b, c: ops.sum(raster.composite(a, b, c, 0.5, mode=mode)), cov, col, opa)
+    assert_finite(f"{mode} composite", value, *grads)

@@ -1,0 +1,223 @@
+"""The Render layer: spec, argument checks, reference images, Keras conventions, finite gradients."""
+
+import math
+
+import keras
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from keras import ops
+
+from helpers import adversarial_array, assert_finite, check_gradients, jit, to_numpy, value_and_grad
+from shapegrad import Render, raster
+from shapegrad.layers import Cones
+from shapegrad.render import RenderSpec, parse_shapes, primitive, primitive_kinds, spec_table
+
+ALL = "disk,ellipse,box,triangle,polygon5,segment,bezier,cone"
+
+
+# ------------------------------------------------------------- the spec
+
+
+def test_spec_layout_and_slices():
+    spec = Render([("disk", 2), ("box", 1)], 16, channels=3).spec
+    assert spec.size == 2 * (3 + 3 + 1) + (7 + 3 + 1) == spec.slices[-1].stop
+    assert spec.num_shapes == 3
+    assert [s.field.name for s in spec.fields_of(2)] == ["center", "half_size", "direction", "corner", "color", "opacity"]
+    assert spec.get(1, "radius").slice == slice(9, 10)
+    assert spec.get(2, "direction").field.kind == "direction" and spec.get(2, "direction").field.period == 180.0
+    # Contiguous, no gaps.
+    assert all(a.stop == b.start for a, b in zip(spec.slices, spec.slices[1:]))
+
+
+def test_every_kind_has_metadata_and_natural_units():
+    for kind in primitive_kinds() + ("polygon7",):
+        for f in primitive(kind).all_fields(3):
+            assert f.kind in ("position", "size", "direction", "angle", "fraction", "color", "opacity")
+            assert f.low < f.high and f.unit in ("px", "deg", "1")
+            v = np.full((4, f.size), 0.3)
+            back = f.from_natural(f.to_natural(v, 32), 32)
+            if f.kind == "direction":
+                np.testing.assert_allclose(back, np.full((4, 2), math.sqrt(0.5)))
+            else:
+                np.testing.assert_allclose(back, v)
+    assert "| cone | `half_angle` |" in spec_table()
+
+
+def test_sample_gives_typical_scenes():
+    spec = RenderSpec(ALL, 32, 3)
+    x = spec.sample(64, seed=1)
+    assert x.shape == (64, spec.size) and x.dtype == np.float32
+    natural = spec.to_natural(x)
+    assert np.all((natural[0]["center"] > 0) & (natural[0]["center"] < 32))
+    image = to_numpy(Render(ALL, 24, 3)(x[:4]))
+    assert image.std() > 0.05  # something is drawn
+
+
+# ------------------------------------------------------------- arguments
+
+
+def test_parse_shapes_forms():
+    assert parse_shapes("disk*3,box*2") == (("disk", 3), ("box", 2))
+    assert parse_shapes([("disk", 3), "box"]) == (("disk", 3), ("box", 1))
+    assert parse_shapes(" polygon6 * 2 ") == (("polygon6", 2),)
+    assert Render("disk*3,box*2", 8).get_config()["shapes"] == "disk*3,box*2"
+
+
+@pytest.mark.parametrize(
+    "shapes, received",
+    [
+        ("dsk*3", "Received: shapes='dsk*3'"),
+        ("disk*0", "Received: shapes='disk*0'"),
+        ("disk*-1", "Received: shapes='disk*-1'"),
+        ("", "Received: shapes=''"),
+        ([], "Received: shapes=[]"),
+        ([("disk", 2.5)], "Received: shapes=[('disk', 2.5)]"),
+        ([("disk", True)], "Received: shapes=[('disk', True)]"),
+        ("polygon2", "Received: shapes='polygon2'"),
+        (3, "Received: shapes=3"),
+    ],
+)
+def test_bad_shapes_raise_keras_style(shapes, received):
+    with pytest.raises(ValueError, match="Expected shapes to be") as info:
+        Render(shapes, 8)
+    assert received in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "kwargs, name",
+    [
+        (dict(resolution=0), "resolution"),
+        (dict(resolution=8.0), "resolution"),
+        (dict(channels=0), "channels"),
+        (dict(softness=0.0), "softness"),
+        (dict(softness=float("nan")), "softness"),
+        (dict(composite="add"), "composite"),
+        (dict(background=[0.0, 1.0]), "background"),
+        (dict(background="black"), "background"),
+    ],
+)
+def test_bad_arguments_raise_keras_style(kwargs, name):
+    args = dict(shapes="disk", resolution=8)
+    args.update(kwargs)
+    with pytest.raises(ValueError, match=f"Expected {name} to be .* Received: {name}="):
+        Render(**args)
+
+
+def test_wrong_input_shape_is_a_clear_error():
+    layer = Render("disk*2", 8)
+    with pytest.raises(ValueError, match=r"Render expects inputs of shape \(batch, 10\).*Received: input_shape=\(None, 9\)"):
+        layer.compute_output_shape((None, 9))
+    with pytest.raises(ValueError, match="Render expects"):
+        layer(np.zeros((2, 3, 10), "float32"))
+
+
+# ------------------------------------------------------------- images
+
+
+def test_disk_image_matches_numpy_reference_in_colour():
+    n = 16
+    layer = Render("disk*2", n, channels=3, softness=1.5, background=[0.0, 0.1, 0.2])
+    x = np.array([[0.5, 0.4, 0.25, 1.0, 0.5, 0.0, 0.8, 0.3, 0.6, 0.15, 0.2, 0.4, 1.0, 0.5]], "float32")
+    image = to_numpy(layer(x))[0]
+    rows, cols = np.mgrid[0:n, 0:n]
+    expected = np.broadcast_to(np.array([0.0, 0.1, 0.2]), (n, n, 3))
+    for k in range(2):
+        p = x[0, 7 * k : 7 * k + 7]
+        d = np.hypot(rows - n * p[0], cols - n * p[1]) - n * p[2]
+        a = (p[6] / (1 + np.exp(4 * d / 1.5)))[..., None]
+        expected = a * p[3:6] + (1 - a) * expected
+    np.testing.assert_allclose(image, expected, atol=1e-5)
+
+
+def test_cone_matches_cones_layer_distance_mode():
+    n = 24
+    cones = np.array([[0.5, 0.5, 0.0, 1.0, 0.25], [0.2, 0.7, 1.0, -1.0, 0.1], [0.5, 0.5, 0.0, 0.0, 0.5]], "float32")
+    x = np.concatenate([cones, np.ones((3, 2), "float32")], axis=1)
+    ours = to_numpy(Render("cone", n, softness=2.0)(x))
+    np.testing.assert_allclose(ours, to_numpy(Cones(n, edge="distance")(cones)), atol=1e-5)
+
+
+def test_union_and_over_agree_for_disjoint_opaque_shapes():
+    x = np.array([[0.25, 0.25, 0.15, 1.0, 1.0, 0.75, 0.75, 0.15, 0.5, 1.0]], "float32")
+    over = to_numpy(Render("disk*2", 32, composite="over")(x))
+    union = to_numpy(Render("disk*2", 32, composite="union")(x))
+    np.testing.assert_allclose(over, union, atol=1e-3)
+
+
+# ------------------------------------------------------------- Keras conventions
+
+
+def test_serialization_roundtrip(tmp_path):
+    layer = Render("disk,box*2", 12, channels=3, softness=0.7, composite="union", background=[0.1, 0.2, 0.3])
+    x = layer.spec.sample(2, seed=3)
+    clone = Render.from_config(layer.get_config())
+    np.testing.assert_allclose(to_numpy(clone(x)), to_numpy(layer(x)))
+    inputs = keras.Input((layer.spec.size,))
+    model = keras.Model(inputs, layer(inputs))
+    path = str(tmp_path / "render.keras")
+    model.save(path)
+    loaded = keras.models.load_model(path)
+    np.testing.assert_allclose(to_numpy(loaded(x)), to_numpy(model(x)), atol=1e-6)
+
+
+def test_jit_matches_eager():
+    layer = Render(ALL, 16, channels=2)
+    x = layer.spec.sample(2, seed=4)
+    np.testing.assert_allclose(to_numpy(jit(layer)(x)), to_numpy(layer(x)), atol=1e-5)
+
+
+@pytest.mark.parametrize("policy", ["mixed_float16", "mixed_bfloat16"])
+def test_mixed_precision(policy):
+    old = keras.config.dtype_policy()
+    try:
+        keras.config.set_dtype_policy(policy)
+        layer = Render("disk,ellipse", 12)
+        x = layer.spec.sample(2, seed=5)
+        out = layer(x)
+        assert keras.backend.standardize_dtype(out.dtype) == policy.split("_")[1]
+        assert_finite(policy, to_numpy(ops.cast(out, "float32")))
+    finally:
+        keras.config.set_dtype_policy(old)
+    ref = to_numpy(Render("disk,ellipse", 12)(x))
+    np.testing.assert_allclose(to_numpy(ops.cast(out, "float32")), ref, atol=2e-2)
+
+
+def test_gradients_match_finite_differences_float64():
+    layer = Render(ALL, 10, channels=1, softness=2.0, dtype="float64")
+    x = layer.spec.sample(1, seed=6).astype(np.float64)
+    weights = np.random.default_rng(0).normal(size=(1, 10, 10, 1))
+    check_gradients(lambda x: ops.sum(layer(x) * weights), [x], samples=25, rtol=1e-4, atol=1e-7)
+
+
+# ------------------------------------------------------------- NaN/Inf hunts
+
+_FINITE_LAYER = {}
+
+
+def _layer(composite):
+    if composite not in _FINITE_LAYER:
+        _FINITE_LAYER[composite] = Render(ALL, 8, channels=1, composite=composite)
+    return _FINITE_LAYER[composite]
+
+
+@given(data=st.data(), composite=st.sampled_from(["over", "union"]))
+def test_property_render_values_and_gradients_finite(data, composite):
+    layer = _layer(composite)
+    x = data.draw(adversarial_array((1, layer.spec.size)))
+    if data.draw(st.booleans()):  # degenerate geometry: everything on one pixel, zero sizes and directions
+        x[0, :] = data.draw(st.sampled_from([0.0, 0.5, 1e-30, 1.0]))
+    value, (g,) = value_and_grad(lambda x: ops.sum(layer(x)), x)
+    assert_finite(f"Render[{composite}]", value, g, to_numpy(layer(x)))
+
+
+def test_gallery_writes_png(tmp_path):
+    from PIL import Image
+
+    from shapegrad.gallery import primitive_gallery
+
+    path = primitive_gallery(str(tmp_path / "g.png"), resolution=20)
+    image = np.asarray(Image.open(path))
+    assert image.ndim == 3 and image.shape[2] == 3 and image.shape[0] >= 20
+    assert image.max() == 255 and image.min() < 40
