@@ -116,10 +116,10 @@ def _expand_like(x, image):
     x = ops.convert_to_tensor(x)
     x = ops.cast(x, image.dtype) if "float" not in str(x.dtype) else x
     spatial = 2
+    # Indexing, not reshape: the batch axis may be unknown (None) while a model is traced.
     if len(x.shape) == len(image.shape) - spatial:  # (B,) against (B, H, W)
-        return ops.reshape(x, tuple(x.shape) + (1,) * spatial) if x.shape else x
-    lead = tuple(x.shape[:-1])
-    return ops.reshape(x, lead + (1,) * spatial + (x.shape[-1],))
+        return x[..., None, None] if x.shape else x
+    return x[..., None, None, :]
 
 
 def _background(background, alphas, cols):

@@ -180,3 +180,40 @@ def test_killed_run_resumes_from_its_checkpoint(tmp_path):
     assert "Epoch 1/12" not in log and "Epoch 12/12" in log, log[-2000:]
     saved = json.load(open(out / "metrics.json"))
     assert saved["steps"] == 60
+
+
+def test_scene_errors_match_shapes_within_each_kind():
+    from shapegrad.render import Render
+
+    spec = Render("disk*2,box", 32).spec
+    truth = spec.sample(4, seed=1)
+    # Swap the two disks: a permutation, not an error.
+    swapped = truth.copy()
+    per_disk = spec.groups[0][3]
+    swapped[:, :per_disk], swapped[:, per_disk : 2 * per_disk] = truth[:, per_disk : 2 * per_disk], truth[:, :per_disk]
+    errors = metrics.scene_errors(swapped, truth, spec)
+    assert set(errors) == {"disk", "box"}
+    for kind in errors.values():
+        for values in kind.values():
+            np.testing.assert_allclose(values, 0.0, atol=1e-4)
+    # A box direction flipped by 180 degrees is the same box.
+    flipped = truth.copy()
+    d = spec.get(2, "direction").slice
+    flipped[:, d] *= -1
+    assert np.abs(metrics.scene_errors(flipped, truth, spec)["box"]["direction_error_deg"]).max() < 1e-3
+    moved = truth.copy()
+    moved[:, spec.get(2, "center").slice] += np.array([3 / 32, 4 / 32], "float32")
+    assert metrics.scene_errors(moved, truth, spec)["box"]["center_error_px"] == pytest.approx([5.0] * 4, abs=1e-4)
+
+
+def test_train_on_a_render_scene(tmp_path):
+    result = train(
+        str(tmp_path), shapes="disk,box", resolution=16, steps=4, steps_per_epoch=2, batch_size=8,
+        test_size=8, refine_steps=2, width=4, verbose=0,
+    )
+    assert np.isfinite(result["iou"]) and "disk_center_error_px_median" in result
+    assert "box_direction_error_deg_median" in result and result["shapes"] == "disk,box"
+    from shapegrad.render import Render
+
+    encoder = keras.saving.load_model(str(tmp_path / "encoder.keras"))
+    assert encoder.output_shape == (None, Render("disk,box", 16).spec.size)
