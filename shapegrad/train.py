@@ -406,5 +406,5 @@ def _run(args):
         )
     except (FileExistsError, ValueError) as error:
         raise UsageError(str(error)) from None
-    keys = ("iou", "psnr", "apex_error_px_median", "axis_error_deg_median", "aperture_error_deg_median")
+    keys = ["iou", "psnr"] + [k for k in result if k.endswith("_median") and k not in ("iou_median", "psnr_median")]
     print(", ".join(f"{k} {result[k]:.4g}" for k in keys), f"-> {args.out}")
