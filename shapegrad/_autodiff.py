@@ -24,31 +24,8 @@ def value_and_grad(fn, *args):
         arrays shaped like ``args``. An argument the output does not depend on
         gets a zero gradient.
     """
-    backend = keras.backend.backend()
-    if backend == "tensorflow":
-        import tensorflow as tf
-
-        xs = [tf.convert_to_tensor(a) for a in args]
-        with tf.GradientTape() as tape:
-            for x in xs:
-                tape.watch(x)
-            y = fn(*xs)
-        grads = tape.gradient(y, xs, unconnected_gradients=tf.UnconnectedGradients.ZERO)
-        return np.asarray(y), [np.asarray(g) for g in grads]
-    if backend == "jax":
-        import jax
-
-        y, grads = jax.value_and_grad(fn, argnums=tuple(range(len(args))))(*args)
-        return np.asarray(y), [np.asarray(g) for g in grads]
-    if backend == "torch":
-        import torch
-
-        xs = [torch.tensor(np.asarray(a), requires_grad=True) for a in args]
-        y = fn(*xs)
-        grads = torch.autograd.grad(y, xs, allow_unused=True)
-        grads = [torch.zeros_like(x) if g is None else g for x, g in zip(xs, grads)]
-        return y.detach().cpu().numpy(), [g.detach().cpu().numpy() for g in grads]
-    raise ValueError(f"Unsupported Keras backend. Received: backend={backend!r}")
+    value, _, grads = value_and_grad_with_aux(lambda *xs: (fn(*xs), ()), *args)
+    return value, grads
 
 
 def jit(fn):
