@@ -79,7 +79,7 @@ def coverage(signed_distance, softness=1.0):
 def _per_shape(x, axis):
     """A list of K per-shape tensors from a list, or from a tensor's ``axis``."""
     if isinstance(x, (list, tuple)):
-        return list(x)
+        return [ops.convert_to_tensor(v) for v in x]
     x = ops.convert_to_tensor(x)
     return [ops.take(x, k, axis=axis) for k in range(x.shape[axis])]
 

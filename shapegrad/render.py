@@ -618,7 +618,8 @@ class Render(keras.layers.Layer):
     same image as ``Cones(N, edge="distance")``.
 
     Parameters are clipped to ``[-1e12, 1e12]`` (beyond that the image cannot
-    change); the geometry is computed in float32 whatever the dtype policy
+    change) and opacities to ``[0, 1]`` (so that compositing stays a convex
+    combination and cannot overflow; the gradient is 0 outside); the geometry is computed in float32 whatever the dtype policy
     (inputs are not autocast; a layer built with ``dtype="float64"`` computes
     in float64), and the image is cast to the compute dtype, so the layer
     works under ``mixed_float16`` and ``mixed_bfloat16``.
@@ -703,7 +704,9 @@ class Render(keras.layers.Layer):
             for i in range(count):
                 coverages.append(cov[:, i])
                 colors.append(values["color"][:, i])
-                opacities.append(values["opacity"][:, i, 0])
+                # Alpha outside [0, 1] has no meaning, and K of them multiplied
+                # together overflow: clip (the gradient is 0 outside).
+                opacities.append(ops.clip(values["opacity"][:, i, 0], 0.0, 1.0))
         background = ops.convert_to_tensor(self.background, dtype)
         image = raster.composite(coverages, colors, opacities, background, mode=self.composite)
         return ops.cast(image, self.compute_dtype)
