@@ -34,7 +34,7 @@ SCRIPT = textwrap.dedent(
 
 
 @pytest.mark.skipif(BACKEND == "torch", reason="the installed Keras distributes on jax and tensorflow only")
-@pytest.mark.parametrize("supervised", [False, True])
+@pytest.mark.parametrize("supervised", [False, pytest.param(True, marks=pytest.mark.slow)])
 def test_four_simulated_devices_match_one(tmp_path, supervised):
     env = dict(os.environ, KERAS_BACKEND=BACKEND, XLA_FLAGS="--xla_force_host_platform_device_count=4")
     env.pop("JAX_ENABLE_X64", None)
