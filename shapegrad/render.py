@@ -30,8 +30,9 @@ opacity    alpha                                 ``v``               [0, 1]
 ========== ===================================== =================== ===========
 
 A sigmoid head fits every kind but ``direction``, which wants a 2-vector (for
-example a ``tanh`` pair, or a normalised one); a zero direction is read as
-``(1, 0)`` (down the rows), with zero gradient.
+example a ``tanh`` pair, or a normalised one); a zero direction (largest
+component below 1e-12) is read as ``(1, 0)`` (down the rows), with zero
+gradient.
 
 Example:
     >>> import keras
@@ -196,8 +197,20 @@ def _px(values, name, n):
     return float(n) * values[name]
 
 
+# Directions shorter than this (largest component) read as zero, i.e. (1, 0),
+# with zero gradient: the true gradient of a unit vector grows like 1 / |d|,
+# and times a distance of up to 1e13 px it would overflow float32 below ~1e-25.
+_TINY_DIRECTION = 1e-12
+
+
+def _clean_direction(d):
+    small = ops.max(ops.abs(d), axis=-1, keepdims=True) < _TINY_DIRECTION
+    return ops.where(small, ops.zeros_like(d), d)
+
+
 def _dir(values, name):
-    return safe.safe_normalize(values[name], fallback=ops.convert_to_tensor([1.0, 0.0]))
+    d = _clean_direction(values[name])
+    return safe.safe_normalize(d, fallback=ops.cast(ops.convert_to_tensor([1.0, 0.0]), d.dtype))
 
 
 def _disk(grid, v, n):
@@ -225,7 +238,7 @@ def _bezier(grid, v, n):
 
 
 def _cone(grid, v, n):
-    return sdf.cone(grid, _px(v, "apex", n), v["axis"], math.pi * v["half_angle"][..., 0])
+    return sdf.cone(grid, _px(v, "apex", n), _clean_direction(v["axis"]), math.pi * v["half_angle"][..., 0])
 
 
 def _polygon(grid, v, n):

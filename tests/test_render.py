@@ -211,8 +211,15 @@ def _layer(composite):
 def test_property_render_values_and_gradients_finite(data, composite):
     layer, total = _layer(composite)
     x = data.draw(adversarial_array((1, layer.spec.size)))
-    if data.draw(st.booleans()):  # degenerate geometry: everything on one pixel, zero sizes and directions
+    how = data.draw(st.sampled_from(["free", "constant", "tiny directions"]))
+    if how == "constant":  # degenerate geometry: everything on one pixel, zero sizes and directions
         x[0, :] = data.draw(st.sampled_from([0.0, 0.5, 1e-30, 1.0]))
+    elif how == "tiny directions":  # tiny axes with far points: 1 / |d| gradients
+        for s in layer.spec.slices:
+            if s.field.kind == "direction":
+                x[0, s.slice] = data.draw(st.sampled_from([1e-30, 1e-13, 1e-11, -1e-38]))
+            elif s.field.kind == "position":
+                x[0, s.slice] = data.draw(st.sampled_from([1e30, -1e12, 0.0]))
     value, (g,) = value_and_grad(total, x)
     assert_finite(f"Render[{composite}]", value, g)
 

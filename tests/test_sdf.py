@@ -341,7 +341,12 @@ def _case(draw_, kind):
         params = [a, b, c, draw_(_scalar())]
         special = [a, b]
     elif kind == "cone":
-        params = [draw_(_vec()), draw_(_vec()), draw_(_scalar(low=-10.0, high=10.0))]
+        # sdf.cone's gradient with respect to the axis is |p - apex| / |axis| in
+        # size: the *true* value overflows float32 for |p| = 1e30 and |axis| = 1e-30
+        # (Render reads axes below 1e-12 as zero). Bound the domain there.
+        pts = draw_(adversarial_array((3, 2), low=-1e12, high=1e12))
+        axis = draw_(adversarial_array((2,)).filter(lambda a: np.all((a == 0) | (np.abs(a) >= 1e-12))))
+        params = [draw_(_vec(low=-1e12, high=1e12)), axis, draw_(_scalar(low=-10.0, high=10.0))]
         special = [params[0]]
     pts = np.concatenate([pts, np.asarray(special, np.float32).reshape(-1, 2)]).astype(np.float32)
     return pts, [np.asarray(x, np.float32) for x in params]
