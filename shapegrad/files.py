@@ -33,7 +33,9 @@ __all__ = ["read_image", "load_params", "save_params", "to_svg", "add_parser"]
 def read_image(path):
     """Read a PNG/JPEG/... as float32 ``(H, W, C)`` in ``[0, 1]``, ``C`` = 1 (grey) or 3 (colour).
 
-    Raises ``ValueError`` for a missing or unreadable file.
+    8-bit images are divided by 255, 16-bit ones by 65535, float images are
+    taken as they are; an alpha channel is dropped. Raises ``ValueError`` for
+    a missing or unreadable file.
     """
     from PIL import Image, UnidentifiedImageError
 
@@ -42,9 +44,13 @@ def read_image(path):
     try:
         with Image.open(path) as image:
             image.load()
-            grey = image.mode in ("1", "L", "I", "I;16", "F", "LA")
-            image = image.convert("L" if grey else "RGB")
-            data = np.asarray(image, np.float32) / 255.0
+            if image.mode.startswith("I"):  # 16- or 32-bit integers: keep every bit
+                data = np.asarray(image, np.float32) / 65535.0
+            elif image.mode == "F":
+                data = np.asarray(image, np.float32)
+            else:
+                grey = image.mode in ("1", "L", "LA")
+                data = np.asarray(image.convert("L" if grey else "RGB"), np.float32) / 255.0
     except (UnidentifiedImageError, OSError) as error:
         raise ValueError(f"cannot read image {path}: {error}") from None
     return data[..., None] if data.ndim == 2 else data

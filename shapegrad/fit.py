@@ -37,53 +37,78 @@ __all__ = ["Annealed", "raw_from_params", "refine", "fit_images", "fit_file", "a
 
 @keras.saving.register_keras_serializable(package="shapegrad")
 class Annealed(layers.Layer):
-    """A renderer whose edge sharpness is multiplied by a non-trainable ``scale`` variable.
+    """A renderer whose edges sharpen over training: coarse to fine.
+
+    While training, the renderer's sharpness is multiplied by ``scale``, which
+    grows geometrically from ``start`` to 1 over the first ``ramp_steps``
+    training steps and stays 1 afterwards. The step counter is a
+    non-trainable variable updated inside the compiled step, so the schedule
+    advances every step on every backend (JAX's trainer keeps variables inside
+    its loop between callbacks, so a callback-driven schedule would only move
+    once per epoch there), and it is checkpointed with the model, so a resumed
+    run continues it. At inference the renderer draws with its own sharpness.
 
     Works with ``Cones`` (its ``call`` takes ``sharpness=``, by default ``N``
     per radian or 2 per pixel) and ``Render`` (its ``call`` takes
-    ``softness=``, which is divided by ``scale``). ``scale = 1`` draws exactly
-    what the renderer draws; assigning ``scale`` between steps anneals the
-    edges without re-tracing.
+    ``softness=``, which is divided by ``scale``).
+
+    Args:
+        renderer: a ``Cones`` or ``Render`` layer (frozen).
+        start: the initial scale, in ``(0, 1]`` (1: no annealing).
+        ramp_steps: training steps to reach scale 1.
     """
 
-    def __init__(self, renderer, **kwargs):
+    def __init__(self, renderer, start=1.0, ramp_steps=0, **kwargs):
         super().__init__(**kwargs)
+        if isinstance(start, bool) or not isinstance(start, (int, float)) or not 0 < start <= 1:
+            raise ValueError(f"Expected start to be a number in (0, 1]. Received: start={start!r}")
+        if isinstance(ramp_steps, bool) or not isinstance(ramp_steps, (int, float)) or ramp_steps < 0:
+            raise ValueError(f"Expected ramp_steps to be a number >= 0. Received: ramp_steps={ramp_steps!r}")
         self.renderer = renderer
         self.renderer.trainable = False
+        self.start = float(start)
+        self.ramp_steps = float(ramp_steps)
 
     def build(self, input_shape):
-        self.scale = self.add_weight(shape=(), initializer="ones", trainable=False, name="scale")
+        # Written inside replica contexts under tf.distribute: every replica computes the same value.
+        self.step = self.add_weight(
+            shape=(), initializer="zeros", trainable=False, name="step", aggregation="only_first_replica"
+        )
+        self.scale = self.add_weight(
+            shape=(), initializer="ones", trainable=False, name="scale", aggregation="only_first_replica"
+        )
         self.built = True
 
     def compute_output_shape(self, input_shape):
         return self.renderer.compute_output_shape(input_shape)
 
-    def call(self, params):
+    def call(self, params, training=None):
+        if training and self.start < 1.0 and self.ramp_steps > 0:
+            progress = ops.minimum(self.step / self.ramp_steps, 1.0)
+            scale = self.start * ops.power(1.0 / self.start, progress)
+            self.step.assign(self.step + 1.0)
+            self.scale.assign(scale)
+        else:
+            scale = 1.0
         r = self.renderer
         if hasattr(r, "softness"):
-            return r(params, softness=r.softness / self.scale)
+            return r(params, softness=r.softness / scale)
         sharpness = r.sharpness
         if sharpness is None:
             sharpness = 2.0 if r.edge == "distance" else float(r.resolution)
-        return r(params, sharpness=self.scale * sharpness)
+        return r(params, sharpness=scale * sharpness)
 
     def get_config(self):
         config = super().get_config()
-        config["renderer"] = keras.saving.serialize_keras_object(self.renderer)
+        config.update(
+            renderer=keras.saving.serialize_keras_object(self.renderer), start=self.start, ramp_steps=self.ramp_steps
+        )
         return config
 
     @classmethod
     def from_config(cls, config):
         config["renderer"] = keras.saving.deserialize_keras_object(config["renderer"])
         return cls(**config)
-
-
-def sharpness_scale(step, steps, start, anneal=0.5):
-    """Geometric ramp from ``start`` to 1 over the first ``anneal`` fraction of ``steps``, then 1."""
-    if start >= 1.0 or anneal <= 0:
-        return 1.0
-    t = min(step / max(anneal * steps, 1.0), 1.0)
-    return float(start * (1.0 / start) ** t)
 
 
 def raw_from_params(fields, params, eps=1e-4):
@@ -125,7 +150,7 @@ def _optimise(renderer, fields, raw, images, steps, learning_rate, start_sharpne
     """Adam on raw parameters for ``steps`` steps; returns (params, per-item MSE)."""
     batch = len(raw)
     free = _FreeParameters(raw, fields)
-    annealed = Annealed(renderer)
+    annealed = Annealed(renderer, start=start_sharpness, ramp_steps=anneal * steps)
     dummy = keras.Input((1,))
     model = keras.Model(dummy, annealed(free(dummy)))
     schedule = keras.optimizers.schedules.CosineDecay(learning_rate, max(steps, 1), alpha=0.02)
@@ -134,12 +159,10 @@ def _optimise(renderer, fields, raw, images, steps, learning_rate, start_sharpne
     images = np.asarray(images, "float32")
     bar = keras.utils.Progbar(steps, unit_name="step", stateful_metrics=["loss", "sharpness"]) if progress else None
     for step in range(steps):
-        scale = sharpness_scale(step, steps, start_sharpness, anneal)
-        annealed.scale.assign(scale)
         loss = model.train_on_batch(zeros, images)
         if bar is not None:
+            scale = float(keras.ops.convert_to_numpy(annealed.scale))
             bar.update(step + 1, values=[("loss", float(loss)), ("sharpness", scale)], finalize=step + 1 == steps)
-    annealed.scale.assign(1.0)
     params = keras.ops.convert_to_numpy(free.head(free.raw))
     recon = keras.ops.convert_to_numpy(renderer(params))
     errors = ((recon - images) ** 2).reshape(batch, -1).mean(axis=1)

@@ -205,16 +205,22 @@ def _angle_image(x, sharpness, n):
             r0, r1 = _offsets(grid, a, n)
             e = safe.safe_normalize(d, fallback=[1.0, 0.0])
             sgn = ops.sign(e[:, None, None, 0] * r1 - e[:, None, None, 1] * r0)
-            r2 = r0 * r0 + r1 * r1
-            apex = r2 == 0
-            t = w * sgn / ops.where(apex, ops.ones_like(r2), r2)
-            t = ops.where(apex, ops.zeros_like(t), t)
+            # (-r1, r0) / |r|^2 = (-u1, u0) / (m q) with m = max |r_i|, u = r / m, q = |u|^2 in [1, 2]:
+            # no square of a tiny or huge offset. Offsets below the smallest normal count as the apex.
+            m = ops.maximum(ops.abs(r0), ops.abs(r1))
+            apex = safe._negligible(m)
+            m = ops.where(apex, ops.ones_like(m), m)
+            u0, u1 = r0 / m, r1 / m
+            t = ops.where(apex, ops.zeros_like(m), w * sgn / (m * (u0 * u0 + u1 * u1)))
             inside = ops.cast(ops.abs(x[:, 0:2]) <= _FAR, x.dtype)
-            da = float(n) * ops.stack([ops.sum(-t * r1, axis=(1, 2)), ops.sum(t * r0, axis=(1, 2))], axis=-1) * inside
-            length = safe.safe_norm(d, keepdims=True)
-            negligible = length < safe._tiny(length)
-            turn = ops.sum(w * sgn, axis=(1, 2))[:, None] / ops.where(negligible, ops.ones_like(length), length)
-            dd = ops.where(negligible, ops.zeros_like(d), ops.stack([-e[:, 1], e[:, 0]], axis=-1) * turn)
+            da = float(n) * ops.stack([ops.sum(-t * u1, axis=(1, 2)), ops.sum(t * u0, axis=(1, 2))], axis=-1) * inside
+            # A negligible axis is the fallback (1, 0) in the forward pass: no gradient. Otherwise
+            # (-e1, e0) * S / |d|, each component divided separately so a zero one stays 0.
+            negligible = safe._negligible(safe._max_abs(d))
+            length = ops.where(negligible, ops.ones_like(negligible, dtype=d.dtype), safe.safe_norm(d, keepdims=True))
+            turn = ops.sum(w * sgn, axis=(1, 2))[:, None]
+            dd = ops.stack([-e[:, 1:2] * turn, e[:, 0:1] * turn], axis=-1)[:, 0, :] / length
+            dd = ops.where(negligible, ops.zeros_like(d), dd)
             ds = math.pi * ops.sum(w, axis=(1, 2)) * ops.cast(ops.abs(x[:, 4]) <= _FAR, x.dtype)
             dk = ops.sum(gy * margin)
             return ops.concatenate([da, dd, ds[:, None]], axis=-1), ops.cast(dk, k.dtype)

@@ -109,13 +109,14 @@ def match_shapes(pred, true, spec):
     Shapes of one kind are interchangeable when compositing is order-free or
     they do not overlap, so each predicted shape is paired with the true shape
     of the same kind that minimises the summed pixel distance of their position
-    fields. Returns, per kind, ``(B, count)`` indices: ``order[b, i]`` is the
-    true shape matched to predicted shape ``i``.
+    fields. Returns, per group of ``spec.groups`` (a kind listed twice, as in
+    ``"disk,box,disk"``, is two groups), ``(B, count)`` indices:
+    ``order[b, i]`` is the true shape matched to predicted shape ``i``.
     """
     from scipy.optimize import linear_sum_assignment
 
     pred, true = np.asarray(pred, np.float64), np.asarray(true, np.float64)
-    orders = {}
+    orders = []
     for prim, count, start, per_shape in spec.groups:
         p = pred[:, start : start + count * per_shape].reshape(len(pred), count, per_shape)
         t = true[:, start : start + count * per_shape].reshape(len(true), count, per_shape)
@@ -126,7 +127,7 @@ def match_shapes(pred, true, spec):
                 b = t[:, None, :, offset : offset + f.size].reshape(len(pred), 1, count, -1, 2)
                 cost += spec.resolution * np.linalg.norm(a - b, axis=-1).sum(axis=-1)
             offset += f.size
-        orders[prim.kind] = np.stack([linear_sum_assignment(c)[1] for c in cost])
+        orders.append(np.stack([linear_sum_assignment(c)[1] for c in cost]))
     return orders
 
 
@@ -140,14 +141,16 @@ def scene_errors(pred, true, spec):
     pred, true = np.asarray(pred, np.float64), np.asarray(true, np.float64)
     orders = match_shapes(pred, true, spec)
     out = {}
-    for prim, count, start, per_shape in spec.groups:
+    for (prim, count, start, per_shape), order in zip(spec.groups, orders):
         p = pred[:, start : start + count * per_shape].reshape(len(pred), count, per_shape)
         t = true[:, start : start + count * per_shape].reshape(len(true), count, per_shape)
-        t = np.take_along_axis(t, orders[prim.kind][:, :, None], axis=1)
+        t = np.take_along_axis(t, order[:, :, None], axis=1)
         errors, offset = out.setdefault(prim.kind, {}), 0
         for f in prim.all_fields(spec.channels):
             a = p[:, :, offset : offset + f.size].reshape(-1, f.size)
             b = t[:, :, offset : offset + f.size].reshape(-1, f.size)
-            errors[f"{f.name}_error_{_unit(f)}"] = _field_error(f, a, b, spec.resolution)
+            name = f"{f.name}_error_{_unit(f)}"
+            value = _field_error(f, a, b, spec.resolution)
+            errors[name] = np.concatenate([errors[name], value]) if name in errors else value
             offset += f.size
     return out

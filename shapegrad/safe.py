@@ -114,7 +114,9 @@ def safe_norm(x, axis=-1, keepdims=False):
 
     Returns the exact norm (computed as ``m * |x / m|`` with ``m = max |x_i|``,
     so it is finite for any finite input); at the zero vector the value is 0 and
-    the gradient is **0**. Elsewhere the gradient is ``x / |x|``.
+    the gradient is **0**, and so for vectors whose components are all
+    subnormal (below about 1.2e-38 in float32), whose direction is not
+    reliably representable. Elsewhere the gradient is ``x / |x|``.
 
     Args:
         x: tensor of shape ``(..., D)`` (or any shape, with ``axis``).
@@ -128,10 +130,9 @@ def safe_norm(x, axis=-1, keepdims=False):
     """
     x = _float_tensor(x)
     scale = _max_abs(x, axis)
-    zero = scale == 0
-    scale = ops.where(zero, ops.ones_like(scale), scale)
-    y = x / scale
-    norm = safe_sqrt(ops.sum(y * y, axis=axis, keepdims=True)) * scale
+    zero = _negligible(scale)
+    y = x / ops.where(zero, ops.ones_like(scale), scale)
+    norm = ops.where(zero, ops.zeros_like(scale), safe_sqrt(ops.sum(y * y, axis=axis, keepdims=True)) * scale)
     return norm if keepdims else ops.squeeze(norm, axis=axis)
 
 

@@ -94,25 +94,6 @@ class _EpochData(keras.callbacks.Callback):
         self.dataset.epoch = epoch
 
 
-class _Anneal(keras.callbacks.Callback):
-    """Sharpness schedule indexed by the global step (epoch * steps_per_epoch + batch)."""
-
-    def __init__(self, annealed, steps, steps_per_epoch, start, anneal):
-        super().__init__()
-        self.annealed, self.steps, self.spe, self.start, self.anneal = annealed, steps, steps_per_epoch, start, anneal
-        self.epoch = 0
-
-    def on_epoch_begin(self, epoch, logs=None):
-        self.epoch = epoch
-
-    def on_train_batch_begin(self, batch, logs=None):
-        step = self.epoch * self.spe + batch
-        self.annealed.scale.assign(fit.sharpness_scale(step, self.steps, self.start, self.anneal))
-
-    def on_train_end(self, logs=None):
-        self.annealed.scale.assign(1.0)
-
-
 class _Validate(keras.callbacks.Callback):
     """After each epoch: the encoder's median parameter errors (at most 3) and IoU on a fixed batch."""
 
@@ -240,7 +221,8 @@ def train(
             ``steps_per_epoch``.
         batch_size: images per step.
         supervised: train on the true parameters instead of the image.
-        seconds: optional wall-time budget for training; stops early.
+        seconds: optional wall-time budget for training, per session: a
+            resumed run gets the budget again.
         learning_rate: Adam's peak learning rate, reached after a linear warm-up
             over the first 10% of steps (at most 500), then cosine-decayed to 2%.
             (Without the warm-up, 1e-3 drove the head's sigmoids into
@@ -263,6 +245,12 @@ def train(
     """
     task = Task(shapes, resolution, channels)
     _validate.one_of("loss", loss, ("mse", "pyramid"))
+    if not 0 < anneal_start <= 1:
+        raise ValueError(f"Expected anneal_start to be in (0, 1]. Received: anneal_start={anneal_start!r}")
+    if not 0 <= anneal <= 1:
+        raise ValueError(f"Expected anneal to be in [0, 1]. Received: anneal={anneal!r}")
+    if seconds is not None:
+        _validate.positive_number("seconds", seconds)
     steps = _validate.positive_int("steps", steps)
     steps_per_epoch = min(_validate.positive_int("steps_per_epoch", steps_per_epoch), steps)
     epochs = math.ceil(steps / steps_per_epoch)
@@ -287,14 +275,13 @@ def train(
             model = encoder
             model.compile(optimizer=keras.optimizers.Adam(schedule), loss="mse")
         else:
-            annealed = fit.Annealed(task.renderer, name="renderer")
+            annealed = fit.Annealed(task.renderer, start=anneal_start, ramp_steps=anneal * steps, name="renderer")
             inputs = keras.Input(shape, name="images")
             model = keras.Model(inputs, annealed(encoder(inputs)), name="autoencoder")
             model.compile(
                 optimizer=keras.optimizers.Adam(schedule),
                 loss=pyramid_mse if loss == "pyramid" else "mse",
             )
-            callbacks.append(_Anneal(annealed, steps, steps_per_epoch, anneal_start, anneal))
         budget = _TimeBudget(seconds)
         callbacks += [
             _Validate(encoder, task, val_images, val_params),

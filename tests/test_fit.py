@@ -29,6 +29,7 @@ def _drawing(path):
     return {"disks": [((14, 15), 8), ((33, 30), 6)], "box": ((30, 39), (10, 5))}
 
 
+@pytest.mark.slow  # 32 restarts x 400 steps: ~20 s compiled, minutes in PyTorch's eager mode
 def test_fit_recovers_shapes_drawn_by_an_independent_rasterizer(tmp_path):
     truth = _drawing(tmp_path / "drawing.png")
     renderer, params, loss = fit_file(str(tmp_path / "drawing.png"), "disk*2,box", str(tmp_path / "out"), progress=False)
@@ -105,3 +106,17 @@ def test_fit_command_bad_input(tmp_path, capsys):
     assert main(["fit", str(tmp_path / "ok.png"), "--shapes", "disk", "--out", str(tmp_path)]) == 2
     assert "--force" in capsys.readouterr().err
     assert (tmp_path / "params.json").read_text() == "{}"
+
+
+def test_read_image_keeps_16_bit_depth(tmp_path):
+    ramp = (np.arange(64, dtype=np.uint16) * 1024).reshape(8, 8)
+    Image.fromarray(ramp).save(tmp_path / "deep.png")
+    image = files.read_image(str(tmp_path / "deep.png"))
+    assert image.shape == (8, 8, 1)
+    np.testing.assert_allclose(image[..., 0], ramp / 65535.0, atol=1e-6)
+    rgba = np.zeros((4, 4, 4), np.uint8)
+    rgba[..., 0] = 255
+    rgba[..., 3] = 128
+    Image.fromarray(rgba).save(tmp_path / "rgba.png")
+    image = files.read_image(str(tmp_path / "rgba.png"))
+    assert image.shape == (4, 4, 3) and image[..., 0].min() == 1.0  # alpha dropped

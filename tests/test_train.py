@@ -206,6 +206,16 @@ def test_scene_errors_match_shapes_within_each_kind():
     assert metrics.scene_errors(moved, truth, spec)["box"]["center_error_px"] == pytest.approx([5.0] * 4, abs=1e-4)
 
 
+def test_scene_errors_with_a_kind_listed_twice():
+    from shapegrad.render import Render
+
+    spec = Render("disk*2,box,disk", 32).spec
+    truth = spec.sample(3, seed=2)
+    errors = metrics.scene_errors(truth, truth, spec)
+    assert errors["disk"]["center_error_px"].shape == (9,)  # 3 images x 3 disks
+    np.testing.assert_allclose(errors["disk"]["center_error_px"], 0.0, atol=1e-4)
+
+
 def test_train_on_a_render_scene(tmp_path):
     result = train(
         str(tmp_path), shapes="disk,box", resolution=16, steps=4, steps_per_epoch=2, batch_size=8,
@@ -217,3 +227,29 @@ def test_train_on_a_render_scene(tmp_path):
 
     encoder = keras.saving.load_model(str(tmp_path / "encoder.keras"))
     assert encoder.output_shape == (None, Render("disk,box", 16).spec.size)
+
+
+def test_annealing_advances_every_training_step_and_not_at_inference():
+    """The schedule lives in the compiled step (JAX's fit keeps variables between callbacks)."""
+    from shapegrad.fit import Annealed
+
+    encoder = build_encoder((16, 16, 1), CONE_FIELDS, width=4)
+    annealed = Annealed(Cones(16), start=0.1, ramp_steps=10)
+    inputs = keras.Input((16, 16, 1))
+    model = keras.Model(inputs, annealed(encoder(inputs)))
+    model.compile("adam", "mse")
+    images = ConeDataset(resolution=16, batch_size=12, batches=1).sample(0)[0]
+    seen = []
+
+    class Record(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            seen.append(float(to_numpy(annealed.scale)))
+
+    model.fit(images, images, batch_size=4, epochs=2, verbose=0, callbacks=[Record()])
+    assert float(to_numpy(annealed.step)) == 6.0
+    # the scale used by the last step of each epoch: step 2 and step 5 of a ramp over 10
+    np.testing.assert_allclose(seen, [0.1 * 10 ** 0.2, 0.1 * 10 ** 0.5], rtol=1e-5)
+    sharp = to_numpy(Cones(16)(encoder.predict(images, verbose=0)))
+    np.testing.assert_allclose(to_numpy(model(images)), sharp, atol=1e-6)  # inference draws sharp edges
+    with pytest.raises(ValueError, match="Received: start=0"):
+        Annealed(Cones(16), start=0)
