@@ -70,15 +70,11 @@ def add_parser(subparsers):
 def main(out="runs/demo"):
     import json
 
+    from shapegrad.gallery import primitive_gallery
     from shapegrad.train import train
 
     print("wrote", cone_gallery(os.path.join(out, "cones.png")))
-    try:
-        from shapegrad.gallery import primitive_gallery
-    except ImportError:  # pragma: no cover - the primitive library is optional here
-        pass
-    else:
-        print("wrote", primitive_gallery(os.path.join(out, "primitives.png")))
+    print("wrote", primitive_gallery(os.path.join(out, "primitives.png")))
     result = train(out, shapes="cone", resolution=64, steps=8000, seconds=570, steps_per_epoch=250, force=True)
     keys = ("iou", "psnr", "apex_error_px_median", "axis_error_deg_median", "aperture_error_deg_median")
     print(json.dumps({k: round(result[k], 4) for k in keys}, indent=1))

@@ -6,6 +6,7 @@ import keras
 from keras import ops
 
 from shapegrad import _validate, safe, sdf
+from shapegrad.raster import pixel_grid
 
 __all__ = ["Cones"]
 
@@ -17,13 +18,6 @@ _FAR = 1e12
 # integer N <= 2048: the image then matches a float64 evaluation to about 1e-6
 # even for resolutions that are not powers of two.
 _GRID = 4096.0
-
-
-def pixel_grid(height, width, dtype="float32"):
-    """Points of every pixel, shape ``(height, width, 2)``: pixel ``(i, j)`` is ``(i, j)``."""
-    rows = ops.cast(ops.arange(height), dtype)
-    cols = ops.cast(ops.arange(width), dtype)
-    return ops.stack(ops.meshgrid(rows, cols, indexing="ij"), axis=-1)
 
 
 @keras.saving.register_keras_serializable(package="shapegrad")
