@@ -13,10 +13,12 @@ __all__ = ["Cones"]
 # Positions and apertures are clipped to this magnitude before use (|a| = 1e12
 # is 1e12 images away: the picture no longer changes, and N * a cannot overflow).
 _FAR = 1e12
-# The apex N * a is split as N * a_hi + N * a_lo with a_hi on a 2**-12 grid, so
-# that N * a_hi and the pixel offsets p - N * a_hi are exact in float32 for any
-# integer N <= 2048: the image then matches a float64 evaluation to about 1e-6
-# even for resolutions that are not powers of two.
+# The apex N * a is split as N * a_hi + N * a_lo with a_hi on a 2**-12 grid. For apexes
+# inside the image (|a| <= 1) and integer N <= 2048, N * a_hi and the pixel offsets
+# p - N * a_hi are exact in float32, so the image matches a float64 evaluation to about
+# 1e-6 even for resolutions that are not powers of two. Far outside (|a| >= 4096 / N) the
+# split is no longer exact, but the offsets are then large and their 6e-8 relative
+# rounding is harmless.
 _GRID = 4096.0
 
 
