@@ -27,7 +27,17 @@ import os
 
 import numpy as np
 
-__all__ = ["read_image", "load_params", "save_params", "to_svg", "add_parser"]
+__all__ = ["read_image", "write_text", "load_params", "save_params", "to_svg", "add_parser"]
+
+
+def write_text(path, text):
+    """Write ``text`` to ``path`` atomically (a temporary file, then a rename): a reader or a
+    killed run never sees half a file. Returns ``path``."""
+    tmp = f"{path}.tmp-{os.getpid()}"
+    with open(tmp, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)
+    return path
 
 
 def read_image(path):
@@ -142,12 +152,7 @@ def save_params(path, renderer, params, **extra):
     meta["params"] = params.round(7).tolist()
     meta["natural"] = [_natural(renderer, row) for row in params]
     meta.update(extra)
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "w") as f:
-        json.dump(meta, f, indent=1)
-        f.write("\n")
-    os.replace(tmp, path)
-    return path
+    return write_text(path, json.dumps(meta, indent=1) + "\n")
 
 
 def _rgb(color):

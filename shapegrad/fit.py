@@ -273,10 +273,7 @@ def fit_file(image_path, shapes, out, restarts=32, steps=400, softness=1.0, seed
     os.makedirs(out, exist_ok=True)
     files.save_params(os.path.join(out, "params.json"), renderer, params, mse=float(loss[0]), image=image_path)
     plots.save_image(os.path.join(out, "overlay.png"), plots.overlay(image, _outlines(renderer, params[0])), scale=4)
-    tmp = os.path.join(out, f"shapes.svg.tmp-{os.getpid()}")
-    with open(tmp, "w") as f:
-        f.write(files.to_svg(renderer, params[0]))
-    os.replace(tmp, os.path.join(out, "shapes.svg"))
+    files.write_text(os.path.join(out, "shapes.svg"), files.to_svg(renderer, params[0]))
     return renderer, params, loss
 
 

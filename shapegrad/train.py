@@ -35,7 +35,7 @@ import time
 import keras
 import numpy as np
 
-from shapegrad import _validate, distribute, fit, metrics, plots
+from shapegrad import _validate, distribute, files, fit, metrics, plots
 from shapegrad.data import ConeDataset, SceneDataset
 from shapegrad.models import CONE_FIELDS, build_encoder, fields_for
 
@@ -179,11 +179,7 @@ def _check_out(out, force):
 
 
 def _write_json(path, data):
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "w") as f:
-        json.dump(data, f, indent=2, sort_keys=True)
-        f.write("\n")
-    os.replace(tmp, path)
+    files.write_text(path, json.dumps(data, indent=2, sort_keys=True) + "\n")
 
 
 def train(
