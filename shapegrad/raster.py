@@ -21,7 +21,17 @@ Example:
 
 from keras import ops
 
-__all__ = ["COMPOSITES", "composite", "coverage", "over", "pixel_grid", "soft_union"]
+__all__ = [
+    "COMPOSITES",
+    "composite",
+    "coverage",
+    "finish",
+    "over",
+    "paint",
+    "pixel_grid",
+    "soft_union",
+    "start_state",
+]
 
 # Slope of the logistic edge at 0 equals that of a box filter of width `softness`.
 _LOGISTIC_SLOPE = 4.0
@@ -157,9 +167,9 @@ def over(coverages, colors, opacities=None, background=0.0, axis=1):
         [0.5, 0.0, 0.5]
     """
     alphas, cols = _prepare(coverages, colors, opacities, axis)
-    image = _background(background, alphas, cols)
+    (image,) = start_state("over", _background(background, alphas, cols))
     for a, c in zip(alphas, cols):
-        image = a * c + (1.0 - a) * image
+        (image,) = paint("over", (image,), a, c)
     return image
 
 
@@ -191,16 +201,45 @@ def soft_union(coverages, colors, opacities=None, background=0.0, axis=1):
     """
     alphas, cols = _prepare(coverages, colors, opacities, axis)
     background = _background(background, alphas, cols)
-    clear = None  # prod (1 - alpha_k)
-    weight = None  # sum alpha_k
-    paint = None  # sum alpha_k color_k
+    state = start_state("union", background)
     for a, c in zip(alphas, cols):
-        clear = 1.0 - a if clear is None else clear * (1.0 - a)
-        weight = a if weight is None else weight + a
-        paint = a * c if paint is None else paint + a * c
-    alpha = 1.0 - clear
-    mean_scale = alpha / ops.maximum(weight, ops.cast(_UNION_FLOOR, weight.dtype))
-    return mean_scale * paint + clear * background
+        state = paint("union", state, a, c)
+    return finish("union", state, background)
+
+
+def start_state(mode, background):
+    """The compositing state before any shape, for a ``(B, H, W, C)`` ``background``.
+
+    ``"over"``: ``(image,)``. ``"union"``: ``(clear, weight, paint)``, the running
+    ``prod (1 - alpha_k)``, ``sum alpha_k`` (both ``(B, H, W, 1)``) and
+    ``sum alpha_k color_k`` (``(B, H, W, C)``). Together with :func:`paint` and
+    :func:`finish` this lets a caller fold shapes in one at a time (for
+    example in blocks that are recomputed in the backward pass, as
+    :class:`shapegrad.Render` does) and get the image of :func:`composite`.
+    """
+    background = ops.convert_to_tensor(background)
+    if mode == "over":
+        return (background,)
+    plane = ops.ones_like(background[..., :1])
+    return (plane, ops.zeros_like(plane), ops.zeros_like(background))
+
+
+def paint(mode, state, alpha, color):
+    """Fold one shape into ``state``: ``alpha`` ``(B, H, W, 1)``, ``color`` broadcastable to the image."""
+    if mode == "over":
+        (image,) = state
+        return (alpha * color + (1.0 - alpha) * image,)
+    clear, weight, painted = state
+    return (clear * (1.0 - alpha), weight + alpha, painted + alpha * color)
+
+
+def finish(mode, state, background):
+    """The image ``(B, H, W, C)`` from a final compositing ``state``."""
+    if mode == "over":
+        return state[0]
+    clear, weight, painted = state
+    mean_scale = (1.0 - clear) / ops.maximum(weight, ops.cast(_UNION_FLOOR, weight.dtype))
+    return mean_scale * painted + clear * background
 
 
 def composite(coverages, colors, opacities=None, background=0.0, mode="over", axis=1):
