@@ -48,6 +48,7 @@ Example:
 """
 
 import dataclasses
+import functools
 import math
 import numbers
 import re
@@ -645,6 +646,19 @@ class Render(keras.layers.Layer):
         softness: edge width in pixels (> 0).
         composite: ``"over"`` or ``"union"``.
         background: a number, or ``channels`` numbers (a colour).
+        recompute: keep the backward pass's memory nearly flat in ``K``: each
+            shape's distance, coverage and compositing step is recomputed in
+            the backward pass (``keras.remat``) instead of stored, and on JAX
+            the shapes of one kind are folded in a two-level ``scan`` whose
+            blocks of ``ceil(sqrt(count))`` shapes are recomputed too, so the
+            backward keeps about ``2 sqrt(K)`` compositing states (images)
+            instead of ~10 per-pixel intermediates per shape (64 disks at
+            64 px, batch 16: 16 MiB instead of 289 MiB; see
+            ``benchmarks/results.md``). It costs one more forward pass. On
+            PyTorch each shape is a checkpoint (one image kept per shape). On
+            TensorFlow, and for kinds with one shape on JAX, XLA schedules
+            the compiled step itself and the flag has no effect. ``False``:
+            plain autodiff, every kind's shapes evaluated at once.
 
     Example:
         >>> import numpy as np
@@ -664,6 +678,7 @@ class Render(keras.layers.Layer):
         softness=1.0,
         composite="over",
         background=0.0,
+        recompute=True,
         **kwargs,
     ):
         kwargs.pop("autocast", None)
@@ -675,6 +690,13 @@ class Render(keras.layers.Layer):
         self.background = _background(background, self.channels)
         self.shapes = parse_shapes(shapes)
         self.spec = RenderSpec(self.shapes, self.resolution, self.channels)
+        if not isinstance(recompute, bool):
+            raise ValueError(f"Expected recompute to be True or False. Received: recompute={recompute!r}")
+        self.recompute = recompute
+        # (primitive, start, size) of every shape, in compositing order.
+        self._shapes = [
+            (prim, start + i * size, size) for prim, count, start, size in self.spec.groups for i in range(count)
+        ]
         self.supports_masking = False
 
     def _check(self, input_shape):
@@ -700,28 +722,28 @@ class Render(keras.layers.Layer):
         (:class:`shapegrad.fit.Annealed`) without re-tracing.
         """
         dtype = "float64" if self.compute_dtype == "float64" else "float32"
-        softness = self.softness if softness is None else ops.cast(softness, dtype)
+        softness = ops.cast(self.softness if softness is None else softness, dtype)
         x = ops.clip(ops.cast(inputs, dtype), -_FAR, _FAR)
-        n = self.resolution
-        grid = raster.pixel_grid(n, n, dtype)[None, None]  # (1, 1, N, N, 2)
-        coverages, colors, opacities = [], [], []
-        for prim, count, start, per_shape in self.spec.groups:
-            group = ops.reshape(x[:, start : start + count * per_shape], (-1, count, per_shape))
-            values, offset = {}, 0
-            for f in prim.all_fields(self.channels):
-                values[f.name] = group[:, :, offset : offset + f.size]
-                offset += f.size
-            geometry = {f.name: values[f.name][:, :, None, None, :] for f in prim.fields}
-            distance = prim.distance(grid, geometry, n)  # (B, count, N, N)
-            cov = raster.coverage(distance, softness)
-            for i in range(count):
-                coverages.append(cov[:, i])
-                colors.append(values["color"][:, i])
-                # Alpha outside [0, 1] has no meaning, and K of them multiplied
-                # together overflow: clip (the gradient is 0 outside).
-                opacities.append(ops.clip(values["opacity"][:, i, 0], 0.0, 1.0))
-        background = ops.convert_to_tensor(self.background, dtype)
-        image = raster.composite(coverages, colors, opacities, background, mode=self.composite)
+        background = ops.broadcast_to(
+            ops.convert_to_tensor(self.background, dtype),
+            (ops.shape(x)[0], self.resolution, self.resolution, self.channels),
+        )
+        state = raster.start_state(self.composite, background)
+        backend = keras.backend.backend()
+        for prim, count, start, size in self.spec.groups:
+            group = ops.reshape(x[:, start : start + count * size], (-1, count, size))
+            paint = keras.remat(functools.partial(_paint_shape, prim, self.resolution, self.channels, self.composite))
+            if self.recompute and count > 1 and backend in _SCAN_BACKENDS:
+                state = _scan(paint, state, ops.transpose(group, (1, 0, 2)), softness)
+            elif self.recompute and backend in _CHECKPOINT_BACKENDS:
+                for i in range(count):
+                    state = paint(group[:, i], softness, *state)
+            else:
+                # Every shape of the group at once, (B, count, N, N); autodiff keeps what it needs.
+                alphas, colors = _alphas(prim, self.resolution, self.channels, group, softness)
+                for i in range(count):
+                    state = raster.paint(self.composite, state, alphas[:, i, ..., None], colors[:, i])
+        image = raster.finish(self.composite, state, background)
         return ops.cast(image, self.compute_dtype)
 
     def get_config(self):
@@ -733,8 +755,65 @@ class Render(keras.layers.Layer):
             softness=self.softness,
             composite=self.composite,
             background=list(self.background) if isinstance(self.background, tuple) else self.background,
+            recompute=self.recompute,
         )
         return config
+
+
+def _alphas(prim, n, channels, params, softness):
+    """``opacity * coverage`` ``(B, count, N, N)`` and colours ``(B, count, 1, 1, C)`` of ``(B, count, size)`` parameters."""
+    grid = raster.pixel_grid(n, n, params.dtype)[None, None]  # (1, 1, N, N, 2)
+    values, offset = {}, 0
+    for f in prim.fields:
+        values[f.name] = params[:, :, None, None, offset : offset + f.size]  # (B, count, 1, 1, size)
+        offset += f.size
+    distance = prim.distance(grid, values, n)
+    # Alpha outside [0, 1] has no meaning, and K of them multiplied together
+    # overflow: clip (the gradient is 0 outside).
+    opacity = ops.clip(params[:, :, -1], 0.0, 1.0)[:, :, None, None]
+    color = params[:, :, offset : offset + channels][:, :, None, None, :]
+    return raster.coverage(distance, softness) * opacity, color
+
+
+def _paint_shape(prim, n, channels, mode, params, softness, *state):
+    """Composite one shape, its parameters ``(B, size)``, onto the compositing ``state``."""
+    alpha, color = _alphas(prim, n, channels, params[:, None], softness)
+    return tuple(raster.paint(mode, state, alpha[:, 0, ..., None], color[:, 0]))
+
+
+# Backends whose compiled loops keep only the loop state per iteration (XLA via
+# jax.lax.scan): there, many shapes of one kind are folded in a two-level scan.
+_SCAN_BACKENDS = ("jax",)
+# Backends where recomputing shape by shape (keras.remat, unrolled) frees memory:
+# PyTorch's checkpoints. Under XLA (TensorFlow; JAX outside a scan) the compiler
+# schedules the whole step and keeps what it likes: measured, no memory saved, the
+# compile time multiplied (3 minutes for 64 shapes on TensorFlow).
+_CHECKPOINT_BACKENDS = ("torch",)
+
+
+def _scan(paint, state, params, softness):
+    """Fold ``params`` ``(count, B, size)`` into ``state`` with ``paint`` (recomputed in the backward pass).
+
+    Two levels: blocks of ``S = ceil(sqrt(count))`` shapes, each block
+    recomputed as a whole in the backward pass, so the backward keeps about
+    ``2 S`` compositing states instead of every shape's intermediates.
+    """
+    count = params.shape[0]
+
+    def one(carry, p):
+        return paint(p, softness, *carry), None
+
+    def block(carry, ps):
+        return ops.scan(one, carry, ps)[0], None
+
+    size = math.isqrt(count - 1) + 1  # ceil(sqrt(count))
+    full = count // size * size
+    if full:
+        blocks = ops.reshape(params[:full], (full // size, size) + tuple(params.shape[1:]))
+        state = ops.scan(keras.remat(block), tuple(state), blocks)[0]
+    if full < count:
+        state = ops.scan(one, tuple(state), params[full:])[0]
+    return state
 
 
 def _background(value, channels):
