@@ -313,3 +313,16 @@ def test_mixed_precision(policy):
         assert_finite("gradient", g)
     finally:
         keras.config.set_dtype_policy(previous)
+
+
+def test_folded_angle_polynomial_matches_atan2():
+    from shapegrad.layers import _folded_angle
+
+    rng = np.random.default_rng(0)
+    c = np.concatenate([rng.uniform(0, 100, 20000), [0, 0, 1, 1, 1e-30, 3e38, 0.41421356, 1], 10.0 ** rng.uniform(-30, 30, 5000)])
+    t = np.concatenate([rng.uniform(0, 100, 20000), [0, 1, 0, 1, 3e38, 1e-30, 1, 0.41421356], 10.0 ** rng.uniform(-30, 30, 5000)])
+    c, t = c.astype("float32"), t.astype("float32")
+    got = to_numpy(_folded_angle(ops.convert_to_tensor(c), ops.convert_to_tensor(t))).astype(np.float64)
+    expected = np.arctan2(c.astype(np.float64), t.astype(np.float64))
+    assert np.abs(got - expected).max() <= 1.5e-7  # 1.25 float32 ulps at pi / 2
+    assert got[20000] == 0.0 and got[20001] == 0.0 and got[20002] == np.float32(math.pi / 2)

@@ -8,7 +8,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from keras import ops
 
-from helpers import adversarial, adversarial_array, assert_finite, check_gradients, jit, value_and_grad
+from helpers import adversarial_array, assert_finite, check_gradients, jit, value_and_grad
 from shapegrad import safe
 
 DTYPES = ["float32", "float64"]
