@@ -26,13 +26,24 @@ Example:
     True
 """
 
+import math
+
 import keras
 import numpy as np
 from keras import layers, ops
 
 from shapegrad.models import ParameterHead
 
-__all__ = ["Annealed", "raw_from_params", "refine", "fit_images", "fit_file", "add_parser"]
+__all__ = [
+    "Annealed",
+    "raw_from_params",
+    "refine",
+    "refine_best",
+    "swap_starts",
+    "fit_images",
+    "fit_file",
+    "add_parser",
+]
 
 
 @keras.saving.register_keras_serializable(package="shapegrad")
@@ -190,6 +201,72 @@ def refine(renderer, fields, params, images, steps=100, learning_rate=0.02, star
         return np.asarray(params, "float32")
     raw = raw_from_params(fields, params)
     return _optimise(renderer, fields, raw, images, steps, learning_rate, start_sharpness, anneal)[0]
+
+
+def swap_starts(spec, params, limit=24, seed=0):
+    """Starts for :func:`refine` that let shapes trade places: ``(B, R, P)``, the guess first.
+
+    An encoder can put a shape of one kind where the image has another (a
+    rounded box over a disk, a disk over the box); gradient descent cannot
+    undo that, since it would have to move one shape through another. Here
+    every start keeps the kinds in their slots and assigns the *places* of
+    the K shapes of ``params`` to the slots in another order: each shape is
+    translated so that the mean of its position fields (centre, apex,
+    vertices...) lands on that of the shape whose place it takes, and takes
+    that shape's colour and opacity. Start 0 is the guess itself; then every
+    other permutation of the K places (all of them when ``K! <= limit``, else
+    ``limit - 1`` random ones).
+
+    Args:
+        spec: the renderer's :class:`~shapegrad.render.RenderSpec`.
+        params: ``(B, P)`` normalised parameters.
+        limit: the most starts per image.
+        seed: seed of the random permutations when ``K!`` exceeds ``limit``.
+    """
+    import itertools
+
+    params = np.asarray(params, np.float32)
+    k = spec.num_shapes
+    if math.factorial(k) <= limit:
+        orders = list(itertools.permutations(range(k)))
+    else:
+        rng = np.random.default_rng(seed)
+        orders = [tuple(range(k))] + [tuple(rng.permutation(k)) for _ in range(limit - 1)]
+    fields = [spec.fields_of(i) for i in range(k)]
+    anchors = np.stack(
+        [
+            np.concatenate([params[:, s.slice].reshape(len(params), -1, 2) for s in f if s.field.kind == "position"], 1).mean(1)
+            for f in fields
+        ],
+        axis=1,
+    )  # (B, K, 2)
+    starts = []
+    for order in orders:
+        start = params.copy()
+        for i, j in enumerate(order):
+            for s in fields[i]:
+                if s.field.kind == "position":
+                    points = params[:, s.slice].reshape(len(params), -1, 2) + (anchors[:, j] - anchors[:, i])[:, None]
+                    start[:, s.slice] = np.clip(points.reshape(len(params), -1), 0.0, 1.0)
+                elif s.field.kind in ("color", "opacity"):
+                    start[:, s.slice] = params[:, spec.get(j, s.field.name).slice]
+        starts.append(start)
+    return np.stack(starts, axis=1)
+
+
+def refine_best(renderer, fields, starts, images, steps=100, **kwargs):
+    """:func:`refine` every start of ``(B, R, P)`` ``starts``; keep the best per image (least MSE).
+
+    Returns ``(params, loss)``: ``(B, P)`` and ``(B,)``. Keyword arguments go to :func:`refine`.
+    """
+    starts = np.asarray(starts, np.float32)
+    batch, count = starts.shape[:2]
+    tiled = np.repeat(np.asarray(images, "float32"), count, axis=0)
+    params = refine(renderer, fields, starts.reshape(batch * count, -1), tiled, steps, **kwargs)
+    recon = keras.ops.convert_to_numpy(renderer(params))
+    errors = ((recon - tiled) ** 2).reshape(batch, count, -1).mean(axis=-1)
+    best = errors.argmin(axis=1)
+    return params.reshape(batch, count, -1)[np.arange(batch), best], errors[np.arange(batch), best]
 
 
 def fit_images(

@@ -120,3 +120,27 @@ def test_read_image_keeps_16_bit_depth(tmp_path):
     Image.fromarray(rgba).save(tmp_path / "rgba.png")
     image = files.read_image(str(tmp_path / "rgba.png"))
     assert image.shape == (4, 4, 3) and image[..., 0].min() == 1.0  # alpha dropped
+
+
+def test_swap_starts_trade_places_and_refine_best_undoes_a_swap():
+    from shapegrad.fit import refine_best, swap_starts
+    from shapegrad.models import fields_for
+
+    layer = Render("disk,box", 24, channels=3)
+    spec = layer.spec
+    truth = spec.sample(2, seed=4)
+    truth[:, spec.get(0, "center").slice] = [0.3, 0.3]
+    truth[:, spec.get(1, "center").slice] = [0.7, 0.7]
+    # The guess swaps the places and colours of the disk and the box.
+    guess = truth.copy()
+    for name in ("center", "color", "opacity"):
+        guess[:, spec.get(0, name).slice] = truth[:, spec.get(1, name).slice]
+        guess[:, spec.get(1, name).slice] = truth[:, spec.get(0, name).slice]
+    starts = swap_starts(spec, guess)
+    assert starts.shape == (2, 2, spec.size)
+    np.testing.assert_array_equal(starts[:, 0], guess)
+    np.testing.assert_allclose(starts[:, 1], truth, atol=1e-6)  # swapping back restores the truth
+    images = to_numpy(layer(truth))
+    best, loss = refine_best(layer, fields_for(spec), starts, images, steps=5)
+    assert loss.shape == (2,) and loss.max() < 1e-3
+    assert np.abs(best[:, spec.get(0, "center").slice] - 0.3).max() < 0.02
