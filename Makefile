@@ -34,8 +34,16 @@ stress: $(VENV)/.installed
 	  HYPOTHESIS_PROFILE=stress KERAS_BACKEND=$$b $(PY) -m pytest -q -m "not slow" -k "hypothesis or property" $(PYTEST_ARGS); \
 	done
 
+# Cones and Render against their baselines on each backend (results-<backend>.json), then
+# benchmarks/results.md and benchmarks/scaling.png from all of them. Minutes per backend on an idle
+# 2-core CPU; BENCH_ARGS=--quick for a smoke test (it overwrites the result files).
+BENCH_ARGS ?=
 bench: $(VENV)/.installed
-	@for b in tensorflow jax; do KERAS_BACKEND=$$b $(PY) benchmarks/cones.py; done
+	@set -e; for b in $(BACKENDS); do \
+	  echo "=== KERAS_BACKEND=$$b ==="; \
+	  KERAS_BACKEND=$$b $(PY) -m shapegrad.cli bench --out benchmarks $(BENCH_ARGS); \
+	done
+	KERAS_BACKEND=jax $(PY) -m shapegrad.cli bench --report --out benchmarks
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis build *.egg-info

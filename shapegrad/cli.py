@@ -17,9 +17,9 @@ class UsageError(Exception):
 
 
 def _commands():
-    from shapegrad import demo, doctor, files, fit, train
+    from shapegrad import bench, demo, doctor, files, fit, train
 
-    return [train, fit, files, demo, doctor]
+    return [train, fit, files, demo, doctor, bench]
 
 
 class _Parser(argparse.ArgumentParser):
