@@ -148,6 +148,10 @@ def pyramid_mse(y_true, y_pred, levels=3):
 def evaluate(encoder, task, images, params, refine_steps=100, batch=256):
     """Metrics of the encoder alone and after ``refine_steps`` of test-time refinement.
 
+    Cones: :func:`shapegrad.fit.refine` from the encoder's guess. Scenes:
+    :func:`shapegrad.fit.refine_scene` (restarts that swap shapes' places and
+    move shapes onto what the others miss; ``refine_steps`` per restart).
+
     Returns ``(headline, encoder_only, pred, refined)``: dicts of summary
     figures (see :func:`shapegrad.metrics.summarize`) after and before
     refinement, and the ``(B, P)`` parameters before and after.
@@ -160,11 +164,14 @@ def evaluate(encoder, task, images, params, refine_steps=100, batch=256):
         per_item.update(task.errors(p, params))
         return metrics.summarize(per_item)
 
+    def polish(guess, target):
+        if task.shapes == "cone":
+            return fit.refine(task.renderer, task.fields, guess, target, steps=refine_steps)
+        return fit.refine_scene(task.renderer, task.fields, guess, target, steps=refine_steps)
+
+    chunk = batch if task.shapes == "cone" else max(1, batch // 4)
     refined = np.concatenate(
-        [
-            fit.refine(task.renderer, task.fields, pred[k : k + batch], images[k : k + batch], steps=refine_steps)
-            for k in range(0, len(images), batch)
-        ]
+        [polish(pred[k : k + chunk], images[k : k + chunk]) for k in range(0, len(images), chunk)]
     )
     return summary(refined), summary(pred), pred, refined
 

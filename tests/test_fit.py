@@ -144,3 +144,21 @@ def test_swap_starts_trade_places_and_refine_best_undoes_a_swap():
     best, loss = refine_best(layer, fields_for(spec), starts, images, steps=5)
     assert loss.shape == (2,) and loss.max() < 1e-3
     assert np.abs(best[:, spec.get(0, "center").slice] - 0.3).max() < 0.02
+
+
+def test_residual_starts_move_a_shape_onto_what_is_missed():
+    from shapegrad.fit import residual_starts
+
+    layer = Render("disk,box", 24, channels=1)
+    spec = layer.spec
+    truth = spec.sample(1, seed=5)
+    truth[:, spec.get(0, "center").slice] = [0.25, 0.25]
+    truth[:, spec.get(1, "center").slice] = [0.75, 0.75]
+    truth[:, spec.get(1, "half_size").slice] = [0.1, 0.1]
+    guess = truth.copy()
+    guess[:, spec.get(1, "center").slice] = [0.25, 0.25]  # both shapes on the disk, none on the box
+    starts = residual_starts(layer, guess, to_numpy(layer(truth)))
+    assert starts.shape == (1, 3, spec.size)
+    np.testing.assert_array_equal(starts[:, 0], guess)
+    moved = starts[0, 2, spec.get(1, "center").slice]
+    assert np.abs(moved - 0.75).max() < 0.1  # the box slot lands on the missed box
