@@ -679,11 +679,13 @@ def _load_quietly(directory):
 
 
 def plot_scaling(results, path):
-    """Seconds per forward+backward against ``B * N^2`` (log-log), one panel per backend.
+    """Seconds per forward+backward against ``B * N^2 * K`` (log-log), one panel per backend.
 
-    One colour per ``K``; ``Render`` solid with dots, the baseline dashed with
-    crosses. ``results``: as :func:`load_results`. Written with matplotlib's
-    Agg backend; returns ``path``.
+    Every size of the sweep is one point, coloured by ``K``: ``Render`` dots,
+    the baseline crosses, and a dotted line of slope 1 (time proportional to
+    ``B * H * W * K``) through Render's median point, so that linear scaling
+    shows as points along it. ``results``: as :func:`load_results`. Written
+    with matplotlib's Agg backend; returns ``path``.
     """
     import matplotlib
 
@@ -699,16 +701,19 @@ def plot_scaling(results, path):
     ks = sorted({r["K"] for _, rows in panels for r in rows})
     for ax, (backend, rows) in zip(axes[0], panels):
         for i, k in enumerate(ks):
-            points = sorted(
-                {(r["batch"] * r["resolution"] ** 2, r["seconds"], r["baseline_seconds"]) for r in rows if r["K"] == k}
-            )
-            if not points:
+            mine = [r for r in rows if r["K"] == k]
+            if not mine:
                 continue
-            x, ours, naive = (np.array(v, np.float64) for v in zip(*points))
-            ax.loglog(x, ours, "-o", color=f"C{i}", markersize=4, label=f"K={k} Render")
-            ax.loglog(x, naive, "--x", color=f"C{i}", markersize=5, label=f"K={k} baseline")
+            work = np.array([r["batch"] * r["resolution"] ** 2 * k for r in mine], np.float64)
+            ax.loglog(work, [r["seconds"] for r in mine], "o", color=f"C{i}", markersize=5, label=f"K={k} Render")
+            ax.loglog(work, [r["baseline_seconds"] for r in mine], "x", color=f"C{i}", markersize=6, label=f"K={k} baseline")
+        if rows:
+            work = np.array([r["batch"] * r["resolution"] ** 2 * r["K"] for r in rows], np.float64)
+            per = np.median([r["seconds"] / w for r, w in zip(rows, work)])
+            line = np.array([work.min(), work.max()])
+            ax.loglog(line, per * line, ":", color="grey", label="time ∝ B·H·W·K")
         ax.set_title(backend)
-        ax.set_xlabel("B·H·W (pixels per batch)")
+        ax.set_xlabel("B·H·W·K (shape-pixels per batch)")
         ax.grid(alpha=0.3, which="both")
     axes[0][0].set_ylabel("seconds per forward+backward")
     if ks:
@@ -769,8 +774,9 @@ calls, at most 10).
   `torch.profiler` (`profile_memory=True`), at operator granularity (includes the image and the
   gradient). TensorFlow: not measured (n/a). Memory ratio = baseline / Render (above 1: Render
   needs less).
-- Plot (`scaling.png`): seconds per forward+backward against B·H·W, one panel per backend, one
-  colour per K, Render solid, baseline dashed; K = 4 has the N and B sweeps, the other K one point.
+- Plot (`scaling.png`): seconds per forward+backward against B·H·W·K, one panel per backend, one
+  point per size coloured by K (Render dots, baseline crosses), and a dotted line of slope 1
+  through Render's median point: points along it mean time linear in B·H·W·K.
 
     make bench    # each backend: shapegrad bench (writes results-<backend>.json); then shapegrad bench --report
 
@@ -805,7 +811,7 @@ def write_report(directory):
         plot_scaling(results, png_path)
         block = (
             f"{machines}\n\n{render_table(render)}\n\n"
-            "![Seconds per forward+backward against B·H·W, Render solid, baseline dashed](scaling.png)"
+            "![Seconds per forward+backward against B·H·W·K, Render dots, baseline crosses](scaling.png)"
         )
         text = _replace_block(text, "render", block)
     write_text(md_path, text)
