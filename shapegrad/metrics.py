@@ -131,12 +131,40 @@ def match_shapes(pred, true, spec):
     return orders
 
 
+def _same_axes(prim, channels, pred, true):
+    """Boxes and ellipses: ``(a, b)`` sizes at angle ``phi`` are ``(b, a)`` at ``phi + 90`` degrees.
+
+    For a primitive with a 2-number size field and a direction of period 180
+    degrees, rewrite each predicted shape in whichever of its two equivalent
+    forms has sizes closer to the truth, so that a box read with its axes
+    swapped is not counted as 90 degrees off. ``pred``, ``true``: ``(B, count, size)``.
+    """
+    offsets, start = {}, 0
+    for f in prim.all_fields(channels):
+        offsets[f.name] = (f, start)
+        start += f.size
+    sizes = [(f, o) for f, o in offsets.values() if f.kind == "size" and f.size == 2]
+    turns = [(f, o) for f, o in offsets.values() if f.kind == "direction" and f.period == 180.0]
+    if not sizes or not turns:
+        return pred
+    (_, s), (_, d) = sizes[0], turns[0]
+    swapped = pred.copy()
+    swapped[..., s], swapped[..., s + 1] = pred[..., s + 1], pred[..., s]
+    swapped[..., d], swapped[..., d + 1] = -pred[..., d + 1], pred[..., d]
+    closer = np.abs(swapped[..., s : s + 2] - true[..., s : s + 2]).sum(-1) < np.abs(
+        pred[..., s : s + 2] - true[..., s : s + 2]
+    ).sum(-1)
+    return np.where(closer[..., None], swapped, pred)
+
+
 def scene_errors(pred, true, spec):
     """Matched per-kind, per-field errors of ``(B, P)`` Render parameters, in natural units.
 
     Returns ``{kind: {"<field>_error_<unit>": (B * count,) array}}`` after
     :func:`match_shapes`; directions are compared modulo their period (180
-    degrees for ellipse and box axes).
+    degrees for ellipse and box axes), and a box or ellipse whose two axes
+    are read the other way round (sizes swapped, turned 90 degrees) is the
+    same shape.
     """
     pred, true = np.asarray(pred, np.float64), np.asarray(true, np.float64)
     orders = match_shapes(pred, true, spec)
@@ -145,6 +173,7 @@ def scene_errors(pred, true, spec):
         p = pred[:, start : start + count * per_shape].reshape(len(pred), count, per_shape)
         t = true[:, start : start + count * per_shape].reshape(len(true), count, per_shape)
         t = np.take_along_axis(t, order[:, :, None], axis=1)
+        p = _same_axes(prim, spec.channels, p, t)
         errors, offset = out.setdefault(prim.kind, {}), 0
         for f in prim.all_fields(spec.channels):
             a = p[:, :, offset : offset + f.size].reshape(-1, f.size)

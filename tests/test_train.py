@@ -201,6 +201,13 @@ def test_scene_errors_match_shapes_within_each_kind():
     d = spec.get(2, "direction").slice
     flipped[:, d] *= -1
     assert np.abs(metrics.scene_errors(flipped, truth, spec)["box"]["direction_error_deg"]).max() < 1e-3
+    # So is a box read with its axes the other way round: sizes swapped, turned 90 degrees.
+    turned = truth.copy()
+    h = spec.get(2, "half_size").slice
+    turned[:, h] = truth[:, h][:, ::-1]
+    turned[:, d] = np.stack([-truth[:, d][:, 1], truth[:, d][:, 0]], axis=1)
+    box = metrics.scene_errors(turned, truth, spec)["box"]
+    assert box["direction_error_deg"].max() < 1e-3 and box["half_size_error_px"].max() < 1e-4
     moved = truth.copy()
     moved[:, spec.get(2, "center").slice] += np.array([3 / 32, 4 / 32], "float32")
     assert metrics.scene_errors(moved, truth, spec)["box"]["center_error_px"] == pytest.approx([5.0] * 4, abs=1e-4)
