@@ -244,17 +244,18 @@ def test_recompute_keeps_backward_memory_nearly_flat_in_k():
 _FINITE = {}
 
 
-def _layer(composite):
+def _layer(shapes, composite):
     """The layer and its jitted sum (compiled once per backend, reused by every example)."""
-    if composite not in _FINITE:
-        layer = Render(ALL, 8, channels=1, composite=composite)
-        _FINITE[composite] = layer, jit(lambda x: ops.sum(layer(x)))
-    return _FINITE[composite]
+    if (shapes, composite) not in _FINITE:
+        layer = Render(shapes, 8, channels=1, composite=composite)
+        _FINITE[shapes, composite] = layer, jit(lambda x: ops.sum(layer(x)))
+    return _FINITE[shapes, composite]
 
 
-@given(data=st.data(), composite=st.sampled_from(["over", "union"]))
-def test_property_render_values_and_gradients_finite(data, composite):
-    layer, total = _layer(composite)
+# ALL: one shape of each kind; COUNTED: several per kind (JAX folds them in a recomputed scan).
+@given(data=st.data(), shapes=st.sampled_from([ALL, COUNTED]), composite=st.sampled_from(["over", "union"]))
+def test_property_render_values_and_gradients_finite(data, shapes, composite):
+    layer, total = _layer(shapes, composite)
     x = data.draw(adversarial_array((1, layer.spec.size)))
     how = data.draw(st.sampled_from(["free", "constant", "tiny directions"]))
     if how == "constant":  # degenerate geometry: everything on one pixel, zero sizes and directions
