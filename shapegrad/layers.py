@@ -221,8 +221,9 @@ def _angle_image(x, sharpness, n):
         dL/dd = (-e1, e0) / |d| * sum(w * sgn)
         dL/ds = pi * sum(w),   w = dL/dy * y (1 - y) * sharpness
 
-    The apex pixel (``r = 0``), the axis line (``sgn = 0``), a negligible axis
-    and clipped ``a`` or ``s`` contribute zero. The forward values are those of
+    The apex pixel (``|r|^2`` below the smallest normal: ``|r| < 1e-19`` px in
+    float32), the axis line (``sgn = 0``), a negligible axis and clipped ``a``
+    or ``s`` contribute zero. The forward values are those of
     :func:`_angle_margin`.
     """
 
@@ -243,20 +244,22 @@ def _angle_image(x, sharpness, n):
             r0, r1 = _offsets(grid, a, n)
             e = safe.safe_normalize(d, fallback=[1.0, 0.0])
             sgn = ops.sign(e[:, None, None, 0] * r1 - e[:, None, None, 1] * r0)
-            # (-r1, r0) / |r|^2 = (-u1, u0) / (m q) with m = max |r_i|, u = r / m, q = |u|^2 in [1, 2]:
-            # no square of a tiny or huge offset. Offsets below the smallest normal count as the apex.
-            m = ops.maximum(ops.abs(r0), ops.abs(r1))
-            apex = safe._negligible(m)
-            inv_m = 1.0 / ops.where(apex, ops.ones_like(m), m)
-            u0, u1 = r0 * inv_m, r1 * inv_m
-            t = ops.where(apex, ops.zeros_like(m), w * sgn * inv_m / (u0 * u0 + u1 * u1))
+            # (-r1, r0) / |r|^2, as r_i * (1 / |r|^2): each factor at most 1 / |r| <= 1e19, so no
+            # product overflows. |r|^2 below the smallest normal (|r| < 1e-19 px in float32) counts as
+            # the apex; |r|^2 cannot overflow (|r| <= N * 1e12 after the clip).
+            r2 = r0 * r0 + r1 * r1
+            apex = safe._negligible(r2)
+            inv_r2 = ops.where(apex, ops.zeros_like(r2), 1.0 / ops.where(apex, ops.ones_like(r2), r2))
+            ws = w * sgn
             inside = ops.cast(ops.abs(x[:, 0:2]) <= _FAR, x.dtype)
-            da = float(n) * ops.stack([ops.sum(-t * u1, axis=(1, 2)), ops.sum(t * u0, axis=(1, 2))], axis=-1) * inside
+            da = float(n) * ops.stack(
+                [ops.sum(-ws * (r1 * inv_r2), axis=(1, 2)), ops.sum(ws * (r0 * inv_r2), axis=(1, 2))], axis=-1
+            ) * inside
             # A negligible axis is the fallback (1, 0) in the forward pass: no gradient. Otherwise
             # (-e1, e0) * S / |d|, each component divided separately so a zero one stays 0.
             negligible = safe._negligible(safe._max_abs(d))
             length = ops.where(negligible, ops.ones_like(negligible, dtype=d.dtype), safe.safe_norm(d, keepdims=True))
-            turn = ops.sum(w * sgn, axis=(1, 2))[:, None]
+            turn = ops.sum(ws, axis=(1, 2))[:, None]
             dd = ops.stack([-e[:, 1:2] * turn, e[:, 0:1] * turn], axis=-1)[:, 0, :] / length
             dd = ops.where(negligible, ops.zeros_like(d), dd)
             ds = math.pi * ops.sum(w, axis=(1, 2)) * ops.cast(ops.abs(x[:, 4]) <= _FAR, x.dtype)
