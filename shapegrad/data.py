@@ -16,6 +16,7 @@ import keras
 import numpy as np
 
 from shapegrad import _validate
+from shapegrad._autodiff import jit
 
 __all__ = ["CONE_RANGES", "sample_cones", "ConeDataset", "SceneDataset"]
 
@@ -96,11 +97,12 @@ class ConeDataset(_Synthetic):
 
         self.resolution = _validate.positive_int("resolution", resolution)
         self._renderer = Cones(self.resolution)
+        self._draw = jit(self._renderer)
 
     def sample(self, index):
         """Clean ``(images, params)`` of batch ``index`` in the current epoch."""
         params = sample_cones(self._rng(index), self.batch_size)
-        images = keras.ops.convert_to_numpy(self._renderer(params)).astype("float32")
+        images = keras.ops.convert_to_numpy(self._draw(params)).astype("float32")
         return images, params
 
 
@@ -117,9 +119,10 @@ class SceneDataset(_Synthetic):
         super().__init__(batch_size, batches, seed, targets, noise, fresh, **kwargs)
         self.renderer = renderer
         self.resolution = renderer.resolution
+        self._draw = jit(renderer)
 
     def sample(self, index):
         seed = int(np.random.SeedSequence([self.seed, self.epoch, index]).generate_state(1)[0])
         params = self.renderer.spec.sample(self.batch_size, seed=seed)
-        images = keras.ops.convert_to_numpy(self.renderer(params)).astype("float32")
+        images = keras.ops.convert_to_numpy(self._draw(params)).astype("float32")
         return images, params
