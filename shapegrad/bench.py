@@ -420,7 +420,8 @@ def bench_render(
     """Forward+backward throughput and memory of ``Render`` against :func:`naive_render`.
 
     For each ``K`` in ``counts``, a ``Render(cycle_shapes(K, shapes),
-    resolution, channels, softness)`` layer and the baseline on the same
+    resolution, channels, softness, recompute=True)`` layer (the
+    memory-saving mode, which ``recompute="auto"`` picks from 8 shapes on) and the baseline on the same
     typical scenes (``spec.sample``) are compiled with :func:`grad_step` and
     timed with :func:`time_interleaved`. Mpix/s is ``batch * N^2 / seconds``
     per forward+backward; ``ratio`` is baseline seconds / ``Render``
@@ -460,7 +461,7 @@ def bench_render(
             rows.append(_row(spec_string, count, resolution, batch, _compile_mode(), skipped=why))
             continue
         note = f"B cut from {batch} (B·N²·K ≤ {max_work:.3g})" if run_batch < batch else None
-        layer = Render(spec_string, resolution, channels=channels, softness=softness)
+        layer = Render(spec_string, resolution, channels=channels, softness=softness, recompute=True)
         spec = RenderSpec(spec_string, resolution, channels)
 
         def naive(p, spec=spec):
@@ -750,7 +751,9 @@ def _machine_lines(results):
 
 _RENDER_SECTION = """## Render
 
-Forward+backward time and memory of `shapegrad.Render` against `shapegrad.bench.naive_render`, the
+Forward+backward time and memory of `shapegrad.Render(..., recompute=True)` (the memory-saving
+mode; the default `recompute="auto"` uses it from 8 shapes on and plain autodiff below, where
+recomputing costs time and, on PyTorch, memory) against `shapegrad.bench.naive_render`, the
 straightforward renderer written with the same public `keras.ops` functions (every shape at every
 pixel; the signed distances of all K shapes stacked into one `(B, K, N, N)` tensor, then coverage,
 then `raster.over` compositing; plain autodiff keeps every intermediate). Both draw the same image

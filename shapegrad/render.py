@@ -646,7 +646,7 @@ class Render(keras.layers.Layer):
         softness: edge width in pixels (> 0).
         composite: ``"over"`` or ``"union"``.
         background: a number, or ``channels`` numbers (a colour).
-        recompute: keep the backward pass's memory nearly flat in ``K``: each
+        recompute: ``True`` keeps the backward pass's memory nearly flat in ``K``: each
             shape's distance, coverage and compositing step is recomputed in
             the backward pass (``keras.remat``) instead of stored, and on JAX
             the shapes of one kind are folded in a two-level ``scan`` whose
@@ -658,7 +658,9 @@ class Render(keras.layers.Layer):
             PyTorch each shape is a checkpoint (one image kept per shape). On
             TensorFlow, and for kinds with one shape on JAX, XLA schedules
             the compiled step itself and the flag has no effect. ``False``:
-            plain autodiff, every kind's shapes evaluated at once.
+            plain autodiff, every kind's shapes evaluated at once, faster
+            (recomputing costs 5-50 % on JAX, ~2x on PyTorch). ``"auto"``
+            (default): ``True`` from 8 shapes on.
 
     Example:
         >>> import numpy as np
@@ -678,7 +680,7 @@ class Render(keras.layers.Layer):
         softness=1.0,
         composite="over",
         background=0.0,
-        recompute=True,
+        recompute="auto",
         **kwargs,
     ):
         kwargs.pop("autocast", None)
@@ -690,8 +692,8 @@ class Render(keras.layers.Layer):
         self.background = _background(background, self.channels)
         self.shapes = parse_shapes(shapes)
         self.spec = RenderSpec(self.shapes, self.resolution, self.channels)
-        if not isinstance(recompute, bool):
-            raise ValueError(f"Expected recompute to be True or False. Received: recompute={recompute!r}")
+        if not (isinstance(recompute, bool) or recompute == "auto"):
+            raise ValueError(f"Expected recompute to be True, False or 'auto'. Received: recompute={recompute!r}")
         self.recompute = recompute
         # (primitive, start, size) of every shape, in compositing order.
         self._shapes = [
@@ -730,12 +732,13 @@ class Render(keras.layers.Layer):
         )
         state = raster.start_state(self.composite, background)
         backend = keras.backend.backend()
+        recompute = self.recompute if self.recompute != "auto" else self.spec.num_shapes >= _AUTO_RECOMPUTE
         for prim, count, start, size in self.spec.groups:
             group = ops.reshape(x[:, start : start + count * size], (-1, count, size))
             paint = keras.remat(functools.partial(_paint_shape, prim, self.resolution, self.channels, self.composite))
-            if self.recompute and count > 1 and backend in _SCAN_BACKENDS:
+            if recompute and count > 1 and backend in _SCAN_BACKENDS:
                 state = _scan(paint, state, ops.transpose(group, (1, 0, 2)), softness)
-            elif self.recompute and backend in _CHECKPOINT_BACKENDS:
+            elif recompute and backend in _CHECKPOINT_BACKENDS:
                 for i in range(count):
                     state = paint(group[:, i], softness, *state)
             else:
@@ -789,6 +792,11 @@ _SCAN_BACKENDS = ("jax",)
 # schedules the whole step and keeps what it likes: measured, no memory saved, the
 # compile time multiplied (3 minutes for 64 shapes on TensorFlow).
 _CHECKPOINT_BACKENDS = ("torch",)
+# recompute="auto" recomputes from this many shapes on. Measured (benchmarks/results.md):
+# recomputing costs time on every backend (JAX 0.6-0.95x, PyTorch ~0.5x) and on PyTorch also
+# memory below ~16 shapes (checkpoints' own copies), while at 16 and 64 shapes it saves 6-13x
+# (JAX) and 1.5-5.5x (PyTorch).
+_AUTO_RECOMPUTE = 8
 
 
 def _scan(paint, state, params, softness):
