@@ -165,7 +165,7 @@ _ATAN_COEFFICIENTS = (
 )
 _TAN_PI_8 = 0.41421356237309503
 # Backends compiled by XLA, whose CPU atan2 is a scalar call per element. PyTorch's
-# atan2 is one vectorised kernel, faster in eager mode than the polynomial's dozen.
+# atan2 is one vectorised kernel, where the polynomial would be a dozen eager ones.
 _XLA_BACKENDS = ("tensorflow", "jax")
 
 
