@@ -735,10 +735,11 @@ class Render(keras.layers.Layer):
         recompute = self.recompute if self.recompute != "auto" else self.spec.num_shapes >= _AUTO_RECOMPUTE
         for prim, count, start, size in self.spec.groups:
             group = ops.reshape(x[:, start : start + count * size], (-1, count, size))
-            paint = keras.remat(functools.partial(_paint_shape, prim, self.resolution, self.channels, self.composite))
+            paint = functools.partial(_paint_shape, prim, self.resolution, self.channels, self.composite)
             if recompute and count > 1 and backend in _SCAN_BACKENDS:
-                state = _scan(paint, state, ops.transpose(group, (1, 0, 2)), softness)
+                state = _scan(keras.remat(paint), state, ops.transpose(group, (1, 0, 2)), softness)
             elif recompute and backend in _CHECKPOINT_BACKENDS:
+                paint = keras.remat(paint)
                 for i in range(count):
                     state = paint(group[:, i], softness, *state)
             else:
