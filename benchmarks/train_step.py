@@ -19,61 +19,57 @@ import jax.numpy as jnp  # noqa: E402
 
 from shapegrad import Cones  # noqa: E402
 from shapegrad.models import CONE_FIELDS, build_encoder  # noqa: E402
+from shapegrad.data import ConeDataset  # noqa: E402
 from shapegrad.train import Task  # noqa: E402
-from shapegrad.data import ConeDataset
-from shapegrad.bench import naive_cones
+from shapegrad.bench import naive_cones  # noqa: E402
+
 B, N = 64, 64
-data = ConeDataset(N, B, 1, seed=0)
-images, params = data.sample(0)
-enc = build_encoder((N, N, 1), CONE_FIELDS)
+
+
+def steps(encoder, renderers, images, params):
+    """Compiled gradient steps: encoder + each renderer (image loss), encoder alone, first renderer alone."""
+    weights = [v.value for v in encoder.trainable_variables]
+    fixed = [v.value for v in encoder.non_trainable_variables]
+    x, y = jnp.asarray(images), jnp.asarray(params)
+
+    def predict(w):
+        return encoder.stateless_call(w, fixed, x)[0]
+
+    out = {}
+    for name, render in renderers.items():
+        step = jax.jit(jax.grad(lambda w, render=render: jnp.mean((render(predict(w)) - x) ** 2)))
+        out[f"encoder + {name}"] = lambda step=step: step(weights)
+    alone = jax.jit(jax.grad(lambda w: jnp.mean((predict(w) - y) ** 2)))
+    out["encoder alone (parameter loss)"] = lambda: alone(weights)
+    name, render = next(iter(renderers.items()))
+    render_step = jax.jit(jax.grad(lambda p: jnp.mean((render(p) - x) ** 2)))
+    out[f"{name} alone"] = lambda: render_step(y)
+    return out
+
+
+def report(title, calls, rounds=7, iters=5):
+    """Median seconds per call, timed in alternating rounds; one markdown row per call."""
+    for call in calls.values():
+        jax.block_until_ready(call())
+    samples = {name: [] for name in calls}
+    for _ in range(rounds):
+        for name, call in calls.items():
+            start = time.perf_counter()
+            for _ in range(iters):
+                out = call()
+            jax.block_until_ready(out)
+            samples[name].append((time.perf_counter() - start) / iters)
+    for name, values in samples.items():
+        seconds = statistics.median(values)
+        print(f"| {title}: {name} | {seconds * 1e3:.1f} ms | {1 / seconds:.1f} steps/s |")
+
+
 cones = Cones(N)
-tv = [v.value for v in enc.trainable_variables]
-ntv = [v.value for v in enc.non_trainable_variables]
-def loss_full(tv, x, render):
-    p, _ = enc.stateless_call(tv, ntv, x)
-    return jnp.mean((render(p) - x) ** 2)
-def loss_enc(tv, x, y):
-    p, _ = enc.stateless_call(tv, ntv, x)
-    return jnp.mean((p - y) ** 2)
-full = jax.jit(jax.grad(lambda tv, x: loss_full(tv, x, lambda p: cones(p)[..., 0:1])))
-naive = jax.jit(jax.grad(lambda tv, x: loss_full(tv, x, lambda p: naive_cones(p, N))))
-encoder_only = jax.jit(jax.grad(loss_enc))
-render_only = jax.jit(jax.grad(lambda p, x: jnp.mean((cones(p) - x) ** 2)))
-x, y = jnp.asarray(images), jnp.asarray(params)
-fns = {"encoder+Cones": lambda: full(tv, x), "encoder+naive": lambda: naive(tv, x),
-       "encoder alone (param loss)": lambda: encoder_only(tv, x, y), "Cones alone": lambda: render_only(y, x)}
-for f in fns.values(): jax.block_until_ready(f())
-res = {k: [] for k in fns}
-for _ in range(7):
-    for k, f in fns.items():
-        t = time.perf_counter()
-        for _ in range(10): out = f()
-        jax.block_until_ready(out); res[k].append((time.perf_counter() - t) / 10)
-for k, v in res.items():
-    print(f"| {k} | {statistics.median(v)*1e3:.1f} ms | {1/statistics.median(v):.1f} steps/s |")
+images, params = ConeDataset(N, B, 1, seed=0).sample(0)
+renderers = {"Cones": cones, "naive formula": lambda p: naive_cones(p, N)}
+report("cone", steps(build_encoder((N, N, 1), CONE_FIELDS), renderers, images, params), iters=10)
 
 # The scene task: encoder + Render("disk,box,triangle", 3 channels).
 task = Task("disk,box,triangle", N, 3)
 images, params = task.dataset(B, 1, 0).sample(0)
-enc2 = build_encoder((N, N, 3), task.fields)
-tv2 = [v.value for v in enc2.trainable_variables]; ntv2 = [v.value for v in enc2.non_trainable_variables]
-r = task.renderer
-def lf2(tv, x):
-    p, _ = enc2.stateless_call(tv, ntv2, x); return jnp.mean((r(p) - x) ** 2)
-def le2(tv, x, y):
-    p, _ = enc2.stateless_call(tv, ntv2, x); return jnp.mean((p - y) ** 2)
-x2, y2 = jnp.asarray(images), jnp.asarray(params)
-f2 = {"scene: encoder+Render": jax.jit(jax.grad(lf2)), "scene: encoder alone": jax.jit(jax.grad(le2)),
-      "scene: Render alone": jax.jit(jax.grad(lambda p, x: jnp.mean((r(p) - x) ** 2)))}
-calls = {"scene: encoder+Render": lambda: f2["scene: encoder+Render"](tv2, x2),
-         "scene: encoder alone": lambda: f2["scene: encoder alone"](tv2, x2, y2),
-         "scene: Render alone": lambda: f2["scene: Render alone"](y2, x2)}
-for f in calls.values(): jax.block_until_ready(f())
-res = {k: [] for k in calls}
-for _ in range(7):
-    for k, f in calls.items():
-        t = time.perf_counter()
-        for _ in range(5): out = f()
-        jax.block_until_ready(out); res[k].append((time.perf_counter() - t) / 5)
-for k, v in res.items():
-    print(f"| {k} | {statistics.median(v)*1e3:.1f} ms | {1/statistics.median(v):.1f} steps/s |")
+report("scene", steps(build_encoder((N, N, 3), task.fields), {"Render": task.renderer}, images, params))
