@@ -26,10 +26,14 @@ __all__ = [
     "composite",
     "coverage",
     "finish",
+    "finish_planes",
     "over",
     "paint",
+    "paint_planes",
     "pixel_grid",
+    "shape_alpha",
     "soft_union",
+    "start_planes",
     "start_state",
 ]
 
@@ -249,3 +253,85 @@ def composite(coverages, colors, opacities=None, background=0.0, mode="over", ax
     if mode == "union":
         return soft_union(coverages, colors, opacities, background, axis)
     raise ValueError(f"Expected mode to be one of {list(COMPOSITES)}. Received: mode={mode!r}")
+
+
+# ---------------------------------------------------------------------------------------------
+# Channel planes: the same compositing with the image held as C maps (B, H, W).
+#
+# Measured on this CPU (JAX jit, 64 px, batch 32, one disk, 3 channels, forward+backward):
+# compositing on (B, H, W, 3) images costs 80 ns per pixel, on three (B, H, W) planes 13 ns.
+# XLA on CPU handles a trailing axis of size 3 (broadcasting alpha[..., None], summing
+# dL/dalpha over the channels) poorly; TensorFlow's XLA is indifferent (15 vs 14 ns).
+
+
+def start_planes(mode, background):
+    """:func:`start_state` on channel planes: ``background`` is a list of ``C`` maps ``(B, H, W)``.
+
+    ``"over"``: the ``C`` image planes. ``"union"``: ``(clear, weight, paint_0, ..., paint_{C-1})``,
+    a flat tuple (a loop carry).
+    """
+    planes = [ops.convert_to_tensor(b) for b in background]
+    if mode == "over":
+        return tuple(planes)
+    return (ops.ones_like(planes[0]), ops.zeros_like(planes[0])) + tuple(ops.zeros_like(b) for b in planes)
+
+
+def paint_planes(mode, state, alpha, colors):
+    """:func:`paint` on channel planes: ``alpha`` ``(B, H, W)``, ``colors`` ``C`` values broadcastable to it."""
+    alpha = ops.convert_to_tensor(alpha)
+    if mode == "over":
+        return tuple(alpha * c + (1.0 - alpha) * image for image, c in zip(state, colors))
+    clear, weight = state[:2]
+    return (clear * (1.0 - alpha), weight + alpha) + tuple(p + alpha * c for p, c in zip(state[2:], colors))
+
+
+def finish_planes(mode, state, background):
+    """:func:`finish` on channel planes: the ``C`` image planes from a final state."""
+    if mode == "over":
+        return tuple(state)
+    clear, weight = state[:2]
+    mean_scale = (1.0 - clear) / ops.maximum(weight, ops.cast(_UNION_FLOOR, weight.dtype))
+    return tuple(mean_scale * p + clear * b for p, b in zip(state[2:], background))
+
+
+def shape_alpha(kernel, params, opacity, softness):
+    """``opacity * coverage(d, softness)`` of shapes drawn by a distance ``kernel``, with a hand-written backward pass.
+
+    ``kernel`` is a component-form kernel of :mod:`shapegrad.sdf` (such as
+    ``sdf.DiskKernel(H, W)``) for an image of ``H x W`` pixels; ``params`` its
+    ``kernel.arity`` parameters, each ``(B, K, 1, 1)``; ``opacity``
+    ``(B, K, 1, 1)`` in [0, 1]; ``softness`` a scalar. Returns ``(B, K, H, W)``,
+    the same values as ``coverage(distance) * opacity`` (:func:`coverage`,
+    softness floored at 1e-6 outside this function).
+
+    Backward: with ``c`` the forward's coverage and ``g`` the incoming
+    gradient, ``dL/dd = g * opacity * c (1 - c) * (-4 / softness)`` per pixel
+    (the logistic's derivative from its value: nothing but ``c`` and ``d`` is
+    kept), then the kernel's own sums over the pixels (nearest points held
+    fixed); ``dL/dopacity = sum(g c)``, ``dL/dsoftness = -sum(dL/dd * d) / softness``.
+    Every division in the kernels is guarded, so the gradient is finite
+    wherever the values are.
+    """
+
+    @ops.custom_gradient
+    def alpha(*args):
+        params, opacity, softness = args[:-2], args[-2], args[-1]
+        d, saved = kernel.forward(*params)
+        slope = -_LOGISTIC_SLOPE / softness
+        cov = ops.sigmoid(d * slope)
+
+        def grad(*upstream_args, upstream=None):
+            if upstream is None:
+                (upstream,) = upstream_args
+            g = ops.cast(upstream, cov.dtype)
+            w = g * opacity * (cov * (1.0 - cov)) * slope  # dL/dd
+            grads = kernel.backward(params, saved, d, w)
+            d_opacity = ops.sum(g * cov, axis=(-2, -1), keepdims=True)
+            d_softness = -ops.sum(w * d) / softness
+            return tuple(grads) + (d_opacity, ops.reshape(d_softness, ops.shape(softness)))
+
+        return cov * opacity, grad
+
+    opacity = ops.convert_to_tensor(opacity)
+    params = [ops.cast(p, opacity.dtype) for p in params]
+    return alpha(*params, opacity, ops.cast(softness, opacity.dtype))

@@ -214,8 +214,11 @@ def _dir(values, name):
     return safe.safe_normalize(d, fallback=ops.cast(ops.convert_to_tensor([1.0, 0.0]), d.dtype))
 
 
-def _disk(grid, v, n):
-    return sdf.disk(grid, _px(v, "center", n), _px(v, "radius", n)[..., 0])
+def _disk(grid, v, n, pixels=None):
+    center, radius = _px(v, "center", n), _px(v, "radius", n)[..., 0]
+    if pixels is not None:  # Render's fast path: sdf.DiskKernel and its parameters
+        return sdf.DiskKernel(*pixels), (center[..., 0], center[..., 1], sdf._nonneg(radius))
+    return sdf.disk(grid, center, radius)
 
 
 def _ellipse(grid, v, n):
@@ -726,11 +729,12 @@ class Render(keras.layers.Layer):
         dtype = "float64" if self.compute_dtype == "float64" else "float32"
         softness = ops.cast(self.softness if softness is None else softness, dtype)
         x = ops.clip(ops.cast(inputs, dtype), -_FAR, _FAR)
-        background = ops.broadcast_to(
-            ops.convert_to_tensor(self.background, dtype),
-            (ops.shape(x)[0], self.resolution, self.resolution, self.channels),
-        )
-        state = raster.start_state(self.composite, background)
+        # The image is composited as C planes (B, N, N) (raster.paint_planes: XLA on CPU is
+        # several times faster on those than on (B, N, N, C)) and stacked at the end.
+        colour = self.background if isinstance(self.background, tuple) else (self.background,) * self.channels
+        plane_shape = (ops.shape(x)[0], self.resolution, self.resolution)
+        background = [ops.broadcast_to(ops.convert_to_tensor(b, dtype), plane_shape) for b in colour]
+        state = raster.start_planes(self.composite, background)
         backend = keras.backend.backend()
         recompute = self.recompute if self.recompute != "auto" else self.spec.num_shapes >= _AUTO_RECOMPUTE
         for prim, count, start, size in self.spec.groups:
@@ -743,11 +747,12 @@ class Render(keras.layers.Layer):
                 for i in range(count):
                     state = paint(group[:, i], softness, *state)
             else:
-                # Every shape of the group at once, (B, count, N, N); autodiff keeps what it needs.
+                # Every shape of the group at once, (B, count, N, N).
                 alphas, colors = _alphas(prim, self.resolution, self.channels, group, softness)
                 for i in range(count):
-                    state = raster.paint(self.composite, state, alphas[:, i, ..., None], colors[:, i])
-        image = raster.finish(self.composite, state, background)
+                    rgb = [colors[:, i, c][:, None, None] for c in range(self.channels)]
+                    state = raster.paint_planes(self.composite, state, alphas[:, i], rgb)
+        image = ops.stack(raster.finish_planes(self.composite, state, background), axis=-1)
         return ops.cast(image, self.compute_dtype)
 
     def get_config(self):
@@ -765,24 +770,34 @@ class Render(keras.layers.Layer):
 
 
 def _alphas(prim, n, channels, params, softness):
-    """``opacity * coverage`` ``(B, count, N, N)`` and colours ``(B, count, 1, 1, C)`` of ``(B, count, size)`` parameters."""
-    grid = raster.pixel_grid(n, n, params.dtype)[None, None]  # (1, 1, N, N, 2)
+    """``opacity * coverage`` ``(B, count, N, N)`` and colours ``(B, count, C)`` of ``(B, count, size)`` parameters.
+
+    Kinds whose distance function has a component kernel (:mod:`shapegrad.sdf`)
+    go through it, with the hand-written backward pass of
+    :func:`shapegrad.raster.shape_alpha`; the others through their distance
+    and plain autodiff. Same image either way.
+    """
     values, offset = {}, 0
     for f in prim.fields:
         values[f.name] = params[:, :, None, None, offset : offset + f.size]  # (B, count, 1, 1, size)
         offset += f.size
-    distance = prim.distance(grid, values, n)
     # Alpha outside [0, 1] has no meaning, and K of them multiplied together
     # overflow: clip (the gradient is 0 outside).
     opacity = ops.clip(params[:, :, -1], 0.0, 1.0)[:, :, None, None]
-    color = params[:, :, offset : offset + channels][:, :, None, None, :]
+    color = params[:, :, offset : offset + channels]
+    if prim.distance in (_disk,):
+        kernel, geometry = prim.distance(None, values, n, pixels=(n, n))
+        softness = ops.maximum(softness, ops.cast(raster._MIN_SOFTNESS, softness.dtype))
+        return raster.shape_alpha(kernel, geometry, opacity, softness), color
+    grid = raster.pixel_grid(n, n, params.dtype)[None, None]  # (1, 1, N, N, 2)
+    distance = prim.distance(grid, values, n)
     return raster.coverage(distance, softness) * opacity, color
 
 
 def _paint_shape(prim, n, channels, mode, params, softness, *state):
-    """Composite one shape, its parameters ``(B, size)``, onto the compositing ``state``."""
+    """Composite one shape, its parameters ``(B, size)``, onto the compositing ``state`` (channel planes)."""
     alpha, color = _alphas(prim, n, channels, params[:, None], softness)
-    return tuple(raster.paint(mode, state, alpha[:, 0, ..., None], color[:, 0]))
+    return raster.paint_planes(mode, state, alpha[:, 0], [color[:, 0, c][:, None, None] for c in range(channels)])
 
 
 # Backends whose compiled loops keep only the loop state per iteration (XLA via

@@ -523,3 +523,90 @@ def _increasing_root(terms, lo, hi):
         ok = ok & (newton >= lo) & (newton <= hi)
         t = ops.where(ok, newton, 0.5 * (lo + hi))
     return t
+
+
+# --------------------------------------------------------------------------
+# Kernels: the distances above in component form, with hand-written gradients.
+#
+# ``shapegrad.Render`` evaluates every shape at every pixel of every image, so
+# its cost is the per-pixel arithmetic. The functions above take points
+# ``(..., 2)``: general and exact for inputs up to 1e+-38, but every
+# intermediate carries a trailing axis of size 2 (or V x 2), which XLA on CPU
+# neither vectorises nor fuses well, and plain autodiff keeps about ten such
+# maps per shape for the backward pass. A kernel computes the same distance
+# on separate row and column maps ``(B, K, H, W)`` from parameters
+# ``(B, K, 1, 1)`` and gives the gradient of ``sum(w * d)`` with respect to
+# each parameter directly (the envelope rule of the functions above: nearest
+# points and edges held fixed), as sums over the pixels. The Render layer
+# wraps a kernel with the coverage and opacity in one custom gradient
+# (:func:`shapegrad.raster.shape_alpha`).
+#
+# The pixel maps are made inside (not passed in) so that a kernel can run inside
+# a custom gradient, which on JAX may not close over traced values.
+#
+# Range: parameters as the Render layer passes them (clipped to 1e12 image
+# sizes, so offsets below about 1e15 px), where squares of offsets neither
+# overflow float32 nor need the rescaling of the functions above. Below
+# 1e-19 px (squares under the smallest normal float32) an offset counts as
+# zero: the point is on the boundary (or the centre), with the gradient given
+# there by the documented fallback (outward normal, or 0 at a centre).
+# --------------------------------------------------------------------------
+
+
+def _pixel_sum(x):
+    """Sum over the two pixel axes, kept: ``(B, K, H, W)`` -> ``(B, K, 1, 1)``."""
+    return ops.sum(x, axis=(-2, -1), keepdims=True)
+
+
+def _inverse_length(length2):
+    """``1 / sqrt(length2)`` where ``length2`` is a normal number, else 0 (no infinity, no NaN)."""
+    ok = length2 >= safe._tiny(length2)
+    return ops.where(ok, ops.rsqrt(ops.where(ok, length2, ops.ones_like(length2))), ops.zeros_like(length2)), ok
+
+
+def _offsets(pixels, c0, c1):
+    """``p - c`` as two maps: the row and column offsets of every pixel from ``c``."""
+    height, width = pixels
+    rows = ops.cast(ops.arange(height), c0.dtype)[:, None]
+    cols = ops.cast(ops.arange(width), c0.dtype)[None, :]
+    return rows - c0, cols - c1
+
+
+def _local(r0, r1, u0, u1):
+    """Coordinates in the frame of the unit axis ``u`` (as :func:`_to_local`), from component maps."""
+    return r0 * u0 + r1 * u1, r1 * u0 - r0 * u1
+
+
+def _frame_gradients(w, r0, r1, gx, gy, u0, u1):
+    """Gradients with respect to ``c0, c1, u0, u1`` of ``sum(w * d)``, given ``gx, gy = dd/dx, dd/dy`` in the local frame."""
+    wx, wy = w * gx, w * gy
+    sx, sy = _pixel_sum(wx), _pixel_sum(wy)
+    return (
+        -u0 * sx + u1 * sy,
+        -u1 * sx - u0 * sy,
+        _pixel_sum(wx * r0 + wy * r1),
+        _pixel_sum(wx * r1 - wy * r0),
+    )
+
+
+class DiskKernel:
+    """:func:`disk` in component form. Parameters ``(c0, c1, radius)``, the radius already >= 0.
+
+    Gradient: ``-(r0, r1) / |r|`` for the centre (0 at the centre pixel), -1 for the radius.
+    """
+
+    arity = 3
+
+    def __init__(self, height, width):
+        self.pixels = (height, width)
+
+    def forward(self, c0, c1, radius):
+        r0, r1 = _offsets(self.pixels, c0, c1)
+        return ops.sqrt(r0 * r0 + r1 * r1) - radius, ()
+
+    def backward(self, params, saved, d, w):
+        c0, c1, _ = params
+        r0, r1 = _offsets(self.pixels, c0, c1)
+        inv, _ = _inverse_length(r0 * r0 + r1 * r1)
+        wi = w * inv
+        return -_pixel_sum(wi * r0), -_pixel_sum(wi * r1), -_pixel_sum(w)

@@ -1,6 +1,7 @@
 """Coverage and compositing: values against NumPy references, finite gradients, order properties."""
 
 import numpy as np
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
@@ -95,3 +96,71 @@ def test_property_composite_gradients_finite(cov, col, opa, mode):
     # Exact 0 and 1 coverages (saturated sigmoids) break a cumprod / division formulation.
     value, grads = value_and_grad(lambda a, b, c: ops.sum(raster.composite(a, b, c, 0.5, mode=mode)), cov, col, opa)
     assert_finite(f"{mode} composite", value, *grads)
+
+
+# ------------------------------------------ channel planes and the fused shape alpha
+
+
+def test_planes_composite_like_channel_last():
+    rng = np.random.default_rng(3)
+    cov, col, opa = _random(rng)
+    bg = rng.uniform(0, 1, 3)
+    for mode in raster.COMPOSITES:
+        expected = to_numpy(raster.composite(cov, col, opa, bg, mode=mode))
+        background = [np.full((2, 4, 4), b) for b in bg]
+        state = raster.start_planes(mode, background)
+        for k in range(3):
+            alpha = cov[:, k] * opa[:, k, None, None]
+            state = raster.paint_planes(mode, state, alpha, [col[:, k, c, None, None] for c in range(3)])
+        planes = raster.finish_planes(mode, state, background)
+        np.testing.assert_allclose(np.stack([to_numpy(p) for p in planes], axis=-1), expected, rtol=1e-12)
+
+
+def _kernel_and_params(kind, n, rng):
+    from shapegrad import sdf
+
+    c = list(rng.uniform(2, n - 2, (2, 1, 2, 1, 1)))
+    h = list(rng.uniform(1.5, 3.5, (2, 1, 2, 1, 1)))
+    angle = rng.uniform(0, 2 * np.pi, (1, 2, 1, 1))
+    u = [np.cos(angle), np.sin(angle)]
+    if kind == "disk":
+        return sdf.DiskKernel(n, n), c + h[:1]
+    if kind == "box":
+        return sdf.BoxKernel(n, n), c + h + u + [0.3 * np.minimum(*h)]
+    if kind == "ellipse":
+        return sdf.EllipseKernel(n, n), c + h + u
+    turns = np.sort(rng.uniform(0, 2 * np.pi, (1, 2, 1, 1, 4)), axis=-1)
+    r = rng.uniform(1.5, 3.5, (1, 2, 1, 1, 4))
+    rows, cols = c[0][..., None] + r * np.cos(turns), c[1][..., None] + r * np.sin(turns)
+    return sdf.PolygonKernel(n, n, 4), [v[..., j] for j in range(4) for v in (rows, cols)]
+
+
+# The kinds with a component kernel in sdf (Render's fast path).
+KERNELS = ("disk",)
+
+
+@pytest.mark.parametrize("kind", KERNELS)
+def test_shape_alpha_gradients_match_finite_differences_float64(kind):
+    """The hand-written backward pass of every kernel, with opacity and softness, against float64 differences."""
+    n = 8
+    rng = np.random.default_rng(len(kind))
+    kernel, params = _kernel_and_params(kind, n, rng)
+    opacity = rng.uniform(0.3, 1.0, (1, 2, 1, 1))
+    weights = ops.convert_to_tensor(rng.normal(size=(1, 2, n, n)))
+
+    def loss(*args):
+        return ops.sum(raster.shape_alpha(kernel, args[:-2], args[-2], args[-1]) * weights)
+
+    check_gradients(loss, params + [opacity, np.float64(1.7)], samples=8, rtol=1e-5, atol=1e-8)
+
+
+def test_shape_alpha_equals_coverage_times_opacity():
+    from shapegrad import sdf
+
+    rng = np.random.default_rng(0)
+    kernel, params = _kernel_and_params("disk", 8, rng)
+    opacity = rng.uniform(0, 1, (1, 2, 1, 1))
+    d, _ = kernel.forward(*[ops.convert_to_tensor(p) for p in params])
+    expected = to_numpy(raster.coverage(d, 0.7)) * opacity
+    np.testing.assert_allclose(to_numpy(raster.shape_alpha(kernel, params, opacity, 0.7)), expected, rtol=1e-12)
+    assert isinstance(kernel, sdf.DiskKernel)

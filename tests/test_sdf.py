@@ -387,3 +387,124 @@ def test_degenerate_sizes_finite(kind):
         args = [pts.astype(dtype)] + [x.astype(dtype) for x in zeroed]
         value, grads = value_and_grad(lambda *xs: ops.sum(fn(*xs)), *args)
         assert_finite(f"{kind} zero sizes", value, *grads)
+
+
+# ------------------------------------------ kernels: Render's component form
+
+
+def _kernel_params(kind, rng, batch=2, count=2, n=8):
+    """Natural parameters ``(B, K, 1, 1)`` (float64) of random, non-degenerate shapes on an n x n image."""
+
+    def u(*shape):
+        return rng.uniform(*shape, (batch, count, 1, 1))
+
+    if kind == "disk":
+        return [u(1, n - 1), u(1, n - 1), u(1.5, n / 2)]
+    angle = u(0, 2 * np.pi)
+    if kind == "box":
+        h0, h1 = u(1.5, n / 2), u(1.5, n / 2)
+        return [u(2, n - 2), u(2, n - 2), h0, h1, np.cos(angle), np.sin(angle), 0.4 * np.minimum(h0, h1)]
+    if kind == "ellipse":
+        return [u(2, n - 2), u(2, n - 2), u(1.5, n / 2), u(1.5, n / 2), np.cos(angle), np.sin(angle)]
+    # A star-shaped pentagon around a random centre (either orientation, convex or not).
+    turns = np.sort(rng.uniform(0, 2 * np.pi, (batch, count, 1, 1, 5)), axis=-1) * rng.choice([-1, 1])
+    radius = rng.uniform(1.5, n / 2, (batch, count, 1, 1, 5))
+    c0, c1 = u(2, n - 2)[..., None], u(2, n - 2)[..., None]
+    rows, cols = c0 + radius * np.cos(turns), c1 + radius * np.sin(turns)
+    return [v[..., j] for j in range(5) for v in (rows, cols)]
+
+
+def _kernel(kind, n):
+    if kind == "polygon":
+        return sdf.PolygonKernel(n, n, 5)
+    return getattr(sdf, kind.capitalize() + "Kernel")(n, n)
+
+
+def _reference(kind, n):
+    """The same distance from the public, points-form function, ``(B, K, n, n)``."""
+    g = ops.convert_to_tensor(grid(n).astype(np.float64))
+
+    def pair(a, b):
+        return ops.stack([a, b], axis=-1)
+
+    if kind == "disk":
+        return lambda c0, c1, r: sdf.disk(g, pair(c0, c1), r)
+    if kind == "box":
+        return lambda c0, c1, h0, h1, u0, u1, rc: sdf._box(g, pair(c0, c1), pair(h0, h1), pair(u0, u1), rc)
+    if kind == "ellipse":
+        return lambda c0, c1, a, b, u0, u1: sdf._ellipse(g, pair(c0, c1), pair(a, b), pair(u0, u1))
+    return lambda *v: sdf.polygon(g, ops.stack([pair(v[2 * j], v[2 * j + 1]) for j in range(5)], axis=-2))
+
+
+KERNELS = ("disk",)
+
+
+@pytest.mark.parametrize("kind", KERNELS)
+def test_kernel_matches_the_distance_function_and_its_autodiff(kind):
+    """Same values, and the hand-written sum(w * d) gradient equals autodiff of the points form (float64)."""
+    n = 8
+    rng = np.random.default_rng(len(kind))
+    params = _kernel_params(kind, rng, n=n)
+    w = ops.convert_to_tensor(rng.normal(size=(2, 2, n, n)))
+    kernel, ref = _kernel(kind, n), _reference(kind, n)
+    tensors = [ops.convert_to_tensor(p) for p in params]
+    d, saved = kernel.forward(*tensors)
+    np.testing.assert_allclose(to_numpy(d), to_numpy(ref(*tensors)), rtol=1e-12, atol=1e-12)
+    ours = kernel.backward(tensors, saved, d, w)
+    _, expected = value_and_grad(lambda *xs: ops.sum(ref(*xs) * w), *params)
+    for k, (a, b) in enumerate(zip(ours, expected)):
+        np.testing.assert_allclose(to_numpy(a), b, rtol=1e-9, atol=1e-9, err_msg=f"{kind} parameter {k}")
+
+
+@st.composite
+def _kernel_case(draw_, kind, batch=8):
+    """Adversarial parameters ``(batch, 1, 1, 1)`` within Render's range (|v| <= 1e13 px), hazards hit exactly."""
+    arity = {"disk": 3, "box": 7, "ellipse": 6, "polygon": 8}[kind]
+    x = draw_(adversarial_array((batch, arity), low=-1e13, high=1e13)).astype(np.float32)
+    if kind in ("box", "ellipse"):  # a unit axis, as Render passes it (a zero one is (1, 0))
+        u = x[:, 4:6].astype(np.float64)
+        norm = np.hypot(u[:, 0], u[:, 1])
+        ok = np.isfinite(norm) & (norm > 1e-30)
+        x[:, 4:6] = np.where(ok[:, None], u / np.where(ok, norm, 1.0)[:, None], [1.0, 0.0])
+        x[:, 2:4] = np.abs(x[:, 2:4])
+        if kind == "box":
+            x[:, 6] = np.minimum(np.abs(x[:, 6]), x[:, 2:4].min(axis=1))
+    elif kind == "disk":
+        x[:, 2] = np.abs(x[:, 2])
+    how = draw_(st.sampled_from(["free", "on a pixel", "zero sizes", "repeated vertices"]))
+    if how == "on a pixel":  # centre or first vertex exactly on a pixel
+        x[:, 0:2] = draw_(st.sampled_from([0.0, 1.0, 3.0]))
+    elif how == "zero sizes" and kind != "polygon":
+        x[:, 2:4 if kind != "disk" else 3] = 0.0
+        if kind == "box":
+            x[:, 6] = 0.0
+    elif how == "repeated vertices" and kind == "polygon":
+        x[:, 2:4] = x[:, 0:2]
+        x[:, 4:6] = x[:, 0:2] + draw_(st.sampled_from([0.0, 1.0, 2.0])) * (x[:, 2:4] - x[:, 0:2])
+    return [x[:, k, None, None, None] for k in range(arity)]
+
+
+_KERNEL_JITTED = {}
+
+
+@pytest.mark.parametrize("kind", KERNELS)
+@given(data=st.data())
+def test_property_kernel_values_and_gradients_finite(kind, data):
+    """Render's fast path (raster.shape_alpha over each kernel): finite coverage and gradients on degenerate input."""
+    n = 6
+    if kind not in _KERNEL_JITTED:
+        kernel = sdf.PolygonKernel(n, n, 4) if kind == "polygon" else _kernel(kind, n)
+
+        def total(*args):
+            params, opacity = args[:-1], args[-1]
+            d, _ = kernel.forward(*params)
+            alpha = raster.shape_alpha(kernel, params, opacity, ops.convert_to_tensor(1.0, opacity.dtype))
+            return ops.sum(alpha) + ops.sum(ops.where(ops.abs(d) < 1e30, 0.0, 1.0))
+
+        _KERNEL_JITTED[kind] = jit(total)
+    params = data.draw(_kernel_case(kind))
+    opacity = np.ones_like(params[0])
+    value, grads = value_and_grad(_KERNEL_JITTED[kind], *params, opacity)
+    assert_finite(f"{kind} kernel value", value)
+    assert float(value) < 1e30, f"{kind} kernel: a non-finite distance"
+    assert_finite(f"{kind} kernel gradients", *grads)
