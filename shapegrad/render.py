@@ -225,10 +225,16 @@ def _ellipse(grid, v, n):
     return sdf._ellipse(grid, _px(v, "center", n), _px(v, "radii", n), _dir(v, "direction"))
 
 
-def _box(grid, v, n):
-    half = _px(v, "half_size", n)
+def _box(grid, v, n, pixels=None):
+    center, half, u = _px(v, "center", n), _px(v, "half_size", n), _dir(v, "direction")
     corner = v["corner"][..., 0] * ops.minimum(half[..., 0], half[..., 1])
-    return sdf._box(grid, _px(v, "center", n), half, _dir(v, "direction"), corner)
+    if pixels is not None:  # the clamps of sdf._box, on the parameters
+        h = sdf._nonneg(half)
+        rc = ops.minimum(sdf._nonneg(corner), ops.minimum(h[..., 0], h[..., 1]))
+        return sdf.BoxKernel(*pixels), (
+            center[..., 0], center[..., 1], h[..., 0], h[..., 1], u[..., 0], u[..., 1], rc
+        )
+    return sdf._box(grid, center, half, u, corner)
 
 
 def _segment(grid, v, n):
@@ -785,7 +791,7 @@ def _alphas(prim, n, channels, params, softness):
     # overflow: clip (the gradient is 0 outside).
     opacity = ops.clip(params[:, :, -1], 0.0, 1.0)[:, :, None, None]
     color = params[:, :, offset : offset + channels]
-    if prim.distance in (_disk,):
+    if prim.distance in (_disk, _box):
         kernel, geometry = prim.distance(None, values, n, pixels=(n, n))
         softness = ops.maximum(softness, ops.cast(raster._MIN_SOFTNESS, softness.dtype))
         return raster.shape_alpha(kernel, geometry, opacity, softness), color

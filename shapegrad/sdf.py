@@ -610,3 +610,41 @@ class DiskKernel:
         inv, _ = _inverse_length(r0 * r0 + r1 * r1)
         wi = w * inv
         return -_pixel_sum(wi * r0), -_pixel_sum(wi * r1), -_pixel_sum(w)
+
+
+class BoxKernel:
+    """:func:`_box` in component form. Parameters ``(c0, c1, h0, h1, u0, u1, corner)``.
+
+    ``h >= 0``, ``u`` a unit vector, ``0 <= corner <= min(h0, h1)`` (as :func:`_box`
+    clamps them). Where two edges are equally near (``q0 == q1``, the inner
+    diagonals) the gradient follows axis 0.
+    """
+
+    arity = 7
+
+    def __init__(self, height, width):
+        self.pixels = (height, width)
+
+    def _parts(self, c0, c1, h0, h1, u0, u1, rc):
+        r0, r1 = _offsets(self.pixels, c0, c1)
+        x, y = _local(r0, r1, u0, u1)
+        q0 = ops.abs(x) - (h0 - rc)
+        q1 = ops.abs(y) - (h1 - rc)
+        corner = (q0 > 0) & (q1 > 0)
+        return r0, r1, x, y, q0, q1, corner
+
+    def forward(self, *params):
+        _, _, _, _, q0, q1, corner = self._parts(*params)
+        outside = ops.sqrt(q0 * q0 + q1 * q1)
+        return ops.where(corner, outside, ops.maximum(q0, q1)) - params[6], ()
+
+    def backward(self, params, saved, d, w):
+        _, _, _, _, u0, u1, _ = params
+        r0, r1, x, y, q0, q1, corner = self._parts(*params)
+        inv, _ = _inverse_length(q0 * q0 + q1 * q1)
+        first = ops.cast(q0 >= q1, w.dtype)
+        a0 = ops.where(corner, q0 * inv, first)
+        a1 = ops.where(corner, q1 * inv, 1.0 - first)
+        dc0, dc1, du0, du1 = _frame_gradients(w, r0, r1, a0 * ops.sign(x), a1 * ops.sign(y), u0, u1)
+        dh0, dh1 = -_pixel_sum(w * a0), -_pixel_sum(w * a1)
+        return dc0, dc1, dh0, dh1, du0, du1, -(dh0 + dh1) - _pixel_sum(w)

@@ -136,7 +136,7 @@ def _kernel_and_params(kind, n, rng):
 
 
 # The kinds with a component kernel in sdf (Render's fast path).
-KERNELS = ("disk",)
+KERNELS = ("disk", "box")
 
 
 @pytest.mark.parametrize("kind", KERNELS)
