@@ -221,8 +221,14 @@ def _disk(grid, v, n, pixels=None):
     return sdf.disk(grid, center, radius)
 
 
-def _ellipse(grid, v, n):
-    return sdf._ellipse(grid, _px(v, "center", n), _px(v, "radii", n), _dir(v, "direction"))
+def _ellipse(grid, v, n, pixels=None):
+    center, radii, u = _px(v, "center", n), _px(v, "radii", n), _dir(v, "direction")
+    if pixels is not None:
+        radii = sdf._nonneg(radii)
+        return sdf.EllipseKernel(*pixels), (
+            center[..., 0], center[..., 1], radii[..., 0], radii[..., 1], u[..., 0], u[..., 1]
+        )
+    return sdf._ellipse(grid, center, radii, u)
 
 
 def _box(grid, v, n, pixels=None):
@@ -791,7 +797,7 @@ def _alphas(prim, n, channels, params, softness):
     # overflow: clip (the gradient is 0 outside).
     opacity = ops.clip(params[:, :, -1], 0.0, 1.0)[:, :, None, None]
     color = params[:, :, offset : offset + channels]
-    if prim.distance in (_disk, _box):
+    if prim.distance in (_disk, _ellipse, _box):
         kernel, geometry = prim.distance(None, values, n, pixels=(n, n))
         softness = ops.maximum(softness, ops.cast(raster._MIN_SOFTNESS, softness.dtype))
         return raster.shape_alpha(kernel, geometry, opacity, softness), color

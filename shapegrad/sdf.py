@@ -648,3 +648,81 @@ class BoxKernel:
         dc0, dc1, du0, du1 = _frame_gradients(w, r0, r1, a0 * ops.sign(x), a1 * ops.sign(y), u0, u1)
         dh0, dh1 = -_pixel_sum(w * a0), -_pixel_sum(w * a1)
         return dc0, dc1, dh0, dh1, du0, du1, -(dh0 + dh1) - _pixel_sum(w)
+
+
+class EllipseKernel:
+    """:func:`_ellipse` in component form. Parameters ``(c0, c1, a, b, u0, u1)``, ``a, b >= 0``, ``u`` unit.
+
+    The nearest point (the same four evolute steps) is kept for the backward
+    pass (two maps per shape) rather than searched for again.
+    """
+
+    arity = 6
+
+    def __init__(self, height, width):
+        self.pixels = (height, width)
+
+    def _local(self, c0, c1, u0, u1):
+        r0, r1 = _offsets(self.pixels, c0, c1)
+        x, y = _local(r0, r1, u0, u1)
+        one = ops.ones_like(x)
+        return r0, r1, x, y, ops.where(x < 0, -one, one), ops.where(y < 0, -one, one)
+
+    def forward(self, c0, c1, a, b, u0, u1):
+        _, _, x, y, sx, sy = self._local(c0, c1, u0, u1)
+        tx, ty = _ellipse_nearest_components(ops.abs(x), ops.abs(y), a, b)
+        q0, q1 = x - sx * a * tx, y - sy * b * ty
+        # Exact inside test on scaled values (as _ellipse): x^2 b^2 + y^2 a^2 < a^2 b^2.
+        s = ops.maximum(a, b)
+        s = ops.where(s > 0, s, ops.ones_like(s))
+        xn, yn = ops.clip(x / s, -1e15, 1e15), ops.clip(y / s, -1e15, 1e15)
+        an, bn = a / s, b / s
+        an2, bn2 = an * an, bn * bn
+        inside = xn * xn * bn2 + yn * yn * an2 < an2 * bn2
+        length = ops.sqrt(q0 * q0 + q1 * q1)
+        return ops.where(inside, -length, length), (tx, ty)
+
+    def backward(self, params, saved, d, w):
+        c0, c1, a, b, u0, u1 = params
+        tx, ty = saved
+        r0, r1, x, y, sx, sy = self._local(c0, c1, u0, u1)
+        q0, q1 = x - sx * a * tx, y - sy * b * ty
+        inv, ok = _inverse_length(q0 * q0 + q1 * q1)
+        signed = ops.where(d < 0, -inv, inv)
+        # On the boundary (q = 0): the outward normal, along (x / a^2, y / b^2) ~ (b tx, a ty).
+        m0, m1 = sx * b * tx, sy * a * ty
+        m_inv, m_ok = _inverse_length(m0 * m0 + m1 * m1)
+        n0 = ops.where(m_ok, m0 * m_inv, ops.ones_like(m0))
+        n1 = m1 * m_inv
+        g0 = ops.where(ok, q0 * signed, n0)
+        g1 = ops.where(ok, q1 * signed, n1)
+        dc0, dc1, du0, du1 = _frame_gradients(w, r0, r1, g0, g1, u0, u1)
+        return dc0, dc1, -_pixel_sum(w * g0 * sx * tx), -_pixel_sum(w * g1 * sy * ty), du0, du1
+
+
+def _ellipse_nearest_components(px, py, a, b):
+    """:func:`_ellipse_nearest` on separate maps ``|x|, |y|`` and radii ``a, b`` (same steps, same values)."""
+    s = ops.maximum(ops.maximum(px, py), ops.maximum(a, b))
+    s = ops.where(s > 0, s, ops.ones_like(s))
+    px, py, a, b = px / s, py / s, a / s, b / s
+    a = ops.maximum(a, _ELLIPSE_FLOOR * ops.ones_like(a))
+    b = ops.maximum(b, _ELLIPSE_FLOOR * ops.ones_like(b))
+    one = ops.ones_like(px)
+    tx = ty = math.sqrt(0.5) * one
+    c = a * a - b * b
+    for _ in range(_ELLIPSE_ITERATIONS):
+        ex = c * tx * tx * tx / a
+        ey = -c * ty * ty * ty / b
+        rx, ry = a * tx - ex, b * ty - ey
+        qx, qy = px - ex, py - ey
+        rr = safe.safe_sqrt(rx * rx + ry * ry)
+        qq = safe.safe_sqrt(qx * qx + qy * qy)
+        k = safe.safe_div(rr, qq)
+        tx = ops.clip((qx * k + ex) / a, 0.0, 1.0)
+        ty = ops.clip((qy * k + ey) / b, 0.0, 1.0)
+        t = safe.safe_sqrt(tx * tx + ty * ty)
+        zero = t == 0
+        t = ops.where(zero, one, t)
+        tx = ops.where(zero, math.sqrt(0.5) * one, tx / t)
+        ty = ops.where(zero, math.sqrt(0.5) * one, ty / t)
+    return tx, ty

@@ -136,7 +136,7 @@ def _kernel_and_params(kind, n, rng):
 
 
 # The kinds with a component kernel in sdf (Render's fast path).
-KERNELS = ("disk", "box")
+KERNELS = ("disk", "box", "ellipse")
 
 
 @pytest.mark.parametrize("kind", KERNELS)
