@@ -257,8 +257,11 @@ def _cone(grid, v, n):
     return sdf.cone(grid, _px(v, "apex", n), _clean_direction(v["axis"]), math.pi * v["half_angle"][..., 0])
 
 
-def _polygon(grid, v, n):
-    verts = _px(v, "vertices", n)
+def _polygon(grid, v, n, pixels=None):
+    verts = _px(v, "vertices", n)  # (B, n, 1, 1, 2V): row, col, row, col, ...
+    if pixels is not None:
+        size = verts.shape[-1]
+        return sdf.PolygonKernel(*pixels, size // 2), tuple(verts[..., k] for k in range(size))
     verts = ops.reshape(verts, tuple(ops.shape(verts)[:-1]) + (-1, 2))  # (B, n, 1, 1, V, 2)
     return sdf.polygon(grid, verts)
 
@@ -797,7 +800,7 @@ def _alphas(prim, n, channels, params, softness):
     # overflow: clip (the gradient is 0 outside).
     opacity = ops.clip(params[:, :, -1], 0.0, 1.0)[:, :, None, None]
     color = params[:, :, offset : offset + channels]
-    if prim.distance in (_disk, _ellipse, _box):
+    if prim.distance in (_disk, _ellipse, _box, _polygon):
         kernel, geometry = prim.distance(None, values, n, pixels=(n, n))
         softness = ops.maximum(softness, ops.cast(raster._MIN_SOFTNESS, softness.dtype))
         return raster.shape_alpha(kernel, geometry, opacity, softness), color

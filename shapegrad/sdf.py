@@ -726,3 +726,95 @@ def _ellipse_nearest_components(px, py, a, b):
         tx = ops.where(zero, math.sqrt(0.5) * one, tx / t)
         ty = ops.where(zero, math.sqrt(0.5) * one, ty / t)
     return tx, ty
+
+
+class PolygonKernel:
+    """:func:`polygon` in component form. Parameters ``(v0_0, v1_0, v0_1, v1_1, ...)``: V vertices.
+
+    Per edge the nearest point's parameter ``h`` (held fixed: envelope rule);
+    the magnitude is the smallest edge distance, the sign the even-odd crossing
+    test (comparisons only). The gradient goes to the two ends of the nearest
+    edge, ``(1 - h)`` and ``h`` of it; where several edges are equally near it
+    is shared equally among them (as autodiff of ``min`` shares it).
+    """
+
+    def __init__(self, height, width, vertices):
+        self.pixels = (height, width)
+        self.vertices = vertices
+        self.arity = 2 * vertices
+
+    def _edges(self, params):
+        """Per edge: the offsets (p - v) and the edge vector with 1 / |e|^2 (0 for a zero-length edge)."""
+        n = self.vertices
+        v = [(params[2 * j], params[2 * j + 1]) for j in range(n)]
+        out = []
+        for j in range(n):
+            (a0, a1), (b0, b1) = v[j], v[(j + 1) % n]
+            e0, e1 = b0 - a0, b1 - a1
+            ee = e0 * e0 + e1 * e1
+            ok = ee >= safe._tiny(ee)
+            inv_ee = ops.where(ok, 1.0 / ops.where(ok, ee, ops.ones_like(ee)), ops.zeros_like(ee))
+            out.append(_offsets(self.pixels, a0, a1) + (e0, e1, inv_ee))
+        return out
+
+    @staticmethod
+    def _nearest(pv0, pv1, e0, e1, inv_ee):
+        h = ops.clip((pv0 * e0 + pv1 * e1) * inv_ee, 0.0, 1.0)
+        q0, q1 = pv0 - h * e0, pv1 - h * e1
+        return h, q0, q1, q0 * q0 + q1 * q1
+
+    def forward(self, *params):
+        edges = self._edges(params)
+        nearest = None
+        inside = None
+        for j, (pv0, pv1, e0, e1, inv_ee) in enumerate(edges):
+            _, _, _, length2 = self._nearest(pv0, pv1, e0, e1, inv_ee)
+            nearest = length2 if nearest is None else ops.minimum(nearest, length2)
+            # Edge v -> w crosses the ray {row > 0, col = 0} from p: it straddles col = 0
+            # and cross(v - p, w - p) has the sign of w_col - v_col (that of w_col - p_col).
+            qv0, qv1 = edges[(j + 1) % len(edges)][:2]
+            below_v, below_w = pv1 < 0, qv1 < 0  # v_col > p_col, w_col > p_col
+            cross = pv0 * qv1 - pv1 * qv0
+            crossing = (below_v != below_w) & (cross != 0) & ((cross > 0) == below_w)
+            inside = crossing if inside is None else ops.logical_xor(inside, crossing)
+        length = ops.sqrt(nearest)
+        return ops.where(inside, -length, length), ()
+
+    def backward(self, params, saved, d, w):
+        edges = self._edges(params)
+        parts = [self._nearest(*edge) for edge in edges]
+        nearest = parts[0][3]
+        for part in parts[1:]:
+            nearest = ops.minimum(nearest, part[3])
+        chosen = [ops.cast(part[3] == nearest, w.dtype) for part in parts]
+        count = chosen[0]
+        for c in chosen[1:]:
+            count = count + c
+        weight = w / count  # count >= 1: the minimum is one of them
+        signed_weight = ops.where(d < 0, -weight, weight)
+        # Outward normals of the edges, for pixels exactly on one (q = 0); orientation from the
+        # shoelace area (translation-invariant, so computed on the vertices).
+        n = self.vertices
+        area = None
+        for j in range(n):
+            a0, a1 = params[2 * j], params[2 * j + 1]
+            b0, b1 = params[(2 * j + 2) % (2 * n)], params[(2 * j + 3) % (2 * n)]
+            term = a0 * b1 - a1 * b0
+            area = term if area is None else area + term
+        orient = ops.where(area < 0, -ops.ones_like(area), ops.ones_like(area))
+        grads = [ops.zeros_like(p) for p in params]
+        for j, ((_, _, e0, e1, _), (h, q0, q1, length2), c) in enumerate(zip(edges, parts, chosen)):
+            inv, ok = _inverse_length(length2)
+            e_inv, _ = _inverse_length(e0 * e0 + e1 * e1)
+            out0, out1 = orient * e1 * e_inv, -orient * e0 * e_inv
+            m = c * signed_weight * inv
+            g0 = ops.where(ok, m * q0, c * weight * out0)
+            g1 = ops.where(ok, m * q1, c * weight * out1)
+            a0, a1 = _pixel_sum(g0), _pixel_sum(g1)
+            b0, b1 = _pixel_sum(g0 * h), _pixel_sum(g1 * h)
+            k = (j + 1) % n
+            grads[2 * j] = grads[2 * j] - (a0 - b0)
+            grads[2 * j + 1] = grads[2 * j + 1] - (a1 - b1)
+            grads[2 * k] = grads[2 * k] - b0
+            grads[2 * k + 1] = grads[2 * k + 1] - b1
+        return tuple(grads)

@@ -136,7 +136,7 @@ def _kernel_and_params(kind, n, rng):
 
 
 # The kinds with a component kernel in sdf (Render's fast path).
-KERNELS = ("disk", "box", "ellipse")
+KERNELS = ("disk", "box", "ellipse", "polygon")
 
 
 @pytest.mark.parametrize("kind", KERNELS)

@@ -436,7 +436,7 @@ def _reference(kind, n):
     return lambda *v: sdf.polygon(g, ops.stack([pair(v[2 * j], v[2 * j + 1]) for j in range(5)], axis=-2))
 
 
-KERNELS = ("disk", "box", "ellipse")
+KERNELS = ("disk", "box", "ellipse", "polygon")
 
 
 @pytest.mark.parametrize("kind", KERNELS)
