@@ -1,5 +1,6 @@
 """shapegrad: differentiable geometric primitives on Keras 3, with gradients that are never NaN."""
 
+from shapegrad import _startup  # noqa: F401 - first: the command line's quiet TensorFlow start-up
 from shapegrad import doctor, raster, safe, sdf
 from shapegrad.layers import Cones
 from shapegrad.render import Render

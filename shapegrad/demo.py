@@ -12,7 +12,7 @@ import os
 
 import numpy as np
 
-__all__ = ["cone_gallery", "add_parser", "main"]
+__all__ = ["cone_gallery", "main"]
 
 
 def cone_gallery(path, resolution=64, seed=0, rows=3, cols=6):
@@ -58,13 +58,6 @@ def cone_gallery(path, resolution=64, seed=0, rows=3, cols=6):
         (canvas.shape[1] * 2, canvas.shape[0] * 2), Image.NEAREST
     ).save(path)
     return path
-
-
-def add_parser(subparsers):
-    parser = subparsers.add_parser("gallery", help="render a PNG gallery of cones")
-    parser.add_argument("--out", default="runs/gallery/cones.png", help="PNG to write")
-    parser.add_argument("--resolution", type=int, default=64)
-    parser.set_defaults(run=lambda args: print(cone_gallery(args.out, args.resolution)))
 
 
 def main(out="runs/demo"):

@@ -1,4 +1,4 @@
-"""Files users hand to shapegrad or get back: images, parameter JSON, SVG; and the ``render`` command.
+"""Files users hand to shapegrad or get back: images, parameter JSON, SVG.
 
 A parameter file (written by ``shapegrad fit``, read by ``shapegrad render``)
 is JSON::
@@ -27,7 +27,7 @@ import os
 
 import numpy as np
 
-__all__ = ["read_image", "write_text", "load_params", "save_params", "to_svg", "add_parser"]
+__all__ = ["read_image", "write_text", "load_params", "save_params", "to_svg"]
 
 
 def write_text(path, text):
@@ -226,35 +226,3 @@ def to_svg(renderer, row):
             out.append(f'<polygon points="{_points(pts)}" {style}/>')
     out.append("</svg>")
     return "\n".join(out) + "\n"
-
-
-def add_parser(subparsers):
-    """The ``shapegrad render`` sub-command."""
-    p = subparsers.add_parser(
-        "render", help="render a parameter file to PNG", description="Render a parameter JSON file to a PNG image."
-    )
-    p.add_argument("params", help="parameter JSON (as written by shapegrad fit)")
-    p.add_argument("--out", required=True, help="PNG to write (several rows: a horizontal strip)")
-    p.add_argument("--scale", type=int, default=1, help="integer upscaling of the PNG")
-    p.add_argument("--force", action="store_true", help="overwrite --out if it exists")
-    p.set_defaults(run=_run)
-    return p
-
-
-def _run(args):
-    import keras
-
-    from shapegrad import plots
-    from shapegrad.cli import UsageError
-
-    if os.path.exists(args.out) and not args.force:
-        raise UsageError(f"{args.out} exists; pass --force to overwrite")
-    if args.scale < 1:
-        raise UsageError(f"Expected --scale to be a positive integer. Received: scale={args.scale}")
-    try:
-        renderer, params = load_params(args.params)
-    except ValueError as error:
-        raise UsageError(str(error)) from None
-    images = keras.ops.convert_to_numpy(renderer(params))
-    plots.save_image(args.out, plots.image_grid([list(images)], pad=0), scale=args.scale)
-    print(f"rendered {len(images)} image(s) of {images.shape[1]}x{images.shape[2]} -> {args.out}")

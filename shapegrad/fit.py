@@ -44,7 +44,6 @@ __all__ = [
     "swap_starts",
     "fit_images",
     "fit_file",
-    "add_parser",
 ]
 
 
@@ -412,7 +411,7 @@ def fit_file(image_path, shapes, out, restarts=32, steps=400, softness=1.0, seed
     names = ("params.json", "overlay.png", "shapes.svg")
     existing = [n for n in names if os.path.exists(os.path.join(out, n))]
     if existing and not force:
-        raise FileExistsError(f"{os.path.join(out, existing[0])} exists; pass --force to overwrite")
+        raise FileExistsError(f"{os.path.join(out, existing[0])} exists. Pass force=True to overwrite.")
     renderer = Render(shapes, image.shape[0], channels=image.shape[-1], softness=softness,
                       background=_border_color(image).tolist())
     fields = fields_for(renderer.spec)
@@ -447,38 +446,3 @@ def _outlines(renderer, row):
         core[:, :-1] &= inside[:, 1:]
         masks.append(inside & ~core)
     return np.stack(masks)
-
-
-def add_parser(subparsers):
-    """The ``shapegrad fit`` sub-command."""
-    p = subparsers.add_parser(
-        "fit",
-        help="fit primitives to an image by gradient descent",
-        description="Fit K primitives to one square image (several random restarts, coarse-to-fine edges).",
-    )
-    p.add_argument("image", help="a square PNG/JPEG (grey or colour)")
-    p.add_argument("--shapes", required=True, help="what to fit, e.g. 'disk*3,box*2'")
-    p.add_argument("--out", required=True, help="output folder: params.json, overlay.png, shapes.svg")
-    p.add_argument("--restarts", type=int, default=32, help="random starts, the best is kept (default 32)")
-    p.add_argument("--steps", type=int, default=400, help="Adam steps per start (default 400)")
-    p.add_argument("--softness", type=float, default=1.0, help="edge width in pixels of the model (default 1)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--force", action="store_true", help="overwrite existing outputs in --out")
-    p.set_defaults(run=_run)
-    return p
-
-
-def _run(args):
-    from shapegrad.cli import UsageError
-
-    for name in ("restarts", "steps"):
-        if getattr(args, name) < 1:
-            raise UsageError(f"Expected --{name} to be a positive integer. Received: {name}={getattr(args, name)}")
-    try:
-        renderer, params, loss = fit_file(
-            args.image, args.shapes, args.out, restarts=args.restarts, steps=args.steps,
-            softness=args.softness, seed=args.seed, force=args.force,
-        )
-    except (ValueError, FileExistsError) as error:
-        raise UsageError(str(error)) from None
-    print(f"fitted {renderer.spec.num_shapes} shapes, mse {loss[0]:.3g} -> {args.out}/params.json, overlay.png, shapes.svg")

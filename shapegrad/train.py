@@ -181,7 +181,7 @@ def _check_out(out, force):
     resuming = os.path.isdir(os.path.join(out, "backup"))
     if existing and not force and not resuming:
         raise FileExistsError(
-            f"{os.path.join(out, existing[0])} exists; pass force=True (--force) to overwrite. Received: out={out!r}"
+            f"{os.path.join(out, existing[0])} exists. Pass force=True to overwrite. Received: out={out!r}"
         )
 
 
@@ -335,66 +335,3 @@ def train(
     title = f"{shapes} {resolution}px, {mode}"
     plots.save_curves(os.path.join(out, "curves.png"), history.history, title=title)
     return result
-
-
-def add_parser(subparsers):
-    """The ``shapegrad train`` sub-command."""
-    p = subparsers.add_parser(
-        "train",
-        help="train an encoder with the renderer as frozen decoder",
-        description="Train an encoder to read shapes out of images (self-supervised unless --supervised).",
-    )
-    p.add_argument(
-        "--shapes", default="cone", help="cone (the Cones layer, default) or a Render spec like 'disk,box,cone'"
-    )
-    p.add_argument("--channels", type=int, default=1, help="colour channels of a Render scene (1 or 3)")
-    p.add_argument("--devices", type=int, default=1, help="data-parallel devices (jax, tensorflow; default 1)")
-    p.add_argument("--resolution", type=int, default=64, help="image size in pixels (default 64)")
-    p.add_argument("--steps", type=int, default=3000, help="training steps (default 3000)")
-    p.add_argument("--seconds", type=float, default=None, help="stop training after this many seconds")
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--learning-rate", type=float, default=1e-3)
-    p.add_argument("--anneal-start", type=float, default=0.1, help="initial edge sharpness fraction (1 = off)")
-    p.add_argument("--loss", choices=("mse", "pyramid"), default="mse", help="image loss")
-    p.add_argument("--refine-steps", type=int, default=100, help="test-time refinement steps (0 = off)")
-    p.add_argument("--test-size", type=int, default=256)
-    p.add_argument("--width", type=int, default=16, help="encoder base width (default 16)")
-    p.add_argument("--noise", type=float, default=0.0, help="Gaussian noise on training inputs")
-    p.add_argument("--steps-per-epoch", type=int, default=100, help="steps between checkpoints (default 100)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--supervised", action="store_true", help="train on true parameters (baseline)")
-    p.add_argument("--out", required=True, help="output folder")
-    p.add_argument("--force", action="store_true", help="overwrite existing outputs in --out")
-    p.set_defaults(run=_run)
-    return p
-
-
-def _run(args):
-    from shapegrad.cli import UsageError
-
-    try:
-        result = train(
-            args.out,
-            shapes=args.shapes,
-            resolution=args.resolution,
-            steps=args.steps,
-            batch_size=args.batch_size,
-            supervised=args.supervised,
-            seconds=args.seconds,
-            learning_rate=args.learning_rate,
-            anneal_start=args.anneal_start,
-            loss=args.loss,
-            refine_steps=args.refine_steps,
-            test_size=args.test_size,
-            width=args.width,
-            noise=args.noise,
-            steps_per_epoch=args.steps_per_epoch,
-            channels=args.channels,
-            devices=args.devices,
-            seed=args.seed,
-            force=args.force,
-        )
-    except (FileExistsError, ValueError) as error:
-        raise UsageError(str(error)) from None
-    keys = ["iou", "psnr"] + [k for k in result if k.endswith("_median") and k not in ("iou_median", "psnr_median")]
-    print(", ".join(f"{k} {result[k]:.4g}" for k in keys), f"-> {args.out}")

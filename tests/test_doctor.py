@@ -329,3 +329,19 @@ def test_global_debug_state_is_restored():
 def test_bad_target_is_rejected():
     with pytest.raises(ValueError, match="Received: target=3"):
         doctor.check(3, np.ones((1, 2), "float32"))
+
+
+def test_keras_internals_the_doctor_reads_are_all_there():
+    """Fails loudly, naming it, when a Keras release moves one of the private internals the doctor reads."""
+    from shapegrad.doctor import _keras_internals
+
+    assert _keras_internals.missing() == [], (
+        f"Keras {keras.__version__} moved internals that shapegrad/doctor/_keras_internals.py reads: "
+        f"{_keras_internals.missing()}"
+    )
+    inputs = keras.Input((3,))
+    model = keras.Model(inputs, keras.layers.Dense(2)(inputs))
+    seen = []
+    out = _keras_internals.run_functional(model, np.ones((1, 3), "float32"), lambda fn, op: (seen.append(op), fn)[1], False)
+    out = out[0] if isinstance(out, (list, tuple)) else out
+    assert keras.ops.convert_to_numpy(out).shape == (1, 2) and [type(op).__name__ for op in seen] == ["Dense"]

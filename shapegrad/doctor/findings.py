@@ -1,0 +1,203 @@
+"""Turning the doctor's recorded calls and gradients into :class:`~shapegrad.doctor.Finding` objects.
+
+Forward: the first layer whose output is non-finite from finite inputs.
+Backward: the first layer, walking back, that turns a finite gradient into a
+non-finite one, with the operation and source line found by
+:mod:`shapegrad.doctor.backends`. Dead: inputs or weights whose gradient is
+exactly zero over the whole batch.
+"""
+
+import os
+
+import keras
+import numpy as np
+
+from shapegrad.doctor import backends
+from shapegrad.doctor.hints import _CANONICAL_OP, _hazard_of
+from shapegrad.doctor.report import Finding
+from shapegrad.doctor.trace import _call_fn, _np
+
+def _describe(a):
+    a = np.asarray(a)
+    parts = []
+    for label, mask in (("NaN", np.isnan(a)), ("+inf", np.isposinf(a)), ("-inf", np.isneginf(a))):
+        if mask.any():
+            parts.append(f"{int(mask.sum())} {label}")
+    return f"{', '.join(parts)} of {a.size} entries"
+
+
+def _finite(arrays):
+    return all(np.isfinite(a).all() for a in arrays)
+
+
+
+def _unique(variables):
+    seen, out = set(), []
+    for v in variables:
+        if id(v) not in seen:
+            seen.add(id(v))
+            out.append(v)
+    return out
+
+
+def _split(flat, like):
+    out, k = [], 0
+    for group in like:
+        out.append(list(flat[k : k + len(group)]))
+        k += len(group)
+    return out
+
+
+def _where(call):
+    return f"layer '{call.name}' ({call.class_name})"
+
+
+def _apply_site(finding, site, fallback_key=None, leak=False):
+    """Fill op, location and hint of ``finding`` from a backend :class:`Site`."""
+    key = None
+    if site is not None:
+        finding.backend_op = site.backend_op
+        key = _hazard_of(site.keras_op) or _hazard_of(site.backend_op.split(" in ")[-1]) or _hazard_of(
+            site.backend_op
+        )
+        finding.op = site.keras_op or _CANONICAL_OP.get(key) or site.backend_op
+        frame = site.user_frame
+        if frame is not None:
+            finding.location = f"{_short_path(frame[0])}:{frame[1]} (in {frame[2]})"
+            finding.source = frame[3]
+    if leak:
+        finding.op_hint = key
+        key = "where"
+    finding.hint = key or fallback_key or "unknown"
+
+
+def _short_path(path):
+    try:
+        rel = os.path.relpath(path)
+        return rel if not rel.startswith("..") else path
+    except ValueError:
+        return path
+
+
+def _forward_finding(call):
+    bad = [y for y in call.outputs if not np.isfinite(y).all()]
+    finding = Finding(
+        "nonfinite_forward",
+        f"Non-finite values first produced by {_where(call)} in the forward pass.",
+        layer=call.name,
+        layer_class=call.class_name,
+        details=["inputs of the layer: finite", f"output of the layer: {_describe(bad[0])}"],
+    )
+    site = _locate(call, None)
+    float16 = any(y.dtype == np.float16 for y in bad) and not np.isnan(bad[0]).any()
+    _apply_site(finding, site, fallback_key="float16" if float16 else None)
+    if float16 and finding.hint not in ("log", "div"):
+        finding.hint = "float16"
+    return finding
+
+
+def _locate(call, cotangents):
+    """Run the backend locator on one recorded call; ``None`` if it finds nothing or fails."""
+    weights = call.weights
+    args = list(call.inputs) + [_np(w.value) for w in weights]
+    fn = _call_fn(call, len(weights))
+    # Keras trims its own frames from tracebacks; the locators need them.
+    filtering = keras.config.is_traceback_filtering_enabled()
+    keras.config.disable_traceback_filtering()
+    try:
+        if cotangents is None:
+            return backends.locate_forward(fn, args)
+        return backends.locate_backward(fn, args, cotangents)
+    except Exception as error:  # noqa: BLE001 - the report stands without the op
+        return backends.Site(phase="unknown", backend_op=f"(locator failed: {type(error).__name__})")
+    finally:
+        if filtering:
+            keras.config.enable_traceback_filtering()
+
+
+def _gradient_finding(calls, g_in, g_out, grad_of_weight):
+    for call in reversed(calls):
+        outs, ins = g_out[call.index], g_in[call.index]
+        w_grads = [(w, grad_of_weight.get(id(w))) for w in call.weights]
+        w_bad = [(w, g) for w, g in w_grads if g is not None and not np.isfinite(g).all()]
+        if not _finite(outs) or (_finite(ins) and not w_bad):
+            continue
+        details = ["gradient arriving at its output: finite"]
+        details += [f"gradient w.r.t. its input {k}: {_describe(g)}" for k, g in enumerate(ins) if not np.isfinite(g).all()]
+        details += [f"gradient w.r.t. weight '{w.path}': {_describe(g)}" for w, g in w_bad]
+        finding = Finding(
+            "nonfinite_gradient",
+            f"Non-finite gradient created in {_where(call)}.",
+            layer=call.name,
+            layer_class=call.class_name,
+            details=details,
+        )
+        inner = _locate(call, None)  # a non-finite value inside a finite layer output: a masked branch
+        site = _locate(call, outs)
+        leak = inner is not None and inner.phase == "forward"
+        if site is not None and site.zero_cotangent:
+            leak = True
+        if site is None or site.phase == "unknown":
+            site = inner or site
+        _apply_site(finding, site, leak=leak)
+        if leak and inner is not None:
+            finding.details.append(
+                f"inside it, {inner.keras_op or inner.backend_op} computes non-finite values "
+                "that a where/select discards in the forward pass"
+            )
+        return finding
+    return None
+
+
+def _dead_mask(g):
+    """Entries (all axes but the batch) whose gradient is exactly 0 for every sample."""
+    g = np.asarray(g)
+    if g.ndim == 0:
+        return np.asarray(g == 0)
+    return np.all(g == 0, axis=0)
+
+
+def _dead_findings(calls, float_inputs, g_x, weights, g_w, g_in, g_out, target):
+    findings = []
+    culprit = None
+    for call in reversed(calls):
+        if any(_dead_mask(g).any() for g in g_in[call.index]) and not any(
+            _dead_mask(g).any() for g in g_out[call.index]
+        ):
+            culprit = call
+            break
+    for k, g in zip(float_inputs, g_x):
+        mask = _dead_mask(g)
+        if mask.any():
+            idx = [list(map(int, i)) if len(i) > 1 else int(i[0]) for i in zip(*np.nonzero(mask))] if mask.ndim else []
+            shown = ", ".join(str(i) for i in idx[:8]) + (", ..." if len(idx) > 8 else "")
+            layer = culprit or (calls[0] if len(calls) == 1 else None)
+            findings.append(
+                Finding(
+                    "dead_gradient",
+                    f"Input {k}: gradient exactly 0 over the whole batch for {int(mask.sum())} of "
+                    f"{mask.size} feature(s)" + (f", cut in {_where(layer)}." if layer else "."),
+                    layer=layer.name if layer else None,
+                    layer_class=layer.class_name if layer else None,
+                    details=[f"dead features (index after the batch axis): {shown}"],
+                    hint="dead",
+                )
+            )
+    owner = {}
+    for call in calls:
+        for w in call.weights:
+            owner.setdefault(id(w), call)
+    for w, g in zip(weights, g_w):
+        if np.all(g == 0):
+            call = owner.get(id(w))
+            findings.append(
+                Finding(
+                    "dead_gradient",
+                    f"Weight '{w.path}': gradient exactly 0 everywhere.",
+                    layer=call.name if call else None,
+                    layer_class=call.class_name if call else None,
+                    hint="dead",
+                )
+            )
+    return findings
+
