@@ -147,11 +147,11 @@ def test_supervised_baseline_runs(tmp_path):
 def test_cli_train_bad_input_is_one_line_and_status_2(tmp_path, capsys):
     assert main(["train", "--steps", "-3", "--out", str(tmp_path)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert err == ["shapegrad train: error: Expected steps to be a positive integer. Received: steps=-3"]
+    assert err == ["shapegrad train: error: Expected --steps to be a positive integer. Received: --steps=-3"]
     assert main(["train", "--shapes", "dsk", "--out", str(tmp_path)]) == 2
     (tmp_path / "metrics.json").write_text("{}")
     assert main(["train", "--steps", "2", "--out", str(tmp_path)]) == 2
-    assert "force" in capsys.readouterr().err
+    assert "(use --force to overwrite)" in capsys.readouterr().err
     assert (tmp_path / "metrics.json").read_text() == "{}"  # untouched
 
 

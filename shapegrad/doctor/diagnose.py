@@ -2,10 +2,10 @@
 
 Example:
     >>> import numpy as np
-    >>> from shapegrad import Cones
-    >>> report = check(Cones(8), np.array([[0.5, 0.5, 1.0, 0.0, 0.25]], "float32"))
-    >>> report.ok
-    True
+    >>> from shapegrad import safe
+    >>> report = check(safe.safe_norm, np.array([[3.0, 4.0], [1.0, 0.0]], "float32"))
+    >>> report.ok, report.findings
+    (True, [])
 """
 
 import keras

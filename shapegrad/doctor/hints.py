@@ -1,8 +1,8 @@
 """The doctor's catalogue of known causes of NaN, Inf and dead gradients, and the fix of each (:data:`HINTS`).
 
 Example:
-    >>> HINTS["acos"].fix.split(":")[0]
-    'shapegrad.safe_acos'
+    >>> HINTS["acos"].fix.split("(")[0]
+    'shapegrad.safe.safe_acos'
     >>> _hazard_of("AcosGrad"), _hazard_of("aten::sqrt")
     ('acos', None)
 """
