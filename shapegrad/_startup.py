@@ -4,12 +4,12 @@
 so keras and TensorFlow, before any code of :mod:`shapegrad.cli` runs; and
 TensorFlow writes its C++ start-up log ("oneDNN custom operations are on",
 the CPU instructions it was built for) to stderr at import. So, on the command
-line only and unless the user set ``TF_CPP_MIN_LOG_LEVEL`` themselves, this
-module sets it to 2 (warnings and info off, for the rest of the run) and
-imports keras with file descriptor 2 pointed at ``/dev/null``: since
-TensorFlow 2.20 the lines written before ``absl::InitializeLog()`` ignore
-``TF_CPP_MIN_LOG_LEVEL``. A failed import still raises, after stderr is back.
-A library user's ``import shapegrad`` is left alone.
+line only, this module sets ``TF_CPP_MIN_LOG_LEVEL=2`` unless the user set it
+(info and warnings off for the rest of the run) and imports keras with file
+descriptor 2 pointed at ``/dev/null``: the lines TensorFlow 2.21 writes before
+``absl::InitializeLog()`` ignore ``TF_CPP_MIN_LOG_LEVEL``. A user who wants
+them sets ``TF_CPP_MIN_LOG_LEVEL=0``. A failed import still raises, after
+stderr is back. A library user's ``import shapegrad`` is left alone.
 """
 
 import os
@@ -23,10 +23,9 @@ def _from_command_line():
 
 
 def quiet_tensorflow():
-    """Set ``TF_CPP_MIN_LOG_LEVEL=2`` and import keras with the C++ start-up log discarded; once."""
-    if "TF_CPP_MIN_LOG_LEVEL" in os.environ or "keras" in sys.modules:
+    """Import keras with TensorFlow's C++ start-up log discarded, unless ``TF_CPP_MIN_LOG_LEVEL=0`` asks for it."""
+    if os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2") == "0" or "keras" in sys.modules:
         return
-    os.environ["TF_CPP_MIN_LOG_LEVEL"] = "2"
     sys.stderr.flush()
     saved = os.dup(2)
     try:

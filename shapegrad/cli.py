@@ -16,7 +16,7 @@ Exit status:
 - 130: interrupted (Ctrl-C).
 
 TensorFlow's C++ start-up log is silenced unless the user set
-``TF_CPP_MIN_LOG_LEVEL`` (see :mod:`shapegrad._startup`, which runs before
+``TF_CPP_MIN_LOG_LEVEL=0`` (see :mod:`shapegrad._startup`, which runs before
 keras is imported). Keras and the library are imported lazily, inside the
 sub-commands, so ``--help`` parses without them.
 

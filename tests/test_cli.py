@@ -34,6 +34,8 @@ def test_python_dash_m_shapegrad_help_and_no_tensorflow_start_up_log():
     assert done.stderr == "", done.stderr  # no "oneDNN custom operations", no absl warning
     done = _run("-m", "shapegrad.cli", "--help", env=env)
     assert done.returncode == 0 and "doctor" in done.stdout and done.stderr == "", done.stderr
+    done = _run("-m", "shapegrad", "--help", env=dict(env, TF_CPP_MIN_LOG_LEVEL="0"))  # the user asks for it
+    assert done.returncode == 0 and "oneDNN" in done.stderr, done.stderr
 
 
 def test_bad_argument_is_one_line_and_exit_2_from_a_subprocess(tmp_path):
