@@ -48,9 +48,9 @@ def atomic_write(path, data):
 
     Example:
         >>> import os, tempfile
-        >>> path = atomic_write(os.path.join(tempfile.mkdtemp(), "a", "x.txt"), "hello\n")
+        >>> path = atomic_write(os.path.join(tempfile.mkdtemp(), "a", "x.txt"), "hello")
         >>> open(path).read(), os.listdir(os.path.dirname(path))
-        ('hello\n', ['x.txt'])
+        ('hello', ['x.txt'])
     """
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)

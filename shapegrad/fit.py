@@ -30,7 +30,7 @@ import math
 
 import keras
 import numpy as np
-from keras import layers, ops
+from keras import layers
 
 from shapegrad.models import Annealed, ParameterHead  # noqa: F401  (Annealed: importable from here too)
 
