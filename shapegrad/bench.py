@@ -113,7 +113,7 @@ def naive_render(spec, params, softness=1.0, background=0.0):
     with ``composite="over"``.
 
     Args:
-        spec: a :class:`shapegrad.render.RenderSpec` (``Render(...).spec``).
+        spec: a :class:`shapegrad.primitives.RenderSpec` (``Render(...).spec``).
         params: ``(B, P)`` normalised parameters; computed in float64 if they
             are float64, else in float32.
         softness: edge width in pixels.

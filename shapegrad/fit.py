@@ -143,7 +143,7 @@ def swap_starts(spec, params, limit=24, seed=0):
     ``limit - 1`` random ones).
 
     Args:
-        spec: the renderer's :class:`~shapegrad.render.RenderSpec`.
+        spec: the renderer's :class:`~shapegrad.primitives.RenderSpec`.
         params: ``(B, P)`` normalised parameters.
         limit: the most starts per image.
         seed: seed of the random permutations when ``K!`` exceeds ``limit``.

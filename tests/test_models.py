@@ -50,3 +50,12 @@ def test_saved_models_load_after_a_plain_import(tmp_path):
     )
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.count("loaded") == 4
+
+
+def test_moved_names_stay_importable_under_their_saved_names():
+    from shapegrad import fit, models, train
+
+    assert fit.Annealed is models.Annealed and train.pyramid_mse is models.pyramid_mse
+    assert keras.saving.get_registered_name(Annealed) == "shapegrad>Annealed"
+    assert keras.saving.get_registered_name(Cones) == "shapegrad>Cones"
+    assert keras.saving.get_registered_name(Render) == "shapegrad>Render"
