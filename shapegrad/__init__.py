@@ -1,8 +1,17 @@
-"""shapegrad: differentiable geometric primitives on Keras 3, with gradients that are never NaN."""
+"""shapegrad: differentiable geometric primitives on Keras 3, with gradients that are never NaN.
+
+This module re-exports the public names and, by importing :mod:`shapegrad.layers`,
+:mod:`shapegrad.render` and :mod:`shapegrad.models`, registers every Keras class a
+saved ``.keras`` file of ours may hold (``Cones``, ``Render``, ``CoordinateChannels``,
+``ParameterHead``, ``Annealed``), so ``keras.saving.load_model`` needs only
+``import shapegrad``.
+"""
 
 from shapegrad import _startup  # noqa: F401 - first: the command line's quiet TensorFlow start-up
-from shapegrad import doctor, raster, safe, sdf
+from shapegrad import doctor, models, primitives, raster, safe, sdf
 from shapegrad.layers import Cones
+from shapegrad.models import Annealed
+from shapegrad.primitives import RenderSpec
 from shapegrad.render import Render
 from shapegrad.safe import (
     angle_between,
@@ -18,10 +27,14 @@ from shapegrad.safe import (
 __version__ = "0.1.0"
 
 __all__ = [
+    "Annealed",
     "Cones",
     "Render",
+    "RenderSpec",
     "angle_between",
     "doctor",
+    "models",
+    "primitives",
     "raster",
     "safe",
     "safe_acos",

@@ -38,7 +38,8 @@ import numpy as np
 from keras import ops
 
 from shapegrad import _validate, raster
-from shapegrad.render import Render, RenderSpec, parse_shapes, primitive
+from shapegrad.primitives import FAR, RenderSpec, parse_shapes, primitive
+from shapegrad.render import Render, distance_function
 
 __all__ = [
     "BACKENDS",
@@ -67,8 +68,6 @@ MAX_WORK = {"tensorflow": 2**24, "jax": 2**24, "torch": 2**20}
 # The shapes cycled through to make K shapes (see cycle_shapes): a cheap, a middling and a
 # polygon distance, so the time per shape is not that of the cheapest primitive alone.
 DEFAULT_KINDS = "disk,box,triangle"
-# Render clips its parameters to this magnitude (its docstring says so); the baseline does too.
-_FAR = 1e12
 
 
 def naive_cones(x, resolution):
@@ -96,14 +95,14 @@ def naive_render(spec, params, softness=1.0, background=0.0):
     (:func:`shapegrad.raster.coverage`) and composited back to front
     (:func:`shapegrad.raster.over`); plain autodiff keeps every intermediate
     for the backward pass. Only public functions are used: the distance of
-    each kind is ``shapegrad.render.primitive(kind).distance``, the layout is
+    each kind is ``shapegrad.render.distance_function(kind)``, the layout is
     ``spec.split``. Parameters are clipped to ``[-1e12, 1e12]`` and opacities
     to ``[0, 1]``, as in ``Render``, so on the same inputs it draws the same
     image as ``Render(spec.shapes, spec.resolution, spec.channels, softness)``
     with ``composite="over"``.
 
     Args:
-        spec: a :class:`shapegrad.render.RenderSpec` (``Render(...).spec``).
+        spec: a :class:`shapegrad.primitives.RenderSpec` (``Render(...).spec``).
         params: ``(B, P)`` normalised parameters; computed in float64 if they
             are float64, else in float32.
         softness: edge width in pixels.
@@ -114,7 +113,7 @@ def naive_render(spec, params, softness=1.0, background=0.0):
     """
     params = ops.convert_to_tensor(params)
     dtype = "float64" if keras.backend.standardize_dtype(params.dtype) == "float64" else "float32"
-    x = ops.clip(ops.cast(params, dtype), -_FAR, _FAR)
+    x = ops.clip(ops.cast(params, dtype), -FAR, FAR)  # as Render does
     n = spec.resolution
     grid = raster.pixel_grid(n, n, dtype)[None, None]  # (1, 1, N, N, 2)
     shapes = spec.split(x)  # one {field: (B, size)} per shape
@@ -126,7 +125,7 @@ def naive_render(spec, params, softness=1.0, background=0.0):
         geometry = {
             f.name: ops.stack([s[f.name] for s in group], axis=1)[:, :, None, None, :] for f in prim.fields
         }
-        distances.append(prim.distance(grid, geometry, n))  # (B, count, N, N)
+        distances.append(distance_function(kind)(grid, geometry, n))  # (B, count, N, N)
     coverage = raster.coverage(ops.concatenate(distances, axis=1), softness)  # (B, K, N, N)
     colors = ops.stack([s["color"] for s in shapes], axis=1)  # (B, K, C)
     opacities = ops.clip(ops.stack([s["opacity"][:, 0] for s in shapes], axis=1), 0.0, 1.0)  # (B, K)

@@ -180,11 +180,12 @@ def plot_scaling(results, path):
     if ks:
         axes[0][-1].legend(fontsize=7, ncol=2)
     fig.tight_layout()
-    tmp = f"{path}.tmp-{os.getpid()}"
-    fig.savefig(tmp, dpi=100, format="png")
-    plt.close(fig)
-    os.replace(tmp, path)
-    return path
+    from shapegrad.files import atomic_write
+
+    try:
+        return atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=100, format="png"))
+    finally:
+        plt.close(fig)
 
 
 def _replace_block(text, name, block):

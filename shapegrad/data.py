@@ -1,6 +1,7 @@
-"""Synthetic datasets: images of random primitives and their true normalised parameters.
+"""Synthetic datasets: images of random primitives drawn by a renderer, and their true normalised parameters.
 
-Every batch is a pure function of ``(seed, epoch, index)``, so a dataset is
+Both renderers are handled alike: parameters come from ``renderer.spec.sample``
+and images from the renderer. Every batch is a pure function of ``(seed, epoch, index)``, so a dataset is
 reproducible and two workers never draw the same batch.
 
 Example:
@@ -17,6 +18,7 @@ import numpy as np
 
 from shapegrad import _validate
 from shapegrad._autodiff import jit
+from shapegrad.primitives import RenderSpec
 
 __all__ = ["CONE_RANGES", "sample_cones", "ConeDataset", "SceneDataset"]
 
@@ -29,11 +31,12 @@ CONE_RANGES = {
 
 
 def sample_cones(rng, count):
-    """``(count, 5)`` float32 cone parameters ``[a0, a1, d0, d1, s]`` drawn from :data:`CONE_RANGES`."""
-    apex = rng.uniform(*CONE_RANGES["apex"], size=(count, 2))
-    phi = rng.uniform(*CONE_RANGES["axis_angle"], size=count)
-    s = rng.uniform(*CONE_RANGES["aperture"], size=count)
-    return np.concatenate([apex, np.cos(phi)[:, None], np.sin(phi)[:, None], s[:, None]], axis=1).astype("float32")
+    """``(count, 5)`` float32 cone parameters ``[a0, a1, d0, d1, s]`` drawn from :data:`CONE_RANGES`.
+
+    The same draws as ``Cones(N).spec.sample(count, seed=rng)`` (the cone
+    primitive's ``typical`` ranges are these).
+    """
+    return RenderSpec("cone", 1, appearance=False).sample(count, seed=rng)
 
 
 class _Synthetic(keras.utils.PyDataset):
@@ -73,11 +76,15 @@ class _Synthetic(keras.utils.PyDataset):
         return inputs, (images if self.targets == "images" else params)
 
 
-class ConeDataset(_Synthetic):
-    """Batches of cone images drawn by :class:`shapegrad.Cones`, with their parameters.
+class SceneDataset(_Synthetic):
+    """Batches of images drawn by a renderer (``Render`` or ``Cones``), with their parameters.
+
+    Parameters come from ``renderer.spec.sample`` (every field uniform in its
+    ``typical`` range: shapes mostly inside the image and not degenerate; see
+    the primitives table in the README).
 
     Args:
-        resolution: image size ``N``.
+        renderer: a :class:`shapegrad.Render` or :class:`shapegrad.Cones` layer.
         batch_size: images per batch.
         batches: batches per epoch.
         seed: the dataset's seed; batch ``i`` of epoch ``e`` uses ``(seed, e, i)``.
@@ -88,31 +95,7 @@ class ConeDataset(_Synthetic):
         fresh: draw new batches every epoch (training) instead of the same ones.
 
     ``__getitem__`` returns ``(images, images)`` or ``(images, params)`` with
-    images ``(batch, N, N, 1)`` in ``[0, 1]`` and params ``(batch, 5)``.
-    """
-
-    def __init__(self, resolution=64, batch_size=64, batches=100, seed=0, targets="images", noise=0.0, fresh=True, **kwargs):
-        super().__init__(batch_size, batches, seed, targets, noise, fresh, **kwargs)
-        from shapegrad.layers import Cones
-
-        self.resolution = _validate.positive_int("resolution", resolution)
-        self._renderer = Cones(self.resolution)
-        self._draw = jit(self._renderer)
-
-    def sample(self, index):
-        """Clean ``(images, params)`` of batch ``index`` in the current epoch."""
-        params = sample_cones(self._rng(index), self.batch_size)
-        images = keras.ops.convert_to_numpy(self._draw(params)).astype("float32")
-        return images, params
-
-
-class SceneDataset(_Synthetic):
-    """Batches of scenes drawn by a :class:`shapegrad.Render` layer, with their parameters.
-
-    Parameters come from ``renderer.spec.sample`` (every field uniform in its
-    ``typical`` range: shapes mostly inside the image and not degenerate; see
-    the primitives table in the README). Arguments as in
-    :class:`ConeDataset`, with ``renderer`` in place of ``resolution``.
+    images ``(batch, H, W, C)`` in ``[0, 1]`` and params ``(batch, P)``.
     """
 
     def __init__(self, renderer, batch_size=64, batches=100, seed=0, targets="images", noise=0.0, fresh=True, **kwargs):
@@ -121,8 +104,32 @@ class SceneDataset(_Synthetic):
         self.resolution = renderer.resolution
         self._draw = jit(renderer)
 
+    def _seed(self, index):
+        """What ``spec.sample`` draws batch ``index`` of the current epoch from."""
+        return int(np.random.SeedSequence([self.seed, self.epoch, index]).generate_state(1)[0])
+
     def sample(self, index):
-        seed = int(np.random.SeedSequence([self.seed, self.epoch, index]).generate_state(1)[0])
-        params = self.renderer.spec.sample(self.batch_size, seed=seed)
+        """Clean ``(images, params)`` of batch ``index`` in the current epoch."""
+        params = self.renderer.spec.sample(self.batch_size, seed=self._seed(index))
         images = keras.ops.convert_to_numpy(self._draw(params)).astype("float32")
         return images, params
+
+
+class ConeDataset(SceneDataset):
+    """Batches of cone images drawn by :class:`shapegrad.Cones`, with their parameters.
+
+    A :class:`SceneDataset` whose first argument may also be the resolution
+    ``N`` (then the renderer is ``Cones(N)``), and whose batch ``i`` of epoch
+    ``e`` is drawn from ``numpy.random.default_rng([seed, e, i])`` directly
+    (as it always was, so a seed gives the same cones as before). Params are
+    ``(batch, 5)``, images ``(batch, N, N, 1)``.
+    """
+
+    def __init__(self, resolution=64, batch_size=64, batches=100, seed=0, targets="images", noise=0.0, fresh=True, **kwargs):
+        from shapegrad.layers import Cones
+
+        renderer = resolution if isinstance(resolution, keras.layers.Layer) else Cones(resolution)
+        super().__init__(renderer, batch_size, batches, seed, targets, noise, fresh, **kwargs)
+
+    def _seed(self, index):
+        return self._rng(index)

@@ -1,15 +1,10 @@
 """Figures: image grids and training curves, written to PNG (matplotlib's Agg backend, no screen)."""
 
-import os
-
 import numpy as np
 
+from shapegrad.files import atomic_write
+
 __all__ = ["save_image", "image_grid", "overlay", "save_reconstructions", "save_curves"]
-
-
-def _atomic_path(path):
-    os.makedirs(os.path.dirname(os.path.abspath(path)) or ".", exist_ok=True)
-    return f"{path}.tmp-{os.getpid()}"
 
 
 def save_image(path, image, scale=1):
@@ -22,10 +17,7 @@ def save_image(path, image, scale=1):
     pil = Image.fromarray(np.round(image * 255).astype(np.uint8))
     if scale != 1:
         pil = pil.resize((pil.width * scale, pil.height * scale), Image.NEAREST)
-    tmp = _atomic_path(path)
-    pil.save(tmp, format="PNG")
-    os.replace(tmp, path)
-    return path
+    return atomic_write(path, lambda tmp: pil.save(tmp, format="PNG"))
 
 
 def image_grid(rows, pad=2, fill=1.0):
@@ -81,8 +73,7 @@ def save_curves(path, history, title=""):
     if title:
         fig.suptitle(title)
     fig.tight_layout()
-    tmp = _atomic_path(path)
-    fig.savefig(tmp, dpi=100, format="png")
-    plt.close(fig)
-    os.replace(tmp, path)
-    return path
+    try:
+        return atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=100, format="png"))
+    finally:
+        plt.close(fig)

@@ -37,19 +37,25 @@ import numpy as np
 
 from shapegrad import _validate, distribute, files, fit, metrics, plots
 from shapegrad.data import ConeDataset, SceneDataset
-from shapegrad.models import CONE_FIELDS, build_encoder, fields_for
+from shapegrad.models import Annealed, build_autoencoder, build_encoder, fields_for
+from shapegrad.models import pyramid_mse  # noqa: F401  (importable from here, as before)
 
-__all__ = ["Task", "train", "evaluate", "pyramid_mse", "OUTPUTS"]
+__all__ = ["Task", "train", "evaluate", "OUTPUTS"]
 
 OUTPUTS = ("encoder.keras", "metrics.json", "reconstructions.png", "curves.png")
 
 
 class Task:
-    """What is learned: the renderer, the head's fields, the data and the parameter errors.
+    """What is learned: the renderer, the head's fields, the data, the parameter errors and the refiner.
 
-    ``Task("cone", N)`` is the ``Cones`` layer (5 numbers per image);
-    ``Task("disk,box,cone", N, channels=1)`` a :class:`shapegrad.Render`
-    scene, compared after Hungarian matching within each kind.
+    ``Task("cone", N)`` is the ``Cones`` layer (5 numbers per image), drawn
+    by a :class:`~shapegrad.data.ConeDataset` and polished by
+    :func:`shapegrad.fit.refine`; ``Task("disk,box,cone", N, channels=1)`` a
+    :class:`shapegrad.Render` scene, drawn by a
+    :class:`~shapegrad.data.SceneDataset`, compared after Hungarian matching
+    within each kind and polished by :func:`shapegrad.fit.refine_scene`. This
+    constructor is the one place that tells the two apart; everything else
+    goes through ``renderer.spec``.
     """
 
     def __init__(self, shapes, resolution, channels=1, softness=1.0):
@@ -60,24 +66,21 @@ class Task:
         self.resolution = _validate.positive_int("resolution", resolution)
         if shapes == "cone":
             self.renderer = Cones(self.resolution)
-            self.fields = CONE_FIELDS
-            self.channels = 1
+            self._dataset = ConeDataset
+            self.refine = fit.refine
         else:
             self.renderer = Render(shapes, self.resolution, channels=channels, softness=softness)
-            self.fields = fields_for(self.renderer.spec)
-            self.channels = self.renderer.channels
+            self._dataset = SceneDataset
+            self.refine = fit.refine_scene
+        self.fields = fields_for(self.renderer.spec)
+        self.channels = self.renderer.channels
 
     def dataset(self, batch_size, batches, seed, targets="images", noise=0.0, fresh=True):
-        if self.shapes == "cone":
-            return ConeDataset(self.resolution, batch_size, batches, seed, targets, noise, fresh)
-        return SceneDataset(self.renderer, batch_size, batches, seed, targets, noise, fresh)
+        return self._dataset(self.renderer, batch_size, batches, seed, targets, noise, fresh)
 
     def errors(self, pred, true):
         """``{name: (items,) array}`` of parameter errors in natural units."""
-        if self.shapes == "cone":
-            return metrics.cone_errors(pred, true, self.resolution)
-        nested = metrics.scene_errors(pred, true, self.renderer.spec)
-        return {f"{kind}_{name}": v for kind, errs in nested.items() for name, v in errs.items()}
+        return metrics.parameter_errors(pred, true, self.renderer.spec)
 
     def render(self, params):
         return keras.ops.convert_to_numpy(self.renderer(params))
@@ -129,22 +132,6 @@ class _TimeBudget(keras.callbacks.Callback):
             self.stopped_early = True
 
 
-def pyramid_mse(y_true, y_pred, levels=3):
-    """Mean squared error of the images and of their 2x, 4x, ... average-pooled versions.
-
-    Pooled images see a shape from further away, so the loss keeps a gradient
-    where a sharp edge alone would not.
-    """
-    ops = keras.ops
-    loss = ops.mean((y_true - y_pred) ** 2)
-    a, b = y_true, y_pred
-    for _ in range(levels):
-        a = ops.average_pool(a, 2, 2)
-        b = ops.average_pool(b, 2, 2)
-        loss = loss + ops.mean((a - b) ** 2)
-    return loss / (levels + 1)
-
-
 def evaluate(encoder, task, images, params, refine_steps=100, batch=256):
     """Metrics of the encoder alone and after ``refine_steps`` of test-time refinement.
 
@@ -164,14 +151,13 @@ def evaluate(encoder, task, images, params, refine_steps=100, batch=256):
         per_item.update(task.errors(p, params))
         return metrics.summarize(per_item)
 
-    def polish(guess, target):
-        if task.shapes == "cone":
-            return fit.refine(task.renderer, task.fields, guess, target, steps=refine_steps)
-        return fit.refine_scene(task.renderer, task.fields, guess, target, steps=refine_steps)
-
-    chunk = batch if task.shapes == "cone" else max(1, batch // 4)
+    # refine_scene renders every image from several restarts at once: a smaller chunk.
+    chunk = batch if task.refine is fit.refine else max(1, batch // 4)
     refined = np.concatenate(
-        [polish(pred[k : k + chunk], images[k : k + chunk]) for k in range(0, len(images), chunk)]
+        [
+            task.refine(task.renderer, task.fields, pred[k : k + chunk], images[k : k + chunk], steps=refine_steps)
+            for k in range(0, len(images), chunk)
+        ]
     )
     return summary(refined), summary(pred), pred, refined
 
@@ -278,9 +264,8 @@ def train(
             model = encoder
             model.compile(optimizer=keras.optimizers.Adam(schedule), loss="mse")
         else:
-            annealed = fit.Annealed(task.renderer, start=anneal_start, ramp_steps=anneal * steps, name="renderer")
-            inputs = keras.Input(shape, name="images")
-            model = keras.Model(inputs, annealed(encoder(inputs)), name="autoencoder")
+            annealed = Annealed(task.renderer, start=anneal_start, ramp_steps=anneal * steps, name="renderer")
+            model = build_autoencoder(encoder, annealed)
             model.compile(
                 optimizer=keras.optimizers.Adam(schedule),
                 loss=pyramid_mse if loss == "pyramid" else "mse",
@@ -322,7 +307,7 @@ def train(
         encoder_only=encoder_only,
         seed=seed,
     )
-    encoder.save(os.path.join(out, "encoder.keras"))
+    files.atomic_write(os.path.join(out, "encoder.keras"), encoder.save)
     _write_json(os.path.join(out, "metrics.json"), result)
     shown = slice(0, 10)
     plots.save_reconstructions(

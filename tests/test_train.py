@@ -15,8 +15,8 @@ from helpers import BACKEND, assert_finite, to_numpy
 from shapegrad import Cones, fit, metrics
 from shapegrad.cli import main
 from shapegrad.data import CONE_RANGES, ConeDataset, sample_cones
-from shapegrad.models import CONE_FIELDS, ParameterHead, build_autoencoder, build_encoder
-from shapegrad.train import OUTPUTS, pyramid_mse, train
+from shapegrad.models import CONE_FIELDS, ParameterHead, build_autoencoder, build_encoder, pyramid_mse
+from shapegrad.train import OUTPUTS, train
 
 
 def test_dataset_is_deterministic_and_in_range():
@@ -238,7 +238,7 @@ def test_train_on_a_render_scene(tmp_path):
 
 def test_annealing_advances_every_training_step_and_not_at_inference():
     """The schedule lives in the compiled step (JAX's fit keeps variables between callbacks)."""
-    from shapegrad.fit import Annealed
+    from shapegrad.models import Annealed
 
     encoder = build_encoder((16, 16, 1), CONE_FIELDS, width=4)
     annealed = Annealed(Cones(16), start=0.1, ramp_steps=10)
