@@ -19,11 +19,11 @@ Outputs in ``out``: ``encoder.keras``, ``metrics.json``, ``reconstructions.png``
 ``curves.png``; while training, ``backup/`` holds the checkpoint from which a
 killed run resumes (``keras.callbacks.BackupAndRestore``).
 
-Example (a tiny run):
+Example (a tiny run; skipped by the doctest run, it takes ~12 s on JAX; ``tests/test_train.py`` trains):
     >>> import tempfile
-    >>> m = train(tempfile.mkdtemp(), resolution=16, steps=4, steps_per_epoch=2, batch_size=8,
+    >>> m = train(tempfile.mkdtemp(), resolution=16, steps=4, steps_per_epoch=2, batch_size=8,  # doctest: +SKIP
     ...           test_size=8, refine_steps=2, width=4, verbose=0)
-    >>> sorted(k for k in m if k.endswith("median"))[:3]
+    >>> sorted(k for k in m if k.endswith("median"))[:3]  # doctest: +SKIP
     ['aperture_error_deg_median', 'apex_error_px_median', 'axis_error_deg_median']
 """
 

@@ -117,7 +117,7 @@ def test_naive_formula_gives_nan_gradients_and_cones_does_not():
 
 
 @pytest.mark.parametrize("edge", ["angle", "distance"])
-def test_finite_differences_float64(edge):
+def test_finite_differences_float64(edge, float64):
     rng = np.random.default_rng(3)
     layer = Cones(16, edge=edge, sharpness=0.5, dtype="float64")
     x = random_params(rng, 4).astype("float64")
@@ -132,7 +132,7 @@ def test_finite_differences_float64(edge):
     )
 
 
-def test_hand_written_backward_matches_autodiff():
+def test_hand_written_backward_matches_autodiff(float64):
     """The custom backward pass of the angle mode equals autodiff of sigmoid(k * logit) in float64."""
     rng = np.random.default_rng(5)
     layer = Cones(24, dtype="float64")

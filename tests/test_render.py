@@ -186,7 +186,7 @@ def test_mixed_precision(policy):
     np.testing.assert_allclose(to_numpy(ops.cast(out, "float32")), ref, atol=2e-2)
 
 
-def test_gradients_match_finite_differences_float64():
+def test_gradients_match_finite_differences_float64(float64):
     layer = Render(ALL, 10, channels=1, softness=2.0, dtype="float64")
     x = layer.spec.sample(1, seed=6).astype(np.float64)
     weights = np.random.default_rng(0).normal(size=(1, 10, 10, 1))
@@ -214,7 +214,7 @@ def test_recompute_gives_the_same_image_and_gradient(composite):
     assert_finite("recomputed gradient", results[0][1][0])
 
 
-def test_recompute_gradients_match_finite_differences_float64():
+def test_recompute_gradients_match_finite_differences_float64(float64):
     layer = Render(COUNTED, 10, softness=2.0, dtype="float64")
     x = layer.spec.sample(1, seed=3).astype(np.float64)
     weights = ops.convert_to_tensor(np.random.default_rng(1).normal(size=(1, 10, 10, 1)))
