@@ -1058,7 +1058,7 @@ def _run_cli(args):
     inputs = _load_array(args.input, "--input")
     targets = None if args.targets is None else _load_array(args.targets, "--target")
     try:
-        report = check(target, inputs, targets=targets)
+        report = check(target, inputs, targets=targets, loss=args.loss)
     except (ValueError, TypeError) as error:
         raise UsageError(f"cannot run {args.target} on {args.input}: {error}") from None
     print(report.to_json() if args.json else report)
@@ -1076,6 +1076,7 @@ def add_parser(subparsers):
     parser.add_argument("target", metavar="TARGET", help="a saved .keras model, or module:attribute naming a layer, model, factory or function")
     parser.add_argument("--input", required=True, metavar="FILE.npy", help="the input batch (.npy; .npz for named inputs)")
     parser.add_argument("--target", dest="targets", metavar="FILE.npy", help="targets for the default MSE loss (default: the loss is the sum of the outputs)")
+    parser.add_argument("--loss", metavar="NAME", help="a Keras loss name (with --target), e.g. the model's compiled loss")
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
     parser.add_argument(
         "--unsafe",
@@ -1091,3 +1092,10 @@ def add_parser(subparsers):
         help="import MODULE first, so that the custom layers it registers can be loaded (repeatable)",
     )
     parser.set_defaults(run=_run_cli)
+
+
+# --------------------------------------------------------------------------- NaNGuard (shapegrad/guard.py)
+
+from shapegrad.guard import NaNGuard  # noqa: E402  (guard imports this module lazily)
+
+__all__ += ["NaNGuard"]

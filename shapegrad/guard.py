@@ -1,0 +1,518 @@
+"""NaNGuard: stop ``model.fit`` at the first non-finite step, keep the last finite weights, diagnose that batch.
+
+Keras' ``TerminateOnNaN`` stops *after* the weights are NaN and says nothing.
+:class:`NaNGuard` is a callback that, for the duration of ``fit``:
+
+- makes the compiled training step skip the optimizer update when the loss or
+  any gradient is non-finite (the check runs inside the step: one reduction
+  over the gradients, as ``LossScaleOptimizer`` does), so the weights stay the
+  last finite ones without copying them;
+- keeps a reference to the batch the step consumed (no copy), so with
+  shuffling it is the batch actually used;
+- after each step reads one scalar, the optimizer's step counter, to learn
+  whether the step was skipped; if so it stops training and writes a report.
+
+How the step is instrumented (``on_train_begin``, undone on ``on_train_end``
+and as soon as it fires):
+
+- the optimizer's ``scale_loss`` multiplies the loss by a constant that is 1
+  while the loss is finite and NaN when it is not (``stop_gradient``), so a
+  non-finite loss makes every gradient NaN and needs no separate check;
+- its ``apply`` (TensorFlow, PyTorch) or ``stateless_apply`` (JAX) runs the
+  update only when every gradient is finite and no earlier step failed;
+  otherwise it leaves the weights and optimizer state alone and stores
+  ``-(step + 1)`` in ``optimizer.iterations`` (a sticky flag that also skips
+  the later steps of one ``steps_per_execution`` call). The callback puts the
+  step count back before training stops. Nothing is added to the model's or
+  the optimizer's variables, so checkpoints written meanwhile are unchanged;
+- the model's training function is rebuilt (a fresh trace on every backend)
+  and wrapped so that the data iterator it pulls from records each batch. On
+  TensorFlow this runs each step from Python instead of the ``tf.data`` loop
+  inside a ``tf.function``, as Keras does for other iterators.
+
+Files written to ``directory`` when it fires (nothing otherwise):
+
+- ``report.txt``, ``report.json``: the step, epoch and batch, and
+  :func:`shapegrad.doctor.check` on that batch with those weights (the model's
+  compiled loss and sample weights, ``training=True``): layer, operation,
+  source line, fix;
+- ``batch.npz``: the batch (``x``, ``y``, ``sample_weight``; nested entries as
+  ``x/<key>``); ``inputs.npy`` and ``targets.npy`` (``.npz`` for several
+  arrays) for the command line;
+- ``weights.weights.h5`` (``model.load_weights``) and ``model.keras`` (the
+  whole model, when it can be saved), and the ``shapegrad doctor`` command that
+  re-runs the diagnosis from these files (in ``report.txt``).
+
+Example:
+    >>> import tempfile, numpy as np, keras
+    >>> from shapegrad import doctor
+    >>> model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    >>> model.compile("sgd", "mse")
+    >>> x = np.ones((8, 2), "float32"); x[5] = np.nan
+    >>> guard = doctor.NaNGuard(tempfile.mkdtemp(), verbose=0)
+    >>> _ = model.fit(x, np.ones((8, 1)), batch_size=4, shuffle=False, callbacks=[guard], verbose=0)
+    >>> guard.caught["step"], np.isfinite(model.get_weights()[0]).all()
+    (1, True)
+"""
+
+import json
+import os
+import sys
+import traceback
+
+import keras
+import numpy as np
+from keras import ops, tree
+
+__all__ = ["NaNGuard"]
+
+
+def _all_finite(values):
+    """One boolean tensor: every (dense part of every) gradient is finite."""
+    flags = []
+    for g in values:
+        if g is None:
+            continue
+        if keras.backend.backend() == "tensorflow":
+            import tensorflow as tf
+
+            if isinstance(g, tf.IndexedSlices):
+                g = g.values
+        flags.append(ops.all(ops.isfinite(g)))
+    if not flags:
+        return ops.convert_to_tensor(True)
+    return ops.all(ops.stack(flags)) if len(flags) > 1 else flags[0]
+
+
+def _flag(step):
+    """The value stored in ``iterations`` when ``step`` fails: ``-(step + 1)``; kept when already negative."""
+    return ops.where(step >= 0, ops.subtract(ops.negative(step), 1), step)
+
+
+class NaNGuard(keras.callbacks.Callback):
+    """Stop training at the first step whose loss or gradients are non-finite, with the last finite weights.
+
+    Args:
+        directory: where the report, the batch and the weights are written
+            when a non-finite step is caught (created then; a healthy run
+            writes nothing).
+        diagnose: run :func:`shapegrad.doctor.check` on the batch (default
+            ``True``); ``False`` only saves the files.
+        verbose: ``1`` prints one line when it fires, ``0`` is silent.
+
+    Attributes:
+        caught: ``None``, or after a catch a dict with ``step`` (the
+            optimizer's step count before the failing step, 0-based),
+            ``epoch``, ``batch`` (0-based, within the epoch), ``loss_finite``
+            and ``directory``.
+        report: the :class:`shapegrad.doctor.Report` of that batch, or ``None``.
+
+    Conventions: the failing step's update is not applied, so after ``fit``
+    the model (weights, optimizer state, ``optimizer.iterations``) is exactly
+    as after the last finite step, and can be saved or trained further.
+    Works with Keras' default compiled step on TensorFlow (``tf.function``,
+    XLA), JAX (``jax.jit``) and PyTorch, with array, ``PyDataset`` and
+    ``tf.data`` inputs. Not with ``LossScaleOptimizer``, which skips
+    non-finite steps itself.
+    """
+
+    def __init__(self, directory, diagnose=True, verbose=1):
+        super().__init__()
+        if not isinstance(directory, (str, os.PathLike)) or not str(directory):
+            raise ValueError(f"Expected directory to be a path. Received: directory={directory!r}")
+        if verbose not in (0, 1):
+            raise ValueError(f"Expected verbose to be 0 or 1. Received: verbose={verbose!r}")
+        self.directory = os.fspath(directory)
+        self.diagnose = bool(diagnose)
+        self.verbose = verbose
+        self.caught = None
+        self.report = None
+        self._saved = None  # what was patched, to undo it
+        self._guarded = None
+
+    # ------------------------------------------------------------------ patching
+
+    def on_train_begin(self, logs=None):
+        # Keras' Callback.model syncs the JAX state on every access: outside on_train_begin
+        # the guard uses this plain reference instead.
+        model = self._guarded = self.model
+        optimizer = getattr(model, "optimizer", None)
+        if not isinstance(optimizer, keras.optimizers.Optimizer):
+            raise ValueError(
+                f"NaNGuard needs a model compiled with a Keras optimizer. Received: optimizer={optimizer!r}"
+            )
+        if isinstance(optimizer, keras.optimizers.LossScaleOptimizer):
+            raise ValueError(
+                "NaNGuard does not work with LossScaleOptimizer, which skips steps with non-finite "
+                "gradients as part of loss scaling. Received: optimizer=LossScaleOptimizer"
+            )
+        _undo_stale(model)
+        if not optimizer.built:
+            optimizer.build(model.trainable_variables)
+        self.caught, self.report = None, None
+        self._epoch = 0
+        self._batches = []
+        self._pending = False
+        self._history = getattr(model, "history", None)
+        self._iteration_index = next(i for i, v in enumerate(optimizer.variables) if v is optimizer.iterations)
+        self._step = int(ops.convert_to_numpy(optimizer.iterations.value))
+        self._call_start = self._step
+        self._saved = {
+            "train_function": model.train_function,
+            "optimizer": optimizer,
+            "optimizer_attrs": [n for n in ("apply", "stateless_apply", "scale_loss") if n in optimizer.__dict__],
+        }
+        _GUARDED[id(model)] = self
+        self._patch_optimizer(optimizer)
+        object.__setattr__(model, "train_step", _fresh_train_step(model))
+        model.make_train_function(force=True)
+        object.__setattr__(model, "train_function", self._recording(model.train_function))
+
+    def _patch_optimizer(self, optimizer):
+        original_scale_loss = optimizer.scale_loss
+
+        def scale_loss(loss):
+            # 1 while the loss is finite, NaN otherwise: then every gradient is NaN.
+            finite = ops.all(ops.isfinite(loss))
+            factor = ops.stop_gradient(ops.where(finite, ops.ones((), loss.dtype), ops.full((), np.nan, loss.dtype)))
+            return original_scale_loss(ops.multiply(loss, factor))
+
+        object.__setattr__(optimizer, "scale_loss", scale_loss)
+        if keras.backend.backend() == "jax":
+            original_stateless_apply = optimizer.stateless_apply
+            k = self._iteration_index
+
+            def stateless_apply(optimizer_variables, grads, trainable_variables):
+                step = optimizer_variables[k]
+                ok = ops.logical_and(_all_finite(grads), step >= 0)
+
+                def update():
+                    new_t, new_o = original_stateless_apply(optimizer_variables, grads, trainable_variables)
+                    return list(new_t), list(new_o)
+
+                def skip():
+                    new_o = list(optimizer_variables)
+                    new_o[k] = ops.cast(_flag(step), step.dtype)
+                    return list(trainable_variables), new_o
+
+                return ops.cond(ok, update, skip)
+
+            object.__setattr__(optimizer, "stateless_apply", stateless_apply)
+        else:
+            original_apply = optimizer.apply
+
+            def apply(grads, trainable_variables=None):
+                grads = list(grads)
+                step = optimizer.iterations
+                ok = ops.logical_and(_all_finite(grads), step >= 0)
+
+                def update():
+                    original_apply(grads, trainable_variables)
+
+                def skip():
+                    step.assign(ops.cast(_flag(step.value), step.dtype))
+
+                ops.cond(ok, update, skip)
+
+            object.__setattr__(optimizer, "apply", apply)
+
+    def _recording(self, train_function):
+        """``train_function`` with the data it consumes recorded (references, no copies)."""
+        guard = self
+        model = self._guarded
+
+        def recorded(*args):
+            if guard._stale():
+                _undo_stale(model)
+                return model.train_function(*args)
+            guard._pending = True
+            guard._batches = []
+            guard._call_start = guard._step
+            if keras.backend.backend() == "torch":
+                (data,) = args
+                guard._batches = list(data)
+                return train_function(data)
+            *state, iterator = args
+            return train_function(*state, _Recorder(iterator, guard._batches))
+
+        return recorded
+
+    def _stale(self):
+        """A later ``fit`` without this callback runs the patched model (an earlier ``fit`` was interrupted)."""
+        return self._pending or getattr(self._guarded, "history", None) is not self._history
+
+    def _restore(self):
+        saved, self._saved = self._saved, None
+        if saved is None:
+            return
+        model, optimizer = self._guarded, saved["optimizer"]
+        for name in ("apply", "stateless_apply", "scale_loss"):
+            if name not in saved["optimizer_attrs"]:
+                optimizer.__dict__.pop(name, None)
+        model.__dict__.pop("train_step", None)
+        object.__setattr__(model, "train_function", saved["train_function"])
+        _GUARDED.pop(id(model), None)
+
+    # ------------------------------------------------------------------ watching
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch = epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        if self._saved is None:
+            return
+        self._pending = False
+        step = self._read_iterations()
+        if step >= 0:
+            self._step = step
+            return
+        self._caught(batch, logs or {}, -step - 1)
+
+    def on_train_end(self, logs=None):
+        self._restore()
+
+    def _read_iterations(self):
+        model = self._guarded
+        if keras.backend.backend() == "jax" and getattr(model, "_jax_state", None):
+            value = model._jax_state["optimizer_variables"][self._iteration_index]
+        else:
+            value = model.optimizer.iterations.value
+        return int(ops.convert_to_numpy(value))
+
+    def _set_iterations(self, step):
+        model = self._guarded
+        optimizer = model.optimizer
+        if keras.backend.backend() == "jax" and getattr(model, "_jax_state", None):
+            variables = list(model._jax_state["optimizer_variables"])
+            old = variables[self._iteration_index]
+            variables[self._iteration_index] = ops.cast(ops.convert_to_tensor(step), old.dtype)
+            model._jax_state["optimizer_variables"] = variables
+            model.jax_state_sync()
+        else:
+            optimizer.iterations.assign(step)
+
+    # ------------------------------------------------------------------ reporting
+
+    def _caught(self, batch, logs, step):
+        model = self._guarded
+        self._set_iterations(step)
+        model.stop_training = True
+        index = step - self._call_start
+        data = self._batches[index] if 0 <= index < len(self._batches) else None
+        self._restore()
+        loss = logs.get("loss")
+        loss_finite = None if loss is None else bool(np.all(np.isfinite(np.asarray(loss, dtype=float))))
+        self.caught = {
+            "step": step,
+            "epoch": self._epoch,
+            "batch": batch,
+            "loss_finite": loss_finite,
+            "directory": self.directory,
+        }
+        try:
+            self._write(data)
+        finally:
+            self._batches = []
+        if self.verbose:
+            what = "loss" if loss_finite is False else "gradients"
+            print(
+                f"NaNGuard: non-finite {what} at step {step} (epoch {self._epoch}, batch {batch}): "
+                f"training stopped with the weights from before that step; report in "
+                f"{os.path.join(self.directory, 'report.txt')}",
+                file=sys.stderr,
+            )
+
+    def _write(self, data):
+        from shapegrad import doctor, files
+
+        model, out = self._guarded, self.directory
+        os.makedirs(out, exist_ok=True)
+        written, notes = [], []
+        x = y = sw = None
+        if data is None:
+            notes.append("the batch of this step was not recorded (steps_per_execution > 1 on this path)")
+        else:
+            x, y, sw = keras.utils.unpack_x_y_sample_weight(tree.map_structure(_to_numpy, data))
+            arrays = {}
+            for name, part in (("x", x), ("y", y), ("sample_weight", sw)):
+                arrays.update(_flat_arrays(name, part))
+            np.savez(os.path.join(out, "batch.npz"), **arrays)
+            written.append("batch.npz")
+            written.append(_save_for_cli(os.path.join(out, "inputs"), x, model))
+            if y is not None:
+                written.append(_save_for_cli(os.path.join(out, "targets"), y, model))
+        model.save_weights(os.path.join(out, "weights.weights.h5"))
+        written.append("weights.weights.h5")
+        model_file = os.path.join(out, "model.keras")
+        try:
+            model.save(model_file)
+            written.append("model.keras")
+        except Exception as error:  # noqa: BLE001 - the weights file is enough to reproduce
+            if os.path.exists(model_file):
+                os.remove(model_file)
+            notes.append(f"model.keras not written: {type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}")
+
+        loss_name = model.loss if isinstance(model.loss, str) else None
+        command = None
+        if "model.keras" in written and x is not None:
+            command = f"shapegrad doctor {os.path.join(out, 'model.keras')}"
+            command += "".join(f" --import {m}" for m in _custom_modules(model))
+            command += f" --input {os.path.join(out, written[1])}"
+            if y is not None:
+                command += f" --target {os.path.join(out, written[2])}"
+            if loss_name is not None:
+                command += f" --loss {loss_name}"
+            if sw is not None:
+                notes.append("the command line has no sample weights; the report above used them")
+
+        report = None
+        if self.diagnose and x is not None:
+            try:
+                report = _diagnose(model, x, y, sw)
+            except Exception as error:  # noqa: BLE001 - the files stand without the diagnosis
+                notes.append(f"shapegrad.doctor.check failed: {type(error).__name__}: {error}")
+                notes.append("".join(traceback.format_exception_only(type(error), error)).strip())
+        self.report = report
+
+        c = self.caught
+        what = (
+            "the loss was non-finite"
+            if c["loss_finite"] is False
+            else "the loss was finite but gradients were not"
+            if c["loss_finite"]
+            else "the loss or the gradients were non-finite"
+        )
+        head = [
+            f"NaNGuard: step {c['step']} (epoch {c['epoch']}, batch {c['batch']}; counted from 0): {what}.",
+            f"Training stopped; the model keeps the weights from before this step "
+            f"(optimizer.iterations = {c['step']}).",
+            f"Files: {', '.join(written)}",
+        ]
+        if command:
+            head.append(f"Re-run the diagnosis: {command}")
+        head += [f"note: {n}" for n in notes]
+        body = str(report) if report is not None else "(no diagnosis)"
+        if report is not None and report.ok:
+            body += (
+                "\n\nThe eager re-run of this batch is finite: the non-finite value came from the "
+                "compiled step only (dropout, XLA/jit numerics) or from a layer doctor.check cannot split."
+            )
+        files.write_text(os.path.join(out, "report.txt"), "\n".join(head) + "\n\n" + body + "\n")
+        payload = dict(c)
+        payload.update(files=written, command=command, notes=notes, report=report.to_dict() if report else None)
+        files.write_text(os.path.join(out, "report.json"), json.dumps(payload, indent=2) + "\n")
+
+
+# ---------------------------------------------------------------------- helpers
+
+
+_GUARDED = {}  # id(model) -> the NaNGuard whose patches are on it
+
+
+def _undo_stale(model):
+    guard = _GUARDED.get(id(model))
+    if guard is None or guard._guarded is not model:
+        return
+    step = guard._read_iterations() if guard._saved is not None else 0
+    if step < 0:
+        guard._set_iterations(-step - 1)
+    guard._restore()
+
+
+def _fresh_train_step(model):
+    """A new function object for ``train_step``, so that every backend traces the step anew."""
+    method = type(model).train_step
+
+    def train_step(*args):
+        return method(model, *args)
+
+    return train_step
+
+
+class _Recorder:
+    """An iterator that passes batches through and keeps a reference to each in ``store``."""
+
+    def __init__(self, iterator, store):
+        self._iterator = iter(iterator)
+        self._store = store
+        # Pull the first batch here: an exhausted iterator raises StopIteration before the step.
+        self._first = next(self._iterator)
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        if self._first is not None:
+            data, self._first = self._first, None
+        else:
+            data = next(self._iterator)
+        self._store.append(data)
+        return data
+
+
+def _to_numpy(x):
+    if x is None:
+        return None
+    if hasattr(x, "detach"):
+        x = x.detach().cpu()
+    return np.asarray(ops.convert_to_numpy(x))
+
+
+def _flat_arrays(name, part):
+    if part is None:
+        return {}
+    if isinstance(part, np.ndarray):
+        return {name: part}
+    out = {}
+    items = part.items() if isinstance(part, dict) else enumerate(part)
+    for key, value in items:
+        out.update(_flat_arrays(f"{name}/{key}", value))
+    return out
+
+
+def _save_for_cli(base, part, model):
+    """``base.npy`` for one array, ``base.npz`` (by input name) for several; returns the file name."""
+    if isinstance(part, np.ndarray):
+        np.save(base + ".npy", part)
+        return os.path.basename(base) + ".npy"
+    if isinstance(part, dict):
+        arrays = dict(part)
+    else:
+        names = [getattr(t, "name", None) for t in (getattr(model, "inputs", None) or [])]
+        leaves = list(part)
+        keys = names if len(names) == len(leaves) and all(names) else [str(k) for k in range(len(leaves))]
+        arrays = dict(zip(keys, leaves))
+    np.savez(base + ".npz", **{str(k): np.asarray(v) for k, v in arrays.items()})
+    return os.path.basename(base) + ".npz"
+
+
+def _custom_modules(model):
+    mods = set()
+    for layer in model._flatten_layers(include_self=False):
+        module = type(layer).__module__
+        if not module.startswith(("keras", "shapegrad", "__main__")):
+            mods.add(module)
+    return sorted(mods)
+
+
+def _diagnose(model, x, y, sample_weight):
+    """:func:`shapegrad.doctor.check` with the model's compiled loss; the non-trainable weights are put back."""
+    from shapegrad import doctor
+
+    compiled = getattr(model, "_compile_loss", None)
+    loss = None
+    if compiled is not None and y is not None:
+        sw = None if sample_weight is None else tree.map_structure(ops.convert_to_tensor, sample_weight)
+
+        def loss(targets, outputs):
+            return compiled(targets, outputs, sw)
+
+        loss.__name__ = f"the model's compiled loss ({model.loss!r})" if not callable(model.loss) else (
+            f"the model's compiled loss ({getattr(model.loss, '__name__', type(model.loss).__name__)})"
+        )
+    kept = [(v, ops.convert_to_numpy(v.value)) for v in model.non_trainable_variables]
+    try:
+        return doctor.check(model, x, targets=y, loss=loss, training=True)
+    finally:
+        for v, value in kept:
+            v.assign(value)
