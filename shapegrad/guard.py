@@ -150,13 +150,12 @@ class NaNGuard(keras.callbacks.Callback):
         if not optimizer.built:
             optimizer.build(model.trainable_variables)
         self.caught, self.report = None, None
-        self._epoch = 0
-        self._batches = []
-        self._pending = False
+        self._epoch, self._batch = 0, 0
+        self._inflight = []  # the calls not checked yet: flag, batches, where they were
+        self._data = None
         self._history = getattr(model, "history", None)
         self._iteration_index = next(i for i, v in enumerate(optimizer.variables) if v is optimizer.iterations)
-        self._step = int(ops.convert_to_numpy(optimizer.iterations.value))
-        self._call_start = self._step
+        self._dispatched = int(ops.convert_to_numpy(optimizer.iterations.value))
         self._saved = {
             "train_function": model.train_function,
             "optimizer": optimizer,
@@ -164,7 +163,7 @@ class NaNGuard(keras.callbacks.Callback):
         }
         _GUARDED[id(model)] = self
         self._patch_optimizer(optimizer)
-        object.__setattr__(model, "train_step", _fresh_train_step(model))
+        object.__setattr__(model, "train_step", _flagged_train_step(model, self._iteration_index))
         model.make_train_function(force=True)
         object.__setattr__(model, "train_function", self._recording(model.train_function))
 
@@ -217,29 +216,45 @@ class NaNGuard(keras.callbacks.Callback):
             object.__setattr__(optimizer, "apply", apply)
 
     def _recording(self, train_function):
-        """``train_function`` with the data it consumes recorded (references, no copies)."""
-        guard = self
-        model = self._guarded
+        """``train_function`` that records the batches it consumes and checks the step before the last.
+
+        The check lags one call behind so that reading the flag never waits for the step
+        just dispatched (JAX dispatches asynchronously; Keras keeps doing so because the
+        guard has no ``on_train_batch_end``). The step after a failed one is skipped by
+        the sticky flag; the one after that is not run at all.
+        """
+        guard, model = self, self._guarded
+        backend = keras.backend.backend()
 
         def recorded(*args):
             if guard._stale():
                 _undo_stale(model)
                 return model.train_function(*args)
-            guard._pending = True
-            guard._batches = []
-            guard._call_start = guard._step
-            if keras.backend.backend() == "torch":
+            while len(guard._inflight) > 1:
+                if guard._failed(guard._inflight.pop(0)):
+                    return guard._stand_in(args)
+            batches = []
+            if backend == "torch":
                 (data,) = args
-                guard._batches = list(data)
-                return train_function(data)
-            *state, iterator = args
-            return train_function(*state, _Recorder(iterator, guard._batches))
+                batches = list(data)
+                out = train_function(data)
+            else:
+                *state, iterator = args
+                out = train_function(*state, _Recorder(iterator, batches))
+            logs = out[0] if backend == "jax" else out
+            flag = logs.pop(_FLAG)
+            guard._inflight.append(
+                dict(flag=flag, batches=batches, start=guard._dispatched, epoch=guard._epoch, batch=guard._batch, logs=logs)
+            )
+            guard._dispatched += len(batches)
+            guard._batch += len(batches)
+            return out
 
         return recorded
 
     def _stale(self):
         """A later ``fit`` without this callback runs the patched model (an earlier ``fit`` was interrupted)."""
-        return self._pending or getattr(self._guarded, "history", None) is not self._history
+        return getattr(self._guarded, "history", None) is not self._history
 
     def _restore(self):
         saved, self._saved = self._saved, None
@@ -257,19 +272,56 @@ class NaNGuard(keras.callbacks.Callback):
 
     def on_epoch_begin(self, epoch, logs=None):
         self._epoch = epoch
+        self._batch = 0
 
-    def on_train_batch_end(self, batch, logs=None):
-        if self._saved is None:
-            return
-        self._pending = False
-        step = self._read_iterations()
-        if step >= 0:
-            self._step = step
-            return
-        self._caught(batch, logs or {}, -step - 1)
+    def on_epoch_end(self, epoch, logs=None):
+        self._drain()
 
     def on_train_end(self, logs=None):
+        self._drain()
         self._restore()
+        if self.caught is not None:
+            self._write_report()
+
+    def _drain(self):
+        """Check every step still unchecked (the weights are in the model's variables by now)."""
+        while self._inflight and self._saved is not None:
+            if self._failed(self._inflight.pop(0)):
+                self._guarded.optimizer.iterations.assign(self.caught["step"])
+        self._inflight = []
+
+    def _failed(self, entry):
+        """Read one call's flag; on a failure, note what failed and stop training."""
+        flag = int(ops.convert_to_numpy(entry["flag"]))
+        if flag >= 0:
+            return False
+        step = -flag - 1
+        index = step - entry["start"]
+        loss = entry["logs"].get("loss")
+        self.caught = {
+            "step": step,
+            "epoch": entry["epoch"],
+            "batch": entry["batch"] + index,
+            "loss_finite": None if loss is None else bool(np.isfinite(ops.convert_to_numpy(loss)).all()),
+            "directory": self.directory,
+        }
+        self._data = entry["batches"][index] if 0 <= index < len(entry["batches"]) else None
+        self._inflight = []
+        self._guarded.stop_training = True
+        return True
+
+    def _stand_in(self, args):
+        """What ``train_function`` returns instead of running a step after a failure: the state put back."""
+        step = self.caught["step"]
+        logs = {}
+        if keras.backend.backend() == "jax":
+            trainable, non_trainable, optimizer_variables, metrics = args[0]
+            optimizer_variables = list(optimizer_variables)
+            old = optimizer_variables[self._iteration_index]
+            optimizer_variables[self._iteration_index] = ops.cast(ops.convert_to_tensor(step), old.dtype)
+            return logs, (trainable, non_trainable, optimizer_variables, metrics)
+        self._guarded.optimizer.iterations.assign(step)
+        return logs
 
     def _read_iterations(self):
         model = self._guarded
@@ -281,7 +333,6 @@ class NaNGuard(keras.callbacks.Callback):
 
     def _set_iterations(self, step):
         model = self._guarded
-        optimizer = model.optimizer
         if keras.backend.backend() == "jax" and getattr(model, "_jax_state", None):
             variables = list(model._jax_state["optimizer_variables"])
             old = variables[self._iteration_index]
@@ -289,34 +340,20 @@ class NaNGuard(keras.callbacks.Callback):
             model._jax_state["optimizer_variables"] = variables
             model.jax_state_sync()
         else:
-            optimizer.iterations.assign(step)
+            model.optimizer.iterations.assign(step)
 
     # ------------------------------------------------------------------ reporting
 
-    def _caught(self, batch, logs, step):
-        model = self._guarded
-        self._set_iterations(step)
-        model.stop_training = True
-        index = step - self._call_start
-        data = self._batches[index] if 0 <= index < len(self._batches) else None
-        self._restore()
-        loss = logs.get("loss")
-        loss_finite = None if loss is None else bool(np.all(np.isfinite(np.asarray(loss, dtype=float))))
-        self.caught = {
-            "step": step,
-            "epoch": self._epoch,
-            "batch": batch,
-            "loss_finite": loss_finite,
-            "directory": self.directory,
-        }
+    def _write_report(self):
+        c = self.caught
         try:
-            self._write(data)
+            self._write(self._data)
         finally:
-            self._batches = []
+            self._data = None
         if self.verbose:
-            what = "loss" if loss_finite is False else "gradients"
+            what = "loss" if c["loss_finite"] is False else "gradients"
             print(
-                f"NaNGuard: non-finite {what} at step {step} (epoch {self._epoch}, batch {batch}): "
+                f"NaNGuard: non-finite {what} at step {c['step']} (epoch {c['epoch']}, batch {c['batch']}): "
                 f"training stopped with the weights from before that step; report in "
                 f"{os.path.join(self.directory, 'report.txt')}",
                 file=sys.stderr,
@@ -416,15 +453,28 @@ def _undo_stale(model):
     step = guard._read_iterations() if guard._saved is not None else 0
     if step < 0:
         guard._set_iterations(-step - 1)
+    guard._inflight = []
     guard._restore()
 
 
-def _fresh_train_step(model):
-    """A new function object for ``train_step``, so that every backend traces the step anew."""
+_FLAG = "_nan_guard_flag"
+
+
+def _flagged_train_step(model, iteration_index):
+    """``train_step`` whose logs also carry the flag: 0 after a healthy step, ``-(s + 1)`` once step ``s`` failed.
+
+    A new function object, so that every backend traces the step anew. The flag is a
+    new array (not the step counter itself), so JAX never donates it with the state.
+    """
     method = type(model).train_step
+    jax = keras.backend.backend() == "jax"
 
     def train_step(*args):
-        return method(model, *args)
+        out = method(model, *args)
+        logs, step = (out[0], out[1][2][iteration_index]) if jax else (out, model.optimizer.iterations.value)
+        logs = dict(logs)
+        logs[_FLAG] = ops.minimum(step, 0)
+        return (logs, out[1]) if jax else logs
 
     return train_step
 

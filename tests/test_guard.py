@@ -106,7 +106,9 @@ def test_stops_at_a_later_step_with_the_weights_from_before_it(tmp_path):
 
     assert guard.caught["step"] == 5 and guard.caught["epoch"] == 0 and guard.caught["batch"] == 5
     assert guard.caught["loss_finite"] is True
-    assert len(seen.weights) == 7  # begin + 6 steps: nothing after the bad one
+    # The check lags one step behind (no wait for the step in flight): the step after the
+    # bad one is skipped, the next is not run, and fit stops.
+    assert len(seen.weights) == 9 and all(same(w, seen.weights[5]) for w in seen.weights[5:])
     assert finite(model) and same(model.get_weights(), seen.weights[5])
     assert not same(seen.weights[5], seen.weights[0])  # it did train before
     assert int(ops.convert_to_numpy(model.optimizer.iterations)) == 5
