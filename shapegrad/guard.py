@@ -59,6 +59,7 @@ import json
 import os
 import sys
 import traceback
+import weakref
 
 import keras
 import numpy as np
@@ -163,9 +164,17 @@ class NaNGuard(keras.callbacks.Callback):
         }
         _GUARDED[id(model)] = self
         self._patch_optimizer(optimizer)
-        object.__setattr__(model, "train_step", _flagged_train_step(model, self._iteration_index))
-        model.make_train_function(force=True)
-        object.__setattr__(model, "train_function", self._recording(model.train_function))
+        # The instrumented step is traced once per model and training function, and reused by
+        # later guarded fits (a new trace and compile each time would cost seconds per fit).
+        cached = _INSTRUMENTED.get(model)
+        if cached is None or cached[0] is not model.train_function:
+            step = _flagged_train_step(model, self._iteration_index)
+            object.__setattr__(model, "train_step", step)
+            model.make_train_function(force=True)
+            cached = (self._saved["train_function"], model.train_function, step)
+            _INSTRUMENTED[model] = cached
+        object.__setattr__(model, "train_step", cached[2])
+        object.__setattr__(model, "train_function", self._recording(cached[1]))
 
     def _patch_optimizer(self, optimizer):
         original_scale_loss = optimizer.scale_loss
@@ -444,6 +453,7 @@ class NaNGuard(keras.callbacks.Callback):
 
 
 _GUARDED = {}  # id(model) -> the NaNGuard whose patches are on it
+_INSTRUMENTED = weakref.WeakKeyDictionary()  # model -> (its train_function, the instrumented one, train_step)
 
 
 def _undo_stale(model):

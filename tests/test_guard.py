@@ -147,6 +147,11 @@ def test_a_healthy_run_is_untouched(tmp_path):
         np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
     assert int(ops.convert_to_numpy(guarded.optimizer.iterations)) == 16
 
+    # A second guarded fit reuses the instrumented step, and still catches.
+    again = doctor.NaNGuard(tmp_path / "again", verbose=0)
+    guarded.fit(*data(), batch_size=BATCH, shuffle=False, callbacks=[again], verbose=0)
+    assert again.caught["step"] == 16 + 5 and finite(guarded)
+
 
 class Batches(keras.utils.PyDataset):
     def __init__(self, x, y):
