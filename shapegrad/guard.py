@@ -58,7 +58,6 @@ Example:
 import json
 import os
 import sys
-import traceback
 import weakref
 
 import keras
@@ -83,6 +82,17 @@ def _all_finite(values):
     if not flags:
         return ops.convert_to_tensor(True)
     return ops.all(ops.stack(flags)) if len(flags) > 1 else flags[0]
+
+
+def _merge_call_context():
+    """The TensorFlow replica context when the optimizer's update needs a merge call, else ``None``."""
+    if keras.backend.backend() != "tensorflow":
+        return None
+    import tensorflow as tf
+
+    if not tf.distribute.has_strategy() or tf.__internal__.distribute.strategy_supports_no_merge_call():
+        return None
+    return tf.distribute.get_replica_context()
 
 
 def _flag(step):
@@ -156,7 +166,7 @@ class NaNGuard(keras.callbacks.Callback):
         self._data = None
         self._history = getattr(model, "history", None)
         self._iteration_index = next(i for i, v in enumerate(optimizer.variables) if v is optimizer.iterations)
-        self._dispatched = int(ops.convert_to_numpy(optimizer.iterations.value))
+        self._dispatched = int(ops.convert_to_numpy(optimizer.iterations))
         self._saved = {
             "train_function": model.train_function,
             "optimizer": optimizer,
@@ -208,19 +218,34 @@ class NaNGuard(keras.callbacks.Callback):
             object.__setattr__(optimizer, "stateless_apply", stateless_apply)
         else:
             original_apply = optimizer.apply
+            step = optimizer.iterations
+
+            def healthy(grads):
+                return ops.logical_and(_all_finite(grads), ops.convert_to_tensor(step) >= 0)
+
+            def skip():
+                step.assign(ops.cast(_flag(ops.convert_to_tensor(step)), step.dtype))
 
             def apply(grads, trainable_variables=None):
                 grads = list(grads)
-                step = optimizer.iterations
-                ok = ops.logical_and(_all_finite(grads), step >= 0)
+                merge = _merge_call_context()
+                if merge is None:
+                    ops.cond(healthy(grads), lambda: original_apply(grads, trainable_variables), skip)
+                    return
 
-                def update():
-                    original_apply(grads, trainable_variables)
+                # tf.distribute with merge calls (MirroredStrategy): the update all-reduces,
+                # which cannot sit inside a cond in a replica: decide across replicas, as
+                # LossScaleOptimizer does.
+                def across(distribution, grads, trainable_variables):
+                    oks = distribution.extended.call_for_each_replica(healthy, args=(grads,))
+                    ok = ops.all(ops.stack(list(distribution.experimental_local_results(oks))))
 
-                def skip():
-                    step.assign(ops.cast(_flag(step.value), step.dtype))
+                    def update():
+                        distribution.extended.call_for_each_replica(original_apply, args=(grads, trainable_variables))
 
-                ops.cond(ok, update, skip)
+                    ops.cond(ok, update, skip)
+
+                merge.merge_call(across, args=(grads, trainable_variables))
 
             object.__setattr__(optimizer, "apply", apply)
 
@@ -337,7 +362,7 @@ class NaNGuard(keras.callbacks.Callback):
         if keras.backend.backend() == "jax" and getattr(model, "_jax_state", None):
             value = model._jax_state["optimizer_variables"][self._iteration_index]
         else:
-            value = model.optimizer.iterations.value
+            value = model.optimizer.iterations
         return int(ops.convert_to_numpy(value))
 
     def _set_iterations(self, step):
@@ -417,7 +442,6 @@ class NaNGuard(keras.callbacks.Callback):
                 report = _diagnose(model, x, y, sw)
             except Exception as error:  # noqa: BLE001 - the files stand without the diagnosis
                 notes.append(f"shapegrad.doctor.check failed: {type(error).__name__}: {error}")
-                notes.append("".join(traceback.format_exception_only(type(error), error)).strip())
         self.report = report
 
         c = self.caught
@@ -481,7 +505,7 @@ def _flagged_train_step(model, iteration_index):
 
     def train_step(*args):
         out = method(model, *args)
-        logs, step = (out[0], out[1][2][iteration_index]) if jax else (out, model.optimizer.iterations.value)
+        logs, step = (out[0], out[1][2][iteration_index]) if jax else (out, ops.convert_to_tensor(model.optimizer.iterations))
         logs = dict(logs)
         logs[_FLAG] = ops.minimum(step, 0)
         return (logs, out[1]) if jax else logs
@@ -513,6 +537,8 @@ class _Recorder:
 def _to_numpy(x):
     if x is None:
         return None
+    if type(x).__name__ == "PerReplica":  # tf.distribute: the replicas' shards of the global batch
+        return np.concatenate([_to_numpy(t) for t in x.values])
     if hasattr(x, "detach"):
         x = x.detach().cpu()
     return np.asarray(ops.convert_to_numpy(x))

@@ -35,7 +35,7 @@ import time
 import keras
 import numpy as np
 
-from shapegrad import _validate, distribute, files, fit, metrics, plots
+from shapegrad import _validate, distribute, doctor, files, fit, metrics, plots
 from shapegrad.data import ConeDataset, SceneDataset
 from shapegrad.models import CONE_FIELDS, build_encoder, fields_for
 
@@ -288,7 +288,7 @@ def train(
         budget = _TimeBudget(seconds)
         callbacks += [
             _Validate(encoder, task, val_images, val_params),
-            keras.callbacks.TerminateOnNaN(),
+            doctor.NaNGuard(os.path.join(out, "nan-report")),
             keras.callbacks.BackupAndRestore(os.path.join(out, "backup"), save_freq="epoch", delete_checkpoint=True),
             budget,
         ]
