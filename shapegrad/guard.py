@@ -204,16 +204,13 @@ class NaNGuard(keras.callbacks.Callback):
                 step = optimizer_variables[k]
                 ok = ops.logical_and(_all_finite(grads), step >= 0)
 
-                def update():
-                    new_t, new_o = original_stateless_apply(optimizer_variables, grads, trainable_variables)
-                    return list(new_t), list(new_o)
-
-                def skip():
-                    new_o = list(optimizer_variables)
-                    new_o[k] = ops.cast(_flag(step), step.dtype)
-                    return list(trainable_variables), new_o
-
-                return ops.cond(ok, update, skip)
+                # Compute the update and select: XLA fuses the selects into the update, where
+                # a cond would copy the whole state through a conditional every step.
+                new_t, new_o = original_stateless_apply(optimizer_variables, grads, trainable_variables)
+                new_t = [ops.where(ok, n, o) for n, o in zip(new_t, trainable_variables)]
+                new_o = [ops.where(ok, n, o) for n, o in zip(new_o, optimizer_variables)]
+                new_o[k] = ops.where(ok, new_o[k], ops.cast(_flag(step), step.dtype))
+                return new_t, new_o
 
             object.__setattr__(optimizer, "stateless_apply", stateless_apply)
         else:
@@ -326,7 +323,7 @@ class NaNGuard(keras.callbacks.Callback):
 
     def _failed(self, entry):
         """Read one call's flag; on a failure, note what failed and stop training."""
-        flag = int(ops.convert_to_numpy(entry["flag"]))
+        flag = int(entry["flag"])
         if flag >= 0:
             return False
         step = -flag - 1
