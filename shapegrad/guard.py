@@ -9,26 +9,30 @@ Keras' ``TerminateOnNaN`` stops *after* the weights are NaN and says nothing.
   last finite ones without copying them;
 - keeps a reference to the batch the step consumed (no copy), so with
   shuffling it is the batch actually used;
-- after each step reads one scalar, the optimizer's step counter, to learn
-  whether the step was skipped; if so it stops training and writes a report.
+- reads a one-number flag that the step returns, one step late so that it
+  never waits for the step in flight (Keras keeps dispatching steps
+  asynchronously: the guard has no ``on_train_batch_end``). When the flag
+  shows a failure, the step after it has been skipped as well, the next one is
+  not run, and training stops; the report is written on ``on_train_end``.
 
-How the step is instrumented (``on_train_begin``, undone on ``on_train_end``
-and as soon as it fires):
+How the step is instrumented (``on_train_begin``; undone on ``on_train_end``):
 
 - the optimizer's ``scale_loss`` multiplies the loss by a constant that is 1
   while the loss is finite and NaN when it is not (``stop_gradient``), so a
   non-finite loss makes every gradient NaN and needs no separate check;
-- its ``apply`` (TensorFlow, PyTorch) or ``stateless_apply`` (JAX) runs the
-  update only when every gradient is finite and no earlier step failed;
-  otherwise it leaves the weights and optimizer state alone and stores
-  ``-(step + 1)`` in ``optimizer.iterations`` (a sticky flag that also skips
-  the later steps of one ``steps_per_execution`` call). The callback puts the
-  step count back before training stops. Nothing is added to the model's or
-  the optimizer's variables, so checkpoints written meanwhile are unchanged;
-- the model's training function is rebuilt (a fresh trace on every backend)
-  and wrapped so that the data iterator it pulls from records each batch. On
-  TensorFlow this runs each step from Python instead of the ``tf.data`` loop
-  inside a ``tf.function``, as Keras does for other iterators.
+- its ``apply`` (TensorFlow, PyTorch; under ``tf.distribute`` decided across
+  replicas in a merge call) or ``stateless_apply`` (JAX; the update is
+  selected with ``where``, which XLA fuses) keeps the weights and optimizer
+  state when a gradient is non-finite or an earlier step failed, and stores
+  ``-(step + 1)`` in ``optimizer.iterations`` (a sticky flag); the callback
+  puts the step count back. Nothing is added to the model's or the
+  optimizer's variables, so checkpoints written meanwhile are unchanged;
+- ``train_step`` also returns ``min(iterations, 0)`` in its logs (removed
+  before Keras sees them), and the training function is traced anew once per
+  model (reused by later guarded fits) and wrapped so that the data iterator
+  records each batch. On TensorFlow this runs each step from Python instead
+  of the ``tf.data`` loop inside a ``tf.function``, as Keras does for other
+  iterators.
 
 Files written to ``directory`` when it fires (nothing otherwise):
 
@@ -51,7 +55,7 @@ Example:
     >>> x = np.ones((8, 2), "float32"); x[5] = np.nan
     >>> guard = doctor.NaNGuard(tempfile.mkdtemp(), verbose=0)
     >>> _ = model.fit(x, np.ones((8, 1)), batch_size=4, shuffle=False, callbacks=[guard], verbose=0)
-    >>> guard.caught["step"], np.isfinite(model.get_weights()[0]).all()
+    >>> guard.caught["step"], bool(np.isfinite(model.get_weights()[0]).all())
     (1, True)
 """
 
@@ -115,7 +119,7 @@ class NaNGuard(keras.callbacks.Callback):
         caught: ``None``, or after a catch a dict with ``step`` (the
             optimizer's step count before the failing step, 0-based),
             ``epoch``, ``batch`` (0-based, within the epoch), ``loss_finite``
-            and ``directory``.
+            (from Keras' running mean of the loss) and ``directory``.
         report: the :class:`shapegrad.doctor.Report` of that batch, or ``None``.
 
     Conventions: the failing step's update is not applied, so after ``fit``
