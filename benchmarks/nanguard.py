@@ -6,6 +6,8 @@ JAX: jit, PyTorch: eager), NumPy inputs, Adam, verbose=0:
 - mlp: 32 -> 256 -> 256 -> 10, batch 64;
 - cone: shapegrad's cone encoder (width 16) + Cones(64), image loss, batch 64 (``make demo``'s step).
 
+PyTorch runs with one intra-op thread (its spinning threads swamp a small shared CPU).
+
 Method: both variants are compiled first (the guard traces its instrumented step once per model
 and reuses it, so a later guarded fit costs no compile). Then rounds alternate a plain and a
 guarded fit of K steps on the same model; the step time is the fastest round's time / K, both
@@ -81,6 +83,11 @@ def measure(name, build, rounds, steps):
 
 
 def main():
+    if keras.backend.backend() == "torch":
+        import torch
+
+        # PyTorch's default intra-op threads spin; on a small shared CPU that swamps the timing.
+        torch.set_num_threads(1)
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--steps", default="mlp=200,cone=20", help="steps per fit, per model")

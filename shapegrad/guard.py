@@ -30,9 +30,8 @@ How the step is instrumented (``on_train_begin``; undone on ``on_train_end``):
 - ``train_step`` also returns ``min(iterations, 0)`` in its logs (removed
   before Keras sees them), and the training function is traced anew once per
   model (reused by later guarded fits) and wrapped so that the data iterator
-  records each batch. On TensorFlow this runs each step from Python instead
-  of the ``tf.data`` loop inside a ``tf.function``, as Keras does for other
-  iterators.
+  records each batch (on TensorFlow without ``tf.distribute`` the step returns
+  its batch instead, so Keras' ``tf.data`` loop inside a ``tf.function`` stays).
 
 Files written to ``directory`` when it fires (nothing otherwise):
 
@@ -260,6 +259,7 @@ class NaNGuard(keras.callbacks.Callback):
         """
         guard, model = self, self._guarded
         backend = keras.backend.backend()
+        in_graph = _tf_in_graph(model)
 
         def recorded(*args):
             if guard._stale():
@@ -273,11 +273,16 @@ class NaNGuard(keras.callbacks.Callback):
                 (data,) = args
                 batches = list(data)
                 out = train_function(data)
+            elif in_graph:
+                out = train_function(*args)
             else:
                 *state, iterator = args
                 out = train_function(*state, _Recorder(iterator, batches))
             logs = out[0] if backend == "jax" else out
             flag = logs.pop(_FLAG)
+            batch = logs.pop(_BATCH, None)
+            if in_graph:
+                batches = [batch]
             guard._inflight.append(
                 dict(flag=flag, batches=batches, start=guard._dispatched, epoch=guard._epoch, batch=guard._batch, logs=logs)
             )
@@ -493,6 +498,20 @@ def _undo_stale(model):
 
 
 _FLAG = "_nan_guard_flag"
+_BATCH = "_nan_guard_batch"
+
+
+def _tf_in_graph(model):
+    """TensorFlow without tf.distribute, one step per call: the step itself returns its batch.
+
+    Then Keras' ``tf.data`` loop inside a ``tf.function`` stays; otherwise the guard records the
+    batches from Python.
+    """
+    if keras.backend.backend() != "tensorflow" or model.steps_per_execution != 1:
+        return False
+    import tensorflow as tf
+
+    return not tf.distribute.has_strategy()
 
 
 def _flagged_train_step(model, iteration_index):
@@ -509,6 +528,8 @@ def _flagged_train_step(model, iteration_index):
         logs, step = (out[0], out[1][2][iteration_index]) if jax else (out, ops.convert_to_tensor(model.optimizer.iterations))
         logs = dict(logs)
         logs[_FLAG] = ops.minimum(step, 0)
+        if _tf_in_graph(model):
+            logs[_BATCH] = args[0]  # the batch leaves the tf.function as it came in: no copy
         return (logs, out[1]) if jax else logs
 
     return train_step
