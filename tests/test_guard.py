@@ -135,6 +135,20 @@ def test_stops_at_a_later_step_with_the_weights_from_before_it(tmp_path):
     model.save(tmp_path / "usable.keras")
 
 
+def test_the_documented_command_reruns_the_diagnosis(tmp_path, capsys):
+    from shapegrad.cli import main
+
+    model = length_model()
+    guard = doctor.NaNGuard(tmp_path / "nan", verbose=0)
+    model.fit(*data(), batch_size=BATCH, shuffle=False, callbacks=[guard], verbose=0)
+    command = json.loads((tmp_path / "nan" / "report.json").read_text())["command"].split()
+    assert command[:2] == ["shapegrad", "doctor"] and "--import" in command and "--loss" in command
+    capsys.readouterr()
+    assert main(command[1:]) == 1
+    out = capsys.readouterr().out
+    assert "layer 'length' (Length)" in out and "operation: sqrt" in out and "then:" in out
+
+
 def test_a_healthy_run_is_untouched(tmp_path):
     x, y = data(bad=None)
     plain = length_model()
