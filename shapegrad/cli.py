@@ -307,6 +307,7 @@ def _add_doctor(subparsers):
         metavar="FILE.npy",
         help="targets for the default MSE loss (default: the loss is the sum of the outputs)",
     )
+    p.add_argument("--loss", metavar="NAME", help="a Keras loss name (with --target), e.g. the model's compiled loss")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.add_argument(
         "--unsafe",
@@ -347,7 +348,7 @@ def _run_doctor(args, loaded):
     from shapegrad import doctor
 
     target, inputs, targets = loaded
-    report = doctor.check(target, inputs, targets=targets)
+    report = doctor.check(target, inputs, targets=targets, loss=args.loss)
     print(report.to_json() if args.json else report)
     return 0 if report.ok else 1
 

@@ -35,7 +35,7 @@ import time
 import keras
 import numpy as np
 
-from shapegrad import _validate, distribute, files, fit, metrics, plots
+from shapegrad import _validate, distribute, doctor, files, fit, metrics, plots
 from shapegrad.data import ConeDataset, SceneDataset
 from shapegrad.models import Annealed, build_autoencoder, build_encoder, fields_for
 from shapegrad.models import pyramid_mse  # noqa: F401  (importable from here, as before)
@@ -271,16 +271,21 @@ def train(
                 loss=pyramid_mse if loss == "pyramid" else "mse",
             )
         budget = _TimeBudget(seconds)
+        guard = doctor.NaNGuard(os.path.join(out, "nan-report"))
         callbacks += [
             _Validate(encoder, task, val_images, val_params),
-            keras.callbacks.TerminateOnNaN(),
+            guard,
             keras.callbacks.BackupAndRestore(os.path.join(out, "backup"), save_freq="epoch", delete_checkpoint=True),
             budget,
         ]
         history = model.fit(data, epochs=epochs, callbacks=callbacks, verbose=verbose)
     train_seconds = time.perf_counter() - started
-    if any(not np.isfinite(v) for v in history.history.get("loss", [])):
-        raise FloatingPointError("training produced a non-finite loss; TerminateOnNaN stopped it")
+    if guard.caught or any(not np.isfinite(v) for v in history.history.get("loss", [])):
+        # NaNGuard kept the last finite weights and wrote them, the batch and the diagnosis there.
+        raise FloatingPointError(
+            f"training produced a non-finite loss or gradient; stopped with the last finite weights, "
+            f"report and batch in {os.path.join(out, 'nan-report')}"
+        )
 
     images, params = task.dataset(test_size, 1, seed + 2, fresh=False).sample(0)
     t0 = time.perf_counter()

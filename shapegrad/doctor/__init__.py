@@ -48,13 +48,16 @@ Layout (one concern each): :mod:`~shapegrad.doctor.hints` (the catalogue),
 :mod:`~shapegrad.doctor.findings`, :mod:`~shapegrad.doctor.fd` (float64 finite
 differences), :mod:`~shapegrad.doctor.backends` (each backend's numerics
 machinery), :mod:`~shapegrad.doctor.load` (a ``.keras`` file or
-``module:attribute`` target and ``.npy`` arrays, for the command line) and
+``module:attribute`` target and ``.npy`` arrays, for the command line),
+:mod:`~shapegrad.doctor.guard` (:class:`NaNGuard`, the callback that catches
+the training step where NaN first appears) and
 :mod:`~shapegrad.doctor._keras_internals` (every read of Keras' private
 internals).
 """
 
 from shapegrad.doctor.diagnose import check
+from shapegrad.doctor.guard import NaNGuard
 from shapegrad.doctor.hints import HINTS, Hint
 from shapegrad.doctor.report import Finding, Report
 
-__all__ = ["HINTS", "Finding", "Hint", "Report", "check"]
+__all__ = ["HINTS", "Finding", "Hint", "NaNGuard", "Report", "check"]

@@ -14,7 +14,7 @@ from keras import ops, tree
 
 from shapegrad import _autodiff
 from shapegrad.doctor.fd import _fd_findings
-from shapegrad.doctor.findings import _dead_findings, _describe, _finite, _forward_finding, _gradient_finding, _split, _unique
+from shapegrad.doctor.findings import _add_aftermath, _dead_findings, _describe, _finite, _forward_finding, _gradient_finding, _split, _unique
 from shapegrad.doctor.report import Finding, Report
 from shapegrad.doctor.trace import _is_float_tensor, _np, _Prober, _Recorder, _run
 
@@ -179,6 +179,8 @@ def check(target, inputs, targets=None, loss=None, *, training=False, fd_samples
         findings.append(finding)
     elif not all_grads_finite and forward_bad is not None:
         notes.append("gradients are non-finite as a consequence of the non-finite forward values above")
+
+    _add_aftermath(findings, calls, forward_bad, g_in, weights, g_w, g_x, loss_value)
 
     # 4. Dead gradients.
     if all_grads_finite and _finite(g_final):

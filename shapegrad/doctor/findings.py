@@ -145,8 +145,41 @@ def _gradient_finding(calls, g_in, g_out, grad_of_weight):
                 f"inside it, {inner.keras_op or inner.backend_op} computes non-finite values "
                 "that a where/select discards in the forward pass"
             )
+        finding._call_index = call.index
         return finding
     return None
+
+
+def _names(calls, limit=4):
+    shown = [f"'{c.name}'" for c in calls[:limit]]
+    return ", ".join(shown) + (f" and {len(calls) - limit} more" if len(calls) > limit else "")
+
+
+def _add_aftermath(findings, calls, forward_bad, g_in, weights, g_w, g_x, loss_value):
+    """Root cause first: fill the first non-finite finding's ``followed`` with what followed from it.
+
+    Forward: the later layers whose outputs are non-finite, the loss, the gradients.
+    Backward: the earlier layers the non-finite gradient flows back through, and the weights it reaches.
+    """
+    lead = next((f for f in findings if f.kind in ("nonfinite_forward", "nonfinite_gradient")), None)
+    if lead is None:
+        return
+    bad_w = [w.path for w, g in zip(weights, g_w) if not np.isfinite(g).all()]
+    bad_x = sum(not np.isfinite(g).all() for g in g_x)
+    grads = f"non-finite gradients for {len(bad_w)} of {len(weights)} weight(s)" + (
+        f" ({', '.join(bad_w[:4])}{', ...' if len(bad_w) > 4 else ''})" if bad_w else ""
+    ) + (f" and {bad_x} input(s)" if bad_x else "")
+    if lead.kind == "nonfinite_forward" and forward_bad is not None:
+        later = [c for c in calls[forward_bad.index + 1 :] if not _finite(c.outputs)]
+        parts = [f"non-finite outputs of layer(s) {_names(later)}"] if later else []
+        parts.append(f"the loss = {loss_value:.6g}")
+        lead.followed = "; ".join(parts + [grads]) + " (all from this first one)"
+        return
+    index = getattr(lead, "_call_index", None)
+    if lead.kind == "nonfinite_gradient" and index is not None:
+        earlier = [c for c in calls[:index] if not _finite(g_in[c.index])][::-1]
+        via = f"it flows back through layer(s) {_names(earlier)}: " if earlier else ""
+        lead.followed = f"{via}{grads} (all from this first one)"
 
 
 def _dead_mask(g):

@@ -27,6 +27,8 @@ class Finding:
         hint: key into :data:`HINTS`.
         details: further lines (what entered and left the layer).
         op_hint: for a ``where`` leak, the catalogue key of the operation in the branch.
+        followed: for the first non-finite finding, what followed from it (later
+            layers, the loss, the gradients and weights it reached).
     """
 
     kind: str
@@ -40,6 +42,7 @@ class Finding:
     hint: str | None = None
     details: list = dataclasses.field(default_factory=list)
     op_hint: str | None = None
+    followed: str | None = None
 
     @property
     def fix(self):
@@ -120,6 +123,8 @@ class Report:
                 lines.append(f"    source:    {f.location}")
                 if f.source:
                     lines.append(f"               {f.source}")
+            if f.followed:
+                lines.append(f"    then:      {f.followed}")
             if f.hint in HINTS:
                 h = HINTS[f.hint]
                 lines.append(f"    cause:     {h.title}: {h.cause}")
