@@ -29,11 +29,11 @@ def draw_scene(rng, height=64, width=64):
     """One scene: ``(image (H, W, 3) float32, foreground (H, W) bool, kinds back to front)``."""
     from skimage.draw import disk, ellipse, polygon
 
-    count = int(rng.integers(1, 5))
+    count = int(rng.integers(1, 5))  # tried; a shape that would hide half of another is dropped
     background = rng.uniform(0.0, 1.0, 3)
     image = np.broadcast_to(background, (height, width, 3)).copy()
     foreground = np.zeros((height, width), bool)
-    kinds = []
+    kinds, masks, areas = [], [], []
     s = min(height, width)
     for _ in range(count):
         kind = KINDS[int(rng.integers(4))]
@@ -59,13 +59,17 @@ def draw_scene(rng, height=64, width=64):
             angles = angle + np.array([0.0, 2.1, 4.2]) + rng.uniform(-0.4, 0.4, 3)
             verts = center + radius * np.stack([np.cos(angles), np.sin(angles)], 1)
             rr, cc = polygon(verts[:, 0], verts[:, 1], shape=(height, width))
-        if len(rr) < 12:
+        mask = np.zeros((height, width), bool)
+        mask[rr, cc] = True
+        # Keep every shape at least half visible (and 20 px): the count is then a property of the image.
+        trial = [m & ~mask for m in masks]
+        if mask.sum() < 20 or any(t.sum() < max(20, 0.5 * a) for t, a in zip(trial, areas)):
             continue
-        visible_before = foreground.sum()
-        image[rr, cc] = color
-        foreground[rr, cc] = True
+        masks = trial + [mask]
+        areas.append(mask.sum())
+        image[mask] = color
+        foreground |= mask
         kinds.append(kind)
-        del visible_before
     return image.astype(np.float32), foreground, kinds
 
 

@@ -107,58 +107,83 @@ def _logit(x, eps=1e-4):
 
 @dataclasses.dataclass
 class Scene:
-    """Host-side scene: ``shapes`` a list of ``(kind, params (P_k,))`` back to front, normalised,
-    with ``P_k`` the kind's geometric fields, ``C`` colour numbers and an opacity (always 1 here);
-    ``background`` ``(C,)``."""
+    """Host-side scene of the engine.
+
+    Attributes:
+        shapes: ``[(kind, params (P_k,)), ...]`` back to front, normalised as
+            in ``Render(kind, ..., channels=C)`` (geometry, ``C`` colour
+            numbers, an opacity, which the engine holds at 1).
+        background: ``(C,)`` colour.
+        below: optional ``(H, W, C)`` image that replaces the background
+            (frozen shapes underneath, already drawn).
+        above: optional ``(T (H, W, 1), P (H, W, C))``: frozen shapes on top,
+            as the affine map ``image -> T * image + P`` of "over" compositing
+            (``T`` their transmittance, ``P`` their premultiplied colour).
+    """
 
     shapes: list
     background: np.ndarray
+    below: np.ndarray = None
+    above: tuple = None
 
     def copy(self):
-        return Scene([(k, p.copy()) for k, p in self.shapes], self.background.copy())
+        return Scene([(k, p.copy()) for k, p in self.shapes], self.background.copy(), self.below, self.above)
 
 
 class SceneEngine:
     """One compiled Adam loop that fits batches of scenes of ``kinds`` to ``(H, W, C)`` images.
+
+    The loop is compiled once, for fixed table sizes: ``batch`` items and
+    ``instances`` shapes of each kind per call; :meth:`fit` runs longer lists
+    in chunks that fit. So one engine traces once, whatever it is given.
 
     Args:
         kinds: primitive kinds the scenes may hold (any of ``Render``'s).
         height, width: image size in pixels.
         channels: colour channels ``C``.
         max_depth: the most shapes per item (``D``).
+        batch: items per compiled call.
+        instances: shapes of each kind per compiled call (default
+            ``batch * max_depth``: never a second chunk).
         composite: ``"over"`` (depth order matters) or ``"union"``.
         loop: ``"compiled"``: the whole run of steps is one compiled call
             (a ``keras.ops.fori_loop``); ``"python"``: one compiled call per
             step (the default on PyTorch, which runs eagerly either way).
 
     Attributes:
-        traces: how many times the loop was traced (compiled) so far; on
-            PyTorch it counts calls, as nothing is compiled.
+        traces: how many times the loop was traced (so compiled) so far; on
+            PyTorch, where nothing is compiled, how many times it ran.
 
     Example:
         >>> import numpy as np
-        >>> engine = SceneEngine(("disk",), 16, 16, 1, max_depth=2)
+        >>> engine = SceneEngine(("disk",), 16, 16, 1, max_depth=2, batch=1)
         >>> truth = Scene([("disk", np.array([0.5, 0.5, 0.25, 1.0, 1.0], "float32"))], np.zeros(1, "float32"))
         >>> image = engine.render([truth], sharpness=4.0)
         >>> start = Scene([("disk", np.array([0.45, 0.55, 0.2, 0.8, 1.0], "float32"))], np.zeros(1, "float32"))
-        >>> fitted, loss = engine.fit([start], image, steps=150)
+        >>> fitted, loss, _ = engine.fit([start], image, steps=150)
         >>> bool(np.abs(fitted[0].shapes[0][1][:3] - [0.5, 0.5, 0.25]).max() < 0.01)
         True
     """
 
-    def __init__(self, kinds, height, width, channels, max_depth, composite="over", loop=None):
+    def __init__(self, kinds, height, width, channels, max_depth, batch, instances=None, composite="over",
+                 loop=None):
         kinds = _check_kinds(kinds)
         self.kinds = kinds
-        self.height, self.width = int(height), int(width)
-        self.channels = int(channels)
-        self.max_depth = int(max_depth)
+        self.height = _positive_int("height", height)
+        self.width = _positive_int("width", width)
+        self.channels = _positive_int("channels", channels)
+        self.max_depth = _positive_int("max_depth", max_depth)
+        self.batch = _positive_int("batch", batch)
+        self.instances = _positive_int("instances", self.batch * self.max_depth if instances is None else instances)
+        if composite not in raster.COMPOSITES:
+            raise ValueError(f"Expected composite to be one of {list(raster.COMPOSITES)}. Received: composite={composite!r}")
         self.composite = composite
         resolution = _resolution(self.height, self.width)
         # Alpha (opacity x coverage) of one shape: a one-channel Render with colour 1 over 0.
         self._alpha = {k: Render(k, resolution, channels=1, background=0.0, recompute=False) for k in kinds}
         self.specs = {k: Render(k, resolution, channels=self.channels).spec for k in kinds}
-        self._heads = {k: ParameterHead(fields_for(self.specs[k])) for k in kinds}
         self._fields = {k: fields_for(self.specs[k]) for k in kinds}
+        self._heads = {k: ParameterHead(self._fields[k]) for k in kinds}
         self.sizes = {k: self.specs[k].size for k in kinds}
         self._geometry = {k: self.sizes[k] - self.channels - 1 for k in kinds}
         if loop is None:
@@ -167,46 +192,41 @@ class SceneEngine:
             raise ValueError(f"Expected loop to be 'compiled' or 'python'. Received: loop={loop!r}")
         self.loop = loop
         self.traces = 0
-        # Table sizes only grow (to the next rung of _LADDER): a search reuses few compiled shapes.
-        self._capacity = {k: 1 for k in kinds}
-        self._batch_capacity = 1
         self._grad = _autodiff.traced_value_and_grad(self._loss, wrt=2)
         self._run_compiled = _autodiff.jit(self._run)
         self._step_compiled = _autodiff.jit(self._step)
-        self._render_compiled = _autodiff.jit(self._render)
-        self._loss_compiled = _autodiff.jit(lambda *a: self._loss(*a)[1])
+        self._finish_compiled = _autodiff.jit(self._finish)
 
     # ---- the compiled part: backend tensors only --------------------------------------
 
-    def _images(self, raws, bg_raw, depth, sharpness):
+    def _images(self, raws, bg_raw, ctx, depth, sharpness):
+        below, use_below, above_t, above_p = ctx
         alphas, colors = [], []
         c, dtype = self.channels, "float32"
         for kind, raw in zip(self.kinds, raws):
             p = self._heads[kind](raw)
             g = self._geometry[kind]
             ones = ops.ones((ops.shape(p)[0], 2), dtype)  # colour 1, opacity 1
-            a = _draw(self._alpha[kind], ops.concatenate([p[:, :g], ones], axis=1), sharpness)
-            alphas.append(a)
+            alphas.append(_draw(self._alpha[kind], ops.concatenate([p[:, :g], ones], axis=1), sharpness))
             colors.append(p[:, g : g + c])
-        alphas.append(ops.zeros((1, self.height, self.width, 1), dtype))  # index -1: no shape
+        alphas.append(ops.zeros((1, self.height, self.width, 1), dtype))  # the last row: no shape
         colors.append(ops.zeros((1, c), dtype))
         alphas = ops.concatenate(alphas, axis=0)
         colors = ops.concatenate(colors, axis=0)
         background = ops.sigmoid(bg_raw)[:, None, None, :]
-        batch = ops.shape(depth)[0]
-        background = ops.broadcast_to(background, (batch, self.height, self.width, c))
+        background = use_below * below + (1.0 - use_below) * background
         state = raster.start_state(self.composite, background)
         for d in range(self.max_depth):
             index = depth[:, d]
             state = raster.paint(
                 self.composite, state, ops.take(alphas, index, axis=0), ops.take(colors, index, axis=0)[:, None, None, :]
             )
-        return raster.finish(self.composite, state, background)
+        return above_t * raster.finish(self.composite, state, background) + above_p
 
-    def _loss(self, raws, bg_raw, depth, images, sharpness):
-        recon = self._images(raws, bg_raw, depth, sharpness)
+    def _loss(self, raws, bg_raw, ctx, depth, images, sharpness):
+        recon = self._images(raws, bg_raw, ctx, depth, sharpness)
         per_item = ops.mean(ops.square(recon - images), axis=(1, 2, 3))
-        return ops.sum(per_item), per_item
+        return ops.sum(per_item), (per_item, recon)
 
     def _schedule(self, i, steps, lr, sharp_start, sharp_end, anneal):
         t = ops.cast(i, "float32")
@@ -216,11 +236,11 @@ class SceneEngine:
         rate = lr * (0.02 + 0.98 * 0.5 * (1.0 + ops.cos(math.pi * t / n)))
         return sharpness, rate
 
-    def _update(self, state, i, depth, images, masks, bg_mask, steps, lr, sharp_start, sharp_end, anneal):
+    def _update(self, state, i, ctx, depth, images, masks, steps, lr, sharp_start, sharp_end, anneal):
         """One Adam step on every item (per-element moments: items are independent)."""
         raws, bg_raw, m, v, bg_m, bg_v = state
         sharpness, rate = self._schedule(i, steps, lr, sharp_start, sharp_end, anneal)
-        _, _, (g_raws, g_bg) = self._grad(raws, bg_raw, depth, images, sharpness)
+        _, _, (g_raws, g_bg) = self._grad(raws, bg_raw, ctx, depth, images, sharpness)
         t = ops.cast(i, "float32") + 1.0
         b1, b2, eps = 0.9, 0.999, 1e-8
         c1, c2 = 1.0 - ops.power(b1, t), 1.0 - ops.power(b2, t)
@@ -228,84 +248,96 @@ class SceneEngine:
         def adam(x, g, m_, v_, mask):
             m_ = b1 * m_ + (1 - b1) * g
             v_ = b2 * v_ + (1 - b2) * g * g
-            step = rate * (m_ / c1) / (ops.sqrt(v_ / c2) + eps)
-            return x - mask * step, m_, v_
+            return x - mask * (rate * (m_ / c1) / (ops.sqrt(v_ / c2) + eps)), m_, v_
 
         new = [adam(x, g, a, b, k) for x, g, a, b, k in zip(raws, g_raws, m, v, masks)]
-        bg_raw, bg_m, bg_v = adam(bg_raw, g_bg, bg_m, bg_v, bg_mask)
-        return (
-            tuple(n[0] for n in new),
-            bg_raw,
-            tuple(n[1] for n in new),
-            tuple(n[2] for n in new),
-            bg_m,
-            bg_v,
-        )
+        bg_raw, bg_m, bg_v = adam(bg_raw, g_bg, bg_m, bg_v, 1.0)
+        return (tuple(n[0] for n in new), bg_raw, tuple(n[1] for n in new), tuple(n[2] for n in new), bg_m, bg_v)
 
-    def _init_state(self, raws, bg_raw):
+    @staticmethod
+    def _init_state(raws, bg_raw):
+        raws = tuple(raws)
         zeros = tuple(ops.zeros_like(r) for r in raws)
-        return (tuple(raws), bg_raw, zeros, tuple(ops.zeros_like(r) for r in raws), ops.zeros_like(bg_raw),
+        return (raws, bg_raw, zeros, tuple(ops.zeros_like(r) for r in raws), ops.zeros_like(bg_raw),
                 ops.zeros_like(bg_raw))
 
-    def _run(self, raws, bg_raw, masks, bg_mask, depth, images, steps, lr, sharp_start, sharp_end, anneal):
+    def _run(self, raws, bg_raw, masks, ctx, depth, images, steps, lr, sharp_start, sharp_end, anneal):
         self.traces += 1
         state = self._init_state(raws, bg_raw)
 
         def body(i, state):
-            return self._update(state, i, depth, images, masks, bg_mask, steps, lr, sharp_start, sharp_end, anneal)
+            return self._update(state, i, ctx, depth, images, masks, steps, lr, sharp_start, sharp_end, anneal)
 
         state = ops.fori_loop(0, steps, body, state)
-        raws, bg_raw = state[0], state[1]
-        _, per_item = self._loss(raws, bg_raw, depth, images, sharp_end)
-        return raws, bg_raw, per_item
+        return self._finish(state[0], state[1], ctx, depth, images, sharp_end)
 
-    def _step(self, state, i, depth, images, masks, bg_mask, steps, lr, sharp_start, sharp_end, anneal):
+    def _finish(self, raws, bg_raw, ctx, depth, images, sharpness):
+        per_item, recon = self._loss(raws, bg_raw, ctx, depth, images, sharpness)[1]
+        return raws, bg_raw, per_item, recon
+
+    def _step(self, state, i, ctx, depth, images, masks, steps, lr, sharp_start, sharp_end, anneal):
         self.traces += 1
-        return self._update(state, i, depth, images, masks, bg_mask, steps, lr, sharp_start, sharp_end, anneal)
-
-    def _render(self, raws, bg_raw, depth, sharpness):
-        return self._images(raws, bg_raw, depth, sharpness)
+        return self._update(state, i, ctx, depth, images, masks, steps, lr, sharp_start, sharp_end, anneal)
 
     # ---- host side: scenes <-> tables ----------------------------------------------------
 
-    def pack(self, scenes, train=None):
-        """Tables of ``scenes``: ``(raws, masks, bg_raw, depth, batch)``; ``train[b]`` lists the
-        depth positions of item b whose shapes move (default all)."""
-        batch = len(scenes)
+    def _chunks(self, scenes):
+        """Split ``range(len(scenes))`` into runs that fit ``batch`` items and ``instances`` of each kind."""
+        chunks, current, counts = [], [], {k: 0 for k in self.kinds}
+        for b, scene in enumerate(scenes):
+            need = {k: 0 for k in self.kinds}
+            for kind, _ in scene.shapes:
+                need[kind] += 1
+            if any(need[k] > self.instances for k in self.kinds) or len(scene.shapes) > self.max_depth:
+                raise ValueError(
+                    f"Expected at most max_depth={self.max_depth} shapes per scene, at most instances="
+                    f"{self.instances} of a kind. Received: scene {b} with shapes={[k for k, _ in scene.shapes]}"
+                )
+            if len(current) == self.batch or any(counts[k] + need[k] > self.instances for k in self.kinds):
+                chunks.append(current)
+                current, counts = [], {k: 0 for k in self.kinds}
+            current.append(b)
+            for k in self.kinds:
+                counts[k] += need[k]
+        chunks.append(current)
+        return chunks
+
+    def _pack(self, scenes, images, train):
+        """Tables of one chunk: raws, masks, bg_raw, context, depth, images (padded to the fixed sizes)."""
+        h, w, c = self.height, self.width, self.channels
         rows = {k: [] for k in self.kinds}
         moving = {k: [] for k in self.kinds}
-        padded = self._batch_capacity = _bucket(batch, self._batch_capacity)
-        depth = np.full((padded, self.max_depth), -1, np.int64)
+        depth = np.full((self.batch, self.max_depth), -1, np.int64)
         for b, scene in enumerate(scenes):
-            if len(scene.shapes) > self.max_depth:
-                raise ValueError(
-                    f"Expected at most max_depth={self.max_depth} shapes per scene. Received: {len(scene.shapes)}"
-                )
             for d, (kind, params) in enumerate(scene.shapes):
-                depth[b, d] = len(rows[kind])
-                rows[kind].append(params)
+                depth[b, d] = sum(self.instances for k in self.kinds[: self.kinds.index(kind)]) + len(rows[kind])
+                rows[kind].append(np.asarray(params, np.float32))
                 moving[kind].append(1.0 if train is None or d in train[b] else 0.0)
-        offsets, start, raws, masks = {}, 0, [], []
+        raws, masks = [], []
         for kind in self.kinds:
-            n = self._capacity[kind] = _bucket(len(rows[kind]), self._capacity[kind])
-            table = np.zeros((n, self.sizes[kind]), np.float32)
-            mask = np.zeros((n, 1), np.float32)
+            table = np.full((self.instances, self.sizes[kind]), 0.5, np.float32)
+            mask = np.zeros((self.instances, 1), np.float32)
             if rows[kind]:
                 table[: len(rows[kind])] = np.stack(rows[kind])
                 mask[: len(rows[kind]), 0] = moving[kind]
             raws.append(self._raw(kind, table))
             masks.append(mask)
-            offsets[kind] = start
-            start += n
-        total = start
-        flat = depth.copy()
-        for b in range(batch):
-            for d, (kind, _) in enumerate(scenes[b].shapes):
-                flat[b, d] = offsets[kind] + depth[b, d]
-        flat[flat < 0] = total  # the empty row
-        bg = np.full((padded, self.channels), 0.5, np.float32)
-        bg[:batch] = np.stack([s.background for s in scenes])
-        return tuple(raws), tuple(masks), _logit(bg).astype("float32"), flat.astype("int32"), offsets
+        depth[depth < 0] = self.instances * len(self.kinds)  # the empty row
+        bg = np.full((self.batch, c), 0.5, np.float32)
+        below = np.zeros((self.batch, h, w, c), np.float32)
+        use_below = np.zeros((self.batch, 1, 1, 1), np.float32)
+        above_t = np.ones((self.batch, h, w, 1), np.float32)
+        above_p = np.zeros((self.batch, h, w, c), np.float32)
+        target = np.zeros((self.batch, h, w, c), np.float32)
+        for b, scene in enumerate(scenes):
+            bg[b] = scene.background
+            if scene.below is not None:
+                below[b], use_below[b] = scene.below, 1.0
+            if scene.above is not None:
+                above_t[b], above_p[b] = scene.above
+            target[b] = images[b]
+        ctx = (below, use_below, above_t, above_p)
+        return tuple(raws), tuple(masks), _logit(bg).astype("float32"), ctx, depth.astype("int32"), target
 
     def _raw(self, kind, params):
         raw, start = [], 0
@@ -315,8 +347,7 @@ class SceneEngine:
             start += size
         return np.concatenate(raw, axis=1).astype("float32")
 
-    def unpack(self, scenes, raws, bg_raw, offsets):
-        """Scenes like ``scenes`` with the parameters of the tables ``raws``, ``bg_raw``."""
+    def _unpack(self, scenes, raws, bg_raw):
         params = {k: keras.ops.convert_to_numpy(self._heads[k](r)) for k, r in zip(self.kinds, raws)}
         bg = 1.0 / (1.0 + np.exp(-np.asarray(keras.ops.convert_to_numpy(bg_raw), np.float64)))
         out, counters = [], {k: 0 for k in self.kinds}
@@ -327,58 +358,61 @@ class SceneEngine:
                 p[-1] = 1.0
                 shapes.append((kind, p))
                 counters[kind] += 1
-            out.append(Scene(shapes, bg[b].astype("float32")))
+            background = scene.background if scene.below is not None else bg[b].astype("float32")
+            out.append(Scene(shapes, background, scene.below, scene.above))
         return out
 
-    def _images_in(self, images, batch, padded):
-        images = np.asarray(images, np.float32)
-        expected = (self.height, self.width, self.channels)
-        if images.ndim != 4 or images.shape[1:] != expected or len(images) != batch:
-            raise ValueError(
-                f"Expected images of shape ({batch}, {self.height}, {self.width}, {self.channels}). "
-                f"Received: images.shape={images.shape}"
-            )
-        if padded > batch:
-            images = np.concatenate([images, np.zeros((padded - batch,) + expected, np.float32)])
-        return images
-
     def fit(self, scenes, images, steps=100, learning_rate=0.05, sharpness=(0.25, 1.0), anneal=0.6, train=None):
-        """Refine every scene against its image; returns ``(scenes, loss (B,))``, the MSE at the final sharpness.
+        """Refine every scene against its image.
 
         Args:
             scenes: ``B`` :class:`Scene` starts.
             images: ``(B, H, W, C)`` targets.
-            steps: Adam steps (every item at once).
+            steps: Adam steps (every item at once); 0 only renders.
             learning_rate: peak rate on the raw parameters, cosine-decayed to 2 %.
             sharpness: ``(start, end)`` edge sharpness in px^-1, grown
                 geometrically over the first ``anneal`` fraction of the steps.
             train: optional ``B`` collections of depth positions that move
-                (others stay fixed; the background always moves).
+                (the others stay; the background always moves).
+
+        Returns:
+            ``(scenes, loss (B,), images (B, H, W, C))``: the refined scenes,
+            their MSE and their images at the final sharpness.
         """
-        steps = _positive_int("steps", steps)
-        raws, masks, bg_raw, depth, offsets = self.pack(scenes, train)
-        images = self._images_in(images, len(scenes), len(depth))
-        bg_mask = np.ones((len(depth), 1), np.float32)
-        f32 = lambda x: np.float32(x)  # noqa: E731
-        args = (f32(learning_rate), f32(sharpness[0]), f32(sharpness[1]), f32(anneal))
-        if self.loop == "compiled":
-            raws, bg_raw, loss = self._run_compiled(
-                raws, bg_raw, masks, bg_mask, depth, images, np.int32(steps), *args
-            )
-        else:
-            state = self._init_state(tuple(ops.convert_to_tensor(r) for r in raws), ops.convert_to_tensor(bg_raw))
-            for i in range(steps):
-                state = self._step_compiled(state, np.int32(i), depth, images, masks, bg_mask, np.int32(steps), *args)
-            raws, bg_raw = state[0], state[1]
-            loss = self._loss_compiled(raws, bg_raw, depth, images, args[2])
-        loss = keras.ops.convert_to_numpy(loss)[: len(scenes)].astype(np.float64)
-        return self.unpack(scenes, raws, bg_raw, offsets), loss
+        if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 0:
+            raise ValueError(f"Expected steps to be an integer >= 0. Received: steps={steps!r}")
+        if not isinstance(scenes, (list, tuple)) or not scenes:
+            raise ValueError(f"Expected scenes to be a non-empty list of Scene. Received: scenes={scenes!r}")
+        images = np.asarray(images, np.float32)
+        expected = (len(scenes), self.height, self.width, self.channels)
+        if images.shape != expected:
+            raise ValueError(f"Expected images of shape {expected}. Received: images.shape={images.shape}")
+        s0, s1 = (float(v) for v in sharpness)
+        if not (s0 > 0 and s1 > 0):
+            raise ValueError(f"Expected sharpness to be two numbers > 0. Received: sharpness={sharpness!r}")
+        args = tuple(np.float32(v) for v in (learning_rate, s0, s1, anneal))
+        out, losses, recons = [], [], []
+        for chunk in self._chunks(scenes):
+            part = [scenes[b] for b in chunk]
+            raws, masks, bg_raw, ctx, depth, target = self._pack(part, images[chunk], None if train is None else
+                                                                 [train[b] for b in chunk])
+            if self.loop == "compiled":
+                raws, bg_raw, loss, recon = self._run_compiled(raws, bg_raw, masks, ctx, depth, target, np.int32(steps),
+                                                               *args)
+            else:
+                state = self._init_state([ops.convert_to_tensor(r) for r in raws], ops.convert_to_tensor(bg_raw))
+                for i in range(steps):
+                    state = self._step_compiled(state, np.int32(i), ctx, depth, target, masks, np.int32(steps), *args)
+                raws, bg_raw, loss, recon = self._finish_compiled(state[0], state[1], ctx, depth, target, args[2])
+            out.extend(self._unpack(part, raws, bg_raw))
+            losses.append(keras.ops.convert_to_numpy(loss)[: len(part)])
+            recons.append(keras.ops.convert_to_numpy(recon)[: len(part)])
+        return out, np.concatenate(losses).astype(np.float64), np.concatenate(recons)
 
     def render(self, scenes, sharpness=1.0):
         """``(B, H, W, C)`` images of ``scenes`` (NumPy float32)."""
-        raws, _, bg_raw, depth, _ = self.pack(scenes)
-        out = self._render_compiled(raws, bg_raw, depth, np.float32(sharpness))
-        return keras.ops.convert_to_numpy(out)[: len(scenes)]
+        zeros = np.zeros((len(scenes), self.height, self.width, self.channels), np.float32)
+        return self.fit(scenes, zeros, steps=0, sharpness=(sharpness, sharpness))[2]
 
 
 def _positive_int(name, value):
@@ -574,11 +608,13 @@ def _start_shape(kind, geometry, center, cov, color, channels, points=None):
     return geometry.from_pixels(values, channels)
 
 
-def _blob(image, recon, threshold):
-    """The largest connected region of residual at least half its peak: ``(points (n, 2) coarse px, colour)`` or None."""
+def _blob(image, recon, threshold, background, contrast):
+    """The largest connected region of residual at least half its peak, where the image is not
+    background: ``(points (n, 2) px, colour)`` or None."""
     from scipy import ndimage
 
     error = np.abs(image - recon).max(axis=-1)
+    error[np.abs(image - background).max(axis=-1) < contrast] = 0.0
     peak = error.max()
     if peak < threshold:
         return None
@@ -596,10 +632,6 @@ def _blob(image, recon, threshold):
     return points, color
 
 
-def _shape_count_params(engine, kind):
-    return engine.sizes[kind] - 1  # opacity is fixed
-
-
 class _Search:
     """Greedy forward selection over a batch of same-size images (see the module docstring)."""
 
@@ -609,67 +641,112 @@ class _Search:
         self.kinds, self.max_shapes, self.fixed, self.f, self.o = kinds, max_shapes, fixed, factor, options
         self.coarse = _downsample(self.images, factor)
         hc, wc = self.coarse.shape[1:3]
-        self.engine = _engine(kinds, hc, wc, c, max_shapes, options["composite"])
-        self.full = _engine(kinds, h, w, c, max_shapes, options["composite"]) if factor > 1 else self.engine
+        size = _bucket(b)
+        k = len(kinds)
+        self.engine = _engine(kinds, hc, wc, c, max_shapes, options["composite"], batch=2 * k * size,
+                              instances=max(3 * size, max_shapes))
+        self.full = _engine(kinds, h, w, c, max_shapes, options["composite"], batch=size, instances=max(size, max_shapes))
         self.geo = {k: _Geometry(self.engine, k) for k in kinds}
         self.noise = noise_level(self.images)
         # The gain one more shape must bring, in summed squared error at the search resolution.
-        n = hc * wc * c
+        self.n = hc * wc * c
         sigma = self.noise / factor
         floor = options["min_area"] / factor**2 * c * options["min_contrast"] ** 2
         self.gain = {
-            k: np.maximum(_shape_count_params(self.engine, k) * math.log(n) * sigma**2 * options["bic_weight"], floor)
+            k: np.maximum((self.engine.sizes[k] - 1) * math.log(self.n) * sigma**2 * options["bic_weight"], floor)
             for k in kinds
         }
-        self.n = n
+
+    def _fit(self, items, owner, steps, start, lr=1.0):
+        o = self.o
+        return self.engine.fit(items, self.coarse[owner], steps=steps, learning_rate=lr * o["learning_rate"],
+                               sharpness=(start, o["sharpness"][1]), anneal=0.6)
+
+    def _context(self, scenes, recon):
+        """Per image: ``(T, P)`` of its shapes as a frozen layer on top (for a shape slid underneath)."""
+        c = self.images.shape[-1]
+        black = [Scene(s.shapes, np.zeros(c, np.float32)) for s in scenes]
+        white = [Scene([(k, _with_color(self.engine, k, p, 1.0)) for k, p in s.shapes], np.zeros(c, np.float32))
+                 for s in scenes]
+        sharp = self.o["sharpness"][1]
+        painted = self.engine.render(black, sharp)
+        alpha = self.engine.render(white, sharp)[..., :1]
+        return 1.0 - alpha, painted
 
     def run(self):
         o = self.o
         b, c = len(self.images), self.images.shape[-1]
         scenes = [Scene([], _border_color(im).astype("float32")) for im in self.images]
-        loss = ((self.coarse - np.stack([s.background for s in scenes])[:, None, None]) ** 2).mean(axis=(1, 2, 3))
+        recon = np.broadcast_to(np.stack([s.background for s in scenes])[:, None, None], self.coarse.shape).copy()
+        loss = ((self.coarse - recon) ** 2).mean(axis=(1, 2, 3))
         active = np.ones(b, bool)
         for _ in range(self.max_shapes):
             if not active.any():
                 break
-            recon = self.engine.render(scenes, o["sharpness"][1])
-            items, owner = [], []
+            above_t, above_p = self._context(scenes, recon)
+            items, owner, where = [], [], []
             for i in np.flatnonzero(active):
                 remaining = self._remaining(scenes[i])
-                blob = _blob(self.coarse[i], recon[i], threshold=max(4 * self.noise[i], 0.02))
+                blob = _blob(self.coarse[i], recon[i], max(4 * self.noise[i], 0.02), scenes[i].background,
+                             o["min_contrast"])
                 if blob is None or not remaining:
                     active[i] = False
                     continue
                 points, color = blob
-                center = points.mean(0)
                 cov = np.cov(points.T) if len(points) > 2 else np.eye(2)
                 for kind in remaining:
-                    new = _start_shape(kind, self.geo[kind], center, cov, color, c, points)
-                    tops = [True, False] if scenes[i].shapes else [True]
-                    for top in tops:
-                        shapes = list(scenes[i].shapes)
-                        shapes.insert(len(shapes) if top else 0, (kind, new))
-                        items.append(Scene(shapes, scenes[i].background.copy()))
+                    new = _start_shape(kind, self.geo[kind], points.mean(0), cov, color, c, points)
+                    items.append(Scene([(kind, new)], scenes[i].background.copy(), below=recon[i]))
+                    owner.append(i)
+                    where.append("top")
+                    if scenes[i].shapes:
+                        items.append(Scene([(kind, new.copy())], scenes[i].background.copy(),
+                                           above=(above_t[i], above_p[i])))
                         owner.append(i)
+                        where.append("bottom")
             if not items:
                 break
-            fitted, losses = self.engine.fit(items, self.coarse[owner], steps=o["steps"], learning_rate=o["learning_rate"],
-                                             sharpness=o["sharpness"], anneal=0.6)
+            fitted, losses, _ = self._fit(items, owner, o["steps"], o["sharpness"][0])
             owner = np.asarray(owner)
+            joint, joint_owner = [], []
             for i in np.unique(owner):
                 rows = np.flatnonzero(owner == i)
+                for r in rows[np.argsort(losses[rows])][: o["keep"]]:
+                    shape = fitted[r].shapes[0]
+                    if where[r] == "top":
+                        joint.append(Scene(list(scenes[i].shapes) + [shape], scenes[i].background.copy()))
+                    else:
+                        joint.append(Scene([shape] + list(scenes[i].shapes), fitted[r].background.copy()))
+                    joint_owner.append(i)
+            fitted, losses, recons = self._fit(joint, joint_owner, o["joint_steps"], 0.7 * o["sharpness"][1], lr=0.5)
+            joint_owner = np.asarray(joint_owner)
+            for i in np.unique(joint_owner):
+                rows = np.flatnonzero(joint_owner == i)
                 best = rows[np.argmin(losses[rows])]
-                gain = (loss[i] - losses[best]) * self.n
                 new_kind = self._new_kind(scenes[i], fitted[best])
-                if self.fixed is not None or gain > self.gain[new_kind][i]:
-                    scenes[i], loss[i] = fitted[best], losses[best]
+                if _DEBUG:
+                    print(f"image {i} stage {len(scenes[i].shapes)}: + {new_kind} gain {(loss[i] - losses[best]) * self.n:.3f} "
+                          f"needed {self.gain[new_kind][i]:.3f}")
+                visible = self._stands_out(fitted[best])
+                if self.fixed is not None or (visible and (loss[i] - losses[best]) * self.n > self.gain[new_kind][i]):
+                    scenes[i], loss[i], recon[i] = fitted[best], losses[best], recons[best]
                 else:
                     active[i] = False
         if o["reorder"]:
             scenes, loss = self._reorder(scenes, loss)
+        if self.fixed is None and o["rekind"]:
+            scenes, loss = self._rekind(scenes, loss)
         if self.fixed is None and o["prune"]:
             scenes, loss = self._prune(scenes, loss)
         return self._polish(scenes)
+
+    def _stands_out(self, scene):
+        """Whether every shape's colour differs from the background by ``min_contrast`` (else it only carves)."""
+        c = self.images.shape[-1]
+        return all(
+            np.abs(_with_color(self.engine, k, p, None)[1] - scene.background).max() >= self.o["min_contrast"]
+            for k, p in scene.shapes
+        )
 
     def _remaining(self, scene):
         if self.fixed is None:
@@ -693,12 +770,12 @@ class _Search:
         return np.asarray(center, np.float64), 2.0 * math.sqrt(max(np.linalg.eigvalsh(cov).max(), 0.0)) * 1.8
 
     def _reorder(self, scenes, loss):
-        """Try swapping the depth of every pair of overlapping shapes; keep a swap that lowers the error."""
+        """Try swapping the depth of every pair of overlapping shapes; keep what lowers the error."""
         o = self.o
         items, owner = [], []
         for i, scene in enumerate(scenes):
             k = len(scene.shapes)
-            if k < 2 or self.o["composite"] != "over":
+            if k < 2 or o["composite"] != "over":
                 continue
             ext = [self._extent(kind, p) for kind, p in scene.shapes]
             pairs = [(a, b) for a in range(k) for b in range(a + 1, k)
@@ -714,8 +791,36 @@ class _Search:
                 owner.append(i)
         if not items:
             return scenes, loss
-        fitted, losses = self.engine.fit(items, self.coarse[owner], steps=o["order_steps"],
-                                         learning_rate=0.5 * o["learning_rate"], sharpness=(0.7 * o["sharpness"][1], o["sharpness"][1]), anneal=0.5)
+        fitted, losses, _ = self._fit(items, owner, o["order_steps"], 0.7 * o["sharpness"][1], lr=0.5)
+        owner = np.asarray(owner)
+        for i in np.unique(owner):
+            rows = np.flatnonzero(owner == i)
+            best = rows[np.argmin(losses[rows])]
+            scenes[i], loss[i] = fitted[best], losses[best]
+        return scenes, loss
+
+    def _rekind(self, scenes, loss):
+        """Try every other kind for every shape (started from its centre, axes and colour); keep what lowers the error."""
+        o = self.o
+        c = self.images.shape[-1]
+        items, owner = [], []
+        for i, scene in enumerate(scenes):
+            if not scene.shapes or len(self.kinds) < 2:
+                continue
+            items.append(scene.copy())
+            owner.append(i)
+            for j, (kind, p) in enumerate(scene.shapes):
+                center, cov = _moments(kind, self.geo[kind].to_pixels(p))
+                color = _with_color(self.engine, kind, p, None)[1]
+                for other in self.kinds:
+                    if other != kind:
+                        shapes = list(scene.shapes)
+                        shapes[j] = (other, _start_shape(other, self.geo[other], center, cov, color, c))
+                        items.append(Scene(shapes, scene.background.copy()))
+                        owner.append(i)
+        if not items:
+            return scenes, loss
+        fitted, losses, _ = self._fit(items, owner, o["order_steps"], 0.5 * o["sharpness"][1], lr=0.5)
         owner = np.asarray(owner)
         for i in np.unique(owner):
             rows = np.flatnonzero(owner == i)
@@ -724,21 +829,19 @@ class _Search:
         return scenes, loss
 
     def _prune(self, scenes, loss):
-        """Drop shapes whose removal raises the error by less than the gain of one more shape."""
+        """Drop a shape whose removal raises the error by less than the gain of one more shape."""
         o = self.o
         items, owner, dropped = [], [], []
         for i, scene in enumerate(scenes):
             if len(scene.shapes) < 2:
                 continue
             for j in range(len(scene.shapes)):
-                shapes = [s for t, s in enumerate(scene.shapes) if t != j]
-                items.append(Scene(shapes, scene.background.copy()))
+                items.append(Scene([s for t, s in enumerate(scene.shapes) if t != j], scene.background.copy()))
                 owner.append(i)
                 dropped.append(scene.shapes[j][0])
         if not items:
             return scenes, loss
-        fitted, losses = self.engine.fit(items, self.coarse[owner], steps=o["order_steps"],
-                                         learning_rate=0.5 * o["learning_rate"], sharpness=(0.7 * o["sharpness"][1], o["sharpness"][1]), anneal=0.5)
+        fitted, losses, _ = self._fit(items, owner, o["order_steps"], 0.7 * o["sharpness"][1], lr=0.5)
         owner = np.asarray(owner)
         for i in np.unique(owner):
             rows = np.flatnonzero(owner == i)
@@ -756,7 +859,7 @@ class _Search:
             for kind, p in scene.shapes:
                 coarse, full = self.geo[kind], _Geometry(self.full, kind)
                 q = p.astype(np.float64).copy()
-                for (field, sl), _ in zip(coarse.fields, full.fields):
+                for field, sl in coarse.fields:
                     if field.kind == "position":
                         x = field.to_natural(p[sl], coarse.resolution)
                         q[sl] = field.from_natural(f * x + (f - 1) / 2.0, full.resolution)
@@ -773,37 +876,54 @@ class _Search:
         loss = ((self.images - np.stack([s.background for s in scenes])[:, None, None]) ** 2).mean(axis=(1, 2, 3))
         if nonempty:
             start = o["sharpness"][1] / self.f
-            fitted, losses = self.full.fit([scenes[i] for i in nonempty], self.images[nonempty], steps=o["polish_steps"],
-                                           learning_rate=0.3 * o["learning_rate"], sharpness=(start, o["final_sharpness"]),
-                                           anneal=0.5)
+            fitted, losses, _ = self.full.fit([scenes[i] for i in nonempty], self.images[nonempty],
+                                              steps=o["polish_steps"], learning_rate=0.3 * o["learning_rate"],
+                                              sharpness=(start, o["final_sharpness"]), anneal=0.5)
             for i, s, l in zip(nonempty, fitted, losses):
                 scenes[i], loss[i] = s, l
         return scenes, loss
 
 
+def _with_color(engine, kind, params, value):
+    """``params`` with the colour set to ``value``; with ``value=None``, ``(params, colour)``."""
+    p = np.asarray(params, np.float32).copy()
+    g = engine.sizes[kind] - engine.channels - 1
+    if value is None:
+        return p, p[g : g + engine.channels]
+    p[g : g + engine.channels] = value
+    return p
+
+
 _ENGINES = {}
+import os
+_DEBUG = os.environ.get("SCENEFIT_DEBUG")
+# At most this many images are searched together (memory; one compiled size for a long list).
+_GROUP = 16
 
 
-def _engine(kinds, height, width, channels, max_depth, composite):
-    """One engine per (kinds, size, channels, depth, composite, backend): built once, reused by every call."""
-    key = (tuple(kinds), height, width, channels, max_depth, composite, keras.backend.backend())
+def _engine(kinds, height, width, channels, max_depth, composite, batch, instances):
+    """One engine per settings and backend: built once, reused by every call."""
+    key = (tuple(kinds), height, width, channels, max_depth, composite, batch, instances, keras.backend.backend())
     if key not in _ENGINES:
-        _ENGINES[key] = SceneEngine(kinds, height, width, channels, max_depth, composite)
+        _ENGINES[key] = SceneEngine(kinds, height, width, channels, max_depth, batch, instances, composite)
     return _ENGINES[key]
 
 
 _DEFAULTS = dict(
-    steps=80,
+    steps=60,
+    joint_steps=60,
+    keep=2,
     order_steps=40,
     polish_steps=100,
     learning_rate=0.05,
     sharpness=(0.3, 1.0),
     final_sharpness=2.5,
     min_area=12.0,
-    min_contrast=0.1,
+    min_contrast=0.15,
     bic_weight=1.0,
     coarse_above=40,
     reorder=True,
+    rekind=True,
     prune=True,
     composite="over",
 )
@@ -866,7 +986,12 @@ def fit_scene(images, kinds=DEFAULT_KINDS, max_shapes=5, shapes=None, **options)
     for k, a in enumerate(arrays):
         groups.setdefault(a.shape, []).append(k)
     out = [None] * len(arrays)
+    batches = []
     for shape, index in groups.items():
+        parts = -(-len(index) // _GROUP)
+        size = -(-len(index) // parts)  # equal parts: one compiled size
+        batches.extend((shape, index[j : j + size]) for j in range(0, len(index), size))
+    for shape, index in batches:
         start = time.perf_counter()
         h, w, c = shape
         factor = 2 if max(h, w) > o["coarse_above"] else 1
