@@ -182,7 +182,13 @@ class SceneEngine:
         # Alpha (opacity x coverage) of one shape: a one-channel Render with colour 1 over 0.
         self._alpha = {k: Render(k, resolution, channels=1, background=0.0, recompute=False) for k in kinds}
         self.specs = {k: Render(k, resolution, channels=self.channels).spec for k in kinds}
-        self._fields = {k: fields_for(self.specs[k]) for k in kinds}
+        # Colours are optimised as they are (identity), not through a sigmoid: white and black
+        # (0 and 1) are common in images and a sigmoid only nears them; they are clipped on the way out.
+        self._fields = {
+            k: tuple((name, size, "identity" if s.field.kind == "color" else act)
+                     for s, (name, size, act) in zip(self.specs[k].slices, fields_for(self.specs[k])))
+            for k in kinds
+        }
         self._heads = {k: ParameterHead(self._fields[k]) for k in kinds}
         self.sizes = {k: self.specs[k].size for k in kinds}
         self._geometry = {k: self.sizes[k] - self.channels - 1 for k in kinds}
@@ -213,7 +219,7 @@ class SceneEngine:
         colors.append(ops.zeros((1, c), dtype))
         alphas = ops.concatenate(alphas, axis=0)
         colors = ops.concatenate(colors, axis=0)
-        background = ops.sigmoid(bg_raw)[:, None, None, :]
+        background = bg_raw[:, None, None, :]
         background = use_below * below + (1.0 - use_below) * background
         state = raster.start_state(self.composite, background)
         for d in range(self.max_depth):
@@ -337,7 +343,7 @@ class SceneEngine:
                 above_t[b], above_p[b] = scene.above
             target[b] = images[b]
         ctx = (below, use_below, above_t, above_p)
-        return tuple(raws), tuple(masks), _logit(bg).astype("float32"), ctx, depth.astype("int32"), target
+        return tuple(raws), tuple(masks), bg, ctx, depth.astype("int32"), target
 
     def _raw(self, kind, params):
         raw, start = [], 0
@@ -349,12 +355,13 @@ class SceneEngine:
 
     def _unpack(self, scenes, raws, bg_raw):
         params = {k: keras.ops.convert_to_numpy(self._heads[k](r)) for k, r in zip(self.kinds, raws)}
-        bg = 1.0 / (1.0 + np.exp(-np.asarray(keras.ops.convert_to_numpy(bg_raw), np.float64)))
+        bg = np.clip(keras.ops.convert_to_numpy(bg_raw), 0.0, 1.0)
         out, counters = [], {k: 0 for k in self.kinds}
         for b, scene in enumerate(scenes):
             shapes = []
             for kind, _ in scene.shapes:
                 p = params[kind][counters[kind]].astype("float32")
+                p[self._geometry[kind] :] = np.clip(p[self._geometry[kind] :], 0.0, 1.0)
                 p[-1] = 1.0
                 shapes.append((kind, p))
                 counters[kind] += 1
@@ -588,7 +595,11 @@ def _start_shape(kind, geometry, center, cov, color, channels, points=None):
     elif kind == "ellipse":
         values.update(center=center, radii=2 * np.sqrt(lam), direction=u)
     elif kind == "box":
-        values.update(center=center, half_size=np.sqrt(3 * lam), direction=u, corner=[0.0])
+        rect = _min_area_rectangle(points) if points is not None else None
+        if rect is None:
+            values.update(center=center, half_size=np.sqrt(3 * lam), direction=u, corner=[0.0])
+        else:
+            values.update(center=rect[0], half_size=rect[1], direction=rect[2], corner=[0.0])
     else:
         if points is not None and len(points) >= 3:
             a = points[np.argmax(((points - center) ** 2).sum(1))]
@@ -608,28 +619,64 @@ def _start_shape(kind, geometry, center, cov, color, channels, points=None):
     return geometry.from_pixels(values, channels)
 
 
+def _min_area_rectangle(points):
+    """The smallest rectangle around pixel centres ``(n, 2)`` (one side along a hull edge):
+    ``(center, half sizes + 0.5 px, axis 0 direction)``, or None for fewer than 3 distinct points."""
+    from scipy.spatial import ConvexHull, QhullError
+
+    try:
+        hull = points[ConvexHull(points).vertices]
+    except (QhullError, ValueError):
+        return None
+    best = None
+    for a, b in zip(hull, np.roll(hull, -1, axis=0)):
+        edge = b - a
+        length = np.linalg.norm(edge)
+        if length < 1e-9:
+            continue
+        u = edge / length
+        v = np.array([-u[1], u[0]])
+        x, y = hull @ u, hull @ v
+        area = (x.max() - x.min()) * (y.max() - y.min())
+        if best is None or area < best[0]:
+            mid = u * (x.max() + x.min()) / 2 + v * (y.max() + y.min()) / 2
+            half = np.array([(x.max() - x.min()) / 2, (y.max() - y.min()) / 2]) + 0.5
+            best = (area, mid, half, u)
+    return None if best is None else best[1:]
+
+
 def _blob(image, recon, threshold, background, contrast):
-    """The largest connected region of residual at least half its peak, where the image is not
-    background: ``(points (n, 2) px, colour)`` or None."""
+    """Where to put one more shape: ``(points (n, 2) px, colour (C,))``, or None.
+
+    The seed is the peak of the residual ``|image - recon|`` (largest over
+    channels, averaged over 5 x 5 pixels; pixels of the background's colour
+    do not count: a shape there would only carve); the blob is the connected
+    region around it of residual above ``threshold`` and of the seed's colour
+    (within ``contrast / 2``), so that two touching shapes of different
+    colours are two blobs.
+    """
     from scipy import ndimage
 
     error = np.abs(image - recon).max(axis=-1)
     error[np.abs(image - background).max(axis=-1) < contrast] = 0.0
-    peak = error.max()
-    if peak < threshold:
+    if error.max() < threshold:
         return None
-    mask = error >= max(0.5 * peak, threshold)
+    smooth = ndimage.uniform_filter(error, size=5, mode="constant")
+    seed = np.unravel_index(np.argmax(smooth), error.shape)
+    window = image[max(seed[0] - 1, 0) : seed[0] + 2, max(seed[1] - 1, 0) : seed[1] + 2].reshape(-1, image.shape[-1])
+    color = np.median(window, axis=0)
+    mask = (error >= threshold) & (np.abs(image - color).max(axis=-1) < 0.5 * contrast)
     opened = ndimage.binary_opening(mask, structure=np.ones((2, 2), bool))
     if opened.sum() >= 3:
         mask = opened
     labels, count = ndimage.label(mask)
     if count == 0:
         return None
-    mass = ndimage.sum(error, labels, index=np.arange(1, count + 1))
-    region = labels == (int(np.argmax(mass)) + 1)
-    points = np.argwhere(region).astype(np.float64)
-    color = np.median(image[region], axis=0)
-    return points, color
+    label = labels[seed]
+    if label == 0:
+        label = 1 + int(np.argmax(ndimage.sum(mask, labels, index=np.arange(1, count + 1))))
+    region = labels == label
+    return np.argwhere(region).astype(np.float64), np.median(image[region], axis=0)
 
 
 class _Search:
@@ -708,9 +755,13 @@ class _Search:
                 break
             fitted, losses, _ = self._fit(items, owner, o["steps"], o["sharpness"][0])
             owner = np.asarray(owner)
-            joint, joint_owner = [], []
+            joint, joint_owner, same = [], [], []
             for i in np.unique(owner):
                 rows = np.flatnonzero(owner == i)
+                if scenes[i].shapes:  # the fit as it is, refined as long: a fair baseline for the gain
+                    joint.append(scenes[i].copy())
+                    joint_owner.append(i)
+                    same.append(True)
                 for r in rows[np.argsort(losses[rows])][: o["keep"]]:
                     shape = fitted[r].shapes[0]
                     if where[r] == "top":
@@ -718,10 +769,15 @@ class _Search:
                     else:
                         joint.append(Scene([shape] + list(scenes[i].shapes), fitted[r].background.copy()))
                     joint_owner.append(i)
+                    same.append(False)
             fitted, losses, recons = self._fit(joint, joint_owner, o["joint_steps"], 0.7 * o["sharpness"][1], lr=0.5)
-            joint_owner = np.asarray(joint_owner)
+            joint_owner, same = np.asarray(joint_owner), np.asarray(same)
             for i in np.unique(joint_owner):
                 rows = np.flatnonzero(joint_owner == i)
+                base = rows[same[rows]]
+                if len(base):
+                    scenes[i], loss[i], recon[i] = fitted[base[0]], losses[base[0]], recons[base[0]]
+                rows = rows[~same[rows]]
                 best = rows[np.argmin(losses[rows])]
                 new_kind = self._new_kind(scenes[i], fitted[best])
                 if _DEBUG:
