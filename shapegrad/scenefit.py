@@ -780,9 +780,6 @@ class _Search:
                 rows = rows[~same[rows]]
                 best = rows[np.argmin(losses[rows])]
                 new_kind = self._new_kind(scenes[i], fitted[best])
-                if _DEBUG:
-                    print(f"image {i} stage {len(scenes[i].shapes)}: + {new_kind} gain {(loss[i] - losses[best]) * self.n:.3f} "
-                          f"needed {self.gain[new_kind][i]:.3f}")
                 visible = self._stands_out(fitted[best])
                 if self.fixed is not None or (visible and (loss[i] - losses[best]) * self.n > self.gain[new_kind][i]):
                     scenes[i], loss[i], recon[i] = fitted[best], losses[best], recons[best]
@@ -951,8 +948,6 @@ def _with_color(engine, kind, params, value):
 
 
 _ENGINES = {}
-import os
-_DEBUG = os.environ.get("SCENEFIT_DEBUG")
 # At most this many images are searched together (memory; one compiled size for a long list).
 _GROUP = 16
 
@@ -974,8 +969,8 @@ _DEFAULTS = dict(
     learning_rate=0.05,
     sharpness=(0.3, 1.0),
     final_sharpness=2.5,
-    min_area=12.0,
-    min_contrast=0.15,
+    min_area=20.0,
+    min_contrast=0.2,
     bic_weight=1.0,
     coarse_above=40,
     reorder=True,
