@@ -6,51 +6,68 @@ Two layers:
   parameters through :class:`~shapegrad.Render` with edges sharpened over the
   run, loss = each item's image MSE) that serves every stage of a search.
   Items (candidate scenes of all images, restarts...) share one batch axis and
-  are independent: each has its own shapes, background and Adam state, and
+  are independent: each has its own shapes, background and Adam moments, and
   the loss is the *sum* of the items' MSEs. A batch is held as per-kind
-  *instance tables* (one row of raw parameters per shape, all items' shapes
-  of one kind together, so each kind's distance is computed only for the
-  shapes that have it) and a ``(B, D)`` *depth table* of instance indices,
-  back to front, that composites each item's shapes in its own order.
-  Adding a shape, changing its kind or its depth only edits these tables
-  on the host: nothing is rebuilt, and the compiled loop is re-traced only
-  for a new table size (sizes are rounded up to a short ladder, so a whole
-  search uses a handful).
+  *instance tables* (one row of raw parameters per shape, the shapes of one
+  kind of every item together, so each kind's distance is computed only for
+  the shapes that have it) and a ``(B, D)`` *depth table* of instance
+  indices, back to front, that composites each item's shapes in its own
+  order (``Render`` composites in spec order, kinds grouped; the engine
+  renders each shape's alpha with a one-shape ``Render`` and composites them
+  itself with :mod:`shapegrad.raster`). Adding a shape, changing its kind or
+  its depth only edits these tables on the host. The tables have fixed sizes
+  (``batch`` items, ``instances`` shapes of each kind); longer lists run in
+  chunks. So the loop is traced and compiled ONCE per engine, and engines are
+  cached per image size: one compilation for the search and one for the
+  full-resolution polish, whatever the images, stages and candidates.
+  An item may also carry frozen shapes as a *context*: an image underneath
+  (``Scene.below``) and/or the affine map ``x -> T x + P`` of shapes on top
+  (``Scene.above``), so a candidate new shape is fitted alone, in place, at
+  the cost of one shape.
 - :func:`fit_scene`: finds, per image, how many shapes (up to
   ``max_shapes``) of which ``kinds`` explain it, their depth order and their
-  parameters (greedy forward selection, see below). ``shapes="disk*2,box"``
-  fits exactly those shapes instead.
+  parameters. ``shapes="disk*2,box"`` fits exactly those shapes instead.
 
-Search (per image, all images and candidates batched): estimate the
-background (median of the border) and the noise level ``sigma`` (median
-absolute Laplacian, floored at 1/255); then repeatedly find the largest blob
-of the residual (image minus the current fit), start one new shape of every
-kind there (from the blob's moments: centre, axes, colour), both on top of
-the others and behind them, refine every candidate with all its shapes, and
-keep the best; then try swapping the depth of every overlapping pair and
-changing the kind of every shape; finally polish at full resolution. Images
-larger than ``coarse_above`` pixels (either side) are searched at half
-resolution.
+Search (all images and candidates batched; images larger than
+``coarse_above`` px a side are searched at half resolution, block means):
+the background starts as the median of the border, the noise level
+``sigma`` is read from the image (:func:`noise_level`). Then, up to
+``max_shapes`` times: seed a new shape at the peak of the residual (image
+minus the current fit, ignoring pixels of the background's colour) and take
+the connected region of that colour around it; start one shape of every
+kind from the region (disk and ellipse from its moments, box from its
+smallest enclosing rectangle, triangle from its extreme points), on top of
+the current shapes and underneath them; fit each candidate alone against
+its frozen context; refine the ``keep`` best with all shapes moving, next
+to the current fit refined as long (a fair baseline); keep the best if the
+rule below says so, else stop for that image. Then: swap the depth of every
+pair of overlapping shapes (occlusion order), try every other kind for
+every shape (started from the region of its colour), drop shapes that earn
+less than the rule's gain, and polish at full resolution with sharp edges.
 
-The rule for one more shape: a candidate with ``k + 1`` shapes replaces the
-fit with ``k`` when it lowers the summed squared error (over the ``n = H W C``
-numbers of the image) by more than
+The rule for one more shape: a fit with ``k + 1`` shapes replaces the fit
+with ``k`` when it lowers the summed squared error (over the ``n = H W C``
+numbers of the image, at the search resolution) by more than
 
-    ``gain = max(p * log(n) * sigma^2 * bic_weight, min_area * C * min_contrast^2)``
+    ``gain = max(p * log(n) * sigma^2 * bic_weight, min_area * C * min_contrast^2 / f^2)``
 
-where ``p`` is the new shape's number of parameters: the BIC penalty of
-``p`` more parameters under Gaussian noise of the estimated level, and a
-floor that asks a shape to explain at least ``min_area`` pixels at a
-contrast of ``min_contrast`` (a hard-edged, noiseless image has ``sigma``
-near 0 and an imperfect edge model: without the floor every edge pixel
-would earn a shape). Shapes whose removal raises the error by less than the
-same gain are dropped at the end.
+where ``p`` is the new shape's number of parameters and ``f`` the search's
+downscale (1 or 2; ``sigma`` is divided by it too): the BIC penalty of ``p``
+more parameters under Gaussian noise of the estimated level, and a floor
+that asks a shape to explain at least ``min_area`` (20) pixels at a contrast
+of ``min_contrast`` (0.2) per channel. A hard-edged, noiseless image has
+``sigma`` near 1/255 and an imperfect edge model, so there the floor
+decides (on the tuning scenes a spurious extra shape gained at most 0.43,
+a real one at least 0.9, in coarse units; the floor is 0.6). A shape must
+also differ from the background by ``min_contrast`` in some channel (else
+it only carves other shapes). The same gain decides the pruning.
 
-Conventions: images ``(B, H, W, C)`` float in ``[0, 1]``; parameters are
+Conventions: images ``(H, W, C)`` float in ``[0, 1]``; parameters are
 normalised as in :class:`~shapegrad.Render` (positions ``(row, col)`` as
 fractions of ``(H, W)``); a fitted scene is a :class:`SceneFit` whose
-``shapes`` string lists its shapes back to front (``"disk,box,disk"``) so that
-``SceneFit.renderer()`` (a ``Render``) draws it with ``SceneFit.params``.
+``shapes`` string lists its shapes back to front (``"disk,box,disk"``: a kind
+may come back, as its own group), so that ``SceneFit.renderer()`` (a
+``Render``) draws it from ``SceneFit.params``; opacities are 1.
 
 Example:
     >>> import numpy as np
@@ -59,8 +76,11 @@ Example:
     >>> rr, cc = disk((12, 12), 6, shape=(32, 32)); image[rr, cc] = (0.9, 0.2, 0.2)
     >>> rr, cc = polygon([16, 16, 28, 28], [16, 28, 28, 16], shape=(32, 32)); image[rr, cc] = (0.2, 0.3, 0.9)
     >>> fits = fit_scene(image[None], kinds=("disk", "box"), max_shapes=3)
-    >>> fits[0].shapes, fits[0].psnr > 28
-    ('disk,box', True)
+    >>> fits[0].shapes, fits[0].count, bool(fits[0].psnr > 28)
+    ('disk,box', 2, True)
+    >>> renderer = fits[0].renderer()  # a Render: e.g. files.save_params(path, renderer, fits[0].params[None])
+    >>> keras.ops.convert_to_numpy(renderer(fits[0].params[None])).shape
+    (1, 32, 32, 3)
 """
 
 import dataclasses
@@ -401,13 +421,13 @@ class SceneEngine:
         out, losses, recons = [], [], []
         for chunk in self._chunks(scenes):
             part = [scenes[b] for b in chunk]
-            raws, masks, bg_raw, ctx, depth, target = self._pack(part, images[chunk], None if train is None else
-                                                                 [train[b] for b in chunk])
+            tables = self._pack(part, images[chunk], None if train is None else [train[b] for b in chunk])
+            raws, masks, bg_raw, ctx, depth, target = keras.tree.map_structure(ops.convert_to_tensor, tables)
             if self.loop == "compiled":
                 raws, bg_raw, loss, recon = self._run_compiled(raws, bg_raw, masks, ctx, depth, target, np.int32(steps),
                                                                *args)
             else:
-                state = self._init_state([ops.convert_to_tensor(r) for r in raws], ops.convert_to_tensor(bg_raw))
+                state = self._init_state(raws, bg_raw)
                 for i in range(steps):
                     state = self._step_compiled(state, np.int32(i), ctx, depth, target, masks, np.int32(steps), *args)
                 raws, bg_raw, loss, recon = self._finish_compiled(state[0], state[1], ctx, depth, target, args[2])
@@ -865,10 +885,11 @@ class _Search:
             for j, (kind, p) in enumerate(scene.shapes):
                 center, cov = _moments(kind, self.geo[kind].to_pixels(p))
                 color = _with_color(self.engine, kind, p, None)[1]
+                points = self._region(i, center, cov, color)
                 for other in self.kinds:
                     if other != kind:
                         shapes = list(scene.shapes)
-                        shapes[j] = (other, _start_shape(other, self.geo[other], center, cov, color, c))
+                        shapes[j] = (other, _start_shape(other, self.geo[other], center, cov, color, c, points))
                         items.append(Scene(shapes, scene.background.copy()))
                         owner.append(i)
         if not items:
@@ -880,6 +901,16 @@ class _Search:
             best = rows[np.argmin(losses[rows])]
             scenes[i], loss[i] = fitted[best], losses[best]
         return scenes, loss
+
+    def _region(self, i, center, cov, color):
+        """Pixels (search resolution) near a shape of ``center``, ``cov`` that have its colour, or None."""
+        image = self.coarse[i]
+        reach = 2.5 * math.sqrt(max(np.linalg.eigvalsh(cov).max(), 1.0))
+        rows, cols = np.indices(image.shape[:2])
+        near = (rows - center[0]) ** 2 + (cols - center[1]) ** 2 < reach**2
+        mask = near & (np.abs(image - color).max(axis=-1) < 0.5 * self.o["min_contrast"])
+        points = np.argwhere(mask).astype(np.float64)
+        return points if len(points) >= 3 else None
 
     def _prune(self, scenes, loss):
         """Drop a shape whose removal raises the error by less than the gain of one more shape."""
@@ -963,7 +994,7 @@ def _engine(kinds, height, width, channels, max_depth, composite, batch, instanc
 _DEFAULTS = dict(
     steps=60,
     joint_steps=60,
-    keep=2,
+    keep=3,
     order_steps=40,
     polish_steps=100,
     learning_rate=0.05,

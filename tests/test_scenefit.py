@@ -89,6 +89,7 @@ def test_engine_refines_independent_items_and_keeps_frozen_shapes():
     np.testing.assert_allclose(fitted[0].shapes[1][1], truth[0].shapes[1][1], atol=1e-6)  # not trained
 
 
+@pytest.mark.slow  # the whole search: ~45 s compiled (JAX), minutes in PyTorch's eager mode
 def test_unknown_count_and_kinds_of_skimage_scenes():
     one, two = _canvas(), _canvas()
     _disk(one, (12, 11), 6, (0.9, 0.8, 0.2))
@@ -103,6 +104,7 @@ def test_unknown_count_and_kinds_of_skimage_scenes():
         assert fit.renderer().spec.size == fit.params.size
 
 
+@pytest.mark.slow  # the whole search: ~25 s compiled (JAX), minutes in PyTorch's eager mode
 def test_known_shapes_and_occlusion_order():
     # The disk over the box, and the box over the disk: the same two shapes, the other way round.
     disk_on_top, box_on_top = _canvas(), _canvas()
