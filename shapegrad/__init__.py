@@ -3,6 +3,7 @@
 from shapegrad import doctor, raster, safe, sdf
 from shapegrad.layers import Cones
 from shapegrad.render import Render
+from shapegrad.scenefit import SceneFit, fit_scene  # after Render: scenefit imports it
 from shapegrad.safe import (
     angle_between,
     safe_acos,
@@ -19,7 +20,9 @@ __version__ = "0.1.0"
 __all__ = [
     "Cones",
     "Render",
+    "SceneFit",
     "angle_between",
+    "fit_scene",
     "doctor",
     "raster",
     "safe",
