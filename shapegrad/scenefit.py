@@ -1042,10 +1042,8 @@ def fit_scene(images, kinds=DEFAULT_KINDS, max_shapes=5, shapes=None, **options)
         raise ValueError(f"Expected composite to be one of {list(raster.COMPOSITES)}. Received: composite={o['composite']!r}")
     fixed = None
     if shapes is not None:
-        from shapegrad.render import parse_shapes
-
         fixed = {}
-        for kind, count in parse_shapes(shapes):
+        for kind, count in Render(shapes, 8).shapes:  # parsed (and checked) by the renderer
             fixed[kind] = fixed.get(kind, 0) + count
         kinds = tuple(fixed)
         max_shapes = sum(fixed.values())
