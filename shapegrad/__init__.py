@@ -13,6 +13,7 @@ from shapegrad.layers import Cones
 from shapegrad.models import Annealed
 from shapegrad.primitives import RenderSpec
 from shapegrad.render import Render
+from shapegrad.scenefit import SceneFit, fit_scene  # after Render: scenefit imports it
 from shapegrad.safe import (
     angle_between,
     safe_acos,
@@ -31,7 +32,9 @@ __all__ = [
     "Cones",
     "Render",
     "RenderSpec",
+    "SceneFit",
     "angle_between",
+    "fit_scene",
     "doctor",
     "models",
     "primitives",
