@@ -315,6 +315,7 @@ def train(
         images[shown],
         task.render(pred[shown]),
         task.render(refined[shown]),
+        labels=("input", "encoder's guess", f"refined ({refine_steps} steps)"),
     )
     mode = "supervised" if supervised else "self-supervised"
     title = f"{shapes} {resolution}px, {mode}"
