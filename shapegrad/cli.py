@@ -220,16 +220,26 @@ def _run_fit(args, _):
 
 def _add_render(subparsers):
     p = subparsers.add_parser(
-        "render", help="render a parameter file to PNG", description="Render a parameter JSON file to a PNG image."
+        "render",
+        help="render a parameter file to PNG or SVG",
+        description="Render a parameter JSON file to a PNG image or an SVG drawing (by the suffix of --out).",
     )
     p.add_argument("params", help="parameter JSON (as written by shapegrad fit)")
-    p.add_argument("--out", required=True, help="PNG to write (several rows: a horizontal strip)")
-    p.add_argument("--scale", type=int, default=1, help="integer upscaling of the PNG")
+    p.add_argument(
+        "--out", required=True, help="a .png or .svg file to write (several rows: a horizontal strip)"
+    )
+    p.add_argument("--scale", type=int, default=1, help="integer upscaling of the PNG (ignored for .svg)")
     p.add_argument("--force", action="store_true", help="overwrite --out if it exists")
     return p
 
 
+_RENDER_SUFFIXES = (".svg", ".png")
+
+
 def _check_render(args):
+    suffix = os.path.splitext(args.out)[1].lower()
+    if suffix not in _RENDER_SUFFIXES:
+        raise UsageError(f"Expected --out to end in .svg or .png. Received: --out={args.out}")
     _output_free(args.out, args.force)
     _positive_int(args, "scale")
     from shapegrad import files
@@ -240,11 +250,14 @@ def _check_render(args):
 def _run_render(args, loaded):
     import keras
 
-    from shapegrad import plots
+    from shapegrad import files, plots
 
     renderer, params = loaded
     images = keras.ops.convert_to_numpy(renderer(params))
-    plots.save_image(args.out, plots.image_grid([list(images)], pad=0), scale=args.scale)
+    if os.path.splitext(args.out)[1].lower() == ".svg":  # the drawing fit writes (shapes.svg), not pixels
+        files.write_text(args.out, files.to_svg_strip(renderer, params))
+    else:
+        plots.save_image(args.out, plots.image_grid([list(images)], pad=0), scale=args.scale)
     print(f"rendered {len(images)} image(s) of {images.shape[1]}x{images.shape[2]} -> {args.out}")
 
 

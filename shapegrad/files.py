@@ -33,7 +33,7 @@ import os
 
 import numpy as np
 
-__all__ = ["atomic_write", "read_image", "write_text", "load_params", "save_params", "to_svg"]
+__all__ = ["atomic_write", "read_image", "write_text", "load_params", "save_params", "to_svg", "to_svg_strip"]
 
 
 def atomic_write(path, data):
@@ -274,5 +274,26 @@ def to_svg(renderer, row):
         else:  # triangle, polygon<V>
             pts = np.asarray(shape["vertices"], np.float64).reshape(-1, 2)
             out.append(f'<polygon points="{_points(pts)}" {style}/>')
+    out.append("</svg>")
+    return "\n".join(out) + "\n"
+
+
+def to_svg_strip(renderer, rows):
+    """An SVG document of ``(B, P)`` rows side by side (the layout of ``shapegrad render``'s PNG strip).
+
+    One row gives exactly :func:`to_svg`; several give one ``<svg>`` per row,
+    each clipped to its own ``H x W`` cell, left to right.
+    """
+    rows = np.asarray(rows, np.float64).reshape(-1, renderer.spec.size)
+    if len(rows) == 1:
+        return to_svg(renderer, rows[0])
+    h, w = renderer.height, renderer.width
+    out = [f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {len(rows) * w} {h}" '
+           f'width="{4 * len(rows) * w}" height="{4 * h}">']
+    for i, row in enumerate(rows):
+        body = to_svg(renderer, row).splitlines()[1:-1]  # without its own <svg ...> and </svg>
+        out.append(f'<svg x="{i * w}" y="0" width="{w}" height="{h}" viewBox="-0.5 -0.5 {w} {h}">')
+        out.extend(body)
+        out.append("</svg>")
     out.append("</svg>")
     return "\n".join(out) + "\n"

@@ -185,8 +185,9 @@ class Render(keras.layers.Layer):
     same image as ``Cones(N, edge="distance")``.
 
     Parameters are clipped to ``[-1e12, 1e12]`` (beyond that the image cannot
-    change) and opacities to ``[0, 1]`` (so that compositing stays a convex
-    combination and cannot overflow; the gradient is 0 outside); the geometry is computed in float32 whatever the dtype policy
+    change), and colours and opacities to ``[0, 1]`` (so that compositing
+    stays a convex combination and cannot overflow, even in float16: a colour
+    of 1e30 is drawn as 1; the gradient is 0 outside); the geometry is computed in float32 whatever the dtype policy
     (inputs are not autocast; a layer built with ``dtype="float64"`` computes
     in float64), and the image is cast to the compute dtype, so the layer
     works under ``mixed_float16`` and ``mixed_bfloat16``.
@@ -293,6 +294,9 @@ class Render(keras.layers.Layer):
         else:
             softness = 1.0 / ops.cast(sharpness, dtype)
         x = ops.clip(ops.cast(inputs, dtype), -FAR, FAR)
+        colors = ops.convert_to_tensor(self._color_mask())
+        # Colours to [0, 1] like opacities (a colour of 1e30 made a float16 image inf); gradient 0 outside.
+        x = ops.where(colors, ops.where(x > 1.0, 1.0, ops.where(x < 0.0, 0.0, x)), x)
         if self.height != self.width:
             # Positions are (H v0, W v1) px; the distances take everything in units of min(H, W).
             x = x * ops.convert_to_tensor(self._position_scale(), dtype)
@@ -320,6 +324,13 @@ class Render(keras.layers.Layer):
                     state = raster.paint(self.composite, state, alphas[:, i, ..., None], colors[:, i])
         image = raster.finish(self.composite, state, background)
         return ops.cast(image, self.compute_dtype)
+
+    def _color_mask(self):
+        """``(P,)`` booleans: True on the colour fields."""
+        mask = np.zeros(self.spec.size, bool)
+        for s in self.spec.slices:
+            mask[s.slice] = s.field.kind == "color"
+        return mask
 
     def _position_scale(self):
         """``(P,)`` factors taking position fields from fractions of (H, W) to units of min(H, W)."""

@@ -132,6 +132,47 @@ class _TimeBudget(keras.callbacks.Callback):
             self.stopped_early = True
 
 
+class _RunHistory(keras.callbacks.Callback):
+    """The whole run's per-epoch logs and training seconds, kept across a kill in the backup folder.
+
+    Keras' ``History`` holds only this session's epochs, and a run resumed by
+    ``BackupAndRestore`` starts at a later epoch. After each epoch the logs
+    so far and the total training seconds are written to ``path``
+    (atomically; before the checkpoint, so it never lags behind it); a
+    resumed run reads them back and keeps the epochs before the one it
+    resumes at, and adds their seconds to its own.
+    """
+
+    def __init__(self, path, started):
+        super().__init__()
+        self.path, self.started = path, started
+        self.epochs, self.before, self._resumed = [], 0.0, False
+        if os.path.exists(path):
+            with open(path) as f:
+                self.epochs = json.load(f)["epochs"]
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if not self._resumed:  # the first epoch of this session: the checkpoint's
+            self._resumed = True
+            self.epochs = self.epochs[:epoch]
+            self.before = self.epochs[-1]["seconds"] if self.epochs else 0.0
+
+    def on_epoch_end(self, epoch, logs=None):
+        entry = {name: float(value) for name, value in (logs or {}).items()}
+        entry["seconds"] = self.seconds()
+        self.epochs = self.epochs[:epoch] + [entry]
+        _write_json(self.path, {"epochs": self.epochs})
+
+    def seconds(self):
+        """Training seconds of the whole run so far (earlier sessions: up to the epoch resumed from)."""
+        return self.before + time.perf_counter() - self.started
+
+    def history(self):
+        """``{name: [value per epoch]}`` of the whole run, like ``keras.callbacks.History.history``."""
+        names = [n for e in self.epochs for n in e if n != "seconds"]
+        return {n: [e[n] for e in self.epochs if n in e] for n in dict.fromkeys(names)}
+
+
 def evaluate(encoder, task, images, params, refine_steps=100, batch=256):
     """Metrics of the encoder alone and after ``refine_steps`` of test-time refinement.
 
@@ -272,14 +313,17 @@ def train(
             )
         budget = _TimeBudget(seconds)
         guard = doctor.NaNGuard(os.path.join(out, "nan-report"))
+        run_history = _RunHistory(os.path.join(out, "backup", "history.json"), started)
         callbacks += [
             _Validate(encoder, task, val_images, val_params),
             guard,
+            run_history,
             keras.callbacks.BackupAndRestore(os.path.join(out, "backup"), save_freq="epoch", delete_checkpoint=True),
             budget,
         ]
         history = model.fit(data, epochs=epochs, callbacks=callbacks, verbose=verbose)
-    train_seconds = time.perf_counter() - started
+    train_seconds = run_history.seconds()  # with the earlier sessions of a resumed run
+    whole = run_history.history() or history.history
     if guard.caught or any(not np.isfinite(v) for v in history.history.get("loss", [])):
         # NaNGuard kept the last finite weights and wrote them, the batch and the diagnosis there.
         raise FloatingPointError(
@@ -307,7 +351,7 @@ def train(
         anneal_start=anneal_start,
         loss="params" if supervised else loss,
         stopped_by_time_budget=budget.stopped_early,
-        train_loss=[float(v) for v in history.history["loss"]],
+        train_loss=[float(v) for v in whole["loss"]],
         test_size=test_size,
         encoder_only=encoder_only,
         seed=seed,
@@ -320,8 +364,9 @@ def train(
         images[shown],
         task.render(pred[shown]),
         task.render(refined[shown]),
+        labels=("input", "encoder's guess", f"refined ({refine_steps} steps)"),
     )
     mode = "supervised" if supervised else "self-supervised"
     title = f"{shapes} {resolution}px, {mode}"
-    plots.save_curves(os.path.join(out, "curves.png"), history.history, title=title)
+    plots.save_curves(os.path.join(out, "curves.png"), whole, title=title)
     return result

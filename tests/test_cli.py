@@ -57,6 +57,8 @@ def test_bad_argument_is_one_line_and_exit_2_from_a_subprocess(tmp_path):
         (["train", "--shapes", "dsk", "--out", "{tmp}/o"], "dsk"),
         (["render", "{tmp}/missing.json", "--out", "{tmp}/x.png"], "no such parameter file"),
         (["render", "{tmp}/p.json", "--scale", "0", "--out", "{tmp}/x.png"], "--scale"),
+        (["render", "{tmp}/p.json", "--out", "{tmp}/x.jpg"], "--out"),
+        (["render", "{tmp}/p.json", "--out", "{tmp}/o"], "--out"),
         (["gallery", "--resolution", "0"], "--resolution"),
         (["doctor", "x:y", "--input", "{tmp}/none.npy"], "cannot import"),
         (["train", "--steps", "two", "--out", "{tmp}/o"], "--steps"),
@@ -70,6 +72,32 @@ def test_bad_arguments_are_one_line_and_exit_2(argv, message, tmp_path, capsys):
     assert status == 2 and len(err) == 1 and err[0].startswith(f"shapegrad {argv[0]}: error:"), err
     assert message in err[0], err
     assert not (tmp_path / "o").exists()
+
+
+def test_render_writes_what_the_suffix_of_out_says(tmp_path, capsys):
+    params = str(_params_file(tmp_path))
+    assert cli.main(["render", params, "--out", str(tmp_path / "scene.svg")]) == 0
+    renderer, rows = files.load_params(params)
+    assert (tmp_path / "scene.svg").read_text() == files.to_svg(renderer, rows[0])  # the SVG that fit writes
+    assert cli.main(["render", params, "--out", str(tmp_path / "scene.png"), "--scale", "2"]) == 0
+    with Image.open(tmp_path / "scene.png") as image:
+        assert image.format == "PNG" and image.size == (16, 16)
+    # a suffix it cannot write: one line, exit 2, before any work (nothing written)
+    assert cli.main(["render", params, "--out", str(tmp_path / "scene.jpeg")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and ".svg or .png" in err[0] and "scene.jpeg" in err[0], err
+    assert not (tmp_path / "scene.jpeg").exists()
+
+
+def test_render_svg_of_several_rows_is_a_strip_of_the_single_svgs(tmp_path):
+    path = tmp_path / "p.json"
+    path.write_text('{"shapes": "disk", "resolution": 8, "params": [[0.5, 0.5, 0.25, 1, 1], [0.3, 0.6, 0.2, 1, 1]]}')
+    assert cli.main(["render", str(path), "--out", str(tmp_path / "s.svg")]) == 0
+    renderer, rows = files.load_params(str(path))
+    text = (tmp_path / "s.svg").read_text()
+    assert text.count("<svg") == 3 and 'viewBox="0 0 16 8"' in text.splitlines()[0]
+    for row in rows:  # each image's shapes, as fit would write them
+        assert files.to_svg(renderer, row).splitlines()[2] in text
 
 
 def test_an_error_during_the_work_keeps_its_traceback_and_exits_1(tmp_path, capsys, monkeypatch):

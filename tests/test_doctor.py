@@ -255,6 +255,23 @@ def test_dead_gradient_behind_safe_acos_is_reported():
     assert "1 of 2 feature" in dead[0].summary and "dead features (index after the batch axis): 1" in dead[0].details
 
 
+def test_a_true_invariance_is_a_note_not_a_dead_gradient():
+    # Cones normalises its axis (d0, d1): along d = (0, 1) the image does not depend on d1 at all, so its
+    # gradient is exactly 0 and rightly so (the outputs do not move when d1 moves either way).
+    report = doctor.check(Cones(32), np.array([[0.5, 0.5, 0.0, 1.0, 0.2]], "float32"), fd_samples=0)
+    assert report.ok and not report.findings, str(report)
+    assert any("invariance" in n and "input 0" in n and "3" in n for n in report.notes), report.notes
+
+
+def test_dead_relu_is_still_a_dead_gradient():
+    # Feature 1 is below the ReLU's kink for the whole batch: flat on this side only.
+    relu = keras.layers.Activation("relu", name="cut")
+    report = doctor.check(relu, np.array([[0.3, -0.4], [0.5, -0.2]], "float32"))
+    dead = [f for f in report.findings if f.kind == "dead_gradient"]
+    assert len(dead) == 1 and "dead features (index after the batch axis): 1" in dead[0].details, str(report)
+    assert not report.ok and not any("invariance" in n for n in report.notes)
+
+
 def test_dead_gradient_from_saturated_sigmoid_in_a_model():
     inputs = keras.Input((2,))
     h = keras.layers.Dense(2, kernel_initializer="identity", name="lin")(inputs)

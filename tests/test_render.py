@@ -186,6 +186,29 @@ def test_mixed_precision(policy):
     np.testing.assert_allclose(to_numpy(ops.cast(out, "float32")), ref, atol=2e-2)
 
 
+def test_colours_are_clipped_to_0_1_like_opacities():
+    """A colour of 1e30 is drawn as 1 (under mixed_float16 it made the image inf); its gradient is 0 outside."""
+    layer = Render("disk*2", 12, channels=3)
+    x = layer.spec.sample(1, seed=2)
+    colors = [s for s in layer.spec.slices if s.field.kind == "color"]
+    wild, clipped = x.copy(), x.copy()
+    for s, (big, small) in zip(colors, [(1e30, 1.0), (-7.0, 0.0)]):
+        wild[0, s.slice], clipped[0, s.slice] = big, small
+    np.testing.assert_allclose(to_numpy(layer(wild)), to_numpy(layer(clipped)), atol=1e-6)
+    value, (g,) = value_and_grad(lambda x: ops.sum(layer(x)), wild)
+    assert_finite("Render with colours 1e30 and -7", value, g)
+    assert all(np.all(to_numpy(g)[0, s.slice] == 0) for s in colors)
+    old = keras.config.dtype_policy()
+    try:
+        keras.config.set_dtype_policy("mixed_float16")
+        out = Render("disk*2", 12, channels=3)(wild)
+    finally:
+        keras.config.set_dtype_policy(old)
+    image = to_numpy(ops.cast(out, "float32"))
+    assert_finite("mixed_float16 image with a colour of 1e30", image)
+    np.testing.assert_allclose(image, to_numpy(layer(clipped)), atol=2e-2)
+
+
 def test_gradients_match_finite_differences_float64(float64):
     layer = Render(ALL, 10, channels=1, softness=2.0, dtype="float64")
     x = layer.spec.sample(1, seed=6).astype(np.float64)

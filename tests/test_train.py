@@ -180,6 +180,40 @@ def test_cli_train_bad_input_is_one_line_and_status_2(tmp_path, capsys):
     assert (tmp_path / "metrics.json").read_text() == "{}"  # untouched
 
 
+class _Killed(Exception):
+    pass
+
+
+def test_a_resumed_run_keeps_the_whole_history_and_training_time(tmp_path, monkeypatch):
+    """Killed after the checkpoint of epoch 2 of 4, then resumed: metrics.json and curves.png cover all 4."""
+    from shapegrad import plots
+    from shapegrad import train as train_module
+
+    out = tmp_path / "run"
+    args = dict(resolution=16, steps=8, steps_per_epoch=2, batch_size=8, test_size=8, refine_steps=0, width=4, verbose=0)
+
+    def killed(self, epoch, logs=None):  # runs after BackupAndRestore has saved this epoch
+        if epoch == 1:
+            raise _Killed
+
+    monkeypatch.setattr(train_module._TimeBudget, "on_epoch_end", killed)
+    started = time.perf_counter()
+    with pytest.raises(_Killed):
+        train(str(out), **args)
+    first_part = time.perf_counter() - started
+    monkeypatch.undo()
+    assert (out / "backup").is_dir() and not (out / "metrics.json").exists()
+    curves = []
+    save_curves = plots.save_curves
+    monkeypatch.setattr(plots, "save_curves", lambda path, history, **kw: curves.append(history) or save_curves(path, history, **kw))
+    result = train(str(out), **args)
+    saved = json.load(open(out / "metrics.json"))
+    assert saved["steps"] == 8 and len(saved["train_loss"]) == 4 and all(np.isfinite(saved["train_loss"])), saved
+    assert saved["wall_seconds"] >= 0.9 * first_part, (saved["wall_seconds"], first_part)
+    assert result["train_loss"] == saved["train_loss"]
+    assert len(curves) == 1 and curves[0]["loss"] == saved["train_loss"] and len(curves[0]["val_iou"]) == 4
+
+
 @pytest.mark.slow
 def test_killed_run_resumes_from_its_checkpoint(tmp_path):
     """A subprocess killed after a checkpoint resumes at that epoch and finishes."""

@@ -187,7 +187,11 @@ def check(target, inputs, targets=None, loss=None, *, training=False, fd_samples
         if not any(np.any(g != 0) for g in g_final):
             notes.append("the gradient at the outputs is exactly 0 (loss at a minimum?): dead-gradient check skipped")
         else:
-            findings.extend(_dead_findings(calls, float_inputs, g_x, weights, g_w, g_in, g_out, target))
+            findings.extend(
+                _dead_findings(
+                    calls, float_inputs, g_x, weights, g_w, g_in, g_out, target, inputs=inputs, training=training, notes=notes
+                )
+            )
             checked.append("dead gradients")
 
     # 5. float64 finite differences.

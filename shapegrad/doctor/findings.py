@@ -4,18 +4,21 @@ Forward: the first layer whose output is non-finite from finite inputs.
 Backward: the first layer, walking back, that turns a finite gradient into a
 non-finite one, with the operation and source line found by
 :mod:`shapegrad.doctor.backends`. Dead: inputs or weights whose gradient is
-exactly zero over the whole batch.
+exactly zero over the whole batch; an input feature along which the outputs
+do not move at all, either way and at every probed step, is an invariance
+(the zero is exact), said in a note, not a finding.
 """
 
 import os
 
 import keras
 import numpy as np
+from keras import ops, tree
 
 from shapegrad.doctor import backends
 from shapegrad.doctor.hints import _CANONICAL_OP, _hazard_of
 from shapegrad.doctor.report import Finding
-from shapegrad.doctor.trace import _call_fn, _np
+from shapegrad.doctor.trace import _call_fn, _is_float_tensor, _np, _run
 
 def _describe(a):
     a = np.asarray(a)
@@ -190,7 +193,45 @@ def _dead_mask(g):
     return np.all(g == 0, axis=0)
 
 
-def _dead_findings(calls, float_inputs, g_x, weights, g_w, g_in, g_out, target):
+# Steps of the invariance probe, both ways: absolute, and fractions of the
+# input's own size (they never cross 0, where a direction or a sign flips).
+_PROBE_STEPS = (1e-3, 1e-2, 0.1, 0.5)
+_PROBE_FRACTIONS = (0.5, 0.9, 0.99)
+_PROBE_MAX_FEATURES = 16
+
+
+def _outputs(target, leaves, like, training):
+    y = _run(target, tree.pack_sequence_as(like, [ops.convert_to_tensor(x) for x in leaves]), lambda fn, op=None: fn, training)
+    return [np.asarray(_np(o), np.float64) for o in tree.flatten(y) if _is_float_tensor(o)]
+
+
+def _invariant(target, inputs, k, index, training, base):
+    """Whether no output moves when input ``k``'s feature ``index`` moves, for the whole batch.
+
+    A clip or a saturation is flat on one side only, or only beyond a bound
+    that one of the steps reaches (a ReLU below 0: +0.5; a clip at 1 from 1.5:
+    -50 %; a sigmoid at 200: -99 %); an invariance (a direction's length, an
+    unused feature) is flat at every step both ways.
+    """
+    leaves = [np.asarray(x) for x in tree.flatten(inputs)]
+    x = leaves[k]
+    where = (slice(None),) + tuple(index)
+    column = x[where].astype(np.float64)
+    steps = [h for a in _PROBE_STEPS for h in (a, -a)]
+    steps += [f * np.abs(column) for a in _PROBE_FRACTIONS for f in (a, -a)]
+    eps = np.finfo(x.dtype).eps if np.issubdtype(x.dtype, np.floating) else 1e-7
+    for step in steps:
+        moved = x.copy()
+        moved[where] = (column + step).astype(x.dtype)
+        leaves_k = leaves[:k] + [moved] + leaves[k + 1 :]
+        for y, y0 in zip(_outputs(target, leaves_k, inputs, training), base):
+            if not np.all(np.abs(y - y0) <= 4 * eps * (1.0 + np.abs(y0))):  # NaN too: moved
+                return False
+    return True
+
+
+def _dead_findings(calls, float_inputs, g_x, weights, g_w, g_in, g_out, target, inputs=None, training=False, notes=None):
+    """Dead-gradient findings; with ``inputs``, invariant input features go to ``notes`` instead."""
     findings = []
     culprit = None
     for call in reversed(calls):
@@ -199,8 +240,21 @@ def _dead_findings(calls, float_inputs, g_x, weights, g_w, g_in, g_out, target):
         ):
             culprit = call
             break
+    base = None
     for k, g in zip(float_inputs, g_x):
         mask = _dead_mask(g)
+        if mask.any() and inputs is not None and mask.ndim and mask.sum() <= _PROBE_MAX_FEATURES:
+            if base is None:
+                base = _outputs(target, [np.asarray(x) for x in tree.flatten(inputs)], inputs, training)
+            flat = [i for i in zip(*np.nonzero(mask)) if _invariant(target, inputs, k, i, training, base)]
+            for i in flat:
+                mask[i] = False
+            if flat and notes is not None:
+                idx = ", ".join(str(list(map(int, i)) if len(i) > 1 else int(i[0])) for i in flat)
+                notes.append(
+                    f"input {k}, feature(s) {idx}: gradient exactly 0, and no output moves when the feature moves "
+                    "either way (steps 0.001 to 0.5, and 50 to 99 % of its value): an invariance, not a dead gradient"
+                )
         if mask.any():
             idx = [list(map(int, i)) if len(i) > 1 else int(i[0]) for i in zip(*np.nonzero(mask))] if mask.ndim else []
             shown = ", ".join(str(i) for i in idx[:8]) + (", ..." if len(idx) > 8 else "")
