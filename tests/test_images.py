@@ -291,9 +291,9 @@ def test_train_on_a_tiny_folder_then_encode_with_it(tmp_path, capsys):
     assert {"encoder.keras", "curves.png", "reconstructions.png"} <= set(os.listdir(run))
     enc = shapegrad.Encoder.load(str(run / "encoder.keras"))
     assert enc.info["shapes"] == "disk*2,box*2" and enc.info["max_shapes"] == 2
-    status, io_ = run_cli("encode", run / "encoder.keras", tmp_path / "in" / "im3.png", "--out", tmp_path / "o",
+    status, io_ = run_cli("encode", run / "encoder.keras", tmp_path / "in" / "sub" / "im3.png", "--out", tmp_path / "o",
                           "--refine-steps", "2", capsys=capsys)
-    assert status == 0 and (tmp_path / "o" / "im3" / "params.json").exists()
+    assert status == 0 and (tmp_path / "o" / "im3" / "params.json").exists(), io_.err
 
 
 @pytest.mark.slow
