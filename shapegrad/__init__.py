@@ -3,12 +3,13 @@
 This module re-exports the public names and, by importing :mod:`shapegrad.layers`,
 :mod:`shapegrad.render` and :mod:`shapegrad.models`, registers every Keras class a
 saved ``.keras`` file of ours may hold (``Cones``, ``Render``, ``CoordinateChannels``,
-``ParameterHead``, ``Annealed``), so ``keras.saving.load_model`` needs only
+``ParameterHead``, ``Annealed``, and :mod:`shapegrad.encode`'s ``EncoderInfo``), so ``keras.saving.load_model`` needs only
 ``import shapegrad``.
 """
 
 from shapegrad import _startup  # noqa: F401 - first: the command line's quiet TensorFlow start-up
-from shapegrad import doctor, models, primitives, raster, safe, sdf
+from shapegrad import doctor, encode, models, primitives, raster, safe, sdf
+from shapegrad.encode import Encoder, encode_files
 from shapegrad.layers import Cones
 from shapegrad.models import Annealed
 from shapegrad.primitives import RenderSpec
@@ -30,12 +31,15 @@ __version__ = "0.1.0"
 __all__ = [
     "Annealed",
     "Cones",
+    "Encoder",
     "Render",
     "RenderSpec",
     "SceneFit",
     "angle_between",
     "fit_scene",
     "doctor",
+    "encode",
+    "encode_files",
     "models",
     "primitives",
     "raster",

@@ -97,8 +97,11 @@ def _add_train(subparsers):
         description="Train an encoder to read shapes out of images (self-supervised unless --supervised).",
     )
     p.add_argument(
-        "--shapes", default="cone", help="cone (the Cones layer, default) or a Render spec like 'disk,box,cone'"
+        "--shapes", default=None, help="cone (the Cones layer, default) or a Render spec like 'disk,box,cone'"
     )
+    p.add_argument("--images", metavar="DIR", help="train on every PNG/JPEG in DIR (recursively), no labels")
+    p.add_argument("--kinds", help="with --images: primitive kinds, e.g. disk,box,triangle,ellipse (see --max-shapes)")
+    p.add_argument("--max-shapes", type=int, default=None, help="with --kinds: up to this many shapes of each kind")
     p.add_argument("--channels", type=int, choices=(1, 3), default=1, help="colour channels of a Render scene")
     p.add_argument("--devices", type=int, default=1, help="data-parallel devices (jax, tensorflow; default 1)")
     p.add_argument("--resolution", type=int, default=64, help="image size in pixels (default 64)")
@@ -121,6 +124,12 @@ def _add_train(subparsers):
 
 
 def _check_train(args):
+    if args.images is None:
+        if args.kinds is not None or args.max_shapes is not None:
+            raise UsageError("--kinds and --max-shapes need --images (synthetic scenes take --shapes)")
+        args.shapes = args.shapes or "cone"
+    else:
+        _check_train_images(args)
     for name in ("resolution", "steps", "batch_size", "test_size", "width", "steps_per_epoch", "devices"):
         _positive_int(args, name)
     _positive_int(args, "refine_steps", minimum=0)
@@ -131,13 +140,77 @@ def _check_train(args):
     from shapegrad import distribute
     from shapegrad.render import Render
 
-    if args.shapes != "cone":
+    if args.images is None and args.shapes != "cone":
         Render(args.shapes, args.resolution, channels=args.channels)  # raises ValueError naming shapes
     distribute.check(args.devices, args.batch_size)
+    if args.images is not None:
+        from shapegrad import train
+
+        # Lists the images (headers only) and reads the training background: no training yet.
+        task = train.ImageTask(args.images, shapes=args.shapes, kinds=args.kinds, max_shapes=args.max_shapes,
+                               resolution=args.resolution, seed=args.seed)
+        for path, why in task.scan.skipped:
+            print(f"shapegrad train: skipped unreadable {path}: {why}", file=sys.stderr)
+        return task
+    return None
 
 
-def _run_train(args, _):
+def _check_train_images(args):
+    if not os.path.isdir(args.images):
+        raise UsageError(f"Expected --images to be a folder. Received: --images={args.images!r}")
+    if (args.shapes is None) == (args.kinds is None):
+        raise UsageError("with --images give either --kinds K --max-shapes M or --shapes SPEC (not both)")
+    if args.kinds is not None and args.max_shapes is None:
+        raise UsageError("--kinds needs --max-shapes (the most shapes of each kind in an image)")
+    if args.shapes == "cone":
+        raise UsageError("Expected a Render spec with --images, e.g. 'disk*2,box'. Received: --shapes='cone'")
+    if args.supervised:
+        raise UsageError("--supervised needs parameter labels; --images has none")
+    if args.channels != 1:
+        raise UsageError("--channels is read from the images with --images (3 if any is colour)")
+    if args.devices != 1:
+        raise UsageError("--devices is not supported with --images yet")
+    _positive_int(args, "max_shapes")
+    _output_free_run(args.out, args.force)
+
+
+def _output_free_run(out, force):
     from shapegrad import train
+
+    try:
+        train._check_out(out, force)
+    except FileExistsError as error:
+        raise UsageError(_overwrite_message(error)) from None
+
+
+def _run_train(args, task):
+    from shapegrad import train
+
+    if task is not None:
+        result = train.train(
+            args.out,
+            shapes=task,
+            steps=args.steps,
+            batch_size=args.batch_size,
+            seconds=args.seconds,
+            learning_rate=args.learning_rate,
+            anneal_start=args.anneal_start,
+            loss=args.loss,
+            refine_steps=args.refine_steps,
+            test_size=args.test_size,
+            width=args.width,
+            noise=args.noise,
+            steps_per_epoch=args.steps_per_epoch,
+            seed=args.seed,
+            force=args.force,
+        )
+        print(
+            f"held-out images: iou {result['iou']:.4g}, psnr {result['psnr']:.4g} dB "
+            f"(encoder alone: iou {result['encoder_only']['iou']:.4g}, psnr {result['encoder_only']['psnr']:.4g}); "
+            f"{result['training_images']} training, {result['heldout_images']} held out, "
+            f"{result['skipped_files']} unreadable skipped -> {args.out}/encoder.keras"
+        )
+        return 0
 
     result = train.train(
         args.out,
@@ -259,6 +332,55 @@ def _run_render(args, loaded):
     else:
         plots.save_image(args.out, plots.image_grid([list(images)], pad=0), scale=args.scale)
     print(f"rendered {len(images)} image(s) of {images.shape[1]}x{images.shape[2]} -> {args.out}")
+
+
+# --------------------------------------------------------------------------- encode
+
+
+def _add_encode(subparsers):
+    p = subparsers.add_parser(
+        "encode",
+        help="read shapes out of images with an encoder trained by train --images",
+        description="Encode images and/or folders of images with RUN/encoder.keras: per image OUT/<stem>/"
+        "params.json (for shapegrad render), overlay.png, shapes.svg; OUT/summary.csv and OUT/sheet.png. "
+        "Exit status: 0 all done, 1 some images skipped (unreadable, or OUT/<stem> exists without --force), "
+        "2 bad input.",
+    )
+    p.add_argument("encoder", help="encoder.keras written by shapegrad train --images")
+    p.add_argument("inputs", nargs="+", metavar="INPUT", help="image files and/or folders (searched recursively)")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--refine-steps", type=int, default=100, help="Adam steps refining each guess (0 = off; default 100)")
+    p.add_argument("--batch-size", type=int, default=32, help="images per batch (default 32)")
+    p.add_argument("--force", action="store_true", help="overwrite existing OUT/<stem> folders")
+    return p
+
+
+def _check_encode(args):
+    _positive_int(args, "refine_steps", minimum=0)
+    _positive_int(args, "batch_size")
+    if os.path.exists(args.out) and not os.path.isdir(args.out):
+        raise UsageError(f"Expected --out to be a folder. Received: --out={args.out!r} (a file)")
+    from shapegrad import data, encode
+
+    scan = data.scan_images(args.inputs)  # ValueError for a missing input
+    if not len(scan):
+        what = f"{len(scan.skipped)} file(s), none a readable image" if scan.skipped else "no image files"
+        raise UsageError(f"no readable image in {' '.join(args.inputs)} ({what})")
+    return encode.Encoder.load(args.encoder)  # ValueError: not ours, or no metadata
+
+
+def _run_encode(args, encoder):
+    from shapegrad import encode
+
+    result = encode.encode_files(encoder, args.inputs, args.out, refine_steps=args.refine_steps,
+                                 batch_size=args.batch_size, force=args.force, progress=sys.stderr.isatty())
+    ok = [r for r in result["rows"] if r[5] == "ok"]
+    psnr = sum(float(r[3]) for r in ok) / max(len(ok), 1)
+    print(
+        f"encoded {result['encoded']} image(s), mean psnr {psnr:.2f} dB; skipped {len(result['unreadable'])} "
+        f"unreadable, {len(result['existing'])} existing -> {args.out}/summary.csv, sheet.png"
+    )
+    return 1 if result["unreadable"] or result["existing"] else 0
 
 
 # --------------------------------------------------------------------------- gallery, demo
@@ -470,6 +592,7 @@ def _run_bench(args, _):
 _COMMANDS = {
     "train": (_add_train, _check_train, _run_train),
     "fit": (_add_fit, _check_fit, _run_fit),
+    "encode": (_add_encode, _check_encode, _run_encode),
     "render": (_add_render, _check_render, _run_render),
     "gallery": (_add_gallery, _check_gallery, _run_gallery),
     "doctor": (_add_doctor, _check_doctor, _run_doctor),

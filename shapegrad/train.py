@@ -40,7 +40,7 @@ from shapegrad.data import ConeDataset, SceneDataset
 from shapegrad.models import Annealed, build_autoencoder, build_encoder, fields_for
 from shapegrad.models import pyramid_mse  # noqa: F401  (importable from here, as before)
 
-__all__ = ["Task", "train", "evaluate", "OUTPUTS"]
+__all__ = ["Task", "ImageTask", "superset_shapes", "train", "train_images", "evaluate", "OUTPUTS"]
 
 OUTPUTS = ("encoder.keras", "metrics.json", "reconstructions.png", "curves.png")
 
@@ -74,6 +74,7 @@ class Task:
             self.refine = fit.refine_scene
         self.fields = fields_for(self.renderer.spec)
         self.channels = self.renderer.channels
+        self.background = getattr(self.renderer, "background", 0.0)
 
     def dataset(self, batch_size, batches, seed, targets="images", noise=0.0, fresh=True):
         return self._dataset(self.renderer, batch_size, batches, seed, targets, noise, fresh)
@@ -81,6 +82,21 @@ class Task:
     def errors(self, pred, true):
         """``{name: (items,) array}`` of parameter errors in natural units."""
         return metrics.parameter_errors(pred, true, self.renderer.spec)
+
+    # Hooks that train() calls; ImageTask overrides them.
+    def build_encoder(self, width):
+        return build_encoder((self.resolution, self.resolution, self.channels), self.fields, width=width)
+
+    def validation_set(self, seed):
+        """``(images, params)`` the per-epoch validation scores (params None: image scores only)."""
+        return self.dataset(64, 1, seed + 1, fresh=False).sample(0)
+
+    def test_set(self, size, seed):
+        return self.dataset(size, 1, seed + 2, fresh=False).sample(0)
+
+    def describe(self):
+        """Extra entries of ``metrics.json``."""
+        return {}
 
     def render(self, params):
         return keras.ops.convert_to_numpy(self.renderer(params))
@@ -107,11 +123,15 @@ class _Validate(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         pred = self.encoder.predict(self.images, verbose=0)
-        errors = self.task.errors(pred, self.truth)
         logs = logs if logs is not None else {}
-        for name in [n for n in errors if not n.endswith("_abs")][:3]:
-            logs[f"val_{name}"] = float(np.median(errors[name]))
-        logs["val_iou"] = float(metrics.iou(self.task.render(pred), self.images).mean())
+        recon = self.task.render(pred)
+        if self.truth is None:  # no labels: the reconstruction's PSNR
+            logs["val_psnr"] = float(metrics.psnr(recon, self.images).mean())
+        else:
+            errors = self.task.errors(pred, self.truth)
+            for name in [n for n in errors if not n.endswith("_abs")][:3]:
+                logs[f"val_{name}"] = float(np.median(errors[name]))
+        logs["val_iou"] = float(metrics.iou(recon, self.images, self.task.background).mean())
 
 
 class _TimeBudget(keras.callbacks.Callback):
@@ -188,8 +208,9 @@ def evaluate(encoder, task, images, params, refine_steps=100, batch=256):
 
     def summary(p):
         recon = task.render(p)
-        per_item = {"iou": metrics.iou(recon, images), "psnr": metrics.psnr(recon, images)}
-        per_item.update(task.errors(p, params))
+        per_item = {"iou": metrics.iou(recon, images, task.background), "psnr": metrics.psnr(recon, images)}
+        if params is not None:
+            per_item.update(task.errors(p, params))
         return metrics.summarize(per_item)
 
     # refine_scene renders every image from several restarts at once: a smaller chunk.
@@ -244,8 +265,10 @@ def train(
     Args:
         out: output folder (created). Existing outputs are not overwritten
             unless ``force``; an unfinished run in ``out`` is resumed.
-        shapes: ``"cone"`` (the ``Cones`` layer, 5 numbers per image) or a
-            :class:`shapegrad.Render` spec such as ``"disk,box,cone"``.
+        shapes: ``"cone"`` (the ``Cones`` layer, 5 numbers per image), a
+            :class:`shapegrad.Render` spec such as ``"disk,box,cone"``, or a
+            :class:`Task` (e.g. an :class:`ImageTask`, see :func:`train_images`;
+            then ``resolution`` and ``channels`` are the task's).
         resolution: image size ``N``.
         steps: training steps (batches); rounded up to whole epochs of
             ``steps_per_epoch``.
@@ -273,7 +296,10 @@ def train(
         seed: seed of the data and of the weights.
         verbose: Keras' ``fit`` verbosity (``"auto"`` shows a progress bar).
     """
-    task = Task(shapes, resolution, channels)
+    task = shapes if isinstance(shapes, Task) else Task(shapes, resolution, channels)
+    resolution, shapes = task.resolution, task.shapes
+    if supervised and isinstance(task, ImageTask):
+        raise ValueError("Expected supervised=False with images: they have no parameter labels. Received: supervised=True")
     _validate.one_of("loss", loss, ("mse", "pyramid"))
     if not 0 < anneal_start <= 1:
         raise ValueError(f"Expected anneal_start to be in (0, 1]. Received: anneal_start={anneal_start!r}")
@@ -292,10 +318,9 @@ def train(
 
     with distribute.data_parallel(devices, batch_size):
         keras.utils.set_random_seed(seed)
-        shape = (resolution, resolution, task.channels)
-        encoder = build_encoder(shape, task.fields, width=width)
+        encoder = task.build_encoder(width)
         data = task.dataset(batch_size, steps_per_epoch, seed, "params" if supervised else "images", noise)
-        val_images, val_params = task.dataset(64, 1, seed + 1, fresh=False).sample(0)
+        val_images, val_params = task.validation_set(seed)
         warmup = min(steps // 10, 500)
         schedule = keras.optimizers.schedules.CosineDecay(
             0.0, steps - warmup, alpha=0.02, warmup_target=learning_rate, warmup_steps=warmup
@@ -331,7 +356,7 @@ def train(
             f"report and batch in {os.path.join(out, 'nan-report')}"
         )
 
-    images, params = task.dataset(test_size, 1, seed + 2, fresh=False).sample(0)
+    images, params = task.test_set(test_size, seed)
     t0 = time.perf_counter()
     headline, encoder_only, pred, refined = evaluate(encoder, task, images, params, refine_steps)
     done_steps = int(keras.ops.convert_to_numpy(model.optimizer.iterations))
@@ -356,6 +381,7 @@ def train(
         encoder_only=encoder_only,
         seed=seed,
     )
+    result.update(task.describe())
     files.atomic_write(os.path.join(out, "encoder.keras"), encoder.save)
     _write_json(os.path.join(out, "metrics.json"), result)
     shown = slice(0, 10)
@@ -370,3 +396,149 @@ def train(
     title = f"{shapes} {resolution}px, {mode}"
     plots.save_curves(os.path.join(out, "curves.png"), whole, title=title)
     return result
+
+
+# --------------------------------------------------------------------------- the user's images
+
+
+def superset_shapes(kinds, max_shapes):
+    """The Render spec of up to ``max_shapes`` shapes of each of ``kinds``: ``"disk*M,box*M,..."``.
+
+    This is the current way to model an unknown number of shapes: every
+    shape has an opacity, and the encoder switches the ones it does not need
+    off (opacity near 0); :mod:`shapegrad.encode` keeps the shapes with
+    opacity >= 0.5. ``kinds`` is a comma-separated string or a sequence.
+    """
+    from shapegrad.primitives import format_shapes, parse_shapes
+
+    if isinstance(kinds, str):
+        kinds = [k.strip() for k in kinds.split(",") if k.strip()]
+    kinds = list(dict.fromkeys(kinds))
+    if not kinds:
+        raise ValueError(f"Expected kinds to name at least one primitive. Received: kinds={kinds!r}")
+    max_shapes = _validate.positive_int("max_shapes", max_shapes)
+    return format_shapes(parse_shapes([(k, max_shapes) for k in kinds]))  # ValueError naming an unknown kind
+
+
+class ImageTask(Task):
+    """Learning from a folder of the user's own images: no labels, only the image loss.
+
+    The images are listed once (:func:`shapegrad.data.scan_images`); a
+    held-out split (``holdout`` of them, at least 1; with a single image it is
+    also the training image) gives the validation curves and the final
+    scores in image terms (reconstruction IoU against the background, PSNR).
+    Training batches stream from disk (:class:`shapegrad.data.ImageFolderDataset`),
+    letterboxed to ``N x N`` (:class:`shapegrad.data.Letterbox`).
+
+    The renderer is ``Render(shapes, N, channels, softness, background)``:
+    ``channels`` is 3 if any image is colour, else 1; ``background`` is the
+    median border colour of (up to 64 of) the training images, one colour per
+    run. ``shapes`` is exact kinds and counts, or :func:`superset_shapes` of
+    ``kinds`` and ``max_shapes`` (shapes switched off by their opacity).
+
+    The encoder carries what it encodes (:class:`shapegrad.encode.EncoderInfo`
+    inside the saved model), so :class:`shapegrad.encode.Encoder` needs no flags.
+    Raises ``ValueError`` when no input file is a readable image.
+    """
+
+    def __init__(self, images, shapes=None, kinds=None, max_shapes=None, resolution=64, softness=1.0, holdout=0.1,
+                 seed=0):
+        from shapegrad import data
+        from shapegrad.render import Render
+
+        if (shapes is None) == (kinds is None):
+            raise ValueError(f"Expected exactly one of shapes and kinds. Received: shapes={shapes!r}, kinds={kinds!r}")
+        if not 0 < holdout < 1:
+            raise ValueError(f"Expected holdout to be in (0, 1). Received: holdout={holdout!r}")
+        self.scan = data.scan_images(images)
+        if not len(self.scan):
+            what = f"{len(self.scan.skipped)} file(s), none a readable image" if self.scan.skipped else "no image files"
+            raise ValueError(f"Expected a folder with PNG/JPEG images. Received: images={images!r} ({what})")
+        self.images = images
+        self.kinds, self.max_shapes = kinds, max_shapes
+        shapes = superset_shapes(kinds, max_shapes) if kinds is not None else shapes
+        self.resolution = _validate.positive_int("resolution", resolution)
+        channels = self.scan.channels
+        n = len(self.scan)
+        order = np.random.default_rng(seed).permutation(n)
+        held = max(1, round(holdout * n)) if n > 1 else 1
+        self.heldout = [self.scan.paths[i] for i in sorted(order[:held])]
+        self.training = [self.scan.paths[i] for i in sorted(order[held:])] or list(self.heldout)
+        borders = [data.border_color(data.to_channels(files.read_image(p), channels)) for p in self.training[:64]]
+        background = np.median(np.stack(borders), axis=0).round(4).tolist()
+        self.renderer = Render(shapes, self.resolution, channels=channels, softness=softness, background=background)
+        from shapegrad.primitives import format_shapes
+
+        self.shapes = format_shapes(self.renderer.shapes)
+        self._dataset = None
+        self.refine = fit.refine  # a superset has too many shapes for refine_scene's permutations
+        self.fields = fields_for(self.renderer.spec)
+        self.channels = channels
+        self.background = self.renderer.background
+
+    def info(self):
+        """What the saved encoder carries (:class:`shapegrad.encode.EncoderInfo`)."""
+        from shapegrad import encode
+
+        return encode.encoder_info(self.renderer, kinds=self.kinds, max_shapes=self.max_shapes)
+
+    def build_encoder(self, width):
+        from shapegrad import encode
+
+        return encode.with_info(super().build_encoder(width), self.info())
+
+    def dataset(self, batch_size, batches, seed, targets="images", noise=0.0, fresh=True):
+        from shapegrad import data
+
+        if targets != "images":
+            raise ValueError(f"Expected targets='images' for the user's images (no labels). Received: targets={targets!r}")
+        return data.ImageFolderDataset(self.training, self.resolution, self.channels, batch_size, batches, seed,
+                                       noise, fresh)
+
+    def _heldout(self, size):
+        from shapegrad import data
+
+        return data.ImageFolderDataset(self.heldout[:size], self.resolution, self.channels, cache=0).all_images()
+
+    def validation_set(self, seed):
+        return self._heldout(64), None
+
+    def test_set(self, size, seed):
+        return self._heldout(size), None
+
+    def errors(self, pred, true):
+        return {}
+
+    def describe(self):
+        return {
+            "images": [os.fspath(p) for p in ([self.images] if isinstance(self.images, (str, os.PathLike)) else self.images)],
+            "training_images": len(self.training),
+            "heldout_images": len(self.heldout),
+            "skipped_files": len(self.scan.skipped),
+            "background": list(np.atleast_1d(self.background).tolist()),
+            "letterbox": "letterbox",
+            "kinds": self.kinds,
+            "max_shapes": self.max_shapes,
+        }
+
+
+def train_images(out, images, shapes=None, kinds=None, max_shapes=None, resolution=64, softness=1.0, holdout=0.1,
+                 seed=0, **kwargs):
+    """Train on a folder of the user's images (self-supervised); :func:`train` with an :class:`ImageTask`.
+
+    ``images``: a folder (searched recursively for PNG/JPEG) or a list of
+    files and folders. Give ``shapes`` (exact, e.g. ``"disk*2,box"``) or
+    ``kinds`` and ``max_shapes`` (:func:`superset_shapes`). Other keyword
+    arguments are :func:`train`'s (``steps``, ``seconds``, ``batch_size``,
+    ``width``, ``test_size``: at most this many held-out images are scored...).
+    Writes the same outputs as :func:`train`; ``metrics.json`` scores the
+    held-out images by reconstruction IoU and PSNR (there are no labels).
+    """
+    task = ImageTask(images, shapes, kinds, max_shapes, resolution, softness, holdout, seed)
+    if not isinstance(kwargs.get("verbose", 1), int) or kwargs.get("verbose", 1):
+        skipped = task.scan.skipped
+        if skipped:
+            import sys
+
+            print(f"skipped {len(skipped)} unreadable file(s), e.g. {skipped[0][0]}: {skipped[0][1]}", file=sys.stderr)
+    return train(out, shapes=task, seed=seed, **kwargs)
