@@ -21,6 +21,7 @@ $(VENV)/.installed: pyproject.toml
 demo: $(VENV)/.installed
 	KERAS_BACKEND=$${KERAS_BACKEND:-jax} $(PY) -m shapegrad.demo
 
+# Each backend runs tests/ and the docstring examples of shapegrad/ (testpaths and --doctest-modules in pyproject.toml).
 test: $(VENV)/.installed
 	@set -e; for b in $(BACKENDS); do \
 	  if [ $$b = $(SLOW_BACKEND) ]; then m=""; else m="not slow"; fi; \

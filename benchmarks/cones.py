@@ -11,7 +11,7 @@ import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-from shapegrad import bench  # noqa: E402
+from shapegrad import bench, bench_report  # noqa: E402
 
 
 def main():
@@ -25,7 +25,7 @@ def main():
     for n in args.resolution:
         for b in args.batch:
             rows += bench.bench_cones(resolution=n, batch=b, rounds=args.rounds, iters=args.iters)
-    print(bench.markdown_table(rows))
+    print(bench_report.markdown_table(rows))
 
 
 if __name__ == "__main__":

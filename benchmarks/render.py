@@ -14,7 +14,7 @@ import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-from shapegrad import bench  # noqa: E402
+from shapegrad import bench, bench_report  # noqa: E402
 
 
 def main():
@@ -50,7 +50,7 @@ def main():
                     iters=args.iters, round_seconds=args.round_seconds, memory=not args.no_memory,
                     max_work=args.max_work,
                 )
-    print(bench.render_table(rows))
+    print(bench_report.render_table(rows))
 
 
 if __name__ == "__main__":

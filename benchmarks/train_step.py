@@ -9,8 +9,6 @@ encoder's stateless call).
 """
 
 import os
-import statistics
-import time
 
 os.environ.setdefault("KERAS_BACKEND", "jax")
 
@@ -21,7 +19,7 @@ from shapegrad import Cones  # noqa: E402
 from shapegrad.models import CONE_FIELDS, build_encoder  # noqa: E402
 from shapegrad.data import ConeDataset  # noqa: E402
 from shapegrad.train import Task  # noqa: E402
-from shapegrad.bench import naive_cones  # noqa: E402
+from shapegrad.bench import naive_cones, time_interleaved  # noqa: E402
 
 B, N = 64, 64
 
@@ -48,19 +46,8 @@ def steps(encoder, renderers, images, params):
 
 
 def report(title, calls, rounds=7, iters=5):
-    """Median seconds per call, timed in alternating rounds; one markdown row per call."""
-    for call in calls.values():
-        jax.block_until_ready(call())
-    samples = {name: [] for name in calls}
-    for _ in range(rounds):
-        for name, call in calls.items():
-            start = time.perf_counter()
-            for _ in range(iters):
-                out = call()
-            jax.block_until_ready(out)
-            samples[name].append((time.perf_counter() - start) / iters)
-    for name, values in samples.items():
-        seconds = statistics.median(values)
+    """Median seconds per call, timed in alternating rounds (bench.time_interleaved); one markdown row per call."""
+    for name, seconds in time_interleaved(calls, (), rounds=rounds, iters=iters).items():
         print(f"| {title}: {name} | {seconds * 1e3:.1f} ms | {1 / seconds:.1f} steps/s |")
 
 

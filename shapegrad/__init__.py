@@ -1,8 +1,20 @@
-"""shapegrad: differentiable geometric primitives on Keras 3, with gradients that are never NaN."""
+"""shapegrad: differentiable geometric primitives on Keras 3, with gradients that are never NaN.
 
-from shapegrad import doctor, raster, safe, sdf
+This module re-exports the public names and, by importing :mod:`shapegrad.layers`,
+:mod:`shapegrad.render` and :mod:`shapegrad.models`, registers every Keras class a
+saved ``.keras`` file of ours may hold (``Cones``, ``Render``, ``CoordinateChannels``,
+``ParameterHead``, ``Annealed``, and :mod:`shapegrad.encode`'s ``EncoderInfo``), so ``keras.saving.load_model`` needs only
+``import shapegrad``.
+"""
+
+from shapegrad import _startup  # noqa: F401 - first: the command line's quiet TensorFlow start-up
+from shapegrad import doctor, encode, models, primitives, raster, safe, sdf
+from shapegrad.encode import Encoder, encode_files
 from shapegrad.layers import Cones
+from shapegrad.models import Annealed
+from shapegrad.primitives import RenderSpec
 from shapegrad.render import Render
+from shapegrad.scenefit import SceneFit, fit_scene  # after Render: scenefit imports it
 from shapegrad.safe import (
     angle_between,
     safe_acos,
@@ -17,10 +29,19 @@ from shapegrad.safe import (
 __version__ = "0.1.0"
 
 __all__ = [
+    "Annealed",
     "Cones",
+    "Encoder",
     "Render",
+    "RenderSpec",
+    "SceneFit",
     "angle_between",
+    "fit_scene",
     "doctor",
+    "encode",
+    "encode_files",
+    "models",
+    "primitives",
     "raster",
     "safe",
     "safe_acos",

@@ -3,13 +3,15 @@
 Keras 3 has no backend-neutral ``grad``; this module is the one place that
 speaks each backend's autodiff (``tf.GradientTape``, ``jax.value_and_grad``,
 ``torch.autograd``). Library math never calls it; tests and
-:mod:`shapegrad.doctor` do.
+:mod:`shapegrad.doctor` do, and so do optimisation loops
+(:mod:`shapegrad.scenefit`) through :func:`traced_value_and_grad`, which stays
+on backend tensors so that it can run inside :func:`jit`.
 """
 
 import keras
 import numpy as np
 
-__all__ = ["value_and_grad", "value_and_grad_with_aux", "jit"]
+__all__ = ["value_and_grad", "value_and_grad_with_aux", "jit", "traced_value_and_grad"]
 
 
 def value_and_grad(fn, *args):
@@ -84,4 +86,62 @@ def value_and_grad_with_aux(fn, *args):
             return t.detach().cpu().numpy() if isinstance(t, torch.Tensor) else np.asarray(t)
 
         return to_numpy(y), tree.map_structure(to_numpy, aux), [to_numpy(g) for g in grads]
+    raise ValueError(f"Unsupported Keras backend. Received: backend={backend!r}")
+
+
+def traced_value_and_grad(fn, wrt=None):
+    """``fn(*args) -> (scalar, aux)`` to ``g(*args) -> (value, aux, grads)`` on backend tensors.
+
+    Unlike :func:`value_and_grad_with_aux` nothing is converted to NumPy, so
+    ``g`` can be called inside a function compiled with :func:`jit` (and inside
+    a ``keras.ops.fori_loop``). The gradient is taken with respect to the first
+    ``wrt`` arguments (default: all), each a tensor or a nest of tensors
+    (Keras' ``tree``); ``grads`` is a list of them, shaped like those
+    arguments, with zeros where the value does not depend on an input. The
+    other arguments may be anything ``fn`` accepts (integer indices...).
+    """
+    from keras import tree
+
+    backend = keras.backend.backend()
+
+    def split(args):
+        n = len(args) if wrt is None else wrt
+        return tuple(args[:n]), tuple(args[n:])
+
+    if backend == "jax":
+        import jax
+
+        def g(*args):
+            xs, rest = split(args)
+            (y, aux), grads = jax.value_and_grad(lambda *a: fn(*a, *rest), argnums=tuple(range(len(xs))),
+                                                 has_aux=True)(*xs)
+            return y, aux, list(grads)
+
+        return g
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        def g(*args):
+            xs, rest = split(args)
+            with tf.GradientTape() as tape:
+                tape.watch(xs)
+                y, aux = fn(*xs, *rest)
+            grads = tape.gradient(y, list(xs), unconnected_gradients=tf.UnconnectedGradients.ZERO)
+            return y, aux, grads
+
+        return g
+    if backend == "torch":
+        import torch
+
+        def g(*args):
+            xs, rest = split(args)
+            leaves = [torch.as_tensor(t).detach().requires_grad_(True) for t in tree.flatten(xs)]
+            with torch.enable_grad():
+                y, aux = fn(*tree.pack_sequence_as(xs, leaves), *rest)
+                grads = torch.autograd.grad(y, leaves, allow_unused=True)
+            grads = [torch.zeros_like(x) if d is None else d for x, d in zip(leaves, grads)]
+            aux = tree.map_structure(lambda t: t.detach() if isinstance(t, torch.Tensor) else t, aux)
+            return y.detach(), aux, list(tree.pack_sequence_as(xs, grads))
+
+        return g
     raise ValueError(f"Unsupported Keras backend. Received: backend={backend!r}")

@@ -3,7 +3,7 @@
 import math
 import numbers
 
-__all__ = ["positive_int", "positive_number", "one_of", "last_dim"]
+__all__ = ["positive_int", "positive_number", "one_of", "last_dim", "resolution"]
 
 
 def positive_int(name, value):
@@ -43,3 +43,19 @@ def last_dim(layer, shape, expected, what):
             f"{layer} expects inputs of shape (batch, {expected}): {what}. "
             f"Received: input_shape={shape}"
         )
+
+
+def resolution(name, value):
+    """Return ``value`` as an int ``N`` (square) or a tuple ``(H, W)`` with ``H != W``.
+
+    Accepts a positive integer or a pair of positive integers; a pair with
+    ``H == W`` becomes the int, so a square layer's ``resolution`` is always an int.
+    """
+    if isinstance(value, (list, tuple)) and len(value) == 2:
+        h, w = (positive_int(f"{name}[{i}]", v) for i, v in enumerate(value))
+        return h if h == w else (h, w)
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value <= 0:
+        raise ValueError(
+            f"Expected {name} to be a positive integer or a pair (height, width) of them. Received: {name}={value!r}"
+        )
+    return int(value)

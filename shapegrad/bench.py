@@ -13,9 +13,9 @@ Two benchmarks:
   (:func:`step_memory`); :func:`render_sweep` runs the default sizes.
 
 ``shapegrad bench`` runs both on the current backend (``KERAS_BACKEND``) and
-writes ``results-<backend>.json`` (:func:`save_results`); ``shapegrad bench
---report`` merges the files of every backend into ``results.md`` and
-``scaling.png`` (:func:`write_report`).
+writes ``results-<backend>.json``; ``shapegrad bench --report`` merges the
+files of every backend into ``results.md`` and ``scaling.png``: writing those is
+:mod:`shapegrad.bench_report`'s concern, measuring is this module's.
 
 Example:
     >>> from shapegrad import bench
@@ -27,12 +27,8 @@ Example:
 """
 
 import contextlib
-import datetime
-import glob
-import json
 import math
 import os
-import platform
 import statistics
 import sys
 import time
@@ -42,31 +38,25 @@ import numpy as np
 from keras import ops
 
 from shapegrad import _validate, raster
-from shapegrad.render import Render, RenderSpec, parse_shapes, primitive
+from shapegrad.primitives import FAR, RenderSpec, parse_shapes, primitive
+from shapegrad.render import Render, distance_function
 
 __all__ = [
     "BACKENDS",
     "DEFAULT_KINDS",
     "MAX_WORK",
-    "add_parser",
     "bench_cones",
     "bench_render",
     "capped_batch",
     "cycle_shapes",
     "default_max_work",
     "grad_step",
-    "load_results",
-    "markdown_table",
     "naive_cones",
     "naive_render",
-    "plot_scaling",
     "render_configs",
     "render_sweep",
-    "render_table",
-    "save_results",
     "step_memory",
     "time_interleaved",
-    "write_report",
 ]
 
 BACKENDS = ("tensorflow", "jax", "torch")
@@ -78,8 +68,6 @@ MAX_WORK = {"tensorflow": 2**24, "jax": 2**24, "torch": 2**20}
 # The shapes cycled through to make K shapes (see cycle_shapes): a cheap, a middling and a
 # polygon distance, so the time per shape is not that of the cheapest primitive alone.
 DEFAULT_KINDS = "disk,box,triangle"
-# Render clips its parameters to this magnitude (its docstring says so); the baseline does too.
-_FAR = 1e12
 
 
 def naive_cones(x, resolution):
@@ -107,14 +95,14 @@ def naive_render(spec, params, softness=1.0, background=0.0):
     (:func:`shapegrad.raster.coverage`) and composited back to front
     (:func:`shapegrad.raster.over`); plain autodiff keeps every intermediate
     for the backward pass. Only public functions are used: the distance of
-    each kind is ``shapegrad.render.primitive(kind).distance``, the layout is
+    each kind is ``shapegrad.render.distance_function(kind)``, the layout is
     ``spec.split``. Parameters are clipped to ``[-1e12, 1e12]`` and opacities
     to ``[0, 1]``, as in ``Render``, so on the same inputs it draws the same
     image as ``Render(spec.shapes, spec.resolution, spec.channels, softness)``
     with ``composite="over"``.
 
     Args:
-        spec: a :class:`shapegrad.render.RenderSpec` (``Render(...).spec``).
+        spec: a :class:`shapegrad.primitives.RenderSpec` (``Render(...).spec``).
         params: ``(B, P)`` normalised parameters; computed in float64 if they
             are float64, else in float32.
         softness: edge width in pixels.
@@ -125,7 +113,7 @@ def naive_render(spec, params, softness=1.0, background=0.0):
     """
     params = ops.convert_to_tensor(params)
     dtype = "float64" if keras.backend.standardize_dtype(params.dtype) == "float64" else "float32"
-    x = ops.clip(ops.cast(params, dtype), -_FAR, _FAR)
+    x = ops.clip(ops.cast(params, dtype), -FAR, FAR)  # as Render does
     n = spec.resolution
     grid = raster.pixel_grid(n, n, dtype)[None, None]  # (1, 1, N, N, 2)
     shapes = spec.split(x)  # one {field: (B, size)} per shape
@@ -137,7 +125,7 @@ def naive_render(spec, params, softness=1.0, background=0.0):
         geometry = {
             f.name: ops.stack([s[f.name] for s in group], axis=1)[:, :, None, None, :] for f in prim.fields
         }
-        distances.append(prim.distance(grid, geometry, n))  # (B, count, N, N)
+        distances.append(distance_function(kind)(grid, geometry, n))  # (B, count, N, N)
     coverage = raster.coverage(ops.concatenate(distances, axis=1), softness)  # (B, K, N, N)
     colors = ops.stack([s["color"] for s in shapes], axis=1)  # (B, K, C)
     opacities = ops.clip(ops.stack([s["opacity"][:, 0] for s in shapes], axis=1), 0.0, 1.0)  # (B, K)
@@ -177,7 +165,8 @@ def grad_step(render):
 
 
 def _block(x):
-    return ops.convert_to_numpy(x)
+    """Wait for ``x`` (a tensor, or a structure of tensors such as a list of gradients)."""
+    return keras.tree.map_structure(ops.convert_to_numpy, x)
 
 
 def time_interleaved(fns, args, rounds=5, iters=10, round_seconds=None, first=None):
@@ -565,345 +554,3 @@ def render_sweep(
             if progress is not None:
                 progress(row)
     return rows
-
-
-# ---------------------------------------------------------------------------------------------
-# Tables, result files, the report
-
-
-def markdown_table(rows):
-    """Render result rows as a markdown table."""
-    header = "| benchmark | backend | compile | N | batch | Mpix/s | baseline Mpix/s | ratio |"
-    lines = [header, "|---|---|---|---|---|---|---|---|"]
-    for r in rows:
-        lines.append(
-            f"| {r['name']} | {r['backend']} | {r['compile']} | {r['resolution']} | {r['batch']} "
-            f"| {r['mpix_s']:.1f} | {r['baseline_mpix_s']:.1f} | {r['ratio']:.2f}x |"
-        )
-    return "\n".join(lines)
-
-
-def _num(value, unit=""):
-    if value is None:
-        return "n/a"
-    if value >= 100:
-        return f"{value:.0f}{unit}"
-    return f"{value:.3g}{unit}"
-
-
-def render_table(rows):
-    """Render :func:`bench_render` rows as a markdown table, with the memory columns.
-
-    MiB is :func:`step_memory` (JAX: XLA temporary buffers; PyTorch: the
-    profiler's peak; ``n/a`` on TensorFlow); the ratios are baseline /
-    ``Render``; "first call" is seconds, compilation included, Render / baseline.
-    """
-    header = (
-        "| backend | compile | shapes | K | N | B | B·N²·K | Mpix/s | baseline Mpix/s | ratio "
-        "| MiB | baseline MiB | memory ratio | first call s | note |"
-    )
-    lines = [header, "|" + "---|" * header.count(" | ") + "---|"]
-    for r in rows:
-        lead = (
-            f"| {r['backend']} | {r['compile']} | {r['shapes']} | {r['K']} | {r['resolution']} "
-            f"| {r['batch']} | {r['work']:.2g} "
-        )
-        if r.get("skipped"):
-            lines.append(lead + "| | | | | | | | skipped: " + r["skipped"] + " |")
-            continue
-        first = f"{_num(r.get('first_call_s'))} / {_num(r.get('baseline_first_call_s'))}"
-        lines.append(
-            lead
-            + f"| {_num(r['mpix_s'])} | {_num(r['baseline_mpix_s'])} | {r['ratio']:.2f}x "
-            + f"| {_num(r['memory_mib'])} | {_num(r['baseline_memory_mib'])} "
-            + f"| {_num(r['memory_ratio'], 'x')} | {first} | {r.get('note') or ''} |"
-        )
-    return "\n".join(lines)
-
-
-def _machine(quick):
-    load = os.getloadavg() if hasattr(os, "getloadavg") else None
-    backend = keras.backend.backend()
-    module = {"tensorflow": "tensorflow", "jax": "jax", "torch": "torch"}.get(backend)
-    version = getattr(sys.modules.get(module), "__version__", None) if module else None
-    return {
-        "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-        "platform": platform.platform(),
-        "cpus": os.cpu_count(),
-        "load_average": None if load is None else round(load[0], 2),
-        "keras": keras.__version__,
-        "backend_version": version,
-        "quick": bool(quick),
-    }
-
-
-def save_results(directory, rows, quick=False):
-    """Write ``rows`` of the current backend to ``directory/results-<backend>.json``; returns the path.
-
-    The file also records the machine (CPU count, load average, versions,
-    date) and whether it was a ``quick`` run.
-    """
-    from shapegrad.files import write_text
-
-    os.makedirs(directory, exist_ok=True)
-    backend = keras.backend.backend()
-    path = os.path.join(directory, f"results-{backend}.json")
-    data = {"backend": backend, "machine": _machine(quick), "rows": rows}
-    write_text(path, json.dumps(data, indent=1, allow_nan=False) + "\n")
-    return path
-
-
-def load_results(directory):
-    """Every ``directory/results-*.json``, as a list of dicts, in the order tensorflow, jax, torch.
-
-    Raises ``ValueError`` naming a file that is not a result file.
-    """
-    out = []
-    for path in sorted(glob.glob(os.path.join(directory, "results-*.json"))):
-        try:
-            with open(path) as f:
-                data = json.load(f)
-            if not isinstance(data.get("rows"), list) or not isinstance(data.get("backend"), str):
-                raise ValueError("no 'backend' and 'rows'")
-        except (OSError, ValueError, AttributeError) as error:
-            raise ValueError(f"cannot read benchmark results {path}: {error}") from None
-        out.append(data)
-    order = {b: i for i, b in enumerate(BACKENDS)}
-    return sorted(out, key=lambda d: (order.get(d["backend"], len(order)), d["backend"]))
-
-
-def _load_quietly(directory):
-    try:
-        return load_results(directory)
-    except ValueError:
-        return []
-
-
-def plot_scaling(results, path):
-    """Seconds per forward+backward against ``B * N^2 * K`` (log-log), one panel per backend.
-
-    Every size of the sweep is one point, coloured by ``K``: ``Render`` dots,
-    the baseline crosses, and a dotted line of slope 1 (time proportional to
-    ``B * H * W * K``) through Render's median point, so that linear scaling
-    shows as points along it. ``results``: as :func:`load_results`. Written
-    with matplotlib's Agg backend; returns ``path``.
-    """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    panels = [
-        (d["backend"], [r for r in d["rows"] if r.get("name") == "Render vs naive" and not r.get("skipped")])
-        for d in results
-    ]
-    panels = [(b, rows) for b, rows in panels if rows] or [("no results", [])]
-    fig, axes = plt.subplots(1, len(panels), figsize=(4.6 * len(panels), 3.8), squeeze=False, sharey=True)
-    ks = sorted({r["K"] for _, rows in panels for r in rows})
-    for ax, (backend, rows) in zip(axes[0], panels):
-        for i, k in enumerate(ks):
-            mine = [r for r in rows if r["K"] == k]
-            if not mine:
-                continue
-            work = np.array([r["batch"] * r["resolution"] ** 2 * k for r in mine], np.float64)
-            ax.loglog(work, [r["seconds"] for r in mine], "o", color=f"C{i}", markersize=5, label=f"K={k} Render")
-            ax.loglog(work, [r["baseline_seconds"] for r in mine], "x", color=f"C{i}", markersize=6, label=f"K={k} baseline")
-        if rows:
-            work = np.array([r["batch"] * r["resolution"] ** 2 * r["K"] for r in rows], np.float64)
-            per = np.median([r["seconds"] / w for r, w in zip(rows, work)])
-            line = np.array([work.min(), work.max()])
-            ax.loglog(line, per * line, ":", color="grey", label="time ∝ B·H·W·K")
-        ax.set_title(backend)
-        ax.set_xlabel("B·H·W·K (shape-pixels per batch)")
-        ax.grid(alpha=0.3, which="both")
-    axes[0][0].set_ylabel("seconds per forward+backward")
-    if ks:
-        axes[0][-1].legend(fontsize=7, ncol=2)
-    fig.tight_layout()
-    tmp = f"{path}.tmp-{os.getpid()}"
-    fig.savefig(tmp, dpi=100, format="png")
-    plt.close(fig)
-    os.replace(tmp, path)
-    return path
-
-
-def _replace_block(text, name, block):
-    """Put ``block`` between ``<!-- bench:name -->`` and ``<!-- /bench:name -->`` (appended if absent)."""
-    begin, end = f"<!-- bench:{name} -->", f"<!-- /bench:{name} -->"
-    new = f"{begin}\n{block.strip()}\n{end}"
-    start, stop = text.find(begin), text.find(end)
-    if start >= 0 and stop > start:
-        return text[:start] + new + text[stop + len(end) :]
-    return text.rstrip("\n") + "\n\n" + new + "\n"
-
-
-def _machine_lines(results):
-    lines = []
-    for d in results:
-        m = d.get("machine", {})
-        quick = " **quick run: tiny sizes, not a measurement**" if m.get("quick") else ""
-        lines.append(
-            f"- {d['backend']} {m.get('backend_version', '?')}, Keras {m.get('keras', '?')}: {m.get('date', '?')}, "
-            f"{m.get('cpus', '?')} CPUs, load average {m.get('load_average', '?')} at the start.{quick}"
-        )
-    return "\n".join(lines)
-
-
-_RENDER_SECTION = """## Render
-
-Forward+backward time and memory of `shapegrad.Render(..., recompute=True)` (the memory-saving
-mode; the default `recompute="auto"` uses it from 8 shapes on and plain autodiff below, where
-recomputing costs time and, on PyTorch, memory) against `shapegrad.bench.naive_render`, the
-straightforward renderer written with the same public `keras.ops` functions (every shape at every
-pixel; the signed distances of all K shapes stacked into one `(B, K, N, N)` tensor, then coverage,
-then `raster.over` compositing; plain autodiff keeps every intermediate). Both draw the same image
-(tested to 1e-5). Same backend, same compilation (TensorFlow: XLA, JAX: jit, PyTorch: eager), timed
-in alternating rounds in one process (`bench.render_sweep`: median of 5 rounds, each about 0.2 s of
-calls, at most 10).
-
-- Shapes: K shapes cycling through disk, box, triangle (`bench.cycle_shapes`: K = 4 is
-  `disk*2,box,triangle`), typical random scenes (`spec.sample`), 1 channel, softness 1.
-- Sizes (`bench.render_configs`): K in 1, 4, 16, 64 at N = 64, B = 16; N in 32, 64, 128, 256 at
-  K = 4, B = 16; B in 1, 16, 128, 512 at K = 4, N = 64. Work cap: where B·N²·K is above 2^24 (1.7e7)
-  shape-pixels on TensorFlow and JAX, or 2^20 (1.05e6) on PyTorch, which runs eagerly and is far
-  slower on this CPU, the batch is cut to fit (column "note"); a size whose cut batch repeats a row
-  is marked skipped. `shapegrad bench --max-work W` changes the cap.
-- Mpix/s = B x N² / seconds per forward+backward; ratio = baseline seconds / Render seconds (above
-  1: Render is faster). "first call s": the first forward+backward, compilation included, Render /
-  baseline.
-- Memory (MiB): the peak scratch memory of one forward+backward (`bench.step_memory`). JAX: the
-  compiled step's XLA temporary buffers (`memory_analysis().temp_size_in_bytes`; inputs and outputs
-  not included). PyTorch: the peak of bytes allocated net of frees during the step, from
-  `torch.profiler` (`profile_memory=True`), at operator granularity (includes the image and the
-  gradient). TensorFlow: not measured (n/a). Memory ratio = baseline / Render (above 1: Render
-  needs less).
-- Plot (`scaling.png`): seconds per forward+backward against B·H·W·K, one panel per backend, one
-  point per size coloured by K (Render dots, baseline crosses), and a dotted line of slope 1
-  through Render's median point: points along it mean time linear in B·H·W·K.
-
-    make bench    # each backend: shapegrad bench (writes results-<backend>.json); then shapegrad bench --report
-
-"""
-
-
-def write_report(directory):
-    """Merge ``directory/results-*.json`` into ``directory/results.md`` and ``directory/scaling.png``.
-
-    Only the blocks between ``<!-- bench:cones -->`` and ``<!-- bench:render -->``
-    markers (and their closing ``<!-- /bench:... -->``) are rewritten; the
-    rest of ``results.md`` (prose, older measurements) is kept. Missing
-    blocks are appended. Returns ``(results_md, scaling_png)``; raises
-    ``ValueError`` if there are no result files.
-    """
-    from shapegrad.files import write_text
-
-    results = load_results(directory)
-    if not results:
-        raise ValueError(f"no benchmark results (results-<backend>.json) in {directory}; run shapegrad bench first")
-    md_path = os.path.join(directory, "results.md")
-    png_path = os.path.join(directory, "scaling.png")
-    text = open(md_path).read() if os.path.exists(md_path) else "# Benchmark results\n"
-    cones = [r for d in results for r in d["rows"] if r.get("name") == "Cones vs naive acos"]
-    render = [r for d in results for r in d["rows"] if r.get("name") == "Render vs naive"]
-    machines = _machine_lines(results)
-    if cones:
-        text = _replace_block(text, "cones", f"{machines}\n\n{markdown_table(cones)}")
-    if render:
-        if "<!-- bench:render -->" not in text:
-            text = text.rstrip("\n") + "\n\n" + _RENDER_SECTION
-        plot_scaling(results, png_path)
-        block = (
-            f"{machines}\n\n{render_table(render)}\n\n"
-            "![Seconds per forward+backward against B·H·W·K, Render dots, baseline crosses](scaling.png)"
-        )
-        text = _replace_block(text, "render", block)
-    write_text(md_path, text)
-    return md_path, png_path if render else None
-
-
-# ---------------------------------------------------------------------------------------------
-# The ``shapegrad bench`` sub-command
-
-
-def add_parser(subparsers):
-    """The ``shapegrad bench`` sub-command."""
-    p = subparsers.add_parser(
-        "bench",
-        help="time Cones and Render against naive baselines on this backend",
-        description="Time the forward+backward of Cones and Render against naive baselines, interleaved "
-        "in one process, on the backend KERAS_BACKEND names; print the tables and write "
-        "DIR/results-<backend>.json. With --report, merge every DIR/results-*.json into DIR/results.md "
-        "and DIR/scaling.png instead.",
-    )
-    p.add_argument(
-        "--quick",
-        action="store_true",
-        help="tiny sizes, one call each: a smoke test, not a measurement (writes a result file only with --out)",
-    )
-    p.add_argument("--out", metavar="DIR", help="where result files go (default: benchmarks)")
-    p.add_argument(
-        "--report",
-        action="store_true",
-        help="write DIR/results.md and DIR/scaling.png from DIR/results-*.json; run nothing",
-    )
-    p.add_argument("--only", choices=("cones", "render"), help="run one of the two benchmarks")
-    p.add_argument("--rounds", type=int, default=None, help="timing rounds (default 5; 1 with --quick)")
-    caps = ", ".join(f"{b} {w:.3g}" for b, w in MAX_WORK.items())
-    p.add_argument(
-        "--max-work",
-        type=float,
-        default=None,
-        metavar="W",
-        help=f"cut the batch of Render sizes with more than W shape-pixels B·N²·K (default: {caps})",
-    )
-    p.set_defaults(run=_run)
-    return p
-
-
-def _run(args):
-    from shapegrad.cli import UsageError
-
-    save = args.out is not None or not args.quick  # a quick run does not overwrite real results by default
-    args.out = args.out or "benchmarks"
-    if os.path.exists(args.out) and not os.path.isdir(args.out):
-        raise UsageError(f"Expected --out to be a folder. Received: out={args.out!r} (a file)")
-    if args.report:
-        try:
-            md, png = write_report(args.out)
-        except (OSError, ValueError) as error:
-            raise UsageError(str(error)) from None
-        print(f"wrote {md}" + (f" and {png}" if png else ""))
-        return 0
-    if args.rounds is not None and args.rounds < 1:
-        raise UsageError(f"Expected --rounds to be a positive integer. Received: rounds={args.rounds}")
-    if args.max_work is not None and not (math.isfinite(args.max_work) and args.max_work >= 1):
-        raise UsageError(f"Expected --max-work to be a finite number >= 1. Received: max_work={args.max_work}")
-    backend = keras.backend.backend()
-    if backend not in BACKENDS:
-        raise UsageError(f"Expected KERAS_BACKEND to be one of {list(BACKENDS)}. Received: {backend!r}")
-    if backend == "tensorflow":  # every size traces new functions: TensorFlow's retracing warning is noise here
-        import tensorflow as tf
-
-        tf.get_logger().setLevel("ERROR")
-    rows = []
-    if args.only in (None, "cones"):
-        n, b, iters = (16, 4, 1) if args.quick else (64, 256, 10)
-        rounds = args.rounds or (1 if args.quick else 5)
-        rows += bench_cones(resolution=n, batch=b, rounds=rounds, iters=iters)
-        print(markdown_table(rows), flush=True)
-
-    def progress(row):
-        what = row["skipped"] or f"ratio {row['ratio']:.2f}x, first call {row['first_call_s']:.1f} s"
-        print(f"render K={row['K']} N={row['resolution']} B={row['batch']}: {what}", file=sys.stderr, flush=True)
-
-    if args.only in (None, "render"):
-        render = render_sweep(quick=args.quick, rounds=args.rounds, max_work=args.max_work, progress=progress)
-        rows += render
-        print(render_table(render), flush=True)
-    if args.only:  # keep the other benchmark's rows from an earlier run
-        names = {r["name"] for r in rows}
-        old = [d for d in _load_quietly(args.out) if d["backend"] == backend]
-        rows = [r for d in old for r in d["rows"] if r.get("name") not in names] + rows
-    if save:
-        print(f"wrote {save_results(args.out, rows, quick=args.quick)}")
-    return 0

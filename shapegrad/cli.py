@@ -1,25 +1,42 @@
-"""The ``shapegrad`` command line.
+"""The ``shapegrad`` command line: every sub-command parses, checks its arguments, calls the library, prints.
 
-Each sub-command lives in the module of its concern and registers itself here
-with ``add_parser(subparsers)`` returning the function to run. Errors in what
-the user gave (a missing file, a bad value) are raised as :class:`UsageError`
-and end the program with one readable line and exit status 2.
+Nothing in the library imports this module. Each sub-command has three parts:
+``_add_<name>`` (its arguments), ``_check_<name>`` (everything the user gave
+that can be checked before the work starts: files exist, values in range,
+shape specs parse, outputs free unless ``--force``) and ``_run_<name>`` (calls
+the library and prints).
+
+Exit status:
+
+- 0: done (``doctor``: the target is healthy);
+- 1: ``doctor`` found something; or an unexpected error during the work,
+  printed with its full traceback (a bug, not a typo);
+- 2: bad arguments, one line ``shapegrad CMD: error: ...``; also when the
+  library refuses to overwrite an output (``FileExistsError``);
+- 130: interrupted (Ctrl-C).
+
+TensorFlow's C++ start-up log is silenced unless the user set
+``TF_CPP_MIN_LOG_LEVEL=0`` (see :mod:`shapegrad._startup`, which runs before
+keras is imported). Keras and the library are imported lazily, inside the
+sub-commands, so ``--help`` parses without them.
+
+Example:
+    >>> build_parser().parse_args(["fit", "a.png", "--shapes", "disk", "--out", "o"]).restarts
+    32
 """
 
 import argparse
+import math
+import os
+import re
 import sys
+import traceback
 
-__all__ = ["UsageError", "main"]
+__all__ = ["UsageError", "build_parser", "main"]
 
 
 class UsageError(Exception):
-    """Bad input from the user: printed as one line, exit status 2."""
-
-
-def _commands():
-    from shapegrad import bench, demo, doctor, files, fit, train
-
-    return [train, fit, files, demo, doctor, bench]
+    """Bad input from the user, found before the work starts: one line, exit status 2."""
 
 
 class _Parser(argparse.ArgumentParser):
@@ -29,33 +46,605 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
+# --------------------------------------------------------------------------- argument checks
+# Keras-style, in the words of the shell: name the option, end with what was received.
+
+
+def _positive_int(args, name, minimum=1):
+    value = getattr(args, name)
+    if value is not None and value < minimum:
+        what = "a positive integer" if minimum == 1 else f"an integer >= {minimum}"
+        raise UsageError(f"Expected {_flag(name)} to be {what}. Received: {_flag(name)}={value}")
+
+
+def _number(args, name, low, high=math.inf, low_open=True, high_open=False):
+    value = getattr(args, name)
+    if value is None:
+        return
+    inside = math.isfinite(value) and (value > low if low_open else value >= low)
+    inside = inside and (value < high if high_open else value <= high)
+    if not inside:
+        if high == math.inf:
+            what = f"a finite number {'>' if low_open else '>='} {low:g}"
+        else:
+            what = f"in {'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
+        raise UsageError(f"Expected {_flag(name)} to be {what}. Received: {_flag(name)}={value}")
+
+
+def _flag(name):
+    return "--" + name.replace("_", "-")
+
+
+def _output_free(path, force):
+    if os.path.exists(path) and not force:
+        raise UsageError(f"{path} exists (use --force to overwrite)")
+
+
+def _overwrite_message(error):
+    """The library's ``FileExistsError`` ("... exists. Pass force=True to overwrite.") in shell words."""
+    message = str(error)
+    shell, count = re.subn(r"\.?\s*Pass force=True to overwrite\..*$", " (use --force to overwrite)", message)
+    return shell if count else message
+
+
+# --------------------------------------------------------------------------- train
+
+
+def _add_train(subparsers):
+    p = subparsers.add_parser(
+        "train",
+        help="train an encoder with the renderer as frozen decoder",
+        description="Train an encoder to read shapes out of images (self-supervised unless --supervised).",
+    )
+    p.add_argument(
+        "--shapes", default=None, help="cone (the Cones layer, default) or a Render spec like 'disk,box,cone'"
+    )
+    p.add_argument("--images", metavar="DIR", help="train on every PNG/JPEG in DIR (recursively), no labels")
+    p.add_argument("--kinds", help="with --images: primitive kinds, e.g. disk,box,triangle,ellipse (see --max-shapes)")
+    p.add_argument("--max-shapes", type=int, default=None, help="with --kinds: up to this many shapes of each kind")
+    p.add_argument("--channels", type=int, choices=(1, 3), default=1, help="colour channels of a Render scene")
+    p.add_argument("--devices", type=int, default=1, help="data-parallel devices (jax, tensorflow; default 1)")
+    p.add_argument("--resolution", type=int, default=64, help="image size in pixels (default 64)")
+    p.add_argument("--steps", type=int, default=3000, help="training steps (default 3000)")
+    p.add_argument("--seconds", type=float, default=None, help="stop training after this many seconds")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--learning-rate", type=float, default=1e-3)
+    p.add_argument("--anneal-start", type=float, default=0.1, help="initial edge sharpness fraction (1 = off)")
+    p.add_argument("--loss", choices=("mse", "pyramid"), default="mse", help="image loss")
+    p.add_argument("--refine-steps", type=int, default=100, help="test-time refinement steps (0 = off)")
+    p.add_argument("--test-size", type=int, default=256)
+    p.add_argument("--width", type=int, default=16, help="encoder base width (default 16)")
+    p.add_argument("--noise", type=float, default=0.0, help="Gaussian noise on training inputs")
+    p.add_argument("--steps-per-epoch", type=int, default=100, help="steps between checkpoints (default 100)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--supervised", action="store_true", help="train on true parameters (baseline)")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--force", action="store_true", help="overwrite existing outputs in --out")
+    return p
+
+
+def _check_train(args):
+    if args.images is None:
+        if args.kinds is not None or args.max_shapes is not None:
+            raise UsageError("--kinds and --max-shapes need --images (synthetic scenes take --shapes)")
+        args.shapes = args.shapes or "cone"
+    else:
+        _check_train_images(args)
+    for name in ("resolution", "steps", "batch_size", "test_size", "width", "steps_per_epoch", "devices"):
+        _positive_int(args, name)
+    _positive_int(args, "refine_steps", minimum=0)
+    _number(args, "seconds", 0)
+    _number(args, "learning_rate", 0)
+    _number(args, "anneal_start", 0, 1)
+    _number(args, "noise", 0, low_open=False)
+    from shapegrad import distribute
+    from shapegrad.render import Render
+
+    if args.images is None and args.shapes != "cone":
+        Render(args.shapes, args.resolution, channels=args.channels)  # raises ValueError naming shapes
+    distribute.check(args.devices, args.batch_size)
+    if args.images is not None:
+        from shapegrad import train
+
+        # Lists the images (headers only) and reads the training background: no training yet.
+        task = train.ImageTask(args.images, shapes=args.shapes, kinds=args.kinds, max_shapes=args.max_shapes,
+                               resolution=args.resolution, seed=args.seed)
+        for path, why in task.scan.skipped:
+            print(f"shapegrad train: skipped unreadable {path}: {why}", file=sys.stderr)
+        return task
+    return None
+
+
+def _check_train_images(args):
+    if not os.path.isdir(args.images):
+        raise UsageError(f"Expected --images to be a folder. Received: --images={args.images!r}")
+    if (args.shapes is None) == (args.kinds is None):
+        raise UsageError("with --images give either --kinds K --max-shapes M or --shapes SPEC (not both)")
+    if args.kinds is not None and args.max_shapes is None:
+        raise UsageError("--kinds needs --max-shapes (the most shapes of each kind in an image)")
+    if args.shapes == "cone":
+        raise UsageError("Expected a Render spec with --images, e.g. 'disk*2,box'. Received: --shapes='cone'")
+    if args.supervised:
+        raise UsageError("--supervised needs parameter labels; --images has none")
+    if args.channels != 1:
+        raise UsageError("--channels is read from the images with --images (3 if any is colour)")
+    if args.devices != 1:
+        raise UsageError("--devices is not supported with --images yet")
+    _positive_int(args, "max_shapes")
+    _output_free_run(args.out, args.force)
+
+
+def _output_free_run(out, force):
+    from shapegrad import train
+
+    try:
+        train._check_out(out, force)
+    except FileExistsError as error:
+        raise UsageError(_overwrite_message(error)) from None
+
+
+def _run_train(args, task):
+    from shapegrad import train
+
+    if task is not None:
+        result = train.train(
+            args.out,
+            shapes=task,
+            steps=args.steps,
+            batch_size=args.batch_size,
+            seconds=args.seconds,
+            learning_rate=args.learning_rate,
+            anneal_start=args.anneal_start,
+            loss=args.loss,
+            refine_steps=args.refine_steps,
+            test_size=args.test_size,
+            width=args.width,
+            noise=args.noise,
+            steps_per_epoch=args.steps_per_epoch,
+            seed=args.seed,
+            force=args.force,
+        )
+        print(
+            f"held-out images: iou {result['iou']:.4g}, psnr {result['psnr']:.4g} dB "
+            f"(encoder alone: iou {result['encoder_only']['iou']:.4g}, psnr {result['encoder_only']['psnr']:.4g}); "
+            f"{result['training_images']} training, {result['heldout_images']} held out, "
+            f"{result['skipped_files']} unreadable skipped -> {args.out}/encoder.keras"
+        )
+        return 0
+
+    result = train.train(
+        args.out,
+        shapes=args.shapes,
+        resolution=args.resolution,
+        steps=args.steps,
+        batch_size=args.batch_size,
+        supervised=args.supervised,
+        seconds=args.seconds,
+        learning_rate=args.learning_rate,
+        anneal_start=args.anneal_start,
+        loss=args.loss,
+        refine_steps=args.refine_steps,
+        test_size=args.test_size,
+        width=args.width,
+        noise=args.noise,
+        steps_per_epoch=args.steps_per_epoch,
+        channels=args.channels,
+        devices=args.devices,
+        seed=args.seed,
+        force=args.force,
+    )
+    keys = ["iou", "psnr"] + [k for k in result if k.endswith("_median") and k not in ("iou_median", "psnr_median")]
+    print(", ".join(f"{k} {result[k]:.4g}" for k in keys), f"-> {args.out}")
+
+
+# --------------------------------------------------------------------------- fit
+
+
+def _add_fit(subparsers):
+    p = subparsers.add_parser(
+        "fit",
+        help="fit primitives to an image by gradient descent",
+        description="Fit K primitives to one square image (several random restarts, coarse-to-fine edges).",
+    )
+    p.add_argument("image", help="a square PNG/JPEG (grey or colour)")
+    p.add_argument("--shapes", required=True, help="what to fit, e.g. 'disk*3,box*2'")
+    p.add_argument("--out", required=True, help="output folder: params.json, overlay.png, shapes.svg")
+    p.add_argument("--restarts", type=int, default=32, help="random starts, the best is kept (default 32)")
+    p.add_argument("--steps", type=int, default=400, help="Adam steps per start (default 400)")
+    p.add_argument("--softness", type=float, default=1.0, help="edge width in pixels of the model (default 1)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--force", action="store_true", help="overwrite existing outputs in --out")
+    return p
+
+
+def _check_fit(args):
+    _positive_int(args, "restarts")
+    _positive_int(args, "steps")
+    _number(args, "softness", 0)
+    from shapegrad import files
+    from shapegrad.render import Render
+
+    image = files.read_image(args.image)  # ValueError: missing or unreadable
+    height, width, channels = image.shape
+    if height != width:
+        raise UsageError(f"Expected a square image. Received: size={width}x{height} ({args.image})")
+    Render(args.shapes, height, channels=channels, softness=args.softness)  # ValueError naming shapes
+
+
+def _run_fit(args, _):
+    from shapegrad import fit
+
+    renderer, params, loss = fit.fit_file(
+        args.image,
+        args.shapes,
+        args.out,
+        restarts=args.restarts,
+        steps=args.steps,
+        softness=args.softness,
+        seed=args.seed,
+        force=args.force,
+    )
+    count = renderer.spec.num_shapes
+    print(f"fitted {count} shapes, mse {loss[0]:.3g} -> {args.out}/params.json, overlay.png, shapes.svg")
+
+
+# --------------------------------------------------------------------------- render
+
+
+def _add_render(subparsers):
+    p = subparsers.add_parser(
+        "render",
+        help="render a parameter file to PNG or SVG",
+        description="Render a parameter JSON file to a PNG image or an SVG drawing (by the suffix of --out).",
+    )
+    p.add_argument("params", help="parameter JSON (as written by shapegrad fit)")
+    p.add_argument(
+        "--out", required=True, help="a .png or .svg file to write (several rows: a horizontal strip)"
+    )
+    p.add_argument("--scale", type=int, default=1, help="integer upscaling of the PNG (ignored for .svg)")
+    p.add_argument("--force", action="store_true", help="overwrite --out if it exists")
+    return p
+
+
+_RENDER_SUFFIXES = (".svg", ".png")
+
+
+def _check_render(args):
+    suffix = os.path.splitext(args.out)[1].lower()
+    if suffix not in _RENDER_SUFFIXES:
+        raise UsageError(f"Expected --out to end in .svg or .png. Received: --out={args.out}")
+    _output_free(args.out, args.force)
+    _positive_int(args, "scale")
+    from shapegrad import files
+
+    return files.load_params(args.params)  # ValueError naming what is wrong with the file
+
+
+def _run_render(args, loaded):
+    import keras
+
+    from shapegrad import files, plots
+
+    renderer, params = loaded
+    images = keras.ops.convert_to_numpy(renderer(params))
+    if os.path.splitext(args.out)[1].lower() == ".svg":  # the drawing fit writes (shapes.svg), not pixels
+        files.write_text(args.out, files.to_svg_strip(renderer, params))
+    else:
+        plots.save_image(args.out, plots.image_grid([list(images)], pad=0), scale=args.scale)
+    print(f"rendered {len(images)} image(s) of {images.shape[1]}x{images.shape[2]} -> {args.out}")
+
+
+# --------------------------------------------------------------------------- encode
+
+
+def _add_encode(subparsers):
+    p = subparsers.add_parser(
+        "encode",
+        help="read shapes out of images with an encoder trained by train --images",
+        description="Encode images and/or folders of images with RUN/encoder.keras: per image OUT/<stem>/"
+        "params.json (for shapegrad render), overlay.png, shapes.svg; OUT/summary.csv and OUT/sheet.png. "
+        "Exit status: 0 all done, 1 some images skipped (unreadable, or OUT/<stem> exists without --force), "
+        "2 bad input.",
+    )
+    p.add_argument("encoder", help="encoder.keras written by shapegrad train --images")
+    p.add_argument("inputs", nargs="+", metavar="INPUT", help="image files and/or folders (searched recursively)")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--refine-steps", type=int, default=100, help="Adam steps refining each guess (0 = off; default 100)")
+    p.add_argument("--batch-size", type=int, default=32, help="images per batch (default 32)")
+    p.add_argument("--force", action="store_true", help="overwrite existing OUT/<stem> folders")
+    return p
+
+
+def _check_encode(args):
+    _positive_int(args, "refine_steps", minimum=0)
+    _positive_int(args, "batch_size")
+    if os.path.exists(args.out) and not os.path.isdir(args.out):
+        raise UsageError(f"Expected --out to be a folder. Received: --out={args.out!r} (a file)")
+    from shapegrad import data, encode
+
+    scan = data.scan_images(args.inputs)  # ValueError for a missing input
+    if not len(scan):
+        what = f"{len(scan.skipped)} file(s), none a readable image" if scan.skipped else "no image files"
+        raise UsageError(f"no readable image in {' '.join(args.inputs)} ({what})")
+    return encode.Encoder.load(args.encoder)  # ValueError: not ours, or no metadata
+
+
+def _run_encode(args, encoder):
+    from shapegrad import encode
+
+    result = encode.encode_files(encoder, args.inputs, args.out, refine_steps=args.refine_steps,
+                                 batch_size=args.batch_size, force=args.force, progress=sys.stderr.isatty())
+    ok = [r for r in result["rows"] if r[5] == "ok"]
+    psnr = sum(float(r[3]) for r in ok) / max(len(ok), 1)
+    print(
+        f"encoded {result['encoded']} image(s), mean psnr {psnr:.2f} dB; skipped {len(result['unreadable'])} "
+        f"unreadable, {len(result['existing'])} existing -> {args.out}/summary.csv, sheet.png"
+    )
+    return 1 if result["unreadable"] or result["existing"] else 0
+
+
+# --------------------------------------------------------------------------- gallery, demo
+
+
+def _add_gallery(subparsers):
+    p = subparsers.add_parser("gallery", help="render a PNG gallery of cones")
+    p.add_argument("--out", default="runs/gallery/cones.png", help="PNG to write")
+    p.add_argument("--resolution", type=int, default=64)
+    return p
+
+
+def _check_gallery(args):
+    _positive_int(args, "resolution")
+
+
+def _run_gallery(args, _):
+    from shapegrad import demo
+
+    print(demo.cone_gallery(args.out, args.resolution))
+
+
+def _add_demo(subparsers):
+    return subparsers.add_parser(
+        "demo",
+        help="the galleries and the cone encoder's training (make demo)",
+        description="Write the galleries and train the self-supervised cone encoder into runs/demo "
+        "(about 10 minutes on a CPU); overwrites earlier demo outputs there.",
+    )
+
+
+def _run_demo(args, _):
+    from shapegrad import demo
+
+    demo.main()
+
+
+# --------------------------------------------------------------------------- doctor
+
+
+def _add_doctor(subparsers):
+    p = subparsers.add_parser(
+        "doctor",
+        help="find where NaN, Inf and dead gradients come from",
+        description="Run one batch through TARGET forward and backward and report which layer and "
+        "operation first produce NaN, Inf, dead or wrong gradients, with a fix for each. "
+        "Exit status: 0 healthy, 1 findings (or an error while running TARGET, with its traceback), "
+        "2 bad input.",
+    )
+    p.add_argument(
+        "target",
+        metavar="TARGET",
+        help="a saved .keras model, or module:attribute naming a layer, model, factory or function",
+    )
+    p.add_argument("--input", required=True, metavar="FILE.npy", help="the input batch (.npy; .npz for named inputs)")
+    p.add_argument(
+        "--target",
+        dest="targets",
+        metavar="FILE.npy",
+        help="targets for the default MSE loss (default: the loss is the sum of the outputs)",
+    )
+    p.add_argument("--loss", metavar="NAME", help="a Keras loss name (with --target), e.g. the model's compiled loss")
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.add_argument(
+        "--unsafe",
+        action="store_true",
+        help="load the .keras file with Keras' safe_mode off (lets it run code such as Lambda layers: "
+        "only for files you trust)",
+    )
+    p.add_argument(
+        "--import",
+        dest="modules",
+        action="append",
+        default=[],
+        metavar="MODULE",
+        help="import MODULE first, so that the custom layers it registers can be loaded (repeatable)",
+    )
+    return p
+
+
+def _check_doctor(args):
+    from shapegrad.doctor import load
+
+    try:
+        target = load.load_target(args.target, safe_mode=not args.unsafe, modules=args.modules)
+    except load.UnsafeLoadError as error:
+        raise UsageError(f"{error} (pass --unsafe only for a file you trust)") from None
+    except load.UnknownClassError as error:
+        raise UsageError(f"{error} (custom layers: --import the module that registers them)") from None
+    arrays = {}
+    for option, path in (("--input", args.input), ("--target", args.targets)):
+        try:
+            arrays[option] = None if path is None else load.load_array(path)
+        except ValueError as error:
+            raise UsageError(f"{option}: {error}") from None
+    return target, arrays["--input"], arrays["--target"]
+
+
+def _run_doctor(args, loaded):
+    from shapegrad import doctor
+
+    target, inputs, targets = loaded
+    report = doctor.check(target, inputs, targets=targets, loss=args.loss)
+    print(report.to_json() if args.json else report)
+    return 0 if report.ok else 1
+
+
+# --------------------------------------------------------------------------- bench
+
+
+def _add_bench(subparsers):
+    p = subparsers.add_parser(
+        "bench",
+        help="time Cones and Render against naive baselines on this backend",
+        description="Time the forward+backward of Cones and Render against naive baselines, interleaved "
+        "in one process, on the backend KERAS_BACKEND names; print the tables and write "
+        "DIR/results-<backend>.json. With --report, merge every DIR/results-*.json into DIR/results.md "
+        "and DIR/scaling.png instead.",
+    )
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help="tiny sizes, one call each: a smoke test, not a measurement (writes a result file only with --out)",
+    )
+    p.add_argument("--out", metavar="DIR", help="where result files go (default: benchmarks)")
+    p.add_argument(
+        "--report",
+        action="store_true",
+        help="write DIR/results.md and DIR/scaling.png from DIR/results-*.json; run nothing",
+    )
+    p.add_argument("--only", choices=("cones", "render"), help="run one of the two benchmarks")
+    p.add_argument("--rounds", type=int, default=None, help="timing rounds (default 5; 1 with --quick)")
+    p.add_argument(
+        "--max-work",
+        type=float,
+        default=None,
+        metavar="W",
+        help="cut the batch of Render sizes with more than W shape-pixels B·N²·K "
+        "(default: tensorflow and jax 2**24, torch 2**20)",
+    )
+    return p
+
+
+def _check_bench(args):
+    args.save = args.out is not None or not args.quick  # a quick run does not overwrite real results by default
+    args.out = args.out or "benchmarks"
+    if os.path.exists(args.out) and not os.path.isdir(args.out):
+        raise UsageError(f"Expected --out to be a folder. Received: --out={args.out!r} (a file)")
+    if args.report:
+        from shapegrad import bench_report
+
+        if not bench_report.load_results(args.out):  # ValueError naming a broken file
+            raise UsageError(f"no benchmark results in {args.out} (run shapegrad bench --out {args.out} first)")
+        return
+    _positive_int(args, "rounds")
+    _number(args, "max_work", 1, low_open=False)
+    import keras
+
+    from shapegrad import bench
+
+    backend = keras.backend.backend()
+    if backend not in bench.BACKENDS:
+        raise UsageError(f"Expected KERAS_BACKEND to be one of {list(bench.BACKENDS)}. Received: {backend!r}")
+
+
+def _run_bench(args, _):
+    import keras
+
+    from shapegrad import bench, bench_report
+
+    if args.report:
+        md, png = bench_report.write_report(args.out)
+        print(f"wrote {md}" + (f" and {png}" if png else ""))
+        return 0
+    backend = keras.backend.backend()
+    if backend == "tensorflow":  # every size traces new functions: TensorFlow's retracing warning is noise here
+        import tensorflow as tf
+
+        tf.get_logger().setLevel("ERROR")
+    rows = []
+    if args.only in (None, "cones"):
+        n, b, iters = (16, 4, 1) if args.quick else (64, 256, 10)
+        rounds = args.rounds or (1 if args.quick else 5)
+        rows += bench.bench_cones(resolution=n, batch=b, rounds=rounds, iters=iters)
+        print(bench_report.markdown_table(rows), flush=True)
+
+    def progress(row):
+        what = row["skipped"] or f"ratio {row['ratio']:.2f}x, first call {row['first_call_s']:.1f} s"
+        print(f"render K={row['K']} N={row['resolution']} B={row['batch']}: {what}", file=sys.stderr, flush=True)
+
+    if args.only in (None, "render"):
+        render = bench.render_sweep(quick=args.quick, rounds=args.rounds, max_work=args.max_work, progress=progress)
+        rows += render
+        print(bench_report.render_table(render), flush=True)
+    if args.only:  # keep the other benchmark's rows from an earlier run
+        names = {r["name"] for r in rows}
+        try:
+            old = [d for d in bench_report.load_results(args.out) if d["backend"] == backend]
+        except ValueError:
+            old = []
+        rows = [r for d in old for r in d["rows"] if r.get("name") not in names] + rows
+    if args.save:
+        print(f"wrote {bench_report.save_results(args.out, rows, quick=args.quick)}")
+    return 0
+
+
+# --------------------------------------------------------------------------- main
+
+_COMMANDS = {
+    "train": (_add_train, _check_train, _run_train),
+    "fit": (_add_fit, _check_fit, _run_fit),
+    "encode": (_add_encode, _check_encode, _run_encode),
+    "render": (_add_render, _check_render, _run_render),
+    "gallery": (_add_gallery, _check_gallery, _run_gallery),
+    "doctor": (_add_doctor, _check_doctor, _run_doctor),
+    "bench": (_add_bench, _check_bench, _run_bench),
+    "demo": (_add_demo, None, _run_demo),
+}
+
+
 def build_parser():
+    """The argparse parser of every sub-command (nothing heavy is imported)."""
     parser = _Parser(
         prog="shapegrad",
         description="Differentiable geometric primitives: render, train, fit, diagnose.",
     )
     subparsers = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
-    for module in _commands():
-        module.add_parser(subparsers)
+    for add, _, _ in _COMMANDS.values():
+        add(subparsers)
     return parser
 
 
 def main(argv=None):
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    """Run ``shapegrad ARGV``; returns the exit status (see the module docstring)."""
     try:
-        return args.run(args) or 0
-    except UsageError as error:
-        print(f"shapegrad {args.command}: error: {error}", file=sys.stderr)
-        return 2
+        args = build_parser().parse_args(argv)
+    except SystemExit as exit_:  # --help (0) or an argparse error, already printed (2)
+        return exit_.code
+    _, check, run = _COMMANDS[args.command]
+    prefix = f"shapegrad {args.command}"
+    try:
+        try:
+            checked = check(args) if check else None
+        except (UsageError, ValueError, TypeError, FileExistsError) as error:
+            print(f"{prefix}: error: {_one_line(error)}", file=sys.stderr)
+            return 2
+        try:
+            return run(args, checked) or 0
+        except FileExistsError as error:  # the library refuses to overwrite, before its work starts
+            print(f"{prefix}: error: {_one_line(_overwrite_message(error))}", file=sys.stderr)
+            return 2
+        except Exception:  # noqa: BLE001 - a bug or a failure mid-work: keep the whole story
+            traceback.print_exc()
+            print(f"{prefix}: failed (traceback above)", file=sys.stderr)
+            return 1
     except KeyboardInterrupt:
-        print(f"shapegrad {args.command}: interrupted", file=sys.stderr)
+        print(f"{prefix}: interrupted", file=sys.stderr)
         return 130
 
 
-if __name__ == "__main__":
-    # Under ``python -m shapegrad.cli`` this file is ``__main__``; run the imported module's
-    # main so that sub-commands raise the same UsageError class that it catches.
-    from shapegrad.cli import main as _main
+def _one_line(error):
+    lines = str(error).strip().splitlines()
+    return lines[0] if lines else type(error).__name__
 
-    sys.exit(_main())
+
+if __name__ == "__main__":
+    sys.exit(main())

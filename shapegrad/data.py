@@ -1,6 +1,7 @@
-"""Synthetic datasets: images of random primitives and their true normalised parameters.
+"""Datasets: synthetic scenes drawn by a renderer with their true parameters, and the user's image folders.
 
-Every batch is a pure function of ``(seed, epoch, index)``, so a dataset is
+Both renderers are handled alike: parameters come from ``renderer.spec.sample``
+and images from the renderer. Every batch is a pure function of ``(seed, epoch, index)``, so a dataset is
 reproducible and two workers never draw the same batch.
 
 Example:
@@ -17,8 +18,21 @@ import numpy as np
 
 from shapegrad import _validate
 from shapegrad._autodiff import jit
+from shapegrad.primitives import RenderSpec
 
-__all__ = ["CONE_RANGES", "sample_cones", "ConeDataset", "SceneDataset"]
+__all__ = [
+    "CONE_RANGES",
+    "sample_cones",
+    "ConeDataset",
+    "SceneDataset",
+    "IMAGE_EXTENSIONS",
+    "ImageScan",
+    "scan_images",
+    "to_channels",
+    "border_color",
+    "Letterbox",
+    "ImageFolderDataset",
+]
 
 # Sampling ranges of ConeDataset, in the Cones layer's normalised units.
 CONE_RANGES = {
@@ -29,11 +43,12 @@ CONE_RANGES = {
 
 
 def sample_cones(rng, count):
-    """``(count, 5)`` float32 cone parameters ``[a0, a1, d0, d1, s]`` drawn from :data:`CONE_RANGES`."""
-    apex = rng.uniform(*CONE_RANGES["apex"], size=(count, 2))
-    phi = rng.uniform(*CONE_RANGES["axis_angle"], size=count)
-    s = rng.uniform(*CONE_RANGES["aperture"], size=count)
-    return np.concatenate([apex, np.cos(phi)[:, None], np.sin(phi)[:, None], s[:, None]], axis=1).astype("float32")
+    """``(count, 5)`` float32 cone parameters ``[a0, a1, d0, d1, s]`` drawn from :data:`CONE_RANGES`.
+
+    The same draws as ``Cones(N).spec.sample(count, seed=rng)`` (the cone
+    primitive's ``typical`` ranges are these).
+    """
+    return RenderSpec("cone", 1, appearance=False).sample(count, seed=rng)
 
 
 class _Synthetic(keras.utils.PyDataset):
@@ -73,11 +88,15 @@ class _Synthetic(keras.utils.PyDataset):
         return inputs, (images if self.targets == "images" else params)
 
 
-class ConeDataset(_Synthetic):
-    """Batches of cone images drawn by :class:`shapegrad.Cones`, with their parameters.
+class SceneDataset(_Synthetic):
+    """Batches of images drawn by a renderer (``Render`` or ``Cones``), with their parameters.
+
+    Parameters come from ``renderer.spec.sample`` (every field uniform in its
+    ``typical`` range: shapes mostly inside the image and not degenerate; see
+    the primitives table in the README).
 
     Args:
-        resolution: image size ``N``.
+        renderer: a :class:`shapegrad.Render` or :class:`shapegrad.Cones` layer.
         batch_size: images per batch.
         batches: batches per epoch.
         seed: the dataset's seed; batch ``i`` of epoch ``e`` uses ``(seed, e, i)``.
@@ -88,31 +107,7 @@ class ConeDataset(_Synthetic):
         fresh: draw new batches every epoch (training) instead of the same ones.
 
     ``__getitem__`` returns ``(images, images)`` or ``(images, params)`` with
-    images ``(batch, N, N, 1)`` in ``[0, 1]`` and params ``(batch, 5)``.
-    """
-
-    def __init__(self, resolution=64, batch_size=64, batches=100, seed=0, targets="images", noise=0.0, fresh=True, **kwargs):
-        super().__init__(batch_size, batches, seed, targets, noise, fresh, **kwargs)
-        from shapegrad.layers import Cones
-
-        self.resolution = _validate.positive_int("resolution", resolution)
-        self._renderer = Cones(self.resolution)
-        self._draw = jit(self._renderer)
-
-    def sample(self, index):
-        """Clean ``(images, params)`` of batch ``index`` in the current epoch."""
-        params = sample_cones(self._rng(index), self.batch_size)
-        images = keras.ops.convert_to_numpy(self._draw(params)).astype("float32")
-        return images, params
-
-
-class SceneDataset(_Synthetic):
-    """Batches of scenes drawn by a :class:`shapegrad.Render` layer, with their parameters.
-
-    Parameters come from ``renderer.spec.sample`` (every field uniform in its
-    ``typical`` range: shapes mostly inside the image and not degenerate; see
-    the primitives table in the README). Arguments as in
-    :class:`ConeDataset`, with ``renderer`` in place of ``resolution``.
+    images ``(batch, H, W, C)`` in ``[0, 1]`` and params ``(batch, P)``.
     """
 
     def __init__(self, renderer, batch_size=64, batches=100, seed=0, targets="images", noise=0.0, fresh=True, **kwargs):
@@ -121,8 +116,317 @@ class SceneDataset(_Synthetic):
         self.resolution = renderer.resolution
         self._draw = jit(renderer)
 
+    def _seed(self, index):
+        """What ``spec.sample`` draws batch ``index`` of the current epoch from."""
+        return int(np.random.SeedSequence([self.seed, self.epoch, index]).generate_state(1)[0])
+
     def sample(self, index):
-        seed = int(np.random.SeedSequence([self.seed, self.epoch, index]).generate_state(1)[0])
-        params = self.renderer.spec.sample(self.batch_size, seed=seed)
+        """Clean ``(images, params)`` of batch ``index`` in the current epoch."""
+        params = self.renderer.spec.sample(self.batch_size, seed=self._seed(index))
         images = keras.ops.convert_to_numpy(self._draw(params)).astype("float32")
         return images, params
+
+
+class ConeDataset(SceneDataset):
+    """Batches of cone images drawn by :class:`shapegrad.Cones`, with their parameters.
+
+    A :class:`SceneDataset` whose first argument may also be the resolution
+    ``N`` (then the renderer is ``Cones(N)``), and whose batch ``i`` of epoch
+    ``e`` is drawn from ``numpy.random.default_rng([seed, e, i])`` directly
+    (as it always was, so a seed gives the same cones as before). Params are
+    ``(batch, 5)``, images ``(batch, N, N, 1)``.
+    """
+
+    def __init__(self, resolution=64, batch_size=64, batches=100, seed=0, targets="images", noise=0.0, fresh=True, **kwargs):
+        from shapegrad.layers import Cones
+
+        renderer = resolution if isinstance(resolution, keras.layers.Layer) else Cones(resolution)
+        super().__init__(renderer, batch_size, batches, seed, targets, noise, fresh, **kwargs)
+
+    def _seed(self, index):
+        return self._rng(index)
+
+
+# --------------------------------------------------------------------------- the user's image folders
+# Own images: listed once (headers only), decoded per batch, brought to N x N by letterboxing.
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg")
+
+
+class ImageScan:
+    """The readable images among some files and folders, found without decoding them.
+
+    Attributes:
+        paths: readable image files, sorted within each input (folders are
+            searched recursively for ``.png``, ``.jpg``, ``.jpeg``, any case).
+        sizes: ``(H, W)`` of each.
+        colour: whether each is colour (RGB, RGBA, palette, CMYK...) rather
+            than grey (1-bit, 8-bit L/LA, 16/32-bit integer, float).
+        skipped: ``[(path, reason)]`` of files that are not readable images
+            (explicitly named files of any extension, and image-named files in
+            folders whose header or checksums do not read).
+    """
+
+    def __init__(self, paths, sizes, colour, skipped):
+        self.paths, self.sizes, self.colour, self.skipped = list(paths), list(sizes), list(colour), list(skipped)
+
+    def __len__(self):
+        return len(self.paths)
+
+    @property
+    def channels(self):
+        """3 if any image is colour, else 1: what a run trained on these images draws."""
+        return 3 if any(self.colour) else 1
+
+
+def _probe(path):
+    """``((H, W), colour)`` of an image file from its header (and PIL's ``verify``), or raise ``ValueError``."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as image:
+            mode, (w, h) = image.mode, image.size
+            image.verify()
+    except Exception as error:  # noqa: BLE001 - PIL raises many kinds for a broken file
+        raise ValueError(f"{type(error).__name__}: {error}") from None
+    grey = mode in ("1", "L", "LA", "F") or mode.startswith("I")
+    return (h, w), not grey
+
+
+def scan_images(inputs):
+    """List the readable images among ``inputs`` (files and/or folders); returns an :class:`ImageScan`.
+
+    A folder contributes every ``.png``/``.jpg``/``.jpeg`` below it (recursively,
+    sorted); a file is taken whatever its extension. Files that do not read
+    as images are listed in ``skipped``, not raised. Raises ``ValueError``
+    for an input that does not exist.
+    """
+    import os
+
+    if isinstance(inputs, (str, os.PathLike)):
+        inputs = [inputs]
+    candidates = []
+    for item in inputs:
+        item = os.fspath(item)
+        if os.path.isdir(item):
+            found = []
+            for root, dirs, names in os.walk(item):
+                dirs.sort()
+                found += [os.path.join(root, n) for n in names if n.lower().endswith(IMAGE_EXTENSIONS)]
+            candidates += sorted(found)
+        elif os.path.isfile(item):
+            candidates.append(item)
+        else:
+            raise ValueError(f"Expected an image file or a folder. Received: {item!r} (no such file or folder)")
+    paths, sizes, colour, skipped = [], [], [], []
+    for path in candidates:
+        try:
+            size, is_colour = _probe(path)
+        except ValueError as error:
+            skipped.append((path, str(error)))
+            continue
+        paths.append(path)
+        sizes.append(size)
+        colour.append(is_colour)
+    return ImageScan(paths, sizes, colour, skipped)
+
+
+def to_channels(image, channels):
+    """``(H, W, C)`` image with ``channels`` channels: grey is repeated; colour to grey is ITU-R 601 luma."""
+    image = np.asarray(image, np.float32)
+    if image.shape[-1] == channels:
+        return image
+    if channels == 3:
+        return np.repeat(image[..., :1], 3, axis=-1)
+    return (image[..., :3] @ np.float32([0.299, 0.587, 0.114]))[..., None]
+
+
+def border_color(image):
+    """``(C,)`` median colour of an image's outermost pixels: the background of a drawing."""
+    image = np.asarray(image)
+    border = np.concatenate([image[0], image[-1], image[:, 0], image[:, -1]])
+    return np.median(border, axis=0).astype(np.float32)
+
+
+class Letterbox:
+    """How an ``H x W`` image sits in the ``N x N`` training frame, and the way back.
+
+    The rule (``"letterbox"``): scale so that the longer side is ``N`` pixels,
+    keeping the aspect ratio (``h = round(H N / max(H, W))``, likewise ``w``,
+    at least 1), resample (PIL bilinear, antialiased when shrinking), and
+    centre in the frame, padding the rest with the image's border colour
+    (:func:`border_color`). Shapes keep their proportions (a plain resize
+    would turn disks into ellipses), and the padding looks like background.
+
+    Pixel ``(i, j)`` of the frame is the point ``((i - top + 0.5) H / h - 0.5,
+    (j - left + 0.5) W / w - 0.5)`` of the image (pixel centres, as the
+    resampling maps them); lengths scale by ``sqrt(H W / (h w))``.
+
+    Example:
+        >>> box = Letterbox(40, 80, 16)
+        >>> (box.inner, box.top, box.left)
+        ((8, 16), 4, 0)
+    """
+
+    rule = "letterbox"
+
+    def __init__(self, height, width, resolution):
+        self.height, self.width = int(height), int(width)
+        self.resolution = n = int(resolution)
+        longer = max(self.height, self.width)
+        self.inner = (max(1, round(self.height * n / longer)), max(1, round(self.width * n / longer)))
+        self.top = (n - self.inner[0]) // 2
+        self.left = (n - self.inner[1]) // 2
+
+    def apply(self, image):
+        """``(H, W, C)`` -> ``(N, N, C)`` float32, padded with the border colour."""
+        from PIL import Image
+
+        image = np.asarray(image, np.float32)
+        h, w = self.inner
+        n = self.resolution
+        out = np.empty((n, n, image.shape[-1]), np.float32)
+        out[:] = border_color(image)
+        for c in range(image.shape[-1]):
+            plane = Image.fromarray(np.ascontiguousarray(image[..., c]), mode="F")
+            if (h, w) != image.shape[:2]:
+                plane = plane.resize((w, h), Image.BILINEAR)
+            out[self.top : self.top + h, self.left : self.left + w, c] = np.asarray(plane)
+        return np.clip(out, 0.0, 1.0)
+
+    def to_image(self, spec, params, image_spec):
+        """Normalised ``(B, P)`` params of ``spec`` (the ``N x N`` frame) -> those of ``image_spec`` (``H x W``).
+
+        ``image_spec`` must lay out the same shapes at ``(H, W)``. Positions
+        are moved and scaled as above, sizes scaled, everything else kept.
+        """
+        params = np.asarray(params, np.float64)
+        fy = self.height / self.inner[0]
+        fx = self.width / self.inner[1]
+        length = math.sqrt(fy * fx)
+        out = np.zeros((len(params), image_spec.size), np.float64)
+        for s, t in zip(spec.slices, image_spec.slices):
+            natural = s.field.to_natural(params[:, s.slice], spec.resolution)
+            if s.field.kind == "position":
+                natural = natural.copy()
+                natural[:, 0::2] = (natural[:, 0::2] - self.top + 0.5) * fy - 0.5
+                natural[:, 1::2] = (natural[:, 1::2] - self.left + 0.5) * fx - 0.5
+            elif s.field.kind == "size":
+                natural = natural * length
+            out[:, t.slice] = t.field.from_natural(natural, image_spec.resolution)
+        return out.astype(np.float32)
+
+
+class ImageFolderDataset(keras.utils.PyDataset):
+    """Batches of the user's images, decoded from disk per batch and letterboxed to ``N x N``.
+
+    Self-supervised: ``__getitem__`` returns ``(images, images)``, images
+    ``(batch, N, N, channels)`` float32 in ``[0, 1]`` (grey images repeated to
+    3 channels in a colour run, colour ones turned to luma in a grey one;
+    alpha dropped; 16-bit kept to 16 bits, see :func:`shapegrad.files.read_image`).
+
+    Batch ``i`` of epoch ``e`` is a pure function of ``(seed, e, i)``: the
+    images are taken in order from a sequence of shuffles of the list
+    (shuffle ``c`` drawn from ``(seed, c)``), so every image is seen once
+    per pass and a resumed run draws the same batches. A small LRU cache of
+    decoded, letterboxed images (``cache`` of them) saves decoding on small
+    folders; nothing else is kept in memory.
+
+    A file that fails to decode mid-run (changed on disk since it was
+    listed) is replaced by the next image of the list, with a warning, and
+    remembered in ``failed``.
+
+    Args:
+        paths: image files (e.g. :attr:`ImageScan.paths`).
+        resolution: ``N``.
+        channels: 1 or 3.
+        batch_size: images per batch.
+        batches: batches per epoch (default: one pass over ``paths``).
+        seed: the shuffles' seed.
+        noise: standard deviation of Gaussian noise on the inputs (targets stay clean).
+        fresh: advance the epoch after each one (training); ``False`` keeps it.
+        cache: how many letterboxed images the LRU cache holds (0: none).
+    """
+
+    def __init__(self, paths, resolution, channels, batch_size=64, batches=None, seed=0, noise=0.0, fresh=True,
+                 cache=256, **kwargs):
+        super().__init__(**kwargs)
+        self.paths = list(paths)
+        if not self.paths:
+            raise ValueError("Expected at least one image path. Received: paths=[]")
+        self.resolution = _validate.positive_int("resolution", resolution)
+        if channels not in (1, 3):
+            raise ValueError(f"Expected channels to be 1 or 3. Received: channels={channels!r}")
+        self.channels = int(channels)
+        self.batch_size = _validate.positive_int("batch_size", batch_size)
+        self.batches = math.ceil(len(self.paths) / self.batch_size) if batches is None else _validate.positive_int(
+            "batches", batches)
+        if isinstance(noise, bool) or not isinstance(noise, (int, float)) or not 0 <= noise < 1:
+            raise ValueError(f"Expected noise to be a number in [0, 1). Received: noise={noise!r}")
+        self.noise = float(noise)
+        self.seed, self.fresh, self.cache = int(seed), bool(fresh), int(cache)
+        self.epoch = 0
+        self.failed = set()
+        self._cache = {}  # insertion-ordered: least recently used first
+
+    def __len__(self):
+        return self.batches
+
+    def on_epoch_end(self):
+        if self.fresh:
+            self.epoch += 1
+
+    def indices(self, index):
+        """Indices into ``paths`` of batch ``index`` in the current epoch."""
+        n = len(self.paths)
+        g = (self.epoch * self.batches + index) * self.batch_size + np.arange(self.batch_size)
+        out = np.empty(self.batch_size, np.int64)
+        for cycle in np.unique(g // n):
+            order = np.random.default_rng([self.seed, int(cycle)]).permutation(n)
+            where = g // n == cycle
+            out[where] = order[g[where] % n]
+        return out
+
+    def load(self, i):
+        """Image ``i`` letterboxed to ``(N, N, channels)``, from the cache or the disk."""
+        from shapegrad import files
+
+        if i in self._cache:
+            self._cache[i] = self._cache.pop(i)  # most recently used
+            return self._cache[i]
+        for k in range(len(self.paths)):
+            j = (i + k) % len(self.paths)
+            try:
+                image = files.read_image(self.paths[j])
+                break
+            except ValueError as error:
+                if j not in self.failed:
+                    import warnings
+
+                    warnings.warn(f"skipping an image that no longer reads: {error}", stacklevel=2)
+                self.failed.add(j)
+        else:
+            raise ValueError(f"none of the {len(self.paths)} images reads any more (first: {self.paths[0]})")
+        image = to_channels(image, self.channels)
+        boxed = Letterbox(*image.shape[:2], self.resolution).apply(image)
+        if self.cache:
+            self._cache[i] = boxed
+            while len(self._cache) > self.cache:
+                self._cache.pop(next(iter(self._cache)))
+        return boxed
+
+    def sample(self, index):
+        """Clean ``(images, None)`` of batch ``index`` in the current epoch (there are no parameters)."""
+        return np.stack([self.load(int(i)) for i in self.indices(index)]), None
+
+    def __getitem__(self, index):
+        images, _ = self.sample(index)
+        inputs = images
+        if self.noise:
+            rng = np.random.default_rng([self.seed, self.epoch, index, 1])
+            inputs = np.clip(images + rng.normal(0, self.noise, images.shape), 0, 1).astype("float32")
+        return inputs, images
+
+    def all_images(self):
+        """Every image of ``paths``, in order, letterboxed: ``(len(paths), N, N, channels)``."""
+        return np.stack([self.load(i) for i in range(len(self.paths))])

@@ -12,7 +12,7 @@ import os
 
 import numpy as np
 
-__all__ = ["cone_gallery", "add_parser", "main"]
+__all__ = ["cone_gallery", "main"]
 
 
 def cone_gallery(path, resolution=64, seed=0, rows=3, cols=6):
@@ -21,8 +21,8 @@ def cone_gallery(path, resolution=64, seed=0, rows=3, cols=6):
     Returns the path written.
     """
     import keras
-    from PIL import Image
 
+    from shapegrad import plots
     from shapegrad.layers import Cones
 
     rng = np.random.default_rng(seed)
@@ -53,18 +53,7 @@ def cone_gallery(path, resolution=64, seed=0, rows=3, cols=6):
         r, c = divmod(k, cols)
         y, x = pad + r * (resolution + pad), pad + c * (resolution + pad)
         canvas[y : y + resolution, x : x + resolution] = 1.0 - image  # dark shapes on white
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    Image.fromarray(np.round(canvas * 255).astype(np.uint8)).resize(
-        (canvas.shape[1] * 2, canvas.shape[0] * 2), Image.NEAREST
-    ).save(path)
-    return path
-
-
-def add_parser(subparsers):
-    parser = subparsers.add_parser("gallery", help="render a PNG gallery of cones")
-    parser.add_argument("--out", default="runs/gallery/cones.png", help="PNG to write")
-    parser.add_argument("--resolution", type=int, default=64)
-    parser.set_defaults(run=lambda args: print(cone_gallery(args.out, args.resolution)))
+    return plots.save_image(path, canvas, scale=2)
 
 
 def main(out="runs/demo"):

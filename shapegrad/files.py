@@ -1,16 +1,22 @@
-"""Files users hand to shapegrad or get back: images, parameter JSON, SVG; and the ``render`` command.
+"""Files users hand to shapegrad or get back: images, parameter JSON, SVG, and the one atomic writer.
+
+Every file the package writes goes through :func:`atomic_write` (a temporary
+file, then a rename), so a reader or a killed run never sees half a file.
 
 A parameter file (written by ``shapegrad fit``, read by ``shapegrad render``)
 is JSON::
 
-    {"shapes": "disk*2,box", "resolution": 64, "channels": 1,
-     "softness": 1.0, "composite": "over", "background": [0.0],
+    {"shapes": "disk*2,box", "resolution": 64, "height": 64, "width": 64,
+     "channels": 1, "softness": 1.0, "composite": "over", "background": [0.0],
      "params": [[...P numbers...], ...],          # normalised, one row per image
      "natural": [[{"kind": "disk", "center": [r, c], ...}, ...], ...]}  # pixels, degrees
 
-Only ``shapes``, ``resolution`` and ``params`` are required; ``natural`` is
-for people and is ignored on reading. ``shapes`` may also be ``"cone"`` with
-5 numbers per row, the ``Cones`` convention.
+Only ``shapes``, ``params`` and the size are required: ``height`` and
+``width``, or ``resolution`` alone (``N``, or ``[H, W]``; files written before
+``height``/``width`` existed have only ``resolution``). ``natural`` is for
+people and is ignored on reading. ``shapes`` may also be ``"cone"`` with 5
+numbers per row, the ``Cones`` layer (its ``natural`` entries read
+``apex_px``, ``axis_deg``, ``half_angle_deg``).
 
 Example:
     >>> import json, tempfile, os
@@ -27,17 +33,50 @@ import os
 
 import numpy as np
 
-__all__ = ["read_image", "write_text", "load_params", "save_params", "to_svg", "add_parser"]
+__all__ = ["atomic_write", "read_image", "write_text", "load_params", "save_params", "to_svg", "to_svg_strip"]
+
+
+def atomic_write(path, data):
+    """Write ``path`` atomically: a temporary file beside it, then a rename. Returns ``path``.
+
+    ``data`` is a ``str`` (written as text), ``bytes``, or a callable
+    ``data(tmp_path)`` that writes the file itself (a PNG, a figure, a Keras
+    model): the temporary name keeps ``path``'s extension, for writers that
+    read it. A reader or a killed run never sees half a file; on an error the
+    temporary file is removed and ``path`` is untouched. The parent folder is
+    created if needed.
+
+    Example:
+        >>> import os, tempfile
+        >>> path = atomic_write(os.path.join(tempfile.mkdtemp(), "a", "x.txt"), "hello")
+        >>> open(path).read(), os.listdir(os.path.dirname(path))
+        ('hello', ['x.txt'])
+    """
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    root, ext = os.path.splitext(os.path.basename(path))
+    tmp = os.path.join(folder, f".{root}.tmp-{os.getpid()}{ext}")
+    try:
+        if isinstance(data, str):
+            with open(tmp, "w") as f:
+                f.write(data)
+        elif isinstance(data, (bytes, bytearray)):
+            with open(tmp, "wb") as f:
+                f.write(data)
+        elif callable(data):
+            data(tmp)
+        else:
+            raise TypeError(f"Expected data to be str, bytes or a callable. Received: data={type(data).__name__}")
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    return path
 
 
 def write_text(path, text):
-    """Write ``text`` to ``path`` atomically (a temporary file, then a rename): a reader or a
-    killed run never sees half a file. Returns ``path``."""
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
-    return path
+    """Write ``text`` to ``path`` atomically (:func:`atomic_write`). Returns ``path``."""
+    return atomic_write(path, str(text))
 
 
 def read_image(path):
@@ -70,11 +109,12 @@ def _renderer(meta):
     from shapegrad.layers import Cones
     from shapegrad.render import Render
 
+    resolution = (meta["height"], meta["width"]) if "height" in meta and "width" in meta else meta["resolution"]
     if meta["shapes"] == "cone":
-        return Cones(meta["resolution"])
+        return Cones(resolution)
     return Render(
         meta["shapes"],
-        meta["resolution"],
+        resolution,
         channels=meta.get("channels", 1),
         softness=meta.get("softness", 1.0),
         composite=meta.get("composite", "over"),
@@ -97,9 +137,10 @@ def load_params(path):
         raise ValueError(f"cannot read {path} as JSON: {error}") from None
     if not isinstance(meta, dict):
         raise ValueError(f"{path}: expected a JSON object. Received: {type(meta).__name__}")
-    missing = [k for k in ("shapes", "resolution", "params") if k not in meta]
+    size_keys = ("height", "width") if "height" in meta or "width" in meta else ("resolution",)
+    missing = [k for k in ("shapes", *size_keys, "params") if k not in meta]
     if missing:
-        raise ValueError(f"{path}: missing key {missing[0]!r} (needs shapes, resolution, params)")
+        raise ValueError(f"{path}: missing key {missing[0]!r} (needs shapes, resolution or height and width, params)")
     try:
         params = np.asarray(meta["params"], np.float64)
     except (TypeError, ValueError):
@@ -111,7 +152,7 @@ def load_params(path):
     if not np.isfinite(params).all():
         raise ValueError(f"{path}: params contain NaN or infinite values")
     renderer = _renderer(meta)  # raises ValueError naming shapes / resolution / ...
-    size = 5 if meta["shapes"] == "cone" else renderer.spec.size
+    size = renderer.spec.size
     if params.shape[1] != size:
         raise ValueError(
             f"{path}: shapes={meta['shapes']!r} take {size} numbers per row. Received: {params.shape[1]}"
@@ -121,10 +162,10 @@ def load_params(path):
 
 def _natural(renderer, row):
     """One row of normalised parameters as ``[{kind, field: natural values}]``."""
-    if not hasattr(renderer, "spec"):
+    if _is_cones(renderer):  # the Cones file format predates the spec: its own names, unrounded
         a0, a1, d0, d1, s = (float(v) for v in row)
-        n = renderer.resolution
-        return [{"kind": "cone", "apex_px": [n * a0, n * a1], "axis_deg": math.degrees(math.atan2(d1, d0)),
+        h, w = renderer.height, renderer.width
+        return [{"kind": "cone", "apex_px": [h * a0, w * a1], "axis_deg": math.degrees(math.atan2(d1, d0)),
                  "half_angle_deg": 180.0 * s}]
     shapes = []
     for k, fields in enumerate(renderer.spec.to_natural(row[None])):
@@ -135,24 +176,32 @@ def _natural(renderer, row):
 
 def save_params(path, renderer, params, **extra):
     """Write a parameter file for ``renderer`` (a ``Render`` or ``Cones``) and ``(B, P)`` params, atomically."""
-    params = np.asarray(params, np.float64)
-    if hasattr(renderer, "spec"):
-        from shapegrad.render import format_shapes
+    from shapegrad.primitives import format_shapes
 
+    params = np.asarray(params, np.float64)
+    resolution = renderer.resolution if isinstance(renderer.resolution, int) else list(renderer.resolution)
+    size = {"resolution": resolution, "height": renderer.height, "width": renderer.width}
+    if _is_cones(renderer):
+        meta = {"shapes": "cone", **size}
+    else:
         meta = {
-            "shapes": format_shapes(renderer.shapes),
-            "resolution": renderer.resolution,
+            "shapes": format_shapes(renderer.spec.shapes),
+            **size,
             "channels": renderer.channels,
             "softness": renderer.softness,
             "composite": renderer.composite,
-            "background": np.asarray(renderer.background, np.float64).ravel().tolist(),
+            # One number per channel (a scalar background of a colour layer used to be written as [b]).
+            "background": np.broadcast_to(np.float64(renderer.background), (renderer.channels,)).tolist(),
         }
-    else:
-        meta = {"shapes": "cone", "resolution": renderer.resolution}
     meta["params"] = params.round(7).tolist()
     meta["natural"] = [_natural(renderer, row) for row in params]
     meta.update(extra)
     return write_text(path, json.dumps(meta, indent=1) + "\n")
+
+
+def _is_cones(renderer):
+    """The ``Cones`` layer's layout (one cone, no colour): the ``"shapes": "cone"`` file format."""
+    return not renderer.spec.appearance
 
 
 def _rgb(color):
@@ -174,12 +223,13 @@ def _points(pts):
 
 def to_svg(renderer, row):
     """An SVG document of one row of parameters (x = column, y = row, pixel (i, j) centred at (j, i))."""
-    n = renderer.resolution
+    h, w = renderer.height, renderer.width
+    n = max(h, w)
     shapes = _natural(renderer, np.asarray(row, np.float64))
     background = _rgb(getattr(renderer, "background", [0.0]))
     out = [
-        f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="-0.5 -0.5 {n} {n}" width="{4 * n}" height="{4 * n}">',
-        f'<rect x="-0.5" y="-0.5" width="{n}" height="{n}" fill="{background}"/>',
+        f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="-0.5 -0.5 {w} {h}" width="{4 * w}" height="{4 * h}">',
+        f'<rect x="-0.5" y="-0.5" width="{w}" height="{h}" fill="{background}"/>',
     ]
     for shape in shapes:
         kind = shape["kind"]
@@ -228,33 +278,22 @@ def to_svg(renderer, row):
     return "\n".join(out) + "\n"
 
 
-def add_parser(subparsers):
-    """The ``shapegrad render`` sub-command."""
-    p = subparsers.add_parser(
-        "render", help="render a parameter file to PNG", description="Render a parameter JSON file to a PNG image."
-    )
-    p.add_argument("params", help="parameter JSON (as written by shapegrad fit)")
-    p.add_argument("--out", required=True, help="PNG to write (several rows: a horizontal strip)")
-    p.add_argument("--scale", type=int, default=1, help="integer upscaling of the PNG")
-    p.add_argument("--force", action="store_true", help="overwrite --out if it exists")
-    p.set_defaults(run=_run)
-    return p
+def to_svg_strip(renderer, rows):
+    """An SVG document of ``(B, P)`` rows side by side (the layout of ``shapegrad render``'s PNG strip).
 
-
-def _run(args):
-    import keras
-
-    from shapegrad import plots
-    from shapegrad.cli import UsageError
-
-    if os.path.exists(args.out) and not args.force:
-        raise UsageError(f"{args.out} exists; pass --force to overwrite")
-    if args.scale < 1:
-        raise UsageError(f"Expected --scale to be a positive integer. Received: scale={args.scale}")
-    try:
-        renderer, params = load_params(args.params)
-    except ValueError as error:
-        raise UsageError(str(error)) from None
-    images = keras.ops.convert_to_numpy(renderer(params))
-    plots.save_image(args.out, plots.image_grid([list(images)], pad=0), scale=args.scale)
-    print(f"rendered {len(images)} image(s) of {images.shape[1]}x{images.shape[2]} -> {args.out}")
+    One row gives exactly :func:`to_svg`; several give one ``<svg>`` per row,
+    each clipped to its own ``H x W`` cell, left to right.
+    """
+    rows = np.asarray(rows, np.float64).reshape(-1, renderer.spec.size)
+    if len(rows) == 1:
+        return to_svg(renderer, rows[0])
+    h, w = renderer.height, renderer.width
+    out = [f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {len(rows) * w} {h}" '
+           f'width="{4 * len(rows) * w}" height="{4 * h}">']
+    for i, row in enumerate(rows):
+        body = to_svg(renderer, row).splitlines()[1:-1]  # without its own <svg ...> and </svg>
+        out.append(f'<svg x="{i * w}" y="0" width="{w}" height="{h}" viewBox="-0.5 -0.5 {w} {h}">')
+        out.extend(body)
+        out.append("</svg>")
+    out.append("</svg>")
+    return "\n".join(out) + "\n"

@@ -17,11 +17,11 @@ fraction of the steps.
 Example:
     >>> import numpy as np
     >>> from shapegrad import Cones
-    >>> from shapegrad.models import CONE_FIELDS
+    >>> from shapegrad.models import fields_for
     >>> truth = np.array([[0.5, 0.5, 0.0, 1.0, 0.2]], "float32")
     >>> image = keras.ops.convert_to_numpy(Cones(24)(truth))
     >>> guess = np.array([[0.45, 0.55, 0.2, 1.0, 0.25]], "float32")
-    >>> fitted = refine(Cones(24), CONE_FIELDS, guess, image, steps=150)
+    >>> fitted = refine(Cones(24), fields_for(Cones(24).spec), guess, image, steps=150)
     >>> bool(np.abs(fitted - truth).max() < 0.01)
     True
 """
@@ -30,12 +30,11 @@ import math
 
 import keras
 import numpy as np
-from keras import layers, ops
+from keras import layers
 
-from shapegrad.models import ParameterHead
+from shapegrad.models import Annealed, ParameterHead  # noqa: F401  (Annealed: importable from here too)
 
 __all__ = [
-    "Annealed",
     "raw_from_params",
     "refine",
     "refine_best",
@@ -44,84 +43,7 @@ __all__ = [
     "swap_starts",
     "fit_images",
     "fit_file",
-    "add_parser",
 ]
-
-
-@keras.saving.register_keras_serializable(package="shapegrad")
-class Annealed(layers.Layer):
-    """A renderer whose edges sharpen over training: coarse to fine.
-
-    While training, the renderer's sharpness is multiplied by ``scale``, which
-    grows geometrically from ``start`` to 1 over the first ``ramp_steps``
-    training steps and stays 1 afterwards. The step counter is a
-    non-trainable variable updated inside the compiled step, so the schedule
-    advances every step on every backend (JAX's trainer keeps variables inside
-    its loop between callbacks, so a callback-driven schedule would only move
-    once per epoch there), and it is checkpointed with the model, so a resumed
-    run continues it. At inference the renderer draws with its own sharpness.
-
-    Works with ``Cones`` (its ``call`` takes ``sharpness=``, by default ``N``
-    per radian or 2 per pixel) and ``Render`` (its ``call`` takes
-    ``softness=``, which is divided by ``scale``).
-
-    Args:
-        renderer: a ``Cones`` or ``Render`` layer (frozen).
-        start: the initial scale, in ``(0, 1]`` (1: no annealing).
-        ramp_steps: training steps to reach scale 1.
-    """
-
-    def __init__(self, renderer, start=1.0, ramp_steps=0, **kwargs):
-        super().__init__(**kwargs)
-        if isinstance(start, bool) or not isinstance(start, (int, float)) or not 0 < start <= 1:
-            raise ValueError(f"Expected start to be a number in (0, 1]. Received: start={start!r}")
-        if isinstance(ramp_steps, bool) or not isinstance(ramp_steps, (int, float)) or ramp_steps < 0:
-            raise ValueError(f"Expected ramp_steps to be a number >= 0. Received: ramp_steps={ramp_steps!r}")
-        self.renderer = renderer
-        self.renderer.trainable = False
-        self.start = float(start)
-        self.ramp_steps = float(ramp_steps)
-
-    def build(self, input_shape):
-        # Written inside replica contexts under tf.distribute: every replica computes the same value.
-        self.step = self.add_weight(
-            shape=(), initializer="zeros", trainable=False, name="step", aggregation="only_first_replica"
-        )
-        self.scale = self.add_weight(
-            shape=(), initializer="ones", trainable=False, name="scale", aggregation="only_first_replica"
-        )
-        self.built = True
-
-    def compute_output_shape(self, input_shape):
-        return self.renderer.compute_output_shape(input_shape)
-
-    def call(self, params, training=None):
-        if training and self.start < 1.0 and self.ramp_steps > 0:
-            progress = ops.minimum(self.step / self.ramp_steps, 1.0)
-            scale = self.start * ops.power(1.0 / self.start, progress)
-            self.step.assign(self.step + 1.0)
-            self.scale.assign(scale)
-        else:
-            scale = 1.0
-        r = self.renderer
-        if hasattr(r, "softness"):
-            return r(params, softness=r.softness / scale)
-        sharpness = r.sharpness
-        if sharpness is None:
-            sharpness = 2.0 if r.edge == "distance" else float(r.resolution)
-        return r(params, sharpness=scale * sharpness)
-
-    def get_config(self):
-        config = super().get_config()
-        config.update(
-            renderer=keras.saving.serialize_keras_object(self.renderer), start=self.start, ramp_steps=self.ramp_steps
-        )
-        return config
-
-    @classmethod
-    def from_config(cls, config):
-        config["renderer"] = keras.saving.deserialize_keras_object(config["renderer"])
-        return cls(**config)
 
 
 def raw_from_params(fields, params, eps=1e-4):
@@ -186,8 +108,8 @@ def refine(renderer, fields, params, images, steps=100, learning_rate=0.02, star
     """Improve ``(B, P)`` normalised parameters so that ``renderer(params)`` matches ``images``.
 
     Args:
-        renderer: a layer mapping ``(B, P)`` to ``(B, H, W, C)`` whose call
-            accepts ``sharpness=`` (``Cones``).
+        renderer: ``Cones`` or ``Render`` (a layer mapping ``(B, P)`` to
+            ``(B, H, W, C)`` with ``call(x, sharpness=)`` and ``default_sharpness``).
         fields: the parameter fields, as for :class:`ParameterHead`.
         params: ``(B, P)`` starting guess (e.g. an encoder's output).
         images: ``(B, H, W, C)`` targets.
@@ -220,7 +142,7 @@ def swap_starts(spec, params, limit=24, seed=0):
     ``limit - 1`` random ones).
 
     Args:
-        spec: the renderer's :class:`~shapegrad.render.RenderSpec`.
+        spec: the renderer's :class:`~shapegrad.primitives.RenderSpec`.
         params: ``(B, P)`` normalised parameters.
         limit: the most starts per image.
         seed: seed of the random permutations when ``K!`` exceeds ``limit``.
@@ -295,7 +217,7 @@ def residual_starts(renderer, params, images, width=5):
     error = uniform_filter(error, size=(1, width, width), mode="constant")
     peak = np.stack(np.unravel_index(error.reshape(len(error), -1).argmax(axis=1), error.shape[1:]), axis=1)
     color = images[np.arange(len(images)), peak[:, 0], peak[:, 1]]
-    to = peak / float(spec.resolution)
+    to = peak / np.float64([spec.height, spec.width])
     starts = [params]
     for k in range(spec.num_shapes):
         start = _moved(spec, params, k, to)
@@ -412,7 +334,7 @@ def fit_file(image_path, shapes, out, restarts=32, steps=400, softness=1.0, seed
     names = ("params.json", "overlay.png", "shapes.svg")
     existing = [n for n in names if os.path.exists(os.path.join(out, n))]
     if existing and not force:
-        raise FileExistsError(f"{os.path.join(out, existing[0])} exists; pass --force to overwrite")
+        raise FileExistsError(f"{os.path.join(out, existing[0])} exists. Pass force=True to overwrite.")
     renderer = Render(shapes, image.shape[0], channels=image.shape[-1], softness=softness,
                       background=_border_color(image).tolist())
     fields = fields_for(renderer.spec)
@@ -447,38 +369,3 @@ def _outlines(renderer, row):
         core[:, :-1] &= inside[:, 1:]
         masks.append(inside & ~core)
     return np.stack(masks)
-
-
-def add_parser(subparsers):
-    """The ``shapegrad fit`` sub-command."""
-    p = subparsers.add_parser(
-        "fit",
-        help="fit primitives to an image by gradient descent",
-        description="Fit K primitives to one square image (several random restarts, coarse-to-fine edges).",
-    )
-    p.add_argument("image", help="a square PNG/JPEG (grey or colour)")
-    p.add_argument("--shapes", required=True, help="what to fit, e.g. 'disk*3,box*2'")
-    p.add_argument("--out", required=True, help="output folder: params.json, overlay.png, shapes.svg")
-    p.add_argument("--restarts", type=int, default=32, help="random starts, the best is kept (default 32)")
-    p.add_argument("--steps", type=int, default=400, help="Adam steps per start (default 400)")
-    p.add_argument("--softness", type=float, default=1.0, help="edge width in pixels of the model (default 1)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--force", action="store_true", help="overwrite existing outputs in --out")
-    p.set_defaults(run=_run)
-    return p
-
-
-def _run(args):
-    from shapegrad.cli import UsageError
-
-    for name in ("restarts", "steps"):
-        if getattr(args, name) < 1:
-            raise UsageError(f"Expected --{name} to be a positive integer. Received: {name}={getattr(args, name)}")
-    try:
-        renderer, params, loss = fit_file(
-            args.image, args.shapes, args.out, restarts=args.restarts, steps=args.steps,
-            softness=args.softness, seed=args.seed, force=args.force,
-        )
-    except (ValueError, FileExistsError) as error:
-        raise UsageError(str(error)) from None
-    print(f"fitted {renderer.spec.num_shapes} shapes, mse {loss[0]:.3g} -> {args.out}/params.json, overlay.png, shapes.svg")

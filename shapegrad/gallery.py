@@ -1,7 +1,5 @@
 """A PNG gallery of every primitive and a composite colour scene (``make demo``)."""
 
-import os
-
 import numpy as np
 
 __all__ = ["primitive_gallery"]
@@ -38,8 +36,8 @@ def primitive_gallery(path, resolution=96, seed=0):
         True
     """
     import keras
-    from PIL import Image
 
+    from shapegrad import plots
     from shapegrad.render import Render
 
     n = resolution
@@ -59,9 +57,7 @@ def primitive_gallery(path, resolution=96, seed=0):
     for k, tile in enumerate(tiles):
         x0 = pad + k * (n + pad)
         canvas[pad : pad + n, x0 : x0 + n] = np.clip(tile, 0.0, 1.0)
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    Image.fromarray(np.round(canvas * 255).astype(np.uint8)).save(path)
-    return path
+    return plots.save_image(path, canvas)
 
 
 def main():

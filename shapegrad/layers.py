@@ -1,4 +1,4 @@
-"""Keras layers that draw primitives: thin wrappers over :mod:`shapegrad.sdf`."""
+"""The ``Cones`` layer: one soft cone per image, a thin wrapper over :mod:`shapegrad.sdf`, with a hand-derived backward pass."""
 
 import math
 
@@ -6,13 +6,11 @@ import keras
 from keras import ops
 
 from shapegrad import _validate, safe, sdf
+from shapegrad.primitives import FAR, RenderSpec, height_width
 from shapegrad.raster import pixel_grid
 
 __all__ = ["Cones"]
 
-# Positions and apertures are clipped to this magnitude before use (|a| = 1e12
-# is 1e12 images away: the picture no longer changes, and N * a cannot overflow).
-_FAR = 1e12
 # The apex N * a is split as N * a_hi + N * a_lo with a_hi on a 2**-12 grid. For apexes
 # inside the image (|a| <= 1) and integer N <= 2048, N * a_hi and the pixel offsets
 # p - N * a_hi are exact in float32, so the image matches a float64 evaluation to about
@@ -27,17 +25,22 @@ class Cones(keras.layers.Layer):
     """Draw one soft cone (a 2-D wedge) per sample, with gradients that are never NaN.
 
     Input ``(batch, 5)``: ``[a0, a1, d0, d1, s]`` per sample. Output
-    ``(batch, N, N, 1)`` in the layer's compute dtype. Conventions:
+    ``(batch, N, N, 1)`` in the layer's compute dtype (``(batch, H, W, 1)``
+    for ``resolution=(H, W)``). The layout is ``layer.spec``, a
+    :class:`shapegrad.primitives.RenderSpec` of one ``"cone"`` without colour
+    or opacity: fields ``apex`` (2, position), ``axis`` (2, direction) and
+    ``half_angle`` (1, angle: ``180 * s`` degrees). Conventions:
 
     - pixel ``(i, j)`` (row, column) is the point ``p = (i, j)``;
-    - the apex is ``c = N * (a0, a1)``;
+    - the apex is ``c = N * (a0, a1)`` (``(H a0, W a1)`` on a non-square
+      image, as every position in :mod:`shapegrad.primitives`);
     - the axis is the direction of ``(d0, d1)`` (any non-zero length);
     - the half-angle is ``pi * s`` (``s = 0.5``: a half-plane, ``s >= 1``: all);
     - ``theta`` is the angle at the apex between ``p - c`` and the axis, in
       ``[0, pi]``.
 
     ``edge="angle"`` (default) gives ``sigmoid(sharpness * (pi * s - theta))``
-    with ``sharpness = N`` per radian: the same image as the original
+    with ``sharpness = N`` per radian (``min(H, W)`` on a non-square image): the same image as the original
     ``acos(clip(dot(...)))`` layer (within 1e-5 of a float64 evaluation), but
     computed as ``atan2(|cross|, |dot|)`` in the axis frame, whose gradient is
     finite everywhere. ``edge="distance"`` gives
@@ -69,10 +72,11 @@ class Cones(keras.layers.Layer):
     ``mixed_bfloat16``.
 
     Args:
-        resolution: ``N``, the image height and width in pixels.
+        resolution: ``N`` (square) or ``(H, W)``, in pixels. ``layer.resolution``
+            is an int for a square layer; ``layer.height``, ``layer.width`` always.
         edge: ``"angle"`` or ``"distance"``.
         sharpness: edge sharpness, per radian (angle) or per pixel (distance);
-            ``None`` for the defaults above.
+            ``None`` for the defaults above (``layer.default_sharpness``).
 
     Example:
         >>> import numpy as np
@@ -81,14 +85,19 @@ class Cones(keras.layers.Layer):
         >>> image = keras.ops.convert_to_numpy(layer(x))
         >>> image.shape, bool(image[0, 16, 28, 0] > 0.99), bool(image[0, 16, 4, 0] < 0.01)
         ((1, 32, 32, 1), True, True)
+        >>> layer.spec.size, [s.field.name for s in layer.spec.fields_of(0)], layer.default_sharpness
+        (5, ['apex', 'axis', 'half_angle'], 32.0)
     """
 
     def __init__(self, resolution, edge="angle", sharpness=None, **kwargs):
         kwargs.pop("autocast", None)
         super().__init__(autocast=False, **kwargs)
-        self.resolution = _validate.positive_int("resolution", resolution)
+        self.resolution = _validate.resolution("resolution", resolution)
+        self.height, self.width = height_width(self.resolution)
+        self.channels = 1
         self.edge = _validate.one_of("edge", edge, ("angle", "distance"))
         self.sharpness = _validate.positive_number("sharpness", sharpness, allow_none=True)
+        self.spec = RenderSpec("cone", self.resolution, channels=1, appearance=False)
         self.supports_masking = False
 
     def build(self, input_shape):
@@ -97,7 +106,15 @@ class Cones(keras.layers.Layer):
 
     def compute_output_shape(self, input_shape):
         _validate.last_dim("Cones", input_shape, 5, "[a0, a1, d0, d1, s] per sample")
-        return (input_shape[0], self.resolution, self.resolution, 1)
+        return (input_shape[0], self.height, self.width, 1)
+
+    @property
+    def default_sharpness(self):
+        """The sharpness when :meth:`call` is given none: the layer's, else ``N`` per radian
+        (``min(H, W)``) in angle mode and 2 per pixel in distance mode."""
+        if self.sharpness is not None:
+            return self.sharpness
+        return 2.0 if self.edge == "distance" else float(min(self.height, self.width))
 
     @property
     def geometry_dtype(self):
@@ -111,9 +128,7 @@ class Cones(keras.layers.Layer):
         (see :mod:`shapegrad.train`) without rebuilding or re-tracing the layer.
         """
         if sharpness is None:
-            sharpness = self.sharpness
-        if sharpness is None:
-            sharpness = 2.0 if self.edge == "distance" else float(self.resolution)
+            sharpness = self.default_sharpness
         sharpness = ops.cast(sharpness, self.geometry_dtype)
         if self.edge == "angle":
             x = ops.cast(inputs, self.geometry_dtype)
@@ -123,33 +138,42 @@ class Cones(keras.layers.Layer):
         return ops.cast(image[..., None], self.compute_dtype)
 
     def logit(self, inputs):
-        """The edge function at sharpness 1, shape ``(batch, N, N)``.
+        """The edge function at sharpness 1, shape ``(batch, H, W)``.
 
         Angle mode: ``pi * s - theta`` in radians; distance mode: minus the
         signed distance in pixels. The image is ``sigmoid(sharpness * logit)``.
         """
         x = ops.cast(inputs, self.geometry_dtype)
         n = self.resolution
-        a = ops.clip(x[:, 0:2], -_FAR, _FAR)
+        a = ops.clip(x[:, 0:2], -FAR, FAR)
         d = x[:, 2:4]
-        s = ops.clip(x[:, 4], -_FAR, _FAR)[:, None, None]
-        grid = pixel_grid(n, n, x.dtype)[None]  # (1, N, N, 2)
+        s = ops.clip(x[:, 4], -FAR, FAR)[:, None, None]
+        grid = pixel_grid(self.height, self.width, x.dtype)[None]  # (1, H, W, 2)
         if self.edge == "distance":
-            apex = (float(n) * a)[:, None, None, :]
+            apex = (_per_axis(n, x.dtype) * a)[:, None, None, :]
             return -sdf.cone(grid, apex, d[:, None, None, :], math.pi * s)
         return _angle_margin(grid, a, d, s, n)
 
     def get_config(self):
         config = super().get_config()
-        config.update(resolution=self.resolution, edge=self.edge, sharpness=self.sharpness)
+        resolution = self.resolution if isinstance(self.resolution, int) else list(self.resolution)
+        config.update(resolution=resolution, edge=self.edge, sharpness=self.sharpness)
         return config
 
 
+def _per_axis(n, dtype):
+    """Pixels per unit of a position: ``float(N)``, or the ``(H, W)`` pair as a tensor."""
+    if isinstance(n, int):
+        return float(n)
+    return ops.convert_to_tensor([float(n[0]), float(n[1])], dtype)
+
+
 def _offsets(grid, a, n):
-    """Exact pixel offsets from the apex, ``p - N a = (p - N a_hi) - N a_lo``: two ``(B, N, N)``."""
+    """Exact pixel offsets from the apex, ``p - N a = (p - N a_hi) - N a_lo``: two ``(B, H, W)``."""
     a_hi = ops.stop_gradient(ops.round(a * _GRID) / _GRID)
     a_lo = a - a_hi
-    r = (grid - (float(n) * a_hi)[:, None, None, :]) - (float(n) * a_lo)[:, None, None, :]
+    scale = _per_axis(n, a.dtype)
+    r = (grid - (scale * a_hi)[:, None, None, :]) - (scale * a_lo)[:, None, None, :]
     return r[..., 0], r[..., 1]
 
 
@@ -229,10 +253,10 @@ def _angle_image(x, sharpness, n):
 
     @ops.custom_gradient
     def render(x, k):
-        grid = pixel_grid(n, n, x.dtype)[None]
-        a = ops.clip(x[:, 0:2], -_FAR, _FAR)
+        grid = pixel_grid(*height_width(n), x.dtype)[None]
+        a = ops.clip(x[:, 0:2], -FAR, FAR)
         d = x[:, 2:4]
-        s = ops.clip(x[:, 4], -_FAR, _FAR)[:, None, None]
+        s = ops.clip(x[:, 4], -FAR, FAR)[:, None, None]
         margin = _angle_margin(grid, a, d, s, n)
         image = ops.sigmoid(k * margin)
 
@@ -251,8 +275,8 @@ def _angle_image(x, sharpness, n):
             apex = safe._negligible(r2)
             inv_r2 = ops.where(apex, ops.zeros_like(r2), 1.0 / ops.where(apex, ops.ones_like(r2), r2))
             ws = w * sgn
-            inside = ops.cast(ops.abs(x[:, 0:2]) <= _FAR, x.dtype)
-            da = float(n) * ops.stack(
+            inside = ops.cast(ops.abs(x[:, 0:2]) <= FAR, x.dtype)
+            da = _per_axis(n, x.dtype) * ops.stack(
                 [ops.sum(-ws * (r1 * inv_r2), axis=(1, 2)), ops.sum(ws * (r0 * inv_r2), axis=(1, 2))], axis=-1
             ) * inside
             # A negligible axis is the fallback (1, 0) in the forward pass: no gradient. Otherwise
@@ -262,7 +286,7 @@ def _angle_image(x, sharpness, n):
             turn = ops.sum(ws, axis=(1, 2))[:, None]
             dd = ops.stack([-e[:, 1:2] * turn, e[:, 0:1] * turn], axis=-1)[:, 0, :] / length
             dd = ops.where(negligible, ops.zeros_like(d), dd)
-            ds = math.pi * ops.sum(w, axis=(1, 2)) * ops.cast(ops.abs(x[:, 4]) <= _FAR, x.dtype)
+            ds = math.pi * ops.sum(w, axis=(1, 2)) * ops.cast(ops.abs(x[:, 4]) <= FAR, x.dtype)
             dk = ops.sum(gy * margin)
             return ops.concatenate([da, dd, ds[:, None]], axis=-1), ops.cast(dk, k.dtype)
 

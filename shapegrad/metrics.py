@@ -15,7 +15,29 @@ Example:
 
 import numpy as np
 
-__all__ = ["masks", "iou", "psnr", "angle_deg", "cone_errors", "match_shapes", "scene_errors", "summarize"]
+__all__ = [
+    "masks",
+    "iou",
+    "psnr",
+    "angle_deg",
+    "cone_errors",
+    "match_shapes",
+    "scene_errors",
+    "parameter_errors",
+    "summarize",
+]
+
+
+def _point_distance(diff, resolution):
+    """Pixel length of ``(..., 2)`` normalised position differences: ``N |diff|`` or ``|(H, W) * diff|``."""
+    if isinstance(resolution, (list, tuple)):
+        return np.linalg.norm(diff * np.float64(resolution[:2]), axis=-1)
+    return resolution * np.linalg.norm(diff, axis=-1)
+
+
+def _length_scale(resolution):
+    """Pixels per normalised length: ``N``, or ``min(H, W)``."""
+    return min(resolution) if isinstance(resolution, (list, tuple)) else resolution
 
 
 def masks(images, background=0.0):
@@ -49,13 +71,14 @@ def angle_deg(u, v):
 def cone_errors(pred, true, resolution):
     """Per-cone errors between ``(B, 5)`` parameter arrays in the ``Cones`` convention.
 
+    ``resolution``: ``N`` or ``(H, W)`` (the layer's ``resolution``).
     Returns a dict of ``(B,)`` arrays: ``apex_error_px`` (Euclidean, pixels),
     ``axis_error_deg`` and ``aperture_error_deg`` (of the half-angle
     ``180 * s`` degrees).
     """
     pred, true = np.asarray(pred, np.float64), np.asarray(true, np.float64)
     return {
-        "apex_error_px": resolution * np.linalg.norm(pred[:, 0:2] - true[:, 0:2], axis=1),
+        "apex_error_px": _point_distance(pred[:, 0:2] - true[:, 0:2], resolution),
         "axis_error_deg": angle_deg(pred[:, 2:4], true[:, 2:4]),
         "aperture_error_deg": 180.0 * np.abs(pred[:, 4] - true[:, 4]),
     }
@@ -82,15 +105,16 @@ def summarize(per_item):
 def _field_error(field, pred, true, resolution):
     """Per-item error of one field in natural units: ``(B,)``."""
     if field.kind == "position":
-        p = resolution * pred.reshape(len(pred), -1, 2)
-        t = resolution * true.reshape(len(true), -1, 2)
+        scale = np.float64(resolution[:2]) if isinstance(resolution, (list, tuple)) else resolution
+        p = scale * pred.reshape(len(pred), -1, 2)
+        t = scale * true.reshape(len(true), -1, 2)
         if p.shape[1] == 1:
             return np.linalg.norm(p - t, axis=-1)[:, 0]
         # Several points (polygon vertices, in any cyclic order): mean nearest-point distance.
         d = np.linalg.norm(p[:, :, None] - t[:, None], axis=-1)
         return 0.5 * (d.min(axis=1).mean(axis=1) + d.min(axis=2).mean(axis=1))
     if field.kind == "size":
-        return resolution * np.abs(pred - true).mean(axis=-1)
+        return _length_scale(resolution) * np.abs(pred - true).mean(axis=-1)
     if field.kind == "direction":
         diff = np.mod(angle_deg(pred, true), field.period or 360.0)
         return np.minimum(diff, (field.period or 360.0) - diff)
@@ -121,17 +145,17 @@ def match_shapes(pred, true, spec):
         p = pred[:, start : start + count * per_shape].reshape(len(pred), count, per_shape)
         t = true[:, start : start + count * per_shape].reshape(len(true), count, per_shape)
         offset, cost = 0, np.zeros((len(pred), count, count))
-        for f in prim.all_fields(spec.channels):
+        for f in spec.shape_fields(prim):
             if f.kind == "position":
                 a = p[:, :, None, offset : offset + f.size].reshape(len(pred), count, 1, -1, 2)
                 b = t[:, None, :, offset : offset + f.size].reshape(len(pred), 1, count, -1, 2)
-                cost += spec.resolution * np.linalg.norm(a - b, axis=-1).sum(axis=-1)
+                cost += _point_distance(a - b, spec.resolution).sum(axis=-1)
             offset += f.size
         orders.append(np.stack([linear_sum_assignment(c)[1] for c in cost]))
     return orders
 
 
-def _same_axes(prim, channels, pred, true):
+def _same_axes(fields, pred, true):
     """Boxes and ellipses: ``(a, b)`` sizes at angle ``phi`` are ``(b, a)`` at ``phi + 90`` degrees.
 
     For a primitive with a 2-number size field and a direction of period 180
@@ -140,7 +164,7 @@ def _same_axes(prim, channels, pred, true):
     swapped is not counted as 90 degrees off. ``pred``, ``true``: ``(B, count, size)``.
     """
     offsets, start = {}, 0
-    for f in prim.all_fields(channels):
+    for f in fields:
         offsets[f.name] = (f, start)
         start += f.size
     sizes = [(f, o) for f, o in offsets.values() if f.kind == "size" and f.size == 2]
@@ -173,9 +197,9 @@ def scene_errors(pred, true, spec):
         p = pred[:, start : start + count * per_shape].reshape(len(pred), count, per_shape)
         t = true[:, start : start + count * per_shape].reshape(len(true), count, per_shape)
         t = np.take_along_axis(t, order[:, :, None], axis=1)
-        p = _same_axes(prim, spec.channels, p, t)
+        p = _same_axes(spec.shape_fields(prim), p, t)
         errors, offset = out.setdefault(prim.kind, {}), 0
-        for f in prim.all_fields(spec.channels):
+        for f in spec.shape_fields(prim):
             a = p[:, :, offset : offset + f.size].reshape(-1, f.size)
             b = t[:, :, offset : offset + f.size].reshape(-1, f.size)
             name = f"{f.name}_error_{_unit(f)}"
@@ -183,3 +207,17 @@ def scene_errors(pred, true, spec):
             errors[name] = np.concatenate([errors[name], value]) if name in errors else value
             offset += f.size
     return out
+
+
+def parameter_errors(pred, true, spec):
+    """Flat ``{name: (items,) array}`` of parameter errors in natural units, for either renderer's ``spec``.
+
+    The ``Cones`` layout (one cone, no colour: ``spec.appearance`` false) keeps
+    the names of :func:`cone_errors` (``apex_error_px``, ``axis_error_deg``,
+    ``aperture_error_deg``); a scene gives ``<kind>_<field>_error_<unit>``
+    from :func:`scene_errors`.
+    """
+    if not spec.appearance and tuple(spec.shapes) == (("cone", 1),):
+        return cone_errors(pred, true, spec.resolution)
+    nested = scene_errors(pred, true, spec)
+    return {f"{kind}_{name}": v for kind, errs in nested.items() for name, v in errs.items()}

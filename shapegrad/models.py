@@ -1,13 +1,18 @@
-"""Encoders that read primitives' parameters out of images, and the encoder–decoder around a frozen renderer.
+"""Model pieces: the encoder, its parameter head, the annealed decoder, the encoder–decoder, the image loss.
 
 The encoder is a small, fast CNN: coordinate channels (so that "where" is easy
 to read out), strided 3x3 convolutions, a dense layer, and a
 :class:`ParameterHead` that maps raw outputs to *valid* normalised parameters
-(sigmoid for fractions, unit 2-vectors for directions).
+(sigmoid for fractions, unit 2-vectors for directions), field by field as
+:func:`fields_for` reads them off a renderer's ``spec``. :class:`Annealed`
+wraps a frozen renderer whose edges sharpen over training;
+:func:`build_autoencoder` chains encoder and renderer; :func:`pyramid_mse` is
+a multi-scale image loss.
 
 Example:
     >>> import numpy as np
-    >>> encoder = build_encoder((32, 32, 1), CONE_FIELDS, width=8)
+    >>> from shapegrad import Cones
+    >>> encoder = build_encoder((32, 32, 1), fields_for(Cones(32).spec), width=8)
     >>> params = keras.ops.convert_to_numpy(encoder(np.zeros((2, 32, 32, 1), "float32")))
     >>> params.shape, bool(np.allclose(np.linalg.norm(params[:, 2:4], axis=1), 1.0, atol=1e-5))
     ((2, 5), True)
@@ -17,33 +22,38 @@ import keras
 from keras import layers, ops
 
 from shapegrad import _validate, safe
+from shapegrad.primitives import RenderSpec
 
 __all__ = [
     "CONE_FIELDS",
     "fields_for",
     "CoordinateChannels",
     "ParameterHead",
+    "Annealed",
     "build_encoder",
     "build_autoencoder",
+    "pyramid_mse",
 ]
-
-# The normalised parameters of one cone, in the Cones layer's order:
-# (name, size, activation). "fraction": sigmoid into (0, 1); "direction": unit vector.
-CONE_FIELDS = (("apex", 2, "fraction"), ("axis", 2, "direction"), ("aperture", 1, "fraction"))
 
 _ACTIVATIONS = ("fraction", "direction", "identity")
 
 
 def fields_for(spec):
-    """Head fields for a :class:`shapegrad.render.RenderSpec`: unit vectors for directions, sigmoids for the rest.
+    """Head fields ``(name, size, activation)`` of a renderer's ``spec`` (:class:`shapegrad.primitives.RenderSpec`).
 
-    Every other field kind (positions, sizes, angles, colours, opacities) has
-    the normalised range ``[0, 1]``.
+    Unit vectors for directions, sigmoids for the rest: every other field kind
+    (positions, sizes, angles, colours, opacities) has the normalised range
+    ``[0, 1]``. Names are ``"<kind><instance>.<field>"``. Works alike for
+    ``Render(...).spec`` and ``Cones(...).spec``.
     """
     return tuple(
         (f"{s.kind}{s.instance}.{s.field.name}", s.field.size, "direction" if s.field.kind == "direction" else "fraction")
         for s in spec.slices
     )
+
+
+# The head fields of the Cones layer (``fields_for(Cones(N).spec)``, for any N): apex, axis, half-angle.
+CONE_FIELDS = fields_for(RenderSpec("cone", 1, appearance=False))
 
 
 @keras.saving.register_keras_serializable(package="shapegrad")
@@ -128,8 +138,92 @@ def build_encoder(input_shape, fields, width=16, depth=4, dense=256, name="encod
     return keras.Model(inputs, head(raw), name=name)
 
 
+@keras.saving.register_keras_serializable(package="shapegrad")
+class Annealed(layers.Layer):
+    """A renderer whose edges sharpen over training: coarse to fine.
+
+    While training, the renderer's sharpness is multiplied by ``scale``, which
+    grows geometrically from ``start`` to 1 over the first ``ramp_steps``
+    training steps and stays 1 afterwards. The step counter is a
+    non-trainable variable updated inside the compiled step, so the schedule
+    advances every step on every backend (JAX's trainer keeps variables inside
+    its loop between callbacks, so a callback-driven schedule would only move
+    once per epoch there), and it is checkpointed with the model, so a resumed
+    run continues it. At inference the renderer draws with its own sharpness.
+
+    Works with any renderer whose ``call`` takes ``sharpness=`` and that has
+    a ``default_sharpness`` (``Cones``: ``N`` per radian or 2 per pixel;
+    ``Render``: ``1 / softness`` per pixel).
+
+    Args:
+        renderer: a ``Cones`` or ``Render`` layer (frozen).
+        start: the initial scale, in ``(0, 1]`` (1: no annealing).
+        ramp_steps: training steps to reach scale 1.
+    """
+
+    def __init__(self, renderer, start=1.0, ramp_steps=0, **kwargs):
+        super().__init__(**kwargs)
+        if isinstance(start, bool) or not isinstance(start, (int, float)) or not 0 < start <= 1:
+            raise ValueError(f"Expected start to be a number in (0, 1]. Received: start={start!r}")
+        if isinstance(ramp_steps, bool) or not isinstance(ramp_steps, (int, float)) or ramp_steps < 0:
+            raise ValueError(f"Expected ramp_steps to be a number >= 0. Received: ramp_steps={ramp_steps!r}")
+        self.renderer = renderer
+        self.renderer.trainable = False
+        self.start = float(start)
+        self.ramp_steps = float(ramp_steps)
+
+    def build(self, input_shape):
+        # Written inside replica contexts under tf.distribute: every replica computes the same value.
+        self.step = self.add_weight(
+            shape=(), initializer="zeros", trainable=False, name="step", aggregation="only_first_replica"
+        )
+        self.scale = self.add_weight(
+            shape=(), initializer="ones", trainable=False, name="scale", aggregation="only_first_replica"
+        )
+        self.built = True
+
+    def compute_output_shape(self, input_shape):
+        return self.renderer.compute_output_shape(input_shape)
+
+    def call(self, params, training=None):
+        if training and self.start < 1.0 and self.ramp_steps > 0:
+            progress = ops.minimum(self.step / self.ramp_steps, 1.0)
+            scale = self.start * ops.power(1.0 / self.start, progress)
+            self.step.assign(self.step + 1.0)
+            self.scale.assign(scale)
+            return self.renderer(params, sharpness=scale * self.renderer.default_sharpness)
+        return self.renderer(params)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            renderer=keras.saving.serialize_keras_object(self.renderer), start=self.start, ramp_steps=self.ramp_steps
+        )
+        return config
+
+    @classmethod
+    def from_config(cls, config):
+        config["renderer"] = keras.saving.deserialize_keras_object(config["renderer"])
+        return cls(**config)
+
+
 def build_autoencoder(encoder, renderer, name="autoencoder"):
     """The encoder followed by the renderer, frozen: images -> parameters -> images."""
     renderer.trainable = False
     inputs = keras.Input(encoder.input_shape[1:], name="images")
     return keras.Model(inputs, renderer(encoder(inputs)), name=name)
+
+
+def pyramid_mse(y_true, y_pred, levels=3):
+    """Mean squared error of the images and of their 2x, 4x, ... average-pooled versions.
+
+    Pooled images see a shape from further away, so the loss keeps a gradient
+    where a sharp edge alone would not.
+    """
+    loss = ops.mean((y_true - y_pred) ** 2)
+    a, b = y_true, y_pred
+    for _ in range(levels):
+        a = ops.average_pool(a, 2, 2)
+        b = ops.average_pool(b, 2, 2)
+        loss = loss + ops.mean((a - b) ** 2)
+    return loss / (levels + 1)

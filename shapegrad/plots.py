@@ -1,19 +1,19 @@
 """Figures: image grids and training curves, written to PNG (matplotlib's Agg backend, no screen)."""
 
-import os
-
 import numpy as np
+
+from shapegrad.files import atomic_write
 
 __all__ = ["save_image", "image_grid", "overlay", "save_reconstructions", "save_curves"]
 
 
-def _atomic_path(path):
-    os.makedirs(os.path.dirname(os.path.abspath(path)) or ".", exist_ok=True)
-    return f"{path}.tmp-{os.getpid()}"
-
-
 def save_image(path, image, scale=1):
     """Write ``(H, W)``, ``(H, W, 1)`` or ``(H, W, 3)`` values in ``[0, 1]`` to a PNG (atomically)."""
+    pil = _to_pil(image, scale)
+    return atomic_write(path, lambda tmp: pil.save(tmp, format="PNG"))
+
+
+def _to_pil(image, scale=1):
     from PIL import Image
 
     image = np.clip(np.asarray(image, np.float64), 0, 1)
@@ -22,10 +22,7 @@ def save_image(path, image, scale=1):
     pil = Image.fromarray(np.round(image * 255).astype(np.uint8))
     if scale != 1:
         pil = pil.resize((pil.width * scale, pil.height * scale), Image.NEAREST)
-    tmp = _atomic_path(path)
-    pil.save(tmp, format="PNG")
-    os.replace(tmp, path)
-    return path
+    return pil
 
 
 def image_grid(rows, pad=2, fill=1.0):
@@ -52,10 +49,34 @@ def overlay(image, outlines):
     return out
 
 
-def save_reconstructions(path, inputs, *reconstructions, scale=3):
-    """One column per example: the input on top, then each reconstruction below it."""
+def save_reconstructions(path, inputs, *reconstructions, labels=None, scale=3):
+    """One column per example: the input on top, then each reconstruction below it; each row named on its left.
+
+    ``labels``: one name per row (default ``"input"``, ``"reconstruction 1"``,
+    ...), written in a white band left of the grid, level with its row.
+    """
+    from PIL import Image, ImageDraw, ImageFont
+
     rows = [list(inputs)] + [list(r) for r in reconstructions]
-    return save_image(path, image_grid(rows), scale=scale)
+    if labels is None:
+        labels = ["input"] + [f"reconstruction {i + 1}" for i in range(len(reconstructions))]
+    labels = [str(label) for label in labels]
+    if len(labels) != len(rows):
+        raise ValueError(f"Expected labels to name each of the {len(rows)} rows. Received: labels={labels}")
+    pad = 2
+    grid = _to_pil(image_grid(rows, pad=pad), scale)
+    font = ImageFont.load_default()
+    measure = ImageDraw.Draw(grid)
+    band = max(measure.textbbox((0, 0), label, font=font)[2] for label in labels) + 8
+    out = Image.new(grid.mode, (band + grid.width, grid.height), "white")
+    out.paste(grid, (band, 0))
+    draw = ImageDraw.Draw(out)
+    row_height = (grid.height - pad * scale) / len(rows)
+    for r, label in enumerate(labels):
+        top, bottom = measure.textbbox((0, 0), label, font=font)[1::2]
+        y = pad * scale + (r + 0.5) * row_height - (top + bottom) / 2
+        draw.text((4, y), label, fill="black", font=font)
+    return atomic_write(path, lambda tmp: out.save(tmp, format="PNG"))
 
 
 def save_curves(path, history, title=""):
@@ -81,8 +102,7 @@ def save_curves(path, history, title=""):
     if title:
         fig.suptitle(title)
     fig.tight_layout()
-    tmp = _atomic_path(path)
-    fig.savefig(tmp, dpi=100, format="png")
-    plt.close(fig)
-    os.replace(tmp, path)
-    return path
+    try:
+        return atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=100, format="png"))
+    finally:
+        plt.close(fig)

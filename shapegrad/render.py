@@ -1,38 +1,11 @@
-"""The ``Render`` layer and the parameter specs of every primitive.
+"""The ``Render`` layer: many primitives of several kinds per image, composited, with finite gradients.
 
-An encoder emits, per image, one flat vector of *normalised* parameters; a
-:class:`Render` layer turns it into an image. This module says what each
-number means:
-
-- :class:`Field`: one named group of numbers (a centre, a radius, a
-  direction, a colour...), with its *kind*, its normalised range, the range
-  to sample synthetic scenes from, and the map to natural units (pixels,
-  degrees).
-- :class:`Primitive`: a kind of shape (``"disk"``, ``"box"``...): its fields
-  and how they become a signed distance (:mod:`shapegrad.sdf`).
-- :class:`RenderSpec` (``Render(...).spec``): where every field of every shape
-  sits in the flat parameter vector.
-
-Normalised units (``N`` is the resolution in pixels; pixel ``(i, j)`` is the
-point ``(i, j)``, as in :class:`shapegrad.Cones`):
-
-========== ===================================== =================== ===========
-kind       normalised value ``v``                natural value       range of v
-========== ===================================== =================== ===========
-position   fraction of the image, ``(row, col)`` ``N * v`` pixels   [0, 1]
-size       fraction of the image size            ``N * v`` pixels    [0, 1]
-direction  2-vector, any non-zero length         ``atan2(v1, v0)``   [-1, 1]
-                                                 degrees
-angle      fraction of pi                        ``180 * v`` degrees [0, 1]
-fraction   dimensionless ratio                   ``v``               [0, 1]
-color      intensity per channel                 ``v``               [0, 1]
-opacity    alpha                                 ``v``               [0, 1]
-========== ===================================== =================== ===========
-
-A sigmoid head fits every kind but ``direction``, which wants a 2-vector (for
-example a ``tanh`` pair, or a normalised one); a zero direction (largest
-component below 1e-12) is read as ``(1, 0)`` (down the rows), with zero
-gradient.
+Its one concern is turning a flat vector of normalised parameters into an
+image: each kind's signed distance (:mod:`shapegrad.sdf`, mapped here by
+:func:`distance_function`), coverage and compositing (:mod:`shapegrad.raster`),
+and the memory-saving schedules of the backward pass. What each number of the
+vector means (fields, units, the registry of kinds) is the schema,
+:mod:`shapegrad.primitives`; its names are re-exported here for compatibility.
 
 Example:
     >>> import keras
@@ -47,17 +20,30 @@ Example:
     ((1, 16, 16, 1), 1.0, 0.0)
 """
 
-import dataclasses
+import collections
 import functools
 import math
 import numbers
-import re
 
 import keras
 import numpy as np
 from keras import ops
 
 from shapegrad import _validate, raster, safe, sdf
+from shapegrad.primitives import (  # noqa: F401  (re-exported: the schema used to live here)
+    FAR,
+    FIELD_KINDS,
+    Field,
+    FieldSlice,
+    Primitive,
+    RenderSpec,
+    format_shapes,
+    height_width,
+    parse_shapes,
+    primitive,
+    primitive_kinds,
+    spec_table,
+)
 
 __all__ = [
     "FIELD_KINDS",
@@ -66,133 +52,13 @@ __all__ = [
     "Primitive",
     "Render",
     "RenderSpec",
+    "distance_function",
     "format_shapes",
     "parse_shapes",
     "primitive",
     "primitive_kinds",
     "spec_table",
 ]
-
-FIELD_KINDS = ("position", "size", "direction", "angle", "fraction", "color", "opacity")
-_UNITS = {
-    "position": "px",
-    "size": "px",
-    "direction": "deg",
-    "angle": "deg",
-    "fraction": "1",
-    "color": "1",
-    "opacity": "1",
-}
-# Parameters are clipped to this magnitude before use, as in Cones: 1e12 image
-# sizes away the picture no longer changes, and N * v cannot overflow.
-_FAR = 1e12
-
-
-@dataclasses.dataclass(frozen=True)
-class Field:
-    """One named group of parameters of a primitive.
-
-    Attributes:
-        name: for example ``"center"``.
-        size: how many numbers.
-        kind: one of :data:`FIELD_KINDS` (see the module docstring for units).
-        low, high: the normalised range of each number (what an encoder's
-            head should cover; inputs outside it still render, finitely).
-        typical: ``(low, high)`` normalised range to sample synthetic scenes
-            from (shapes mostly inside the image, not degenerate); unused for
-            directions, which are sampled uniformly on the circle.
-        period: for ``direction`` fields, the symmetry period in degrees
-            (180 for an ellipse or box axis, 360 for a cone axis); else None.
-        doc: one line for the README table.
-    """
-
-    name: str
-    size: int
-    kind: str
-    low: float
-    high: float
-    typical: tuple
-    doc: str
-    period: float = None
-
-    @property
-    def unit(self):
-        """Natural unit: ``"px"``, ``"deg"`` or ``"1"``."""
-        return _UNITS[self.kind]
-
-    def to_natural(self, values, resolution):
-        """Map normalised values ``(..., size)`` to natural units (NumPy).
-
-        Positions and sizes become pixels, angles degrees, a direction ``(..., 2)``
-        becomes one angle ``(..., 1)`` in degrees in ``[0, period)``.
-        """
-        v = np.asarray(values, dtype=np.float64)
-        if self.kind in ("position", "size"):
-            return resolution * v
-        if self.kind == "angle":
-            return 180.0 * v
-        if self.kind == "direction":
-            deg = np.degrees(np.arctan2(v[..., 1:2], v[..., 0:1]))
-            return np.mod(deg, self.period)
-        return v
-
-    def from_natural(self, values, resolution):
-        """Inverse of :meth:`to_natural` (a direction comes back as a unit vector)."""
-        v = np.asarray(values, dtype=np.float64)
-        if self.kind in ("position", "size"):
-            return v / resolution
-        if self.kind == "angle":
-            return v / 180.0
-        if self.kind == "direction":
-            rad = np.radians(v[..., 0])
-            return np.stack([np.cos(rad), np.sin(rad)], axis=-1)
-        return v
-
-
-def _position(name, doc, typical=(0.2, 0.8)):
-    return Field(name, 2, "position", 0.0, 1.0, typical, doc)
-
-
-def _size(name, size, doc, typical):
-    return Field(name, size, "size", 0.0, 1.0, typical, doc)
-
-
-def _direction(name, doc, period):
-    return Field(name, 2, "direction", -1.0, 1.0, (-1.0, 1.0), doc, period)
-
-
-@dataclasses.dataclass(frozen=True)
-class Primitive:
-    """A kind of shape: its geometric fields and its signed distance.
-
-    Attributes:
-        kind: the name used in ``Render(shapes=...)``.
-        fields: the geometric fields, in order (colour and opacity follow them
-            in the parameter vector, see :meth:`all_fields`).
-        distance: ``distance(grid, values, resolution)``: ``grid`` the pixel
-            points ``(1, 1, N, N, 2)``, ``values`` a dict of normalised fields
-            each ``(B, n, 1, 1, size)``; returns ``(B, n, N, N)`` signed
-            distances in pixels.
-        doc: one line for the README.
-    """
-
-    kind: str
-    fields: tuple
-    distance: object
-    doc: str
-    sampler: object = None
-
-    def all_fields(self, channels):
-        """Geometric fields, then ``color`` (``channels`` numbers) and ``opacity``."""
-        return self.fields + (
-            Field("color", channels, "color", 0.0, 1.0, (0.3, 1.0), "intensity of each channel"),
-            Field("opacity", 1, "opacity", 0.0, 1.0, (0.6, 1.0), "alpha; 1 is opaque"),
-        )
-
-    def size(self, channels):
-        """Number of parameters of one shape."""
-        return sum(f.size for f in self.all_fields(channels))
-
 
 def _px(values, name, n):
     return float(n) * values[name]
@@ -266,362 +132,48 @@ def _polygon(grid, v, n, pixels=None):
     return sdf.polygon(grid, verts)
 
 
-def _sample_polygon(vertices):
-    def sample(rng, count):
-        # Star-shaped around a centre (hence simple): sorted angles, radii 0.5-1 x R.
-        center = rng.uniform(0.35, 0.65, (count, 1, 2))
-        radius = rng.uniform(0.15, 0.3, (count, 1, 1))
-        gaps = rng.uniform(0.5, 1.0, (count, vertices))
-        angles = 2 * np.pi * np.cumsum(gaps, axis=1) / gaps.sum(axis=1, keepdims=True)
-        angles += rng.uniform(0, 2 * np.pi, (count, 1))
-        r = radius * rng.uniform(0.6 if vertices > 3 else 0.9, 1.0, (count, vertices, 1))
-        pts = center + r * np.stack([np.cos(angles), np.sin(angles)], axis=-1)
-        return {"vertices": pts.reshape(count, 2 * vertices)}
 
-    return sample
-
-
-def _sample_stroke(rng, count, control):
-    a = rng.uniform(0.15, 0.85, (count, 2))
-    angle = rng.uniform(0, 2 * np.pi, count)
-    length = rng.uniform(0.3, 0.6, (count, 1))
-    b = np.clip(a + length * np.stack([np.cos(angle), np.sin(angle)], -1), 0.05, 0.95)
-    out = {"half_width": rng.uniform(0.015, 0.05, (count, 1))}
-    if control:
-        bend = rng.uniform(-0.35, 0.35, (count, 1)) * np.stack([-np.sin(angle), np.cos(angle)], -1)
-        out.update(p0=a, p1=np.clip((a + b) / 2 + bend, 0.0, 1.0), p2=b)
-    else:
-        out.update(a=a, b=b)
-    return out
-
-
-def _polygon_primitive(vertices, kind):
-    return Primitive(
-        kind,
-        (
-            Field(
-                "vertices",
-                2 * vertices,
-                "position",
-                0.0,
-                1.0,
-                (0.15, 0.85),
-                f"{vertices} vertices (row, col, row, col, ...) in order, either orientation",
-            ),
-        ),
-        _polygon,
-        f"simple polygon with {vertices} vertices, convex or not",
-        _sample_polygon(vertices),
-    )
-
-
-_PRIMITIVES = {
-    "disk": Primitive(
-        "disk",
-        (
-            _position("center", "centre"),
-            _size("radius", 1, "radius", (0.08, 0.25)),
-        ),
-        _disk,
-        "filled circle",
-    ),
-    "ellipse": Primitive(
-        "ellipse",
-        (
-            _position("center", "centre"),
-            _size("radii", 2, "semi-axes along axis 0 and axis 1", (0.06, 0.3)),
-            _direction("direction", "axis 0 (row, col); axis 1 is it turned +90 degrees", 180.0),
-        ),
-        _ellipse,
-        "filled, rotated ellipse",
-    ),
-    "box": Primitive(
-        "box",
-        (
-            _position("center", "centre"),
-            _size("half_size", 2, "half-extents along axis 0 and axis 1", (0.06, 0.25)),
-            _direction("direction", "axis 0 (row, col); axis 1 is it turned +90 degrees", 180.0),
-            Field(
-                "corner",
-                1,
-                "fraction",
-                0.0,
-                1.0,
-                (0.0, 0.5),
-                "corner radius as a fraction of the smaller half-extent",
-            ),
-        ),
-        _box,
-        "filled, rotated rectangle with optionally rounded corners",
-    ),
-    "triangle": _polygon_primitive(3, "triangle"),
-    "segment": Primitive(
-        "segment",
-        (
-            _position("a", "first end"),
-            _position("b", "second end"),
-            _size("half_width", 1, "half the stroke width", (0.015, 0.05)),
-        ),
-        _segment,
-        "straight stroke with round caps",
-        lambda rng, count: _sample_stroke(rng, count, control=False),
-    ),
-    "bezier": Primitive(
-        "bezier",
-        (
-            _position("p0", "start"),
-            _position("p1", "control point"),
-            _position("p2", "end"),
-            _size("half_width", 1, "half the stroke width", (0.015, 0.05)),
-        ),
-        _bezier,
-        "quadratic Bezier stroke with round caps",
-        lambda rng, count: _sample_stroke(rng, count, control=True),
-    ),
-    "cone": Primitive(
-        "cone",
-        (
-            _position("apex", "apex, as Cones' (a0, a1)"),
-            _direction("axis", "axis, as Cones' (d0, d1)", 360.0),
-            Field(
-                "half_angle",
-                1,
-                "angle",
-                0.0,
-                1.0,
-                (0.1, 0.4),
-                "half-angle as a fraction of pi, as Cones' s",
-            ),
-        ),
-        _cone,
-        "2-D wedge, the Cones layer's shape (distance edge)",
-    ),
+# The signed distance of each kind; every polygon<V> uses _polygon.
+_DISTANCES = {
+    "disk": _disk,
+    "ellipse": _ellipse,
+    "box": _box,
+    "triangle": _polygon,
+    "segment": _segment,
+    "bezier": _bezier,
+    "cone": _cone,
 }
-_POLYGON = re.compile(r"polygon(\d+)$")
-_MAX_VERTICES = 64
 
 
-def primitive_kinds():
-    """Names of the primitives; ``polygon<V>`` (3 <= V <= 64, e.g. ``polygon5``) is also accepted."""
-    return tuple(_PRIMITIVES)
+def distance_function(kind):
+    """The signed distance of primitive ``kind``: ``distance(grid, values, n)``.
 
+    ``grid``: the pixel points ``(1, 1, H, W, 2)``; ``values``: a dict of the
+    kind's normalised geometric fields (:attr:`Primitive.fields`), each
+    ``(B, count, 1, 1, size)``, with positions already in units of ``n``
+    pixels on both axes; ``n``: pixels per normalised unit (``N`` on a square
+    image). Returns ``(B, count, H, W)`` signed distances in pixels, negative
+    inside. Raises ``ValueError`` for an unknown kind.
 
-def primitive(kind):
-    """The :class:`Primitive` called ``kind`` (raises ``ValueError`` if there is none)."""
-    if kind in _PRIMITIVES:
-        return _PRIMITIVES[kind]
-    match = _POLYGON.match(kind) if isinstance(kind, str) else None
-    if match and 3 <= int(match.group(1)) <= _MAX_VERTICES:
-        return _polygon_primitive(int(match.group(1)), kind)
-    raise ValueError(
-        f"Expected a primitive kind, one of {list(_PRIMITIVES)} or 'polygon<V>' with "
-        f"3 <= V <= {_MAX_VERTICES}. Received: kind={kind!r}"
-    )
-
-
-_SHAPES_HELP = (
-    "a non-empty list of (kind, count) pairs or a string like 'disk*3,box*2', "
-    "with kind one of {kinds} or 'polygon<V>' and count a positive integer"
-)
-
-
-def parse_shapes(shapes):
-    """Normalise ``shapes`` to a tuple of ``(kind, count)`` pairs.
-
-    Accepts a string ``"disk*3,box*2"`` (``"disk"`` alone means one), or a list
-    of ``(kind, count)`` pairs and bare kind names. Raises ``ValueError`` naming
-    ``shapes`` and what was received.
-
-    Example:
-        >>> parse_shapes("disk*3, box")
-        (('disk', 3), ('box', 1))
+    The disk, ellipse, box and polygon functions also take ``pixels=(H, W)``
+    (Render's fast path): they then return a component kernel of
+    :mod:`shapegrad.sdf` for an ``H x W`` image and its parameters, for
+    :func:`shapegrad.raster.shape_alpha` (``grid`` is unused).
     """
-
-    def fail(why=""):
-        help_ = _SHAPES_HELP.format(kinds=list(_PRIMITIVES))
-        raise ValueError(f"Expected shapes to be {help_}{why}. Received: shapes={shapes!r}")
-
-    pairs = []
-    if isinstance(shapes, str):
-        items = [s.strip() for s in shapes.split(",")]
-        for item in items:
-            kind, star, count = item.partition("*")
-            kind, count = kind.strip(), count.strip()
-            if not star:
-                count = "1"
-            if not re.fullmatch(r"[0-9]+", count):
-                fail(f" (bad count {count!r} in {item!r})")
-            pairs.append((kind, int(count)))
-    elif isinstance(shapes, (list, tuple)):
-        for item in shapes:
-            if isinstance(item, str):
-                pairs.append((item, 1))
-            elif isinstance(item, (list, tuple)) and len(item) == 2:
-                pairs.append(tuple(item))
-            else:
-                fail(f" (bad entry {item!r})")
-    else:
-        fail()
-    if not pairs:
-        fail(" (no shapes)")
-    out = []
-    for kind, count in pairs:
-        if not isinstance(kind, str):
-            fail(f" (bad kind {kind!r})")
-        try:
-            primitive(kind)
-        except ValueError:
-            fail(f" (unknown kind {kind!r})")
-        if isinstance(count, bool) or not isinstance(count, numbers.Integral) or count <= 0:
-            fail(f" (bad count {count!r} for {kind!r})")
-        out.append((kind, int(count)))
-    return tuple(out)
+    prim = primitive(kind)
+    if prim.kind in _DISTANCES:
+        return _DISTANCES[prim.kind]
+    if prim.kind.startswith("polygon"):
+        return _polygon
+    raise ValueError(f"Expected a primitive kind with a distance function. Received: kind={kind!r}")
 
 
-def format_shapes(pairs):
-    """The string form of parsed shapes: ``(('disk', 3), ('box', 1))`` -> ``"disk*3,box*1"``."""
-    return ",".join(f"{kind}*{count}" for kind, count in pairs)
+# What _alphas needs of a kind: its geometric fields and its signed distance.
+_Drawable = collections.namedtuple("_Drawable", ["kind", "fields", "distance"])
 
 
-@dataclasses.dataclass(frozen=True)
-class FieldSlice:
-    """Where one field of one shape sits in the flat parameter vector.
-
-    Attributes:
-        shape: the shape's index k in compositing order (0 is drawn first).
-        kind: its primitive kind.
-        instance: its index among the shapes of its kind.
-        field: the :class:`Field`.
-        start, stop: ``params[..., start:stop]`` holds the field.
-    """
-
-    shape: int
-    kind: str
-    instance: int
-    field: Field
-    start: int
-    stop: int
-
-    @property
-    def slice(self):
-        return slice(self.start, self.stop)
-
-
-class RenderSpec:
-    """The layout of a :class:`Render` layer's parameter vector.
-
-    Shapes are laid out in the order of ``shapes`` (all instances of the first
-    kind, then the next...), each shape's fields contiguous, in
-    :meth:`Primitive.all_fields` order. That order is also the compositing
-    order (shape 0 at the back for ``composite="over"``).
-
-    Attributes:
-        shapes: ``((kind, count), ...)``.
-        resolution, channels: as in :class:`Render`.
-        size: ``P``, the total number of parameters.
-        slices: every :class:`FieldSlice`, in vector order.
-        num_shapes: ``K``.
-    """
-
-    def __init__(self, shapes, resolution, channels=1):
-        self.shapes = parse_shapes(shapes)
-        self.resolution = int(resolution)
-        self.channels = int(channels)
-        slices, groups = [], []
-        start, k = 0, 0
-        for kind, count in self.shapes:
-            prim = primitive(kind)
-            fields = prim.all_fields(self.channels)
-            per_shape = prim.size(self.channels)
-            groups.append((prim, count, start, per_shape))
-            for i in range(count):
-                for f in fields:
-                    slices.append(FieldSlice(k, kind, i, f, start, start + f.size))
-                    start += f.size
-                k += 1
-        self.slices = tuple(slices)
-        self.groups = tuple(groups)  # (primitive, count, start, size per shape)
-        self.size = start
-        self.num_shapes = k
-
-    def __repr__(self):
-        return f"RenderSpec(shapes={format_shapes(self.shapes)!r}, size={self.size})"
-
-    def fields_of(self, shape):
-        """The :class:`FieldSlice` list of shape ``k``."""
-        return [s for s in self.slices if s.shape == shape]
-
-    def get(self, shape, name):
-        """The :class:`FieldSlice` of field ``name`` of shape ``k``."""
-        for s in self.slices:
-            if s.shape == shape and s.field.name == name:
-                return s
-        raise KeyError(f"shape {shape} has no field {name!r}")
-
-    def split(self, params):
-        """``params`` ``(..., P)`` as a list, one dict ``{name: (..., size)}`` per shape."""
-        out = [dict() for _ in range(self.num_shapes)]
-        for s in self.slices:
-            out[s.shape][s.field.name] = params[..., s.start : s.stop]
-        return out
-
-    def to_natural(self, params):
-        """Like :meth:`split`, in natural units (pixels, degrees), as NumPy float64."""
-        params = np.asarray(params)
-        out = [dict() for _ in range(self.num_shapes)]
-        for s in self.slices:
-            out[s.shape][s.field.name] = s.field.to_natural(params[..., s.slice], self.resolution)
-        return out
-
-    def sample(self, batch, seed=0):
-        """Normalised parameters ``(batch, P)`` of random, typical scenes (float32 NumPy).
-
-        Every field is drawn uniformly from its ``typical`` range (directions
-        uniformly on the unit circle); polygons are star-shaped (so simple)
-        and strokes have lengths of 0.3-0.6 image sizes.
-        """
-        rng = np.random.default_rng(seed)
-        out = np.zeros((batch, self.size), np.float64)
-        for prim, count, start, per_shape in self.groups:
-            for i in range(count):
-                custom = prim.sampler(rng, batch) if prim.sampler else {}
-                offset = start + i * per_shape
-                for f in prim.all_fields(self.channels):
-                    if f.name in custom:
-                        value = custom[f.name]
-                    elif f.kind == "direction":
-                        angle = rng.uniform(0, 2 * np.pi, batch)
-                        value = np.stack([np.cos(angle), np.sin(angle)], axis=-1)
-                    else:
-                        value = rng.uniform(*f.typical, (batch, f.size))
-                    out[:, offset : offset + f.size] = value
-                    offset += f.size
-        return out.astype(np.float32)
-
-
-def spec_table(channels=1):
-    """A Markdown table of every primitive's fields (the README's table)."""
-    rows = [
-        "| primitive | field | size | kind | normalised range | natural | meaning |",
-        "|---|---|---|---|---|---|---|",
-    ]
-    for kind in primitive_kinds():
-        prim = _PRIMITIVES[kind]
-        for f in prim.all_fields(channels):
-            natural = {
-                "position": "N·v px",
-                "size": "N·v px",
-                "direction": f"atan2(v1, v0) deg, period {f.period:g}" if f.period else "",
-                "angle": "180·v deg",
-                "fraction": "v",
-                "color": "v",
-                "opacity": "v",
-            }[f.kind]
-            size = "C" if f.kind == "color" else str(f.size)
-            rows.append(
-                f"| {kind} | `{f.name}` | {size} | {f.kind} | [{f.low:g}, {f.high:g}] | {natural} | {f.doc} |"
-            )
-    return "\n".join(rows)
+def _drawable(prim):
+    return _Drawable(prim.kind, prim.fields, distance_function(prim.kind))
 
 
 @keras.saving.register_keras_serializable(package="shapegrad")
@@ -629,29 +181,36 @@ class Render(keras.layers.Layer):
     """Render several primitives of several kinds per image, in colour, with finite gradients.
 
     Input ``(batch, P)`` normalised parameters; output
-    ``(batch, N, N, channels)`` in the layer's compute dtype. ``P`` is the sum
-    over ``shapes`` of ``count * (geometric fields + channels + 1)``; the
-    layout is ``layer.spec`` (a :class:`RenderSpec`), the meaning of each
-    field is in the module docstring and in ``docs/primitives.md``.
+    ``(batch, H, W, channels)`` in the layer's compute dtype (``H = W = N``
+    for ``resolution=N``). ``P`` is the sum over ``shapes`` of
+    ``count * (geometric fields + channels + 1)``; the layout is
+    ``layer.spec`` (a :class:`RenderSpec`), the meaning of each field is in
+    :mod:`shapegrad.primitives` and in ``docs/primitives.md``.
 
     Per shape k: the signed distance ``d_k`` (pixels, :mod:`shapegrad.sdf`) is
     turned into a coverage ``sigmoid(-4 d_k / softness)``
     (:func:`shapegrad.raster.coverage`: an anti-aliased edge about
-    ``1.1 * softness`` pixels wide), multiplied by the shape's opacity, and the
+    ``1.1 * softness`` pixels wide; ``sharpness = 1 / softness`` per pixel,
+    see :meth:`call`), multiplied by the shape's opacity, and the
     ``K`` shapes are composited over ``background`` in the order of ``spec``:
     ``"over"`` paints them back to front (:func:`shapegrad.raster.over`),
     ``"union"`` is the order-free probabilistic union
     (:func:`shapegrad.raster.soft_union`).
 
     Conventions as in :class:`shapegrad.Cones`: pixel ``(i, j)`` is the point
-    ``(i, j)``; positions are ``N * v``; the ``cone`` primitive reads
+    ``(i, j)``; positions are ``N * v``. On a non-square image
+    (``resolution=(H, W)``) a position ``v`` is the point ``(H v0, W v1)``, so
+    ``[0, 1]^2`` spans the image on both axes, and lengths (radii, half-sizes,
+    stroke widths) are ``min(H, W) * v`` pixels; directions and angles are
+    those of the pixel grid, so a disk stays round. The ``cone`` primitive reads
     ``[a0, a1, d0, d1, s]`` like ``Cones`` (then colour and opacity), and with
     colour 1, opacity 1, ``softness=2`` and a zero background it draws the
     same image as ``Cones(N, edge="distance")``.
 
     Parameters are clipped to ``[-1e12, 1e12]`` (beyond that the image cannot
-    change) and opacities to ``[0, 1]`` (so that compositing stays a convex
-    combination and cannot overflow; the gradient is 0 outside); the geometry is computed in float32 whatever the dtype policy
+    change), and colours and opacities to ``[0, 1]`` (so that compositing
+    stays a convex combination and cannot overflow, even in float16: a colour
+    of 1e30 is drawn as 1; the gradient is 0 outside); the geometry is computed in float32 whatever the dtype policy
     (inputs are not autocast; a layer built with ``dtype="float64"`` computes
     in float64), and the image is cast to the compute dtype, so the layer
     works under ``mixed_float16`` and ``mixed_bfloat16``.
@@ -659,7 +218,9 @@ class Render(keras.layers.Layer):
     Args:
         shapes: ``[("disk", 3), ("box", 2)]`` or ``"disk*3,box*2"``; kinds are
             :func:`primitive_kinds` and ``polygon<V>``.
-        resolution: ``N``, the image height and width in pixels.
+        resolution: ``N`` (a square image) or ``(H, W)``, in pixels.
+            ``layer.resolution`` is an int for a square layer; ``layer.height``
+            and ``layer.width`` are always there.
         channels: colour channels ``C`` (1: grey, 3: RGB).
         softness: edge width in pixels (> 0).
         composite: ``"over"`` or ``"union"``.
@@ -688,6 +249,10 @@ class Render(keras.layers.Layer):
         >>> x = layer.spec.sample(2, seed=0)
         >>> keras.ops.convert_to_numpy(layer(x)).shape
         (2, 32, 32, 3)
+        >>> wide = Render("disk", resolution=(8, 12))  # 8 rows, 12 columns
+        >>> image = keras.ops.convert_to_numpy(wide(np.float32([[0.5, 0.5, 0.25, 1.0, 1.0]])))
+        >>> image.shape, bool(image[0, 4, 6, 0] > 0.99), bool(image[0, 4, 10, 0] < 0.01)
+        ((1, 8, 12, 1), True, True)
     """
 
     def __init__(
@@ -703,7 +268,8 @@ class Render(keras.layers.Layer):
     ):
         kwargs.pop("autocast", None)
         super().__init__(autocast=False, **kwargs)
-        self.resolution = _validate.positive_int("resolution", resolution)
+        self.resolution = _validate.resolution("resolution", resolution)
+        self.height, self.width = height_width(self.resolution)
         self.channels = _validate.positive_int("channels", channels)
         self.softness = _validate.positive_number("softness", softness)
         self.composite = _validate.one_of("composite", composite, raster.COMPOSITES)
@@ -713,10 +279,6 @@ class Render(keras.layers.Layer):
         if not (isinstance(recompute, bool) or recompute == "auto"):
             raise ValueError(f"Expected recompute to be True, False or 'auto'. Received: recompute={recompute!r}")
         self.recompute = recompute
-        # (primitive, start, size) of every shape, in compositing order.
-        self._shapes = [
-            (prim, start + i * size, size) for prim, count, start, size in self.spec.groups for i in range(count)
-        ]
         self.supports_masking = False
 
     def _check(self, input_shape):
@@ -733,26 +295,44 @@ class Render(keras.layers.Layer):
 
     def compute_output_shape(self, input_shape):
         self._check(input_shape)
-        return (input_shape[0], self.resolution, self.resolution, self.channels)
+        return (input_shape[0], self.height, self.width, self.channels)
 
-    def call(self, inputs, softness=None):
-        """Render; ``softness`` (a float or scalar tensor) overrides the layer's for this call.
+    @property
+    def default_sharpness(self):
+        """The edge sharpness when :meth:`call` is given none: ``1 / softness`` per pixel."""
+        return 1.0 / self.softness
 
-        A tensor lets a training loop anneal the edges from soft to sharp
-        (:class:`shapegrad.fit.Annealed`) without re-tracing.
+    def call(self, inputs, sharpness=None):
+        """Render; ``sharpness`` (per pixel; a float or scalar tensor) overrides the layer's for this call.
+
+        The coverage is ``sigmoid(-4 d * sharpness)``: ``sharpness`` is
+        ``1 / softness`` (default :attr:`default_sharpness`), the same knob
+        as ``Cones.call(sharpness=)``. A tensor lets a training loop anneal
+        the edges from soft to sharp (:class:`shapegrad.models.Annealed`)
+        without re-tracing.
         """
         dtype = "float64" if self.compute_dtype == "float64" else "float32"
-        softness = ops.cast(self.softness if softness is None else softness, dtype)
-        x = ops.clip(ops.cast(inputs, dtype), -_FAR, _FAR)
-        # The image is composited as C planes (B, N, N) (raster.paint_planes: XLA on CPU is
-        # several times faster on those than on (B, N, N, C)) and stacked at the end.
+        if sharpness is None:
+            softness = ops.cast(self.softness, dtype)
+        else:
+            softness = 1.0 / ops.cast(sharpness, dtype)
+        x = ops.clip(ops.cast(inputs, dtype), -FAR, FAR)
+        colors = ops.convert_to_tensor(self._color_mask())
+        # Colours to [0, 1] like opacities (a colour of 1e30 made a float16 image inf); gradient 0 outside.
+        x = ops.where(colors, ops.where(x > 1.0, 1.0, ops.where(x < 0.0, 0.0, x)), x)
+        if self.height != self.width:
+            # Positions are (H v0, W v1) px; the distances take everything in units of min(H, W).
+            x = x * ops.convert_to_tensor(self._position_scale(), dtype)
+        # The image is composited as C planes (B, H, W) (raster.paint_planes: XLA on CPU is
+        # several times faster on those than on (B, H, W, C)) and stacked at the end.
         colour = self.background if isinstance(self.background, tuple) else (self.background,) * self.channels
-        plane_shape = (ops.shape(x)[0], self.resolution, self.resolution)
+        plane_shape = (ops.shape(x)[0], self.height, self.width)
         background = [ops.broadcast_to(ops.convert_to_tensor(b, dtype), plane_shape) for b in colour]
         state = raster.start_planes(self.composite, background)
         backend = keras.backend.backend()
         recompute = self.recompute if self.recompute != "auto" else self.spec.num_shapes >= _AUTO_RECOMPUTE
-        for prim, count, start, size in self.spec.groups:
+        for schema, count, start, size in self.spec.groups:
+            prim = _drawable(schema)
             group = ops.reshape(x[:, start : start + count * size], (-1, count, size))
             paint = functools.partial(_paint_shape, prim, self.resolution, self.channels, self.composite)
             if recompute and count > 1 and backend in _SCAN_BACKENDS:
@@ -762,7 +342,7 @@ class Render(keras.layers.Layer):
                 for i in range(count):
                     state = paint(group[:, i], softness, *state)
             else:
-                # Every shape of the group at once, (B, count, N, N).
+                # Every shape of the group at once, (B, count, H, W).
                 alphas, colors = _alphas(prim, self.resolution, self.channels, group, softness)
                 for i in range(count):
                     rgb = [colors[:, i, c][:, None, None] for c in range(self.channels)]
@@ -770,11 +350,27 @@ class Render(keras.layers.Layer):
         image = ops.stack(raster.finish_planes(self.composite, state, background), axis=-1)
         return ops.cast(image, self.compute_dtype)
 
+    def _color_mask(self):
+        """``(P,)`` booleans: True on the colour fields."""
+        mask = np.zeros(self.spec.size, bool)
+        for s in self.spec.slices:
+            mask[s.slice] = s.field.kind == "color"
+        return mask
+
+    def _position_scale(self):
+        """``(P,)`` factors taking position fields from fractions of (H, W) to units of min(H, W)."""
+        scale = np.ones(self.spec.size, np.float64)
+        pair = np.float64([self.height, self.width]) / min(self.height, self.width)
+        for s in self.spec.slices:
+            if s.field.kind == "position":
+                scale[s.slice] = np.tile(pair, s.field.size // 2)
+        return scale
+
     def get_config(self):
         config = super().get_config()
         config.update(
             shapes=format_shapes(self.shapes),
-            resolution=self.resolution,
+            resolution=self.resolution if isinstance(self.resolution, int) else list(self.resolution),
             channels=self.channels,
             softness=self.softness,
             composite=self.composite,
@@ -785,13 +381,15 @@ class Render(keras.layers.Layer):
 
 
 def _alphas(prim, n, channels, params, softness):
-    """``opacity * coverage`` ``(B, count, N, N)`` and colours ``(B, count, C)`` of ``(B, count, size)`` parameters.
+    """``opacity * coverage`` ``(B, count, H, W)`` and colours ``(B, count, C)`` of ``(B, count, size)`` parameters.
 
-    Kinds whose distance function has a component kernel (:mod:`shapegrad.sdf`)
-    go through it, with the hand-written backward pass of
-    :func:`shapegrad.raster.shape_alpha`; the others through their distance
-    and plain autodiff. Same image either way.
+    ``n``: the layer's resolution, ``N`` or ``(H, W)``; positions arrive in
+    units of ``min(H, W)`` on both axes. Kinds whose distance function has a
+    component kernel (:mod:`shapegrad.sdf`) go through it, with the
+    hand-written backward pass of :func:`shapegrad.raster.shape_alpha`; the
+    others through their distance and plain autodiff. Same image either way.
     """
+    h, w = height_width(n)
     values, offset = {}, 0
     for f in prim.fields:
         values[f.name] = params[:, :, None, None, offset : offset + f.size]  # (B, count, 1, 1, size)
@@ -801,11 +399,11 @@ def _alphas(prim, n, channels, params, softness):
     opacity = ops.clip(params[:, :, -1], 0.0, 1.0)[:, :, None, None]
     color = params[:, :, offset : offset + channels]
     if prim.distance in (_disk, _ellipse, _box, _polygon):
-        kernel, geometry = prim.distance(None, values, n, pixels=(n, n))
+        kernel, geometry = prim.distance(None, values, min(h, w), pixels=(h, w))
         softness = ops.maximum(softness, ops.cast(raster._MIN_SOFTNESS, softness.dtype))
         return raster.shape_alpha(kernel, geometry, opacity, softness), color
-    grid = raster.pixel_grid(n, n, params.dtype)[None, None]  # (1, 1, N, N, 2)
-    distance = prim.distance(grid, values, n)
+    grid = raster.pixel_grid(h, w, params.dtype)[None, None]  # (1, 1, H, W, 2)
+    distance = prim.distance(grid, values, min(h, w))
     return raster.coverage(distance, softness) * opacity, color
 
 
@@ -869,3 +467,4 @@ def _background(value, channels):
         f"Expected background to be a finite number or a list of {channels} finite numbers "
         f"(one per channel). Received: background={value!r}"
     )
+

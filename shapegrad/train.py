@@ -19,11 +19,11 @@ Outputs in ``out``: ``encoder.keras``, ``metrics.json``, ``reconstructions.png``
 ``curves.png``; while training, ``backup/`` holds the checkpoint from which a
 killed run resumes (``keras.callbacks.BackupAndRestore``).
 
-Example (a tiny run):
+Example (a tiny run; skipped by the doctest run, it takes ~12 s on JAX; ``tests/test_train.py`` trains):
     >>> import tempfile
-    >>> m = train(tempfile.mkdtemp(), resolution=16, steps=4, steps_per_epoch=2, batch_size=8,
+    >>> m = train(tempfile.mkdtemp(), resolution=16, steps=4, steps_per_epoch=2, batch_size=8,  # doctest: +SKIP
     ...           test_size=8, refine_steps=2, width=4, verbose=0)
-    >>> sorted(k for k in m if k.endswith("median"))[:3]
+    >>> sorted(k for k in m if k.endswith("median"))[:3]  # doctest: +SKIP
     ['aperture_error_deg_median', 'apex_error_px_median', 'axis_error_deg_median']
 """
 
@@ -35,21 +35,27 @@ import time
 import keras
 import numpy as np
 
-from shapegrad import _validate, distribute, files, fit, metrics, plots
+from shapegrad import _validate, distribute, doctor, files, fit, metrics, plots
 from shapegrad.data import ConeDataset, SceneDataset
-from shapegrad.models import CONE_FIELDS, build_encoder, fields_for
+from shapegrad.models import Annealed, build_autoencoder, build_encoder, fields_for
+from shapegrad.models import pyramid_mse  # noqa: F401  (importable from here, as before)
 
-__all__ = ["Task", "train", "evaluate", "pyramid_mse", "OUTPUTS"]
+__all__ = ["Task", "ImageTask", "superset_shapes", "train", "train_images", "evaluate", "OUTPUTS"]
 
 OUTPUTS = ("encoder.keras", "metrics.json", "reconstructions.png", "curves.png")
 
 
 class Task:
-    """What is learned: the renderer, the head's fields, the data and the parameter errors.
+    """What is learned: the renderer, the head's fields, the data, the parameter errors and the refiner.
 
-    ``Task("cone", N)`` is the ``Cones`` layer (5 numbers per image);
-    ``Task("disk,box,cone", N, channels=1)`` a :class:`shapegrad.Render`
-    scene, compared after Hungarian matching within each kind.
+    ``Task("cone", N)`` is the ``Cones`` layer (5 numbers per image), drawn
+    by a :class:`~shapegrad.data.ConeDataset` and polished by
+    :func:`shapegrad.fit.refine`; ``Task("disk,box,cone", N, channels=1)`` a
+    :class:`shapegrad.Render` scene, drawn by a
+    :class:`~shapegrad.data.SceneDataset`, compared after Hungarian matching
+    within each kind and polished by :func:`shapegrad.fit.refine_scene`. This
+    constructor is the one place that tells the two apart; everything else
+    goes through ``renderer.spec``.
     """
 
     def __init__(self, shapes, resolution, channels=1, softness=1.0):
@@ -60,24 +66,37 @@ class Task:
         self.resolution = _validate.positive_int("resolution", resolution)
         if shapes == "cone":
             self.renderer = Cones(self.resolution)
-            self.fields = CONE_FIELDS
-            self.channels = 1
+            self._dataset = ConeDataset
+            self.refine = fit.refine
         else:
             self.renderer = Render(shapes, self.resolution, channels=channels, softness=softness)
-            self.fields = fields_for(self.renderer.spec)
-            self.channels = self.renderer.channels
+            self._dataset = SceneDataset
+            self.refine = fit.refine_scene
+        self.fields = fields_for(self.renderer.spec)
+        self.channels = self.renderer.channels
+        self.background = getattr(self.renderer, "background", 0.0)
 
     def dataset(self, batch_size, batches, seed, targets="images", noise=0.0, fresh=True):
-        if self.shapes == "cone":
-            return ConeDataset(self.resolution, batch_size, batches, seed, targets, noise, fresh)
-        return SceneDataset(self.renderer, batch_size, batches, seed, targets, noise, fresh)
+        return self._dataset(self.renderer, batch_size, batches, seed, targets, noise, fresh)
 
     def errors(self, pred, true):
         """``{name: (items,) array}`` of parameter errors in natural units."""
-        if self.shapes == "cone":
-            return metrics.cone_errors(pred, true, self.resolution)
-        nested = metrics.scene_errors(pred, true, self.renderer.spec)
-        return {f"{kind}_{name}": v for kind, errs in nested.items() for name, v in errs.items()}
+        return metrics.parameter_errors(pred, true, self.renderer.spec)
+
+    # Hooks that train() calls; ImageTask overrides them.
+    def build_encoder(self, width):
+        return build_encoder((self.resolution, self.resolution, self.channels), self.fields, width=width)
+
+    def validation_set(self, seed):
+        """``(images, params)`` the per-epoch validation scores (params None: image scores only)."""
+        return self.dataset(64, 1, seed + 1, fresh=False).sample(0)
+
+    def test_set(self, size, seed):
+        return self.dataset(size, 1, seed + 2, fresh=False).sample(0)
+
+    def describe(self):
+        """Extra entries of ``metrics.json``."""
+        return {}
 
     def render(self, params):
         return keras.ops.convert_to_numpy(self.renderer(params))
@@ -104,11 +123,15 @@ class _Validate(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         pred = self.encoder.predict(self.images, verbose=0)
-        errors = self.task.errors(pred, self.truth)
         logs = logs if logs is not None else {}
-        for name in [n for n in errors if not n.endswith("_abs")][:3]:
-            logs[f"val_{name}"] = float(np.median(errors[name]))
-        logs["val_iou"] = float(metrics.iou(self.task.render(pred), self.images).mean())
+        recon = self.task.render(pred)
+        if self.truth is None:  # no labels: the reconstruction's PSNR
+            logs["val_psnr"] = float(metrics.psnr(recon, self.images).mean())
+        else:
+            errors = self.task.errors(pred, self.truth)
+            for name in [n for n in errors if not n.endswith("_abs")][:3]:
+                logs[f"val_{name}"] = float(np.median(errors[name]))
+        logs["val_iou"] = float(metrics.iou(recon, self.images, self.task.background).mean())
 
 
 class _TimeBudget(keras.callbacks.Callback):
@@ -129,20 +152,45 @@ class _TimeBudget(keras.callbacks.Callback):
             self.stopped_early = True
 
 
-def pyramid_mse(y_true, y_pred, levels=3):
-    """Mean squared error of the images and of their 2x, 4x, ... average-pooled versions.
+class _RunHistory(keras.callbacks.Callback):
+    """The whole run's per-epoch logs and training seconds, kept across a kill in the backup folder.
 
-    Pooled images see a shape from further away, so the loss keeps a gradient
-    where a sharp edge alone would not.
+    Keras' ``History`` holds only this session's epochs, and a run resumed by
+    ``BackupAndRestore`` starts at a later epoch. After each epoch the logs
+    so far and the total training seconds are written to ``path``
+    (atomically; before the checkpoint, so it never lags behind it); a
+    resumed run reads them back and keeps the epochs before the one it
+    resumes at, and adds their seconds to its own.
     """
-    ops = keras.ops
-    loss = ops.mean((y_true - y_pred) ** 2)
-    a, b = y_true, y_pred
-    for _ in range(levels):
-        a = ops.average_pool(a, 2, 2)
-        b = ops.average_pool(b, 2, 2)
-        loss = loss + ops.mean((a - b) ** 2)
-    return loss / (levels + 1)
+
+    def __init__(self, path, started):
+        super().__init__()
+        self.path, self.started = path, started
+        self.epochs, self.before, self._resumed = [], 0.0, False
+        if os.path.exists(path):
+            with open(path) as f:
+                self.epochs = json.load(f)["epochs"]
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if not self._resumed:  # the first epoch of this session: the checkpoint's
+            self._resumed = True
+            self.epochs = self.epochs[:epoch]
+            self.before = self.epochs[-1]["seconds"] if self.epochs else 0.0
+
+    def on_epoch_end(self, epoch, logs=None):
+        entry = {name: float(value) for name, value in (logs or {}).items()}
+        entry["seconds"] = self.seconds()
+        self.epochs = self.epochs[:epoch] + [entry]
+        _write_json(self.path, {"epochs": self.epochs})
+
+    def seconds(self):
+        """Training seconds of the whole run so far (earlier sessions: up to the epoch resumed from)."""
+        return self.before + time.perf_counter() - self.started
+
+    def history(self):
+        """``{name: [value per epoch]}`` of the whole run, like ``keras.callbacks.History.history``."""
+        names = [n for e in self.epochs for n in e if n != "seconds"]
+        return {n: [e[n] for e in self.epochs if n in e] for n in dict.fromkeys(names)}
 
 
 def evaluate(encoder, task, images, params, refine_steps=100, batch=256):
@@ -160,18 +208,18 @@ def evaluate(encoder, task, images, params, refine_steps=100, batch=256):
 
     def summary(p):
         recon = task.render(p)
-        per_item = {"iou": metrics.iou(recon, images), "psnr": metrics.psnr(recon, images)}
-        per_item.update(task.errors(p, params))
+        per_item = {"iou": metrics.iou(recon, images, task.background), "psnr": metrics.psnr(recon, images)}
+        if params is not None:
+            per_item.update(task.errors(p, params))
         return metrics.summarize(per_item)
 
-    def polish(guess, target):
-        if task.shapes == "cone":
-            return fit.refine(task.renderer, task.fields, guess, target, steps=refine_steps)
-        return fit.refine_scene(task.renderer, task.fields, guess, target, steps=refine_steps)
-
-    chunk = batch if task.shapes == "cone" else max(1, batch // 4)
+    # refine_scene renders every image from several restarts at once: a smaller chunk.
+    chunk = batch if task.refine is fit.refine else max(1, batch // 4)
     refined = np.concatenate(
-        [polish(pred[k : k + chunk], images[k : k + chunk]) for k in range(0, len(images), chunk)]
+        [
+            task.refine(task.renderer, task.fields, pred[k : k + chunk], images[k : k + chunk], steps=refine_steps)
+            for k in range(0, len(images), chunk)
+        ]
     )
     return summary(refined), summary(pred), pred, refined
 
@@ -181,7 +229,7 @@ def _check_out(out, force):
     resuming = os.path.isdir(os.path.join(out, "backup"))
     if existing and not force and not resuming:
         raise FileExistsError(
-            f"{os.path.join(out, existing[0])} exists; pass force=True (--force) to overwrite. Received: out={out!r}"
+            f"{os.path.join(out, existing[0])} exists. Pass force=True to overwrite. Received: out={out!r}"
         )
 
 
@@ -217,8 +265,10 @@ def train(
     Args:
         out: output folder (created). Existing outputs are not overwritten
             unless ``force``; an unfinished run in ``out`` is resumed.
-        shapes: ``"cone"`` (the ``Cones`` layer, 5 numbers per image) or a
-            :class:`shapegrad.Render` spec such as ``"disk,box,cone"``.
+        shapes: ``"cone"`` (the ``Cones`` layer, 5 numbers per image), a
+            :class:`shapegrad.Render` spec such as ``"disk,box,cone"``, or a
+            :class:`Task` (e.g. an :class:`ImageTask`, see :func:`train_images`;
+            then ``resolution`` and ``channels`` are the task's).
         resolution: image size ``N``.
         steps: training steps (batches); rounded up to whole epochs of
             ``steps_per_epoch``.
@@ -246,7 +296,10 @@ def train(
         seed: seed of the data and of the weights.
         verbose: Keras' ``fit`` verbosity (``"auto"`` shows a progress bar).
     """
-    task = Task(shapes, resolution, channels)
+    task = shapes if isinstance(shapes, Task) else Task(shapes, resolution, channels)
+    resolution, shapes = task.resolution, task.shapes
+    if supervised and isinstance(task, ImageTask):
+        raise ValueError("Expected supervised=False with images: they have no parameter labels. Received: supervised=True")
     _validate.one_of("loss", loss, ("mse", "pyramid"))
     if not 0 < anneal_start <= 1:
         raise ValueError(f"Expected anneal_start to be in (0, 1]. Received: anneal_start={anneal_start!r}")
@@ -265,10 +318,9 @@ def train(
 
     with distribute.data_parallel(devices, batch_size):
         keras.utils.set_random_seed(seed)
-        shape = (resolution, resolution, task.channels)
-        encoder = build_encoder(shape, task.fields, width=width)
+        encoder = task.build_encoder(width)
         data = task.dataset(batch_size, steps_per_epoch, seed, "params" if supervised else "images", noise)
-        val_images, val_params = task.dataset(64, 1, seed + 1, fresh=False).sample(0)
+        val_images, val_params = task.validation_set(seed)
         warmup = min(steps // 10, 500)
         schedule = keras.optimizers.schedules.CosineDecay(
             0.0, steps - warmup, alpha=0.02, warmup_target=learning_rate, warmup_steps=warmup
@@ -278,26 +330,33 @@ def train(
             model = encoder
             model.compile(optimizer=keras.optimizers.Adam(schedule), loss="mse")
         else:
-            annealed = fit.Annealed(task.renderer, start=anneal_start, ramp_steps=anneal * steps, name="renderer")
-            inputs = keras.Input(shape, name="images")
-            model = keras.Model(inputs, annealed(encoder(inputs)), name="autoencoder")
+            annealed = Annealed(task.renderer, start=anneal_start, ramp_steps=anneal * steps, name="renderer")
+            model = build_autoencoder(encoder, annealed)
             model.compile(
                 optimizer=keras.optimizers.Adam(schedule),
                 loss=pyramid_mse if loss == "pyramid" else "mse",
             )
         budget = _TimeBudget(seconds)
+        guard = doctor.NaNGuard(os.path.join(out, "nan-report"))
+        run_history = _RunHistory(os.path.join(out, "backup", "history.json"), started)
         callbacks += [
             _Validate(encoder, task, val_images, val_params),
-            keras.callbacks.TerminateOnNaN(),
+            guard,
+            run_history,
             keras.callbacks.BackupAndRestore(os.path.join(out, "backup"), save_freq="epoch", delete_checkpoint=True),
             budget,
         ]
         history = model.fit(data, epochs=epochs, callbacks=callbacks, verbose=verbose)
-    train_seconds = time.perf_counter() - started
-    if any(not np.isfinite(v) for v in history.history.get("loss", [])):
-        raise FloatingPointError("training produced a non-finite loss; TerminateOnNaN stopped it")
+    train_seconds = run_history.seconds()  # with the earlier sessions of a resumed run
+    whole = run_history.history() or history.history
+    if guard.caught or any(not np.isfinite(v) for v in history.history.get("loss", [])):
+        # NaNGuard kept the last finite weights and wrote them, the batch and the diagnosis there.
+        raise FloatingPointError(
+            f"training produced a non-finite loss or gradient; stopped with the last finite weights, "
+            f"report and batch in {os.path.join(out, 'nan-report')}"
+        )
 
-    images, params = task.dataset(test_size, 1, seed + 2, fresh=False).sample(0)
+    images, params = task.test_set(test_size, seed)
     t0 = time.perf_counter()
     headline, encoder_only, pred, refined = evaluate(encoder, task, images, params, refine_steps)
     done_steps = int(keras.ops.convert_to_numpy(model.optimizer.iterations))
@@ -317,12 +376,13 @@ def train(
         anneal_start=anneal_start,
         loss="params" if supervised else loss,
         stopped_by_time_budget=budget.stopped_early,
-        train_loss=[float(v) for v in history.history["loss"]],
+        train_loss=[float(v) for v in whole["loss"]],
         test_size=test_size,
         encoder_only=encoder_only,
         seed=seed,
     )
-    encoder.save(os.path.join(out, "encoder.keras"))
+    result.update(task.describe())
+    files.atomic_write(os.path.join(out, "encoder.keras"), encoder.save)
     _write_json(os.path.join(out, "metrics.json"), result)
     shown = slice(0, 10)
     plots.save_reconstructions(
@@ -330,71 +390,155 @@ def train(
         images[shown],
         task.render(pred[shown]),
         task.render(refined[shown]),
+        labels=("input", "encoder's guess", f"refined ({refine_steps} steps)"),
     )
     mode = "supervised" if supervised else "self-supervised"
     title = f"{shapes} {resolution}px, {mode}"
-    plots.save_curves(os.path.join(out, "curves.png"), history.history, title=title)
+    plots.save_curves(os.path.join(out, "curves.png"), whole, title=title)
     return result
 
 
-def add_parser(subparsers):
-    """The ``shapegrad train`` sub-command."""
-    p = subparsers.add_parser(
-        "train",
-        help="train an encoder with the renderer as frozen decoder",
-        description="Train an encoder to read shapes out of images (self-supervised unless --supervised).",
-    )
-    p.add_argument(
-        "--shapes", default="cone", help="cone (the Cones layer, default) or a Render spec like 'disk,box,cone'"
-    )
-    p.add_argument("--channels", type=int, default=1, help="colour channels of a Render scene (1 or 3)")
-    p.add_argument("--devices", type=int, default=1, help="data-parallel devices (jax, tensorflow; default 1)")
-    p.add_argument("--resolution", type=int, default=64, help="image size in pixels (default 64)")
-    p.add_argument("--steps", type=int, default=3000, help="training steps (default 3000)")
-    p.add_argument("--seconds", type=float, default=None, help="stop training after this many seconds")
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--learning-rate", type=float, default=1e-3)
-    p.add_argument("--anneal-start", type=float, default=0.1, help="initial edge sharpness fraction (1 = off)")
-    p.add_argument("--loss", choices=("mse", "pyramid"), default="mse", help="image loss")
-    p.add_argument("--refine-steps", type=int, default=100, help="test-time refinement steps (0 = off)")
-    p.add_argument("--test-size", type=int, default=256)
-    p.add_argument("--width", type=int, default=16, help="encoder base width (default 16)")
-    p.add_argument("--noise", type=float, default=0.0, help="Gaussian noise on training inputs")
-    p.add_argument("--steps-per-epoch", type=int, default=100, help="steps between checkpoints (default 100)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--supervised", action="store_true", help="train on true parameters (baseline)")
-    p.add_argument("--out", required=True, help="output folder")
-    p.add_argument("--force", action="store_true", help="overwrite existing outputs in --out")
-    p.set_defaults(run=_run)
-    return p
+# --------------------------------------------------------------------------- the user's images
 
 
-def _run(args):
-    from shapegrad.cli import UsageError
+def superset_shapes(kinds, max_shapes):
+    """The Render spec of up to ``max_shapes`` shapes of each of ``kinds``: ``"disk*M,box*M,..."``.
 
-    try:
-        result = train(
-            args.out,
-            shapes=args.shapes,
-            resolution=args.resolution,
-            steps=args.steps,
-            batch_size=args.batch_size,
-            supervised=args.supervised,
-            seconds=args.seconds,
-            learning_rate=args.learning_rate,
-            anneal_start=args.anneal_start,
-            loss=args.loss,
-            refine_steps=args.refine_steps,
-            test_size=args.test_size,
-            width=args.width,
-            noise=args.noise,
-            steps_per_epoch=args.steps_per_epoch,
-            channels=args.channels,
-            devices=args.devices,
-            seed=args.seed,
-            force=args.force,
-        )
-    except (FileExistsError, ValueError) as error:
-        raise UsageError(str(error)) from None
-    keys = ["iou", "psnr"] + [k for k in result if k.endswith("_median") and k not in ("iou_median", "psnr_median")]
-    print(", ".join(f"{k} {result[k]:.4g}" for k in keys), f"-> {args.out}")
+    This is the current way to model an unknown number of shapes: every
+    shape has an opacity, and the encoder switches the ones it does not need
+    off (opacity near 0); :mod:`shapegrad.encode` keeps the shapes with
+    opacity >= 0.5. ``kinds`` is a comma-separated string or a sequence.
+    """
+    from shapegrad.primitives import format_shapes, parse_shapes
+
+    if isinstance(kinds, str):
+        kinds = [k.strip() for k in kinds.split(",") if k.strip()]
+    kinds = list(dict.fromkeys(kinds))
+    if not kinds:
+        raise ValueError(f"Expected kinds to name at least one primitive. Received: kinds={kinds!r}")
+    max_shapes = _validate.positive_int("max_shapes", max_shapes)
+    return format_shapes(parse_shapes([(k, max_shapes) for k in kinds]))  # ValueError naming an unknown kind
+
+
+class ImageTask(Task):
+    """Learning from a folder of the user's own images: no labels, only the image loss.
+
+    The images are listed once (:func:`shapegrad.data.scan_images`); a
+    held-out split (``holdout`` of them, at least 1; with a single image it is
+    also the training image) gives the validation curves and the final
+    scores in image terms (reconstruction IoU against the background, PSNR).
+    Training batches stream from disk (:class:`shapegrad.data.ImageFolderDataset`),
+    letterboxed to ``N x N`` (:class:`shapegrad.data.Letterbox`).
+
+    The renderer is ``Render(shapes, N, channels, softness, background)``:
+    ``channels`` is 3 if any image is colour, else 1; ``background`` is the
+    median border colour of (up to 64 of) the training images, one colour per
+    run. ``shapes`` is exact kinds and counts, or :func:`superset_shapes` of
+    ``kinds`` and ``max_shapes`` (shapes switched off by their opacity).
+
+    The encoder carries what it encodes (:class:`shapegrad.encode.EncoderInfo`
+    inside the saved model), so :class:`shapegrad.encode.Encoder` needs no flags.
+    Raises ``ValueError`` when no input file is a readable image.
+    """
+
+    def __init__(self, images, shapes=None, kinds=None, max_shapes=None, resolution=64, softness=1.0, holdout=0.1,
+                 seed=0):
+        from shapegrad import data
+        from shapegrad.render import Render
+
+        if (shapes is None) == (kinds is None):
+            raise ValueError(f"Expected exactly one of shapes and kinds. Received: shapes={shapes!r}, kinds={kinds!r}")
+        if not 0 < holdout < 1:
+            raise ValueError(f"Expected holdout to be in (0, 1). Received: holdout={holdout!r}")
+        self.scan = data.scan_images(images)
+        if not len(self.scan):
+            what = f"{len(self.scan.skipped)} file(s), none a readable image" if self.scan.skipped else "no image files"
+            raise ValueError(f"Expected a folder with PNG/JPEG images. Received: images={images!r} ({what})")
+        self.images = images
+        self.kinds, self.max_shapes = kinds, max_shapes
+        shapes = superset_shapes(kinds, max_shapes) if kinds is not None else shapes
+        self.resolution = _validate.positive_int("resolution", resolution)
+        channels = self.scan.channels
+        n = len(self.scan)
+        order = np.random.default_rng(seed).permutation(n)
+        held = max(1, round(holdout * n)) if n > 1 else 1
+        self.heldout = [self.scan.paths[i] for i in sorted(order[:held])]
+        self.training = [self.scan.paths[i] for i in sorted(order[held:])] or list(self.heldout)
+        borders = [data.border_color(data.to_channels(files.read_image(p), channels)) for p in self.training[:64]]
+        background = np.median(np.stack(borders), axis=0).round(4).tolist()
+        self.renderer = Render(shapes, self.resolution, channels=channels, softness=softness, background=background)
+        from shapegrad.primitives import format_shapes
+
+        self.shapes = format_shapes(self.renderer.shapes)
+        self._dataset = None
+        self.refine = fit.refine  # a superset has too many shapes for refine_scene's permutations
+        self.fields = fields_for(self.renderer.spec)
+        self.channels = channels
+        self.background = self.renderer.background
+
+    def info(self):
+        """What the saved encoder carries (:class:`shapegrad.encode.EncoderInfo`)."""
+        from shapegrad import encode
+
+        return encode.encoder_info(self.renderer, kinds=self.kinds, max_shapes=self.max_shapes)
+
+    def build_encoder(self, width):
+        from shapegrad import encode
+
+        return encode.with_info(super().build_encoder(width), self.info())
+
+    def dataset(self, batch_size, batches, seed, targets="images", noise=0.0, fresh=True):
+        from shapegrad import data
+
+        if targets != "images":
+            raise ValueError(f"Expected targets='images' for the user's images (no labels). Received: targets={targets!r}")
+        return data.ImageFolderDataset(self.training, self.resolution, self.channels, batch_size, batches, seed,
+                                       noise, fresh)
+
+    def _heldout(self, size):
+        from shapegrad import data
+
+        return data.ImageFolderDataset(self.heldout[:size], self.resolution, self.channels, cache=0).all_images()
+
+    def validation_set(self, seed):
+        return self._heldout(64), None
+
+    def test_set(self, size, seed):
+        return self._heldout(size), None
+
+    def errors(self, pred, true):
+        return {}
+
+    def describe(self):
+        return {
+            "images": [os.fspath(p) for p in ([self.images] if isinstance(self.images, (str, os.PathLike)) else self.images)],
+            "training_images": len(self.training),
+            "heldout_images": len(self.heldout),
+            "skipped_files": len(self.scan.skipped),
+            "background": list(np.atleast_1d(self.background).tolist()),
+            "letterbox": "letterbox",
+            "kinds": self.kinds,
+            "max_shapes": self.max_shapes,
+        }
+
+
+def train_images(out, images, shapes=None, kinds=None, max_shapes=None, resolution=64, softness=1.0, holdout=0.1,
+                 seed=0, **kwargs):
+    """Train on a folder of the user's images (self-supervised); :func:`train` with an :class:`ImageTask`.
+
+    ``images``: a folder (searched recursively for PNG/JPEG) or a list of
+    files and folders. Give ``shapes`` (exact, e.g. ``"disk*2,box"``) or
+    ``kinds`` and ``max_shapes`` (:func:`superset_shapes`). Other keyword
+    arguments are :func:`train`'s (``steps``, ``seconds``, ``batch_size``,
+    ``width``, ``test_size``: at most this many held-out images are scored...).
+    Writes the same outputs as :func:`train`; ``metrics.json`` scores the
+    held-out images by reconstruction IoU and PSNR (there are no labels).
+    """
+    task = ImageTask(images, shapes, kinds, max_shapes, resolution, softness, holdout, seed)
+    if not isinstance(kwargs.get("verbose", 1), int) or kwargs.get("verbose", 1):
+        skipped = task.scan.skipped
+        if skipped:
+            import sys
+
+            print(f"skipped {len(skipped)} unreadable file(s), e.g. {skipped[0][0]}: {skipped[0][1]}", file=sys.stderr)
+    return train(out, shapes=task, seed=seed, **kwargs)

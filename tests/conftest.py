@@ -3,11 +3,16 @@
 The backend comes from ``KERAS_BACKEND`` (set by ``make test`` for each of
 tensorflow, jax and torch), as in Keras' own CI.
 
-float64: Keras 3 maps float64 to float32 in its type promotion on JAX and
-PyTorch (``BIT64_TO_BIT32_DTYPE``, "aligned with JAX's default"), so ops such
-as ``keras.ops.arctan2`` silently drop float64 inputs to float32 there. Our
-finite-difference checks need true float64, so the tests enable JAX's x64 mode
-and lift that mapping. Library code never depends on either.
+float64: the suite runs each backend as users run it: JAX in its default
+(32-bit) mode and Keras' type promotion untouched. Tests that need true float64
+(finite-difference checks, float64 parametrisations) ask for the ``float64``
+fixture, which for that one test enables JAX's x64 mode and lifts Keras'
+float64 -> float32 mapping in its type promotion (``BIT64_TO_BIT32_DTYPE``,
+"aligned with JAX's default", which makes ops such as ``keras.ops.arctan2``
+silently drop float64 inputs to float32 on JAX and PyTorch), then restores
+both. Library code never depends on either. JAX keys its jit caches on the x64
+flag (``include_in_jit_key``), so a function traced in one mode is never
+reused in the other.
 
 Hypothesis profiles: ``quick`` (default, for ``make test``) and ``stress``
 (``HYPOTHESIS_PROFILE=stress``, for ``make stress``).
@@ -17,15 +22,35 @@ import os
 
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-if os.environ["KERAS_BACKEND"] == "jax":
-    os.environ["JAX_ENABLE_X64"] = "1"
 
 import keras  # noqa: E402
+import pytest  # noqa: E402
 from hypothesis import HealthCheck, settings  # noqa: E402
 from keras.src.backend.common import dtypes as _keras_dtypes  # noqa: E402
 
-_keras_dtypes.BIT64_TO_BIT32_DTYPE["float64"] = "float64"
-_keras_dtypes._lattice_result_type.__globals__["BIT64_TO_BIT32_DTYPE"]["float64"] = "float64"
+
+@pytest.fixture
+def float64():
+    """True float64 for one test: JAX's x64 mode on, Keras' float64 -> float32 promotion lifted; both restored."""
+    table = _keras_dtypes.BIT64_TO_BIT32_DTYPE  # read by keras.backend.result_type on every call
+    saved = table["float64"]
+    table["float64"] = "float64"
+    if keras.backend.backend() == "jax":
+        import jax
+
+        was = jax.config.read("jax_enable_x64")
+        jax.config.update("jax_enable_x64", True)
+    try:
+        import numpy as np
+
+        one = np.ones(2, "float64")
+        got = keras.backend.standardize_dtype(keras.ops.arctan2(one, one).dtype)
+        assert got == "float64", f"the float64 fixture is not in effect: arctan2 of float64 gives {got}"
+        yield
+    finally:
+        table["float64"] = saved
+        if keras.backend.backend() == "jax":
+            jax.config.update("jax_enable_x64", was)
 
 _common = dict(
     deadline=None,
@@ -39,4 +64,9 @@ settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "quick"))
 
 
 def pytest_report_header(config):
-    return f"keras {keras.__version__}, backend {keras.backend.backend()}, hypothesis profile {settings.default}"
+    mode = ""
+    if keras.backend.backend() == "jax":
+        import jax
+
+        mode = ", jax_enable_x64=" + str(jax.config.read("jax_enable_x64")) + " outside the float64 fixture"
+    return f"keras {keras.__version__}, backend {keras.backend.backend()}{mode}, hypothesis profile {settings.default}"

@@ -205,7 +205,7 @@ def test_fault_in_a_bare_layer_and_in_a_plain_function():
     assert report.findings[0].kind == "nonfinite_gradient" and report.findings[0].hint == "acos"
 
 
-def test_healthy_model_gives_no_false_alarm():
+def test_healthy_model_gives_no_false_alarm(float64):
     x = np.random.default_rng(0).normal(size=(6, 3)).astype("float32")
     report = doctor.check(healthy_model(), x, targets=np.zeros((6, 2), "float32"))
     assert report.ok, str(report)
@@ -255,6 +255,23 @@ def test_dead_gradient_behind_safe_acos_is_reported():
     assert "1 of 2 feature" in dead[0].summary and "dead features (index after the batch axis): 1" in dead[0].details
 
 
+def test_a_true_invariance_is_a_note_not_a_dead_gradient():
+    # Cones normalises its axis (d0, d1): along d = (0, 1) the image does not depend on d1 at all, so its
+    # gradient is exactly 0 and rightly so (the outputs do not move when d1 moves either way).
+    report = doctor.check(Cones(32), np.array([[0.5, 0.5, 0.0, 1.0, 0.2]], "float32"), fd_samples=0)
+    assert report.ok and not report.findings, str(report)
+    assert any("invariance" in n and "input 0" in n and "3" in n for n in report.notes), report.notes
+
+
+def test_dead_relu_is_still_a_dead_gradient():
+    # Feature 1 is below the ReLU's kink for the whole batch: flat on this side only.
+    relu = keras.layers.Activation("relu", name="cut")
+    report = doctor.check(relu, np.array([[0.3, -0.4], [0.5, -0.2]], "float32"))
+    dead = [f for f in report.findings if f.kind == "dead_gradient"]
+    assert len(dead) == 1 and "dead features (index after the batch axis): 1" in dead[0].details, str(report)
+    assert not report.ok and not any("invariance" in n for n in report.notes)
+
+
 def test_dead_gradient_from_saturated_sigmoid_in_a_model():
     inputs = keras.Input((2,))
     h = keras.layers.Dense(2, kernel_initializer="identity", name="lin")(inputs)
@@ -265,14 +282,34 @@ def test_dead_gradient_from_saturated_sigmoid_in_a_model():
     assert dead and dead[0].layer == "squash", dead
 
 
-def test_gradient_that_disagrees_with_finite_differences():
+def test_gradient_that_disagrees_with_finite_differences(float64):
     x = np.array([[0.3, 1.7], [1.1, -0.7]], "float32")
     report = doctor.check(WrongGradient(name="wrong"), x)
     kinds = {f.kind for f in report.findings}
-    if "gradient_mismatch" not in kinds:
-        assert any("float64" in n for n in report.notes), str(report)
-        pytest.skip("this backend cannot run the layer in float64: " + "; ".join(report.notes))
     assert kinds == {"gradient_mismatch"}, str(report)
+    assert any(c.startswith("float64 finite differences") for c in report.checked), str(report)
+    assert not report.notes, str(report)
+
+
+def test_without_float64_the_skipped_check_is_said_not_hidden():
+    """As users run each backend (JAX without x64, Keras' float64 -> float32 promotion on JAX and
+    PyTorch): the finite-difference check either runs and finds the wrong gradient, or the report
+    says it was skipped and does not list it as checked. Never a silent pass."""
+    x = np.array([[0.3, 1.7], [1.1, -0.7]], "float32")
+    report = doctor.check(WrongGradient(name="wrong"), x)
+    ran = [c for c in report.checked if c.startswith("float64 finite differences")]
+    skipped = [n for n in report.notes if n.startswith("float64 finite-difference check skipped")]
+    if BACKEND == "tensorflow":  # float64 is native there
+        assert ran, str(report)
+    if BACKEND == "jax":  # JAX's default mode has no float64 at all
+        assert not ran, str(report)
+    if ran:
+        assert not skipped and {f.kind for f in report.findings} == {"gradient_mismatch"}, str(report)
+    else:
+        assert len(skipped) == 1 and "float32" in skipped[0], str(report)
+        assert not report.findings, str(report)  # the other checks cannot see a finite, wrong gradient
+        assert "note: " + skipped[0] in str(report)
+        assert json.loads(report.to_json())["notes"] == report.notes
 
 
 def test_float16_overflow():
@@ -329,3 +366,19 @@ def test_global_debug_state_is_restored():
 def test_bad_target_is_rejected():
     with pytest.raises(ValueError, match="Received: target=3"):
         doctor.check(3, np.ones((1, 2), "float32"))
+
+
+def test_keras_internals_the_doctor_reads_are_all_there():
+    """Fails loudly, naming it, when a Keras release moves one of the private internals the doctor reads."""
+    from shapegrad.doctor import _keras_internals
+
+    assert _keras_internals.missing() == [], (
+        f"Keras {keras.__version__} moved internals that shapegrad/doctor/_keras_internals.py reads: "
+        f"{_keras_internals.missing()}"
+    )
+    inputs = keras.Input((3,))
+    model = keras.Model(inputs, keras.layers.Dense(2)(inputs))
+    seen = []
+    out = _keras_internals.run_functional(model, np.ones((1, 3), "float32"), lambda fn, op: (seen.append(op), fn)[1], False)
+    out = out[0] if isinstance(out, (list, tuple)) else out
+    assert keras.ops.convert_to_numpy(out).shape == (1, 2) and [type(op).__name__ for op in seen] == ["Dense"]

@@ -74,7 +74,7 @@ def test_safe_mode_refuses_lambda_unless_unsafe(files, capsys):
         (["missing.keras", "--input", "x.npy"], "no such model file"),
         (["not_a_target", "--input", "x.npy"], "module:attribute"),
         (["test_doctor:nothing_here", "--input", "x.npy"], "cannot import"),
-        (["test_doctor:norm_model", "--input", "missing.npy"], "cannot read --input"),
+        (["test_doctor:norm_model", "--input", "missing.npy"], "--input: cannot read"),
     ],
 )
 def test_bad_input_exits_2_with_one_line(argv, message, capsys):
@@ -88,7 +88,7 @@ def test_exit_statuses_from_a_subprocess(files):
 
     def run(*args):
         return subprocess.run(
-            [sys.executable, "-m", "shapegrad.cli", "doctor", *args], capture_output=True, text=True, env=env, timeout=120
+            [sys.executable, "-m", "shapegrad", "doctor", *args], capture_output=True, text=True, env=env, timeout=120
         )
 
     bad = run(str(files / "acos.keras"), "--import", "test_doctor", "--input", str(files / "acos_x.npy"))

@@ -122,28 +122,88 @@ def test_read_image_keeps_16_bit_depth(tmp_path):
     assert image.shape == (4, 4, 3) and image[..., 0].min() == 1.0  # alpha dropped
 
 
-def test_swap_starts_trade_places_and_refine_best_undoes_a_swap():
-    from shapegrad.fit import refine_best, swap_starts
-    from shapegrad.models import fields_for
-
-    layer = Render("disk,box", 24, channels=3)
+def _disk_and_box(channels=3, batch=2, seed=4):
+    """A disk at (0.3, 0.3) and a box at (0.7, 0.7), random sizes and colours: ``(layer, truth)``."""
+    layer = Render("disk,box", 24, channels=channels)
     spec = layer.spec
-    truth = spec.sample(2, seed=4)
+    truth = spec.sample(batch, seed=seed)
     truth[:, spec.get(0, "center").slice] = [0.3, 0.3]
     truth[:, spec.get(1, "center").slice] = [0.7, 0.7]
-    # The guess swaps the places and colours of the disk and the box.
-    guess = truth.copy()
+    return layer, truth
+
+
+def _mse(layer, params, images):
+    return ((to_numpy(layer(params)) - images) ** 2).mean(axis=(1, 2, 3))
+
+
+def test_swap_starts_trade_places_and_refine_best_undoes_a_swap():
+    from shapegrad.fit import refine, refine_best, swap_starts
+    from shapegrad.models import fields_for
+
+    layer, truth = _disk_and_box()
+    spec = layer.spec
+    # The guess swaps the places and colours of the disk and the box...
+    swapped = truth.copy()
     for name in ("center", "color", "opacity"):
+        swapped[:, spec.get(0, name).slice] = truth[:, spec.get(1, name).slice]
+        swapped[:, spec.get(1, name).slice] = truth[:, spec.get(0, name).slice]
+    starts = swap_starts(spec, swapped)
+    assert starts.shape == (2, 2, spec.size)
+    np.testing.assert_array_equal(starts[:, 0], swapped)
+    np.testing.assert_allclose(starts[:, 1], truth, atol=1e-6)  # swapping back restores the truth
+    # ...and is off besides: places by 1.5 px, sizes by 20-25 %, a colour, so that no start is the truth.
+    guess = swapped.copy()
+    guess[:, spec.get(0, "center").slice] += 1.5 / 24
+    guess[:, spec.get(1, "center").slice] -= 1.5 / 24
+    guess[:, spec.get(0, "radius").slice] *= 1.25
+    guess[:, spec.get(1, "half_size").slice] *= 0.8
+    guess[:, spec.get(0, "color").slice] = np.clip(guess[:, spec.get(0, "color").slice] + 0.15, 0, 1)
+    starts = swap_starts(spec, guess)
+    assert np.abs(starts[:, 1] - truth).max() > 0.1
+    images = to_numpy(layer(truth))
+    fields = fields_for(spec)
+    # Plain refine cannot move the disk through the box: it stays in the box's place.
+    plain = refine(layer, fields, guess, images, steps=60)
+    assert np.abs(plain[:, spec.get(0, "center").slice] - 0.7).max() < 0.1
+    plain_loss = _mse(layer, plain, images)
+    best, loss = refine_best(layer, fields, starts, images, steps=60)
+    assert loss.shape == (2,) and loss.max() < 1e-3 and (loss < plain_loss / 10).all(), (loss, plain_loss)
+    np.testing.assert_allclose(loss, _mse(layer, best, images), rtol=1e-4, atol=1e-7)
+    assert np.abs(best[:, spec.get(0, "center").slice] - 0.3).max() < 0.02
+    assert np.abs(best[:, spec.get(1, "center").slice] - 0.7).max() < 0.02
+
+
+def test_refine_scene_raises_iou_when_the_first_guess_is_wrong():
+    from shapegrad import metrics
+    from shapegrad.fit import refine_scene
+    from shapegrad.models import fields_for
+
+    layer, truth = _disk_and_box(batch=1, seed=7)
+    spec = layer.spec
+    # Bright, opaque shapes on black, so that the IoU masks (> 0.5 from the background) hold them
+    # whole; a large disk and a thin box, so that shapes in each other's places change the masks.
+    truth[:, spec.get(0, "color").slice] = [1.0, 0.3, 0.2]
+    truth[:, spec.get(1, "color").slice] = [0.2, 0.9, 1.0]
+    truth[:, spec.get(0, "opacity").slice] = 1.0
+    truth[:, spec.get(1, "opacity").slice] = 1.0
+    truth[:, spec.get(0, "radius").slice] = 0.18
+    truth[:, spec.get(1, "half_size").slice] = [0.15, 0.05]
+    images = to_numpy(layer(truth))
+    # The first guess has the disk and the box in each other's places, 1.5 px off, the disk too small.
+    guess = truth.copy()
+    for name in ("center", "color"):
         guess[:, spec.get(0, name).slice] = truth[:, spec.get(1, name).slice]
         guess[:, spec.get(1, name).slice] = truth[:, spec.get(0, name).slice]
-    starts = swap_starts(spec, guess)
-    assert starts.shape == (2, 2, spec.size)
-    np.testing.assert_array_equal(starts[:, 0], guess)
-    np.testing.assert_allclose(starts[:, 1], truth, atol=1e-6)  # swapping back restores the truth
-    images = to_numpy(layer(truth))
-    best, loss = refine_best(layer, fields_for(spec), starts, images, steps=5)
-    assert loss.shape == (2,) and loss.max() < 1e-3
-    assert np.abs(best[:, spec.get(0, "center").slice] - 0.3).max() < 0.02
+    guess[:, spec.get(0, "center").slice] += 1.5 / 24
+    guess[:, spec.get(1, "center").slice] -= 1.5 / 24
+    guess[:, spec.get(0, "radius").slice] *= 0.8
+    before = metrics.iou(to_numpy(layer(guess)), images)[0]
+    assert before < 0.5
+    fitted = refine_scene(layer, fields_for(spec), guess, images, steps=60, rounds=1)
+    after = metrics.iou(to_numpy(layer(fitted)), images)[0]
+    assert after > 0.95, (before, after)
+    assert np.abs(fitted[0, spec.get(0, "center").slice] - 0.3).max() < 0.02
+    assert np.abs(fitted[0, spec.get(1, "center").slice] - 0.7).max() < 0.02
 
 
 def test_residual_starts_move_a_shape_onto_what_is_missed():

@@ -117,7 +117,7 @@ def test_naive_formula_gives_nan_gradients_and_cones_does_not():
 
 
 @pytest.mark.parametrize("edge", ["angle", "distance"])
-def test_finite_differences_float64(edge):
+def test_finite_differences_float64(edge, float64):
     rng = np.random.default_rng(3)
     layer = Cones(16, edge=edge, sharpness=0.5, dtype="float64")
     x = random_params(rng, 4).astype("float64")
@@ -132,7 +132,7 @@ def test_finite_differences_float64(edge):
     )
 
 
-def test_hand_written_backward_matches_autodiff():
+def test_hand_written_backward_matches_autodiff(float64):
     """The custom backward pass of the angle mode equals autodiff of sigmoid(k * logit) in float64."""
     rng = np.random.default_rng(5)
     layer = Cones(24, dtype="float64")
@@ -326,3 +326,42 @@ def test_folded_angle_polynomial_matches_atan2():
     expected = np.arctan2(c.astype(np.float64), t.astype(np.float64))
     assert np.abs(got - expected).max() <= 1.5e-7  # 1.25 float32 ulps at pi / 2
     assert got[20000] == 0.0 and got[20001] == 0.0 and got[20002] == np.float32(math.pi / 2)
+
+
+# ---- the spec, the sharpness knob, non-square images ----------------------------------------------
+
+
+def test_spec_and_default_sharpness():
+    layer = Cones(24)
+    assert layer.spec.size == 5 and [s.field.name for s in layer.spec.fields_of(0)] == ["apex", "axis", "half_angle"]
+    assert (layer.height, layer.width, layer.channels) == (24, 24, 1)
+    assert layer.default_sharpness == 24.0
+    assert Cones(24, edge="distance").default_sharpness == 2.0
+    assert Cones(24, sharpness=5.0).default_sharpness == 5.0
+    x = random_params(np.random.default_rng(2), 3)
+    np.testing.assert_array_equal(to_numpy(layer(x)), to_numpy(layer(x, sharpness=24.0)))
+
+
+@pytest.mark.parametrize("edge", ["angle", "distance"])
+def test_non_square_image_is_a_crop_of_a_square_one(edge):
+    """Apex (H a0, W a1) on (12, 20): the first 12 rows of a 20 px square with apex (12 a0 / 20, a1)."""
+    h, w = 12, 20
+    x = random_params(np.random.default_rng(3), 4)
+    y = x.copy()
+    y[:, 0] *= h / w
+    # Angle mode: min(H, W) per radian by default, so the square layer is given the same sharpness.
+    wide = Cones((h, w), edge=edge)
+    square = Cones(w, edge=edge, sharpness=wide.default_sharpness)
+    ours = to_numpy(wide(x))
+    assert ours.shape == (4, h, w, 1) and wide.compute_output_shape((None, 5)) == (None, h, w, 1)
+    np.testing.assert_allclose(ours, to_numpy(square(y))[:, :h], atol=2e-5)
+    _, (grad,) = value_and_grad(lambda p: ops.sum(wide(p)), x)
+    assert_finite("gradient", grad)
+
+
+def test_non_square_config_round_trip():
+    config = Cones((10, 14), edge="distance").get_config()
+    assert config["resolution"] == [10, 14]
+    again = Cones.from_config(config)
+    assert (again.resolution, again.height, again.width) == ((10, 14), 10, 14) and again.get_config() == config
+    assert Cones((9, 9)).resolution == 9

@@ -11,7 +11,7 @@ from helpers import adversarial_array, assert_finite, check_gradients, to_numpy,
 from shapegrad import raster
 
 
-def test_coverage_filter_width_and_slope():
+def test_coverage_filter_width_and_slope(float64):
     for softness in (0.5, 1.0, 3.0):
         c = to_numpy(raster.coverage(np.float64([0.0, -0.55 * softness, 0.55 * softness]), softness))
         np.testing.assert_allclose(c, [0.5, 0.9, 0.1], atol=2e-3)
@@ -39,7 +39,7 @@ def _random(rng, b=2, k=3, h=4, c=3):
     return rng.uniform(0, 1, (b, k, h, h)), rng.uniform(0, 1, (b, k, c)), rng.uniform(0, 1, (b, k))
 
 
-def test_over_matches_painter_and_order_matters():
+def test_over_matches_painter_and_order_matters(float64):
     rng = np.random.default_rng(0)
     cov, col, opa = _random(rng)
     bg = np.array([0.1, 0.2, 0.3])
@@ -55,7 +55,7 @@ def test_over_matches_painter_and_order_matters():
     assert not np.allclose(swapped, top)
 
 
-def test_union_is_order_free_and_reduces_to_over_for_one_shape():
+def test_union_is_order_free_and_reduces_to_over_for_one_shape(float64):
     rng = np.random.default_rng(1)
     cov, col, opa = _random(rng)
     out = to_numpy(raster.soft_union(cov, col, opa, 0.25))
@@ -68,7 +68,7 @@ def test_union_is_order_free_and_reduces_to_over_for_one_shape():
     np.testing.assert_allclose(to_numpy(raster.soft_union(*one, 0.5)), to_numpy(raster.over(*one, 0.5)), rtol=1e-12)
 
 
-def test_composite_gradients_match_finite_differences():
+def test_composite_gradients_match_finite_differences(float64):
     rng = np.random.default_rng(2)
     cov, col, opa = _random(rng, b=1, k=3, h=2, c=2)
     for mode in ("over", "union"):

@@ -12,7 +12,7 @@ from keras import ops
 from helpers import adversarial_array, assert_finite, check_gradients, jit, to_numpy, value_and_grad
 from shapegrad import Render
 from shapegrad.layers import Cones
-from shapegrad.render import RenderSpec, parse_shapes, primitive, primitive_kinds, spec_table
+from shapegrad.primitives import RenderSpec, parse_shapes, primitive, primitive_kinds, spec_table
 
 ALL = "disk,ellipse,box,triangle,polygon5,segment,bezier,cone"
 
@@ -186,7 +186,30 @@ def test_mixed_precision(policy):
     np.testing.assert_allclose(to_numpy(ops.cast(out, "float32")), ref, atol=2e-2)
 
 
-def test_gradients_match_finite_differences_float64():
+def test_colours_are_clipped_to_0_1_like_opacities():
+    """A colour of 1e30 is drawn as 1 (under mixed_float16 it made the image inf); its gradient is 0 outside."""
+    layer = Render("disk*2", 12, channels=3)
+    x = layer.spec.sample(1, seed=2)
+    colors = [s for s in layer.spec.slices if s.field.kind == "color"]
+    wild, clipped = x.copy(), x.copy()
+    for s, (big, small) in zip(colors, [(1e30, 1.0), (-7.0, 0.0)]):
+        wild[0, s.slice], clipped[0, s.slice] = big, small
+    np.testing.assert_allclose(to_numpy(layer(wild)), to_numpy(layer(clipped)), atol=1e-6)
+    value, (g,) = value_and_grad(lambda x: ops.sum(layer(x)), wild)
+    assert_finite("Render with colours 1e30 and -7", value, g)
+    assert all(np.all(to_numpy(g)[0, s.slice] == 0) for s in colors)
+    old = keras.config.dtype_policy()
+    try:
+        keras.config.set_dtype_policy("mixed_float16")
+        out = Render("disk*2", 12, channels=3)(wild)
+    finally:
+        keras.config.set_dtype_policy(old)
+    image = to_numpy(ops.cast(out, "float32"))
+    assert_finite("mixed_float16 image with a colour of 1e30", image)
+    np.testing.assert_allclose(image, to_numpy(layer(clipped)), atol=2e-2)
+
+
+def test_gradients_match_finite_differences_float64(float64):
     layer = Render(ALL, 10, channels=1, softness=2.0, dtype="float64")
     x = layer.spec.sample(1, seed=6).astype(np.float64)
     weights = np.random.default_rng(0).normal(size=(1, 10, 10, 1))
@@ -236,7 +259,7 @@ def test_recompute_gives_the_same_image_and_gradient(composite):
     assert_finite("recomputed gradient", results[0][1][0])
 
 
-def test_recompute_gradients_match_finite_differences_float64():
+def test_recompute_gradients_match_finite_differences_float64(float64):
     layer = Render(COUNTED, 10, softness=2.0, dtype="float64")
     x = layer.spec.sample(1, seed=3).astype(np.float64)
     weights = ops.convert_to_tensor(np.random.default_rng(1).normal(size=(1, 10, 10, 1)))
@@ -310,3 +333,69 @@ def test_gallery_writes_png(tmp_path):
     image = np.asarray(Image.open(path))
     assert image.ndim == 3 and image.shape[2] == 3 and image.shape[0] >= 20
     assert image.max() == 255 and image.min() < 40
+
+
+# ---- the sharpness knob and non-square images ---------------------------------------------------
+
+
+def test_sharpness_is_one_over_softness():
+    layer = Render("disk,box", 16, softness=1.0)
+    x = layer.spec.sample(2, seed=3)
+    assert layer.default_sharpness == 1.0 and Render("disk", 8, softness=2.0).default_sharpness == 0.5
+    np.testing.assert_allclose(
+        to_numpy(layer(x, sharpness=0.5)), to_numpy(Render("disk,box", 16, softness=2.0)(x)), atol=1e-6
+    )
+    with pytest.raises(TypeError):
+        layer(x, softness=2.0)  # the old keyword is gone: one name for the knob
+
+
+def test_disk_at_the_centre_of_a_non_square_image_is_centred():
+    layer = Render("disk", (80, 48))
+    assert (layer.resolution, layer.height, layer.width) == ((80, 48), 80, 48)
+    image = to_numpy(layer(np.float32([[0.5, 0.5, 0.25, 1.0, 1.0]])))[0, :, :, 0]
+    assert image.shape == (80, 48)
+    rows, cols = np.mgrid[:80, :48]
+    mass = image.sum()
+    # Centre (H/2, W/2) = (40, 24) px; radius 0.25 * min(H, W) = 12 px.
+    assert (rows * image).sum() / mass == pytest.approx(40.0, abs=1e-3)
+    assert (cols * image).sum() / mass == pytest.approx(24.0, abs=1e-3)
+    assert mass == pytest.approx(math.pi * 12**2, rel=0.01)
+
+
+def test_non_square_image_is_a_crop_of_a_square_one():
+    """Every kind on (12, 20) draws what a 20 px square image draws in its first 12 rows."""
+    h, w = 12, 20
+    wide = Render(ALL, (h, w), channels=1)
+    square = Render(ALL, w, channels=1)
+    x = wide.spec.sample(3, seed=4).astype(np.float64)
+    y = x.copy()  # the same shapes in the square image's units
+    for s in wide.spec.slices:
+        if s.field.kind == "position":
+            y[:, s.slice] = x[:, s.slice] * np.tile([h / w, 1.0], s.field.size // 2)
+        elif s.field.kind == "size":
+            y[:, s.slice] = x[:, s.slice] * h / w
+    ours = to_numpy(wide(x.astype("float32")))
+    assert ours.shape == (3, h, w, 1)
+    np.testing.assert_allclose(ours, to_numpy(square(y.astype("float32")))[:, :h], atol=2e-5)
+
+
+def test_square_given_as_a_pair_is_the_same_layer():
+    x = Render("disk,triangle", 16).spec.sample(2, seed=5)
+    a, b = Render("disk,triangle", 16), Render("disk,triangle", (16, 16))
+    assert b.resolution == 16 and b.get_config()["resolution"] == 16
+    np.testing.assert_array_equal(to_numpy(a(x)), to_numpy(b(x)))
+
+
+def test_non_square_config_round_trip(tmp_path):
+    layer = Render("disk,box", (10, 14), channels=3, softness=1.5)
+    config = layer.get_config()
+    assert config["resolution"] == [10, 14]
+    again = Render.from_config(config)
+    assert (again.height, again.width) == (10, 14) and again.get_config() == config
+    x = layer.spec.sample(2, seed=6)
+    np.testing.assert_allclose(to_numpy(again(x)), to_numpy(layer(x)))
+    model = keras.Sequential([keras.Input((layer.spec.size,)), layer])
+    model.save(tmp_path / "wide.keras")
+    loaded = keras.saving.load_model(tmp_path / "wide.keras")
+    assert loaded.output_shape == (None, 10, 14, 3)
+    np.testing.assert_allclose(to_numpy(loaded(x)), to_numpy(layer(x)), atol=1e-6)

@@ -263,7 +263,7 @@ PRIMITIVE_CASES = {
 
 
 @pytest.mark.parametrize("kind", sorted(PRIMITIVE_CASES))
-def test_gradients_match_finite_differences(kind):
+def test_gradients_match_finite_differences(kind, float64):
     fn, params = PRIMITIVE_CASES[kind]
     points = _points(24, seed=len(kind))
     check_gradients(lambda *xs: ops.sum(fn(*xs)), [points] + params, samples=8)
@@ -274,7 +274,7 @@ def _boundary_gradient(fn, point):
     return g
 
 
-def test_gradient_on_the_boundary_is_the_outward_normal():
+def test_gradient_on_the_boundary_is_the_outward_normal(float64):
     # Pixels exactly on an edge: a naive |q| has gradient 0/0 (or 0) there.
     box = lambda p: sdf.box(p, np.zeros(2), np.array([2.0, 3.0]), 0.0)
     np.testing.assert_allclose(_boundary_gradient(box, [2.0, 1.0]), [1.0, 0.0], atol=1e-12)
@@ -289,7 +289,7 @@ def test_gradient_on_the_boundary_is_the_outward_normal():
     np.testing.assert_allclose(_boundary_gradient(ell, [-4.0, 0.0]), [-1.0, 0.0], atol=1e-6)
 
 
-def test_gradient_at_centre_and_on_centre_line_is_zero():
+def test_gradient_at_centre_and_on_centre_line_is_zero(float64):
     g = _boundary_gradient(lambda p: sdf.disk(p, np.zeros(2), 3.0), [0.0, 0.0])
     np.testing.assert_array_equal(g, [0.0, 0.0])
     g = _boundary_gradient(lambda p: sdf.segment(p, np.zeros(2), np.array([0.0, 4.0]), 1.0), [0.0, 2.0])
@@ -377,7 +377,7 @@ def test_property_values_and_gradients_finite(kind, data):
 
 
 @pytest.mark.parametrize("kind", sorted(PRIMITIVE_CASES))
-def test_degenerate_sizes_finite(kind):
+def test_degenerate_sizes_finite(kind, float64):
     """Every special point at once, with zero sizes; float64 too."""
     fn, params = PRIMITIVE_CASES[kind]
     zeroed = [np.zeros_like(np.asarray(x, np.float32)) for x in params]

@@ -1,4 +1,4 @@
-"""Each backend's own numerics machinery, behind two functions, for :mod:`shapegrad.doctor`.
+"""Each backend's own debugging machinery for :mod:`shapegrad.doctor`, behind two functions.
 
 - :func:`locate_forward` runs ``fn`` and names the first operation whose output
   is non-finite although its inputs are finite.
@@ -43,8 +43,7 @@ _LIBRARY_MARKERS = (
     "/jaxlib/",
     "/torch/",
     "/numpy/",
-    "/shapegrad/doctor.py",
-    "/shapegrad/_doctor_backends.py",
+    "/shapegrad/doctor/",
     "/shapegrad/_autodiff.py",
     "<frozen",
     "/contextlib.py",

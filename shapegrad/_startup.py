@@ -1,0 +1,43 @@
+"""Before keras is imported: the command line's quiet TensorFlow start-up.
+
+``python -m shapegrad`` and the ``shapegrad`` script import this package, and
+so keras and TensorFlow, before any code of :mod:`shapegrad.cli` runs; and
+TensorFlow writes its C++ start-up log ("oneDNN custom operations are on",
+the CPU instructions it was built for) to stderr at import. So, on the command
+line only, this module sets ``TF_CPP_MIN_LOG_LEVEL=2`` unless the user set it
+(info and warnings off for the rest of the run) and imports keras with file
+descriptor 2 pointed at ``/dev/null``: the lines TensorFlow 2.21 writes before
+``absl::InitializeLog()`` ignore ``TF_CPP_MIN_LOG_LEVEL``. A user who wants
+them sets ``TF_CPP_MIN_LOG_LEVEL=0``. A failed import still raises, after
+stderr is back. A library user's ``import shapegrad`` is left alone.
+"""
+
+import os
+import sys
+
+
+def _from_command_line():
+    """True under ``python -m shapegrad[.cli|.demo]`` (argv[0] is "-m" while the package imports) or the script."""
+    first = sys.argv[0] if sys.argv else ""
+    return first == "-m" or os.path.basename(first) == "shapegrad"
+
+
+def quiet_tensorflow():
+    """Import keras with TensorFlow's C++ start-up log discarded, unless ``TF_CPP_MIN_LOG_LEVEL=0`` asks for it."""
+    if os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2") == "0" or "keras" in sys.modules:
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as devnull:
+            os.dup2(devnull.fileno(), 2)
+            try:
+                import keras  # noqa: F401 - imports the backend, which logs
+            finally:
+                os.dup2(saved, 2)
+    finally:
+        os.close(saved)
+
+
+if _from_command_line():
+    quiet_tensorflow()

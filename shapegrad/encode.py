@@ -1,0 +1,317 @@
+"""Use a trained encoder on the user's images: parameters, SVG, overlays, mapped back to each image's size.
+
+An encoder trained by :func:`shapegrad.train.train_images` (``shapegrad train
+--images``) carries what it encodes in an :class:`EncoderInfo` layer inside
+the saved model: the renderer (shapes, resolution ``N``, channels, softness,
+background, compositing) and the rule that brought images to ``N x N``
+(``"letterbox"``, :class:`shapegrad.data.Letterbox`). So
+``keras.saving.load_model`` after ``import shapegrad`` restores it, and
+:class:`Encoder` needs no shape flags.
+
+Encoding one image: bring it to the run's channels (grey repeated, colour to
+luma), letterbox it to ``N x N``, run the encoder (batched), refine the guess
+by a few Adam steps through the renderer on the image loss
+(:func:`shapegrad.fit.refine`, ``refine_steps``; 0 = encoder only), keep the
+shapes whose opacity is >= :data:`KEEP_OPACITY` (an encoder trained on a
+superset ``disk*M,box*M,...`` switches unneeded shapes off; if none is kept,
+the most opaque one is), and map the parameters back to the image's own
+``H x W`` (undoing the letterbox), where the PSNR is measured.
+
+Example (a tiny run; skipped by the doctest run, it trains for ~20 s):
+    >>> import shapegrad, numpy as np  # doctest: +SKIP
+    >>> from shapegrad import train  # doctest: +SKIP
+    >>> _ = train.train_images("run", "my_images/", kinds="disk,box", max_shapes=2,  # doctest: +SKIP
+    ...                        resolution=24, steps=20, steps_per_epoch=10, width=4, verbose=0)
+    >>> encoder = shapegrad.Encoder.load("run/encoder.keras")  # doctest: +SKIP
+    >>> found = encoder.encode([np.zeros((30, 50, 3), "float32")])  # doctest: +SKIP
+    >>> found[0].params.shape[0], (found[0].height, found[0].width)  # doctest: +SKIP
+    (1, (30, 50))
+"""
+
+import csv
+import io
+import os
+import sys
+import time
+
+import keras
+import numpy as np
+
+from shapegrad import data, files
+
+__all__ = ["KEEP_OPACITY", "EncoderInfo", "encoder_info", "with_info", "Encoded", "Encoder", "encode_files"]
+
+KEEP_OPACITY = 0.5  # a shape whose opacity is below this is switched off
+_FORMAT = "shapegrad-encoder"
+_VERSION = 1
+_OUTPUTS = ("params.json", "overlay.png", "shapes.svg")
+
+
+@keras.saving.register_keras_serializable(package="shapegrad")
+class EncoderInfo(keras.layers.Layer):
+    """An identity layer whose config is what an encoder encodes (see :func:`encoder_info`).
+
+    It sits right after the encoder's input, so it is saved and restored with
+    the model and costs nothing.
+    """
+
+    def __init__(self, info, **kwargs):
+        super().__init__(**kwargs)
+        if not isinstance(info, dict) or info.get("format") != _FORMAT:
+            raise ValueError(f"Expected info to be a dict made by encoder_info(). Received: info={info!r}")
+        self.info = dict(info)
+
+    def call(self, inputs):
+        return inputs
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(info=self.info)
+        return config
+
+
+def encoder_info(renderer, kinds=None, max_shapes=None):
+    """The dict an encoder of ``renderer``'s parameters carries: renderer config and the resizing rule."""
+    from shapegrad.primitives import format_shapes
+
+    return {
+        "format": _FORMAT,
+        "version": _VERSION,
+        "shapes": format_shapes(renderer.shapes),
+        "resolution": int(renderer.resolution),
+        "channels": int(renderer.channels),
+        "softness": float(renderer.softness),
+        "composite": renderer.composite,
+        "background": np.broadcast_to(np.float64(renderer.background), (renderer.channels,)).tolist(),
+        "resize": data.Letterbox.rule,
+        "kinds": kinds if kinds is None or isinstance(kinds, str) else ",".join(kinds),
+        "max_shapes": max_shapes,
+    }
+
+
+def with_info(encoder, info):
+    """``encoder`` (a Keras model, images -> params) behind an :class:`EncoderInfo` layer, as one model."""
+    inputs = keras.Input(encoder.input_shape[1:], name="images")
+    tagged = EncoderInfo(info, name="shapegrad_info")(inputs)
+    return keras.Model(inputs, encoder(tagged), name="encoder")
+
+
+def _find_info(model):
+    for layer in model._flatten_layers(include_self=False, recursive=True):
+        if isinstance(layer, EncoderInfo):
+            return layer.info
+    return None
+
+
+class Encoded:
+    """One encoded image.
+
+    Attributes:
+        renderer: a :class:`shapegrad.Render` of the kept shapes at the
+            image's own ``(H, W)`` (the run's channels, softness, background).
+        params: ``(1, P)`` normalised parameters of ``renderer``.
+        kept: how many shapes were kept (0 if none passed the opacity rule
+            and the most opaque one was kept anyway).
+        height, width: the image's size.
+        psnr: of ``renderer(params)`` against the image (in the run's channels), dB.
+        seconds: this image's share of its batch's time.
+    """
+
+    def __init__(self, renderer, params, kept, height, width, psnr, seconds):
+        self.renderer, self.params, self.kept = renderer, params, kept
+        self.height, self.width, self.psnr, self.seconds = height, width, psnr, seconds
+
+    def render(self):
+        """``(H, W, C)`` float32: the reconstruction at the image's size."""
+        return keras.ops.convert_to_numpy(self.renderer(self.params))[0]
+
+
+class Encoder:
+    """A trained encoder and what it encodes; :meth:`load` it, then :meth:`encode` images.
+
+    Example: see the module docstring.
+    """
+
+    def __init__(self, model, info):
+        from shapegrad.models import fields_for
+        from shapegrad.render import Render
+
+        self.model, self.info = model, dict(info)
+        self.resolution = int(info["resolution"])
+        self.channels = int(info["channels"])
+        self.renderer = self._render(info["shapes"], self.resolution)
+        self.fields = fields_for(self.renderer.spec)
+        self._Render = Render
+
+    def _render(self, shapes, resolution):
+        from shapegrad.render import Render
+
+        info = self.info
+        return Render(shapes, resolution, channels=self.channels, softness=info["softness"],
+                      composite=info.get("composite", "over"), background=info["background"])
+
+    @classmethod
+    def load(cls, path):
+        """Load ``encoder.keras``; ``ValueError`` (one line) if it is not a shapegrad image encoder."""
+        if not os.path.isfile(path):
+            raise ValueError(f"no such encoder file: {path}")
+        try:
+            model = keras.saving.load_model(path)
+        except Exception as error:  # noqa: BLE001 - Keras raises many kinds for a foreign or broken file
+            first = (str(error).strip().splitlines() or [type(error).__name__])[0]
+            raise ValueError(f"{path} is not a Keras model file shapegrad can load ({first[:200]})") from None
+        info = _find_info(model) if isinstance(model, keras.Model) else None
+        if info is None:
+            raise ValueError(
+                f"{path} carries no shapegrad encoder metadata (train it with `shapegrad train --images`; "
+                "encoders trained on synthetic scenes before this do not say what they encode)"
+            )
+        if info.get("version", 0) > _VERSION or info.get("resize") != data.Letterbox.rule:
+            raise ValueError(f"{path}: unknown encoder metadata version {info.get('version')!r} / resize {info.get('resize')!r}")
+        return cls(model, info)
+
+    def prepare(self, image):
+        """``(H, W, C)`` image -> ``(letterboxed (N, N, channels), image in the run's channels, Letterbox)``."""
+        image = data.to_channels(np.asarray(image, np.float32), self.channels)
+        box = data.Letterbox(image.shape[0], image.shape[1], self.resolution)
+        return box.apply(image), image, box
+
+    def encode(self, images, refine_steps=100, batch_size=32):
+        """Encode ``images`` (a sequence of ``(H, W, C)`` arrays in ``[0, 1]``, any sizes); a list of :class:`Encoded`."""
+        from shapegrad import fit, metrics
+
+        out = []
+        for start in range(0, len(images), batch_size):
+            t0 = time.perf_counter()
+            prepared = [self.prepare(im) for im in images[start : start + batch_size]]
+            boxed = np.stack([p[0] for p in prepared])
+            guess = self.model.predict(boxed, verbose=0, batch_size=batch_size)
+            params = fit.refine(self.renderer, self.fields, guess, boxed, steps=refine_steps)
+            chunk = []
+            for row, (_, image, box) in zip(params, prepared):
+                renderer, mapped, kept = self._to_image(row, box)
+                recon = keras.ops.convert_to_numpy(renderer(mapped))
+                psnr = float(metrics.psnr(recon, image[None])[0])
+                chunk.append(Encoded(renderer, mapped, kept, box.height, box.width, psnr, 0.0))
+            share = (time.perf_counter() - t0) / len(chunk)
+            for e in chunk:
+                e.seconds = share
+            out += chunk
+        return out
+
+    def _kept(self, row):
+        """Indices of the shapes to keep (opacity >= KEEP_OPACITY; else the most opaque one)."""
+        spec = self.renderer.spec
+        opacity = np.array([float(row[spec.get(k, "opacity").slice][0]) for k in range(spec.num_shapes)])
+        keep = np.flatnonzero(opacity >= KEEP_OPACITY)
+        return (keep, len(keep)) if len(keep) else (np.array([int(opacity.argmax())]), 0)
+
+    def _to_image(self, row, box):
+        """The kept shapes of one ``(P,)`` row of the ``N x N`` frame, at the image's size: ``(renderer, (1, P'), kept)``."""
+        from shapegrad.primitives import format_shapes
+
+        spec = self.renderer.spec
+        keep, kept = self._kept(row)
+        counts = {}
+        for k in keep:
+            kind = spec.fields_of(int(k))[0].kind
+            counts[kind] = counts.get(kind, 0) + 1
+        shapes = format_shapes([(kind, counts[kind]) for kind, _ in spec.shapes if kind in counts])
+        values = np.concatenate([row[s.slice] for k in keep for s in spec.fields_of(int(k))])[None]
+        frame = self._render(shapes, self.resolution)
+        renderer = self._render(shapes, (box.height, box.width))
+        return renderer, box.to_image(frame.spec, values, renderer.spec), kept
+
+
+def _summary_csv(rows):
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(["file", "size", "shapes_kept", "psnr_db", "seconds", "status"])
+    writer.writerows(rows)
+    return buffer.getvalue()
+
+
+def encode_files(encoder, inputs, out, refine_steps=100, batch_size=32, force=False, progress=True):
+    """Encode every image among ``inputs`` (files and/or folders) into ``out``; returns a summary dict.
+
+    Per image ``out/<stem>/params.json`` (readable by ``shapegrad render``;
+    ``height``/``width`` are the image's, plus ``image``, ``psnr_db`` and
+    ``shapes_kept``), ``overlay.png`` (the image with each shape's outline)
+    and ``shapes.svg``; then ``out/summary.csv`` (one row per file: ``file,
+    size, shapes_kept, psnr_db, seconds, status``; unreadable files and
+    images whose folder exists are rows with status ``skipped: ...``) and
+    ``out/sheet.png`` (up to 16 inputs letterboxed, above their
+    reconstructions). Two images with the same stem get ``<stem>``,
+    ``<stem>-2``, ...
+
+    ``encoder``: an :class:`Encoder` or a path to ``encoder.keras``. An
+    existing ``out/<stem>`` is left alone unless ``force`` (the others are
+    still done). Returns ``{"encoded": n, "unreadable": [(path, why)],
+    "existing": [paths], "rows": [...]}``. Raises ``ValueError`` when no
+    input is a readable image.
+    """
+    from shapegrad import fit, plots
+
+    encoder = encoder if isinstance(encoder, Encoder) else Encoder.load(encoder)
+    scan = data.scan_images(inputs)
+    if not len(scan):
+        what = f"{len(scan.skipped)} file(s), none a readable image" if scan.skipped else "no image files"
+        raise ValueError(f"Expected PNG/JPEG images. Received: {list(inputs)!r} ({what})")
+    rows = [[p, "", "", "", "", f"skipped: unreadable ({why})"] for p, why in scan.skipped]
+    for path, why in scan.skipped:
+        print(f"skipped unreadable {path}: {why}", file=sys.stderr)
+    folders, todo, existing = {}, [], []
+    for path in scan.paths:
+        stem = os.path.splitext(os.path.basename(path))[0]
+        name, k = stem, 1
+        while name in folders.values():
+            k += 1
+            name = f"{stem}-{k}"
+        folders[path] = name
+        if os.path.exists(os.path.join(out, name)) and not force:
+            existing.append(path)
+            rows.append([path, "", "", "", "", f"skipped: {os.path.join(out, name)} exists (use --force)"])
+            print(f"skipped {path}: {os.path.join(out, name)} exists (use --force to overwrite)", file=sys.stderr)
+        else:
+            todo.append(path)
+    bar = keras.utils.Progbar(len(todo), unit_name="image") if progress and todo else None
+    sheet_in, sheet_out = [], []
+    encoded = 0
+    for start in range(0, len(todo), batch_size):
+        paths, images = [], []
+        for path in todo[start : start + batch_size]:
+            try:
+                images.append(files.read_image(path))
+                paths.append(path)
+            except ValueError as error:  # listed as readable, but does not decode
+                rows.append([path, "", "", "", "", f"skipped: unreadable ({error})"])
+                print(f"skipped unreadable {path}: {error}", file=sys.stderr)
+        results = encoder.encode(images, refine_steps=refine_steps, batch_size=batch_size) if images else []
+        for path, image, e in zip(paths, images, results):
+            folder = os.path.join(out, folders[path])
+            files.save_params(os.path.join(folder, "params.json"), e.renderer, e.params, image=path,
+                              psnr_db=round(e.psnr, 3), shapes_kept=e.kept)
+            shown = data.to_channels(image, encoder.channels)
+            plots.save_image(os.path.join(folder, "overlay.png"),
+                             plots.overlay(shown, fit._outlines(e.renderer, e.params[0])), scale=max(1, 256 // max(shown.shape[:2])))
+            files.write_text(os.path.join(folder, "shapes.svg"), files.to_svg(e.renderer, e.params[0]))
+            rows.append([path, f"{e.width}x{e.height}", e.kept, f"{e.psnr:.2f}", f"{e.seconds:.3f}", "ok"])
+            encoded += 1
+            if len(sheet_in) < 16:
+                boxed, _, box = encoder.prepare(image)
+                sheet_in.append(boxed)
+                sheet_out.append(box.apply(e.render()))
+            if bar:
+                bar.add(1)
+    order = {p: i for i, p in enumerate([*scan.paths, *(p for p, _ in scan.skipped)])}
+    rows.sort(key=lambda r: order.get(r[0], len(order)))
+    os.makedirs(out, exist_ok=True)
+    files.write_text(os.path.join(out, "summary.csv"), _summary_csv(rows))
+    if sheet_in:
+        plots.save_image(os.path.join(out, "sheet.png"), plots.image_grid([sheet_in, sheet_out]),
+                         scale=max(1, 96 // encoder.resolution))
+    unreadable = [r[0] for r in rows if str(r[5]).startswith("skipped: unreadable")]
+    return {"encoded": encoded, "unreadable": unreadable, "existing": existing, "rows": rows}

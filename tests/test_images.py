@@ -1,0 +1,320 @@
+"""The user's own images: the folder pipeline, letterboxing, `train --images`, `encode`, and bad input.
+
+Images are drawn with scikit-image (an independent rasteriser) into tmp_path, in mixed sizes and
+modes (grey, RGB, RGBA, 16-bit, in a sub-folder too). Encoding tests use an untrained encoder
+saved with its metadata (fast); the training tests are marked slow.
+"""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import keras
+import numpy as np
+import pytest
+from PIL import Image
+from skimage import draw
+
+import shapegrad
+from shapegrad import cli, data, encode, files, metrics
+from shapegrad.models import build_encoder, fields_for
+from shapegrad.render import Render
+
+SIZES = [(20, 20), (24, 36), (40, 28), (16, 16), (33, 21)]
+
+
+def _scene(rng, h, w):
+    image = np.zeros((h, w, 3))
+    n = min(h, w)
+    rr, cc = draw.disk((rng.uniform(0.35, 0.65) * h, rng.uniform(0.35, 0.65) * w), rng.uniform(0.15, 0.3) * n,
+                       shape=(h, w))
+    image[rr, cc] = rng.uniform(0.4, 1.0, 3)
+    r0, c0 = rng.uniform(0.3, 0.7) * h, rng.uniform(0.3, 0.7) * w
+    t = rng.uniform(0, 2 * np.pi) + np.arange(4) * np.pi / 2
+    rr, cc = draw.polygon(r0 + 0.2 * n * np.sin(t), c0 + 0.2 * n * np.cos(t), shape=(h, w))
+    image[rr, cc] = rng.uniform(0.4, 1.0, 3)
+    return image
+
+
+def make_folder(root, count=10, seed=0):
+    """``count`` PNGs of mixed sizes and modes under ``root`` (half in ``root/sub``); returns their paths."""
+    rng = np.random.default_rng(seed)
+    os.makedirs(root / "sub", exist_ok=True)
+    paths = []
+    for i in range(count):
+        h, w = SIZES[i % len(SIZES)]
+        image = _scene(rng, h, w)
+        path = root / ("sub" if i % 2 else "") / f"im{i}.png"
+        if i % 4 == 0:  # grey, 8-bit
+            Image.fromarray((image.mean(-1) * 255).astype(np.uint8)).save(path)
+        elif i % 4 == 1:  # RGBA
+            rgba = np.concatenate([image, np.ones_like(image[..., :1])], -1)
+            Image.fromarray((rgba * 255).astype(np.uint8)).save(path)
+        elif i % 4 == 2:  # grey, 16-bit
+            Image.fromarray((image.mean(-1) * 65535).astype(np.uint16)).save(path)
+        else:
+            Image.fromarray((image * 255).astype(np.uint8)).save(path)
+        paths.append(str(path))
+    return paths
+
+
+def save_untrained(path, resolution=16, shapes="disk*2,box*2", channels=3):
+    """An untrained encoder with its metadata, saved like train --images saves one."""
+    renderer = Render(shapes, resolution, channels=channels, background=[0.0] * channels)
+    keras.utils.set_random_seed(0)
+    model = encode.with_info(build_encoder((resolution, resolution, channels), fields_for(renderer.spec), width=4),
+                             encode.encoder_info(renderer, kinds="disk,box", max_shapes=2))
+    model.save(path)
+    return path
+
+
+def run_cli(*argv, capsys=None):
+    status = cli.main([str(a) for a in argv])
+    return status, (capsys.readouterr() if capsys else None)
+
+
+# --------------------------------------------------------------------------- the data pipeline
+
+
+def test_scan_finds_images_recursively_and_skips_unreadable(tmp_path):
+    paths = make_folder(tmp_path)
+    (tmp_path / "broken.png").write_bytes(b"not a png")
+    (tmp_path / "notes.txt").write_text("ignored: not an image name")
+    scan = data.scan_images(tmp_path)
+    assert sorted(scan.paths) == sorted(paths)
+    assert [p for p, _ in scan.skipped] == [str(tmp_path / "broken.png")]
+    assert scan.channels == 3 and not all(scan.colour) and any(scan.colour)
+    assert (SIZES[1] in scan.sizes) and (SIZES[2] in scan.sizes)
+    with pytest.raises(ValueError, match="no such file or folder"):
+        data.scan_images(tmp_path / "missing")
+
+
+def test_letterbox_keeps_the_aspect_and_pads_with_the_border_colour():
+    image = np.full((40, 80, 3), 0.25, np.float32)
+    image[10:30, 30:50] = 1.0
+    box = data.Letterbox(40, 80, 16)
+    boxed = box.apply(image)
+    assert boxed.shape == (16, 16, 3) and (box.inner, box.top, box.left) == ((8, 16), 4, 0)
+    np.testing.assert_allclose(boxed[:4], 0.25, atol=1e-6)  # padding: the border colour
+    np.testing.assert_allclose(boxed[12:], 0.25, atol=1e-6)
+    assert boxed[8, 8].min() > 0.9  # the square's centre, 2x smaller
+
+
+@pytest.mark.parametrize("size", [(40, 80), (60, 30), (16, 16)])
+def test_parameters_map_back_to_the_images_own_size(size):
+    """A scene in the N x N frame, mapped to H x W and rendered there, letterboxes back onto itself."""
+    h, w = size
+    frame = Render("disk,box,triangle", 32, channels=1)
+    box = data.Letterbox(h, w, 32)
+    params = frame.spec.sample(4, seed=3)
+    positions = [s for s in frame.spec.slices if s.field.kind == "position"]
+    for s in positions:  # keep the shapes inside the image part of the frame
+        params[:, s.slice][:, 0::2] = (box.top + (0.3 + 0.4 * params[:, s.slice][:, 0::2]) * box.inner[0]) / 32
+        params[:, s.slice][:, 1::2] = (box.left + (0.3 + 0.4 * params[:, s.slice][:, 1::2]) * box.inner[1]) / 32
+    for s in frame.spec.slices:
+        if s.field.kind == "size":
+            params[:, s.slice] *= min(box.inner) / 32
+    big = Render("disk,box,triangle", (h, w), channels=1)
+    mapped = box.to_image(frame.spec, params, big.spec)
+    drawn = keras.ops.convert_to_numpy(big(mapped))
+    assert drawn.shape == (4, h, w, 1)
+    back = np.stack([box.apply(d) for d in drawn])
+    want = keras.ops.convert_to_numpy(frame(params))
+
+    def mass_and_centre(x):
+        x = x[..., 0]
+        ii, jj = np.indices(x.shape[1:])
+        mass = x.sum(axis=(1, 2))
+        return mass, (x * ii).sum(axis=(1, 2)) / mass, (x * jj).sum(axis=(1, 2)) / mass
+
+    (m0, r0, c0), (m1, r1, c1) = mass_and_centre(back), mass_and_centre(want)
+    np.testing.assert_allclose(m0, m1, rtol=0.1)  # areas (a wrong length scale is off by 2x); soft corners ~5 %
+    np.testing.assert_allclose(r0, r1, atol=0.25)  # and where, to a quarter pixel of the frame
+    np.testing.assert_allclose(c0, c1, atol=0.25)
+
+
+def test_image_dataset_streams_every_image_once_per_pass(tmp_path):
+    paths = make_folder(tmp_path, count=6)
+    ds = data.ImageFolderDataset(paths, 16, 3, batch_size=4, batches=3, seed=1, cache=2)
+    x, y = ds[0]
+    assert x.shape == (4, 16, 16, 3) and x.dtype == np.float32 and np.array_equal(x, y)
+    assert 0 <= x.min() and x.max() <= 1
+    seen = np.concatenate([ds.indices(i) for i in range(3)])  # 12 draws = 2 passes over 6 images
+    assert sorted(seen[:6]) == list(range(6)) and sorted(seen[6:]) == list(range(6))
+    again = ds.indices(1)
+    ds.on_epoch_end()
+    assert not np.array_equal(np.concatenate([ds.indices(i) for i in range(3)]), seen)
+    ds.epoch = 0
+    np.testing.assert_array_equal(ds.indices(1), again)  # a pure function of (seed, epoch, index)
+    assert len(ds._cache) <= 2
+    grey = data.ImageFolderDataset(paths, 16, 1, batch_size=2)
+    assert grey[0][0].shape == (2, 16, 16, 1)
+
+
+# --------------------------------------------------------------------------- encode
+
+
+def test_encoder_metadata_survives_a_plain_load_model(tmp_path):
+    path = save_untrained(str(tmp_path / "encoder.keras"))
+    model = keras.saving.load_model(path)
+    encoder = shapegrad.Encoder(model, encode._find_info(model))
+    assert encoder.info["shapes"] == "disk*2,box*2" and encoder.info["resize"] == "letterbox"
+    assert encoder.resolution == 16 and encoder.channels == 3
+
+
+def test_encode_writes_per_image_files_that_render_at_the_images_size(tmp_path, capsys):
+    paths = make_folder(tmp_path / "in", count=8)
+    enc = save_untrained(str(tmp_path / "encoder.keras"))
+    out = tmp_path / "out"
+    status, io_ = run_cli("encode", enc, tmp_path / "in", "--out", out, "--refine-steps", "3", capsys=capsys)
+    assert status == 0, io_.err
+    assert "encoded 8 image(s)" in io_.out
+    rows = (out / "summary.csv").read_text().splitlines()
+    assert rows[0] == "file,size,shapes_kept,psnr_db,seconds,status" and len(rows) == 9
+    assert (out / "sheet.png").exists()
+    for path in paths:
+        stem = os.path.splitext(os.path.basename(path))[0]
+        folder = out / stem
+        assert {"params.json", "overlay.png", "shapes.svg"} <= set(os.listdir(folder))
+        meta = json.load(open(folder / "params.json"))
+        h, w = Image.open(path).size[::-1]
+        assert (meta["height"], meta["width"]) == (h, w)
+        status, io_ = run_cli("render", folder / "params.json", "--out", tmp_path / f"{stem}.png", capsys=capsys)
+        assert status == 0, io_.err
+        drawn = files.read_image(str(tmp_path / f"{stem}.png"))
+        assert drawn.shape[:2] == (h, w)
+        # The file reproduces the reconstruction that was scored.
+        psnr = float(metrics.psnr(drawn[None], data.to_channels(files.read_image(path), 3)[None])[0])
+        assert abs(psnr - meta["psnr_db"]) < 0.5
+
+
+def test_encode_python_api_maps_back_and_keeps_switched_off_shapes_out(tmp_path):
+    enc = shapegrad.Encoder.load(save_untrained(str(tmp_path / "e.keras")))
+    images = [np.zeros((30, 50, 1), "float32"), np.ones((12, 12, 3), "float32")]
+    found = enc.encode(images, refine_steps=0)
+    assert [(e.height, e.width) for e in found] == [(30, 50), (12, 12)]
+    for e in found:
+        opacities = [e.params[0, e.renderer.spec.get(k, "opacity").slice][0] for k in range(e.renderer.spec.num_shapes)]
+        assert e.renderer.spec.num_shapes == max(e.kept, 1)
+        if e.kept:
+            assert min(opacities) >= encode.KEEP_OPACITY
+        assert e.render().shape == (e.height, e.width, 3) and np.isfinite(e.psnr)
+
+
+def test_encode_does_not_overwrite_without_force_but_does_the_rest(tmp_path, capsys):
+    make_folder(tmp_path / "in", count=3)
+    (tmp_path / "in" / "broken.png").write_bytes(b"\x89PNG broken")
+    enc = save_untrained(str(tmp_path / "encoder.keras"))
+    out = tmp_path / "out"
+    os.makedirs(out / "im0")
+    (out / "im0" / "mine.txt").write_text("keep me")
+    status, io_ = run_cli("encode", enc, tmp_path / "in", "--out", out, "--refine-steps", "0", capsys=capsys)
+    assert status == 1
+    assert "im0" in io_.err and "broken.png" in io_.err
+    assert (out / "im0" / "mine.txt").read_text() == "keep me" and not (out / "im0" / "params.json").exists()
+    assert (out / "im1" / "params.json").exists() and (out / "im2" / "params.json").exists()
+    summary = (out / "summary.csv").read_text()
+    assert "exists" in summary and "unreadable" in summary
+    status, io_ = run_cli("encode", enc, tmp_path / "in" / "im0.png", "--out", out, "--force", "--refine-steps", "0",
+                          capsys=capsys)
+    assert status == 0 and (out / "im0" / "params.json").exists()
+
+
+@pytest.mark.parametrize("what", ["empty", "unreadable"])
+def test_a_folder_without_readable_images_is_one_line_exit_2(tmp_path, capsys, what):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    if what == "unreadable":
+        (folder / "a.png").write_bytes(b"nope")
+        (folder / "b.jpg").write_bytes(b"")
+    enc = save_untrained(str(tmp_path / "encoder.keras"))
+    for argv in (
+        ["train", "--images", folder, "--kinds", "disk", "--max-shapes", "2", "--out", tmp_path / "run"],
+        ["encode", enc, folder, "--out", tmp_path / "out"],
+    ):
+        status, io_ = run_cli(*argv, capsys=capsys)
+        assert status == 2, io_.err
+        error = [line for line in io_.err.splitlines() if "error:" in line]
+        assert len(error) == 1 and ("no image files" in error[0] or "none a readable image" in error[0]), io_.err
+    assert not (tmp_path / "run").exists() and not (tmp_path / "out").exists()
+
+
+def test_an_encoder_that_is_not_ours_is_refused(tmp_path, capsys):
+    make_folder(tmp_path / "in", count=1)
+    plain = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
+    plain.save(tmp_path / "plain.keras")
+    (tmp_path / "junk.keras").write_bytes(b"junk")
+    for path, expected in ((tmp_path / "plain.keras", "no shapegrad encoder metadata"),
+                           (tmp_path / "junk.keras", "not a Keras model file"),
+                           (tmp_path / "none.keras", "no such encoder file")):
+        status, io_ = run_cli("encode", path, tmp_path / "in", "--out", tmp_path / "out", capsys=capsys)
+        assert status == 2 and expected in io_.err, io_.err
+    assert not (tmp_path / "out").exists()
+
+
+def test_train_images_argument_checks(tmp_path, capsys):
+    make_folder(tmp_path / "in", count=2)
+    for argv, expected in (
+        (["--kinds", "disk"], "--max-shapes"),
+        (["--kinds", "disk", "--max-shapes", "2", "--shapes", "disk"], "not both"),
+        (["--kinds", "blob", "--max-shapes", "2"], "blob"),
+        (["--shapes", "disk", "--supervised"], "labels"),
+    ):
+        status, io_ = run_cli("train", "--images", tmp_path / "in", *argv, "--out", tmp_path / "run", capsys=capsys)
+        assert status == 2 and expected in io_.err, io_.err
+    status, io_ = run_cli("train", "--kinds", "disk", "--max-shapes", "2", "--out", tmp_path / "run", capsys=capsys)
+    assert status == 2 and "--images" in io_.err
+
+
+# --------------------------------------------------------------------------- training (slow)
+
+TRAIN = ["--resolution", "16", "--steps-per-epoch", "3", "--batch-size", "8", "--width", "4", "--test-size", "8",
+         "--refine-steps", "2"]
+
+
+@pytest.mark.slow
+def test_train_on_a_tiny_folder_then_encode_with_it(tmp_path, capsys):
+    make_folder(tmp_path / "in", count=10)
+    (tmp_path / "in" / "broken.png").write_bytes(b"nope")
+    run = tmp_path / "run"
+    status, io_ = run_cli("train", "--images", tmp_path / "in", "--kinds", "disk,box", "--max-shapes", "2",
+                          "--steps", "6", *TRAIN, "--out", run, capsys=capsys)
+    assert status == 0, io_.err
+    assert "broken.png" in io_.err
+    saved = json.load(open(run / "metrics.json"))
+    assert saved["shapes"] == "disk*2,box*2" and saved["channels"] == 3
+    assert (saved["training_images"], saved["heldout_images"], saved["skipped_files"]) == (9, 1, 1)
+    assert saved["steps"] == 6 and np.isfinite(saved["psnr"]) and "iou" in saved
+    assert {"encoder.keras", "curves.png", "reconstructions.png"} <= set(os.listdir(run))
+    enc = shapegrad.Encoder.load(str(run / "encoder.keras"))
+    assert enc.info["shapes"] == "disk*2,box*2" and enc.info["max_shapes"] == 2
+    status, io_ = run_cli("encode", run / "encoder.keras", tmp_path / "in" / "sub" / "im3.png", "--out", tmp_path / "o",
+                          "--refine-steps", "2", capsys=capsys)
+    assert status == 0 and (tmp_path / "o" / "im3" / "params.json").exists(), io_.err
+
+
+@pytest.mark.slow
+def test_killed_train_images_run_resumes_from_its_checkpoint(tmp_path):
+    """As tests/test_train.py does for synthetic scenes: SIGKILL after a checkpoint, rerun, it resumes."""
+    make_folder(tmp_path / "in", count=8)
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "shapegrad.cli", "train", "--images", str(tmp_path / "in"), "--shapes", "disk,box",
+           "--steps", "30", *TRAIN, "--out", str(out)]
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    first = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, text=True)
+    marker = out / "backup" / "training_metadata.json"
+    deadline = time.time() + 240
+    while not marker.exists() and first.poll() is None and time.time() < deadline:
+        time.sleep(0.02)
+    assert marker.exists(), first.communicate()[0][-2000:]
+    first.send_signal(signal.SIGKILL)
+    first.wait()
+    assert not (out / "metrics.json").exists()
+    second = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
+    assert second.returncode == 0, second.stderr[-2000:]
+    log = second.stdout + second.stderr
+    assert "Epoch 1/10" not in log and "Epoch 10/10" in log, log[-2000:]
+    assert json.load(open(out / "metrics.json"))["steps"] == 30

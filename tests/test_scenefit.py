@@ -1,0 +1,160 @@
+"""The scene fitter: one compiled loop, unknown kinds and count, depth order, bad input.
+
+Scenes here are drawn by scikit-image (an independent, hard-edged rasterizer), with this file's own
+seeds and layouts: the benchmark (benchmarks/fit_scenes.py) uses other scenes.
+"""
+
+import keras
+import numpy as np
+import pytest
+from skimage.draw import disk, polygon
+
+from helpers import BACKEND, jit
+from shapegrad import _autodiff
+from shapegrad.scenefit import Scene, SceneEngine, fit_scene, noise_level
+
+# Few steps, tiny images: enough for these scenes, fast on every backend.
+QUICK = dict(steps=40, joint_steps=40, order_steps=30, polish_steps=40)
+COMPILES = BACKEND in ("jax", "tensorflow")
+
+
+def _canvas(size=(24, 24), background=(0.1, 0.15, 0.2)):
+    return np.broadcast_to(np.float32(background), size + (3,)).copy()
+
+
+def _disk(image, center, radius, color):
+    rr, cc = disk(center, radius, shape=image.shape[:2])
+    image[rr, cc] = color
+
+
+def _box(image, top, left, bottom, right, color):
+    rr, cc = polygon([top, top, bottom, bottom], [left, right, right, left], shape=image.shape[:2])
+    image[rr, cc] = color
+
+
+def _disk_params(row, col, radius, color, n=16):
+    return np.array([row / n, col / n, radius / n, *color, 1.0], "float32")
+
+
+def test_traced_value_and_grad_inside_jit_matches_value_and_grad():
+    def fn(x, y):
+        return keras.ops.sum(keras.ops.sin(x) * y), x * 2.0
+
+    grad = _autodiff.traced_value_and_grad(fn, wrt=1)
+    x = np.linspace(-1, 1, 5).astype("float32")
+    value, aux, (gx,) = jit(lambda a, b: grad(a, b))(x, np.float32(3.0))
+    expected, _, (ex, _) = _autodiff.value_and_grad_with_aux(fn, x, np.float32(3.0))
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(gx), ex, rtol=1e-5)
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(value), expected, rtol=1e-5)
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(aux), 2 * x)
+
+
+def test_engine_is_traced_once_for_any_scenes_steps_and_chunks():
+    engine = SceneEngine(("disk", "box"), 16, 16, 3, max_depth=2, batch=2, instances=2)
+    red, blue = (0.9, 0.1, 0.1), (0.1, 0.2, 0.9)
+    box = np.array([0.5, 0.6, 0.2, 0.15, 1.0, 0.0, 0.01, *blue, 1.0], "float32")
+    truth = [
+        Scene([("disk", _disk_params(6, 6, 3, red))], np.float32([0.0, 0.0, 0.0])),
+        Scene([("box", box), ("disk", _disk_params(8, 9, 3, red))], np.float32([0.2, 0.2, 0.2])),
+        Scene([("disk", _disk_params(8, 9, 3, red)), ("box", box)], np.float32([0.2, 0.2, 0.2])),
+    ]
+    images = engine.render(truth, sharpness=2.0)  # three items, batch 2: two chunks
+    assert images.shape == (3, 16, 16, 3) and images.dtype == np.float32
+    assert not np.allclose(images[1], images[2])  # the depth order changes the picture
+    fitted, loss, recon = engine.fit(truth, images, steps=3, sharpness=(2.0, 2.0))
+    fitted, loss, recon = engine.fit(truth[::-1], images[::-1], steps=7, learning_rate=0.01)
+    assert loss.shape == (3,) and np.isfinite(loss).all() and recon.shape == images.shape
+    if COMPILES:
+        assert engine.traces == 1
+    for scene in fitted:
+        for _, params in scene.shapes:
+            assert params.dtype == np.float32 and np.isfinite(params).all()
+
+
+def test_engine_refines_independent_items_and_keeps_frozen_shapes():
+    engine = SceneEngine(("disk",), 16, 16, 1, max_depth=2, batch=2)
+    truth = [
+        Scene([("disk", _disk_params(6, 7, 3, (1.0,))), ("disk", _disk_params(10, 9, 3, (0.5,)))], np.zeros(1, "f")),
+        Scene([("disk", _disk_params(9, 8, 4, (0.8,)))], np.zeros(1, "f")),
+    ]
+    images = engine.render(truth, sharpness=2.0)
+    start = [
+        Scene([("disk", _disk_params(6.5, 6.5, 2.5, (0.7,))), ("disk", truth[0].shapes[1][1])], np.zeros(1, "f")),
+        Scene([("disk", _disk_params(8.5, 8.5, 3.5, (0.6,)))], np.zeros(1, "f")),
+    ]
+    fitted, loss, _ = engine.fit(start, images, steps=200, sharpness=(1.0, 2.0), train=[{0}, {0}])
+    assert loss.max() < 1e-4
+    for got, want in zip(fitted, truth):
+        np.testing.assert_allclose(got.shapes[0][1][:3] * 16, want.shapes[0][1][:3] * 16, atol=0.1)
+    np.testing.assert_allclose(fitted[0].shapes[1][1], truth[0].shapes[1][1], atol=1e-6)  # not trained
+
+
+@pytest.mark.slow  # the whole search: ~45 s compiled (JAX), minutes in PyTorch's eager mode
+def test_unknown_count_and_kinds_of_skimage_scenes():
+    one, two = _canvas(), _canvas()
+    _disk(one, (12, 11), 6, (0.9, 0.8, 0.2))
+    _box(two, 3, 3, 11, 13, (0.2, 0.8, 0.3))
+    _disk(two, (16, 15), 5, (0.9, 0.2, 0.6))
+    fits = fit_scene(np.stack([one, two]), kinds=("disk", "box"), max_shapes=3, **QUICK)
+    assert [f.count for f in fits] == [1, 2]
+    assert fits[0].kinds == ("disk",) and sorted(fits[1].kinds) == ["box", "disk"]
+    for fit, image in zip(fits, (one, two)):
+        assert fit.psnr > 25 and fit.params.dtype == np.float32 and np.isfinite(fit.params).all()
+        np.testing.assert_allclose(fit.render(), image, atol=0.5)
+        assert fit.renderer().spec.size == fit.params.size
+
+
+@pytest.mark.slow  # the whole search: ~25 s compiled (JAX), minutes in PyTorch's eager mode
+def test_known_shapes_and_occlusion_order():
+    # The disk over the box, and the box over the disk: the same two shapes, the other way round.
+    disk_on_top, box_on_top = _canvas(), _canvas()
+    for image, order in ((disk_on_top, "box disk"), (box_on_top, "disk box")):
+        for kind in order.split():
+            if kind == "box":
+                _box(image, 5, 5, 15, 15, (0.9, 0.9, 0.9))
+            else:
+                _disk(image, (15, 15), 5.5, (0.9, 0.1, 0.1))
+    fits = fit_scene([disk_on_top, box_on_top], shapes="disk,box", **QUICK)
+    assert [f.shapes for f in fits] == ["box,disk", "disk,box"]
+    assert all(f.psnr > 25 for f in fits)
+
+
+def test_noise_level_reads_noise_and_ignores_hard_edges():
+    rng = np.random.default_rng(3)
+    clean = _canvas((40, 40))
+    _box(clean, 8, 8, 30, 25, (0.8, 0.3, 0.5))
+    assert noise_level(clean[None])[0] == pytest.approx(1 / 255)
+    noisy = clean + rng.normal(0, 0.05, clean.shape).astype("float32")
+    assert noise_level(noisy[None])[0] == pytest.approx(0.05, rel=0.15)
+
+
+@pytest.mark.parametrize(
+    "call, message",
+    [
+        (lambda: fit_scene(np.zeros((1, 8, 8, 1)), kinds=("circle",)), "Received: kinds=('circle',)"),
+        (lambda: fit_scene(np.zeros((1, 8, 8, 1)), kinds="disk,disk"), "Received: kinds=('disk', 'disk')"),
+        (lambda: fit_scene(np.zeros((1, 8, 8, 1)), max_shapes=0), "Received: max_shapes=0"),
+        (lambda: fit_scene(np.zeros((1, 8, 8, 1)), shapes="disk*x"), "Received: shapes='disk*x'"),
+        (lambda: fit_scene(np.zeros((8, 8))), "Received: images"),
+        (lambda: fit_scene([np.full((8, 8, 1), np.nan)]), "Received: shape=(8, 8, 1)"),
+        (lambda: fit_scene(np.zeros((1, 8, 8, 1)), speed=3), "Received: ['speed']"),
+        (lambda: SceneEngine(("disk",), 8, 8, 1, max_depth=0, batch=1), "Received: max_depth=0"),
+        (lambda: SceneEngine(("disk",), 8, 8, 1, max_depth=1, batch=1, loop="fast"), "Received: loop='fast'"),
+    ],
+)
+def test_bad_arguments_raise_keras_style_errors(call, message):
+    with pytest.raises(ValueError, match="Expected") as info:
+        call()
+    assert message in str(info.value)
+
+
+def test_engine_checks_images_and_scenes():
+    engine = SceneEngine(("disk",), 8, 8, 1, max_depth=1, batch=1)
+    scene = Scene([("disk", _disk_params(4, 4, 2, (1.0,), n=8))], np.zeros(1, "float32"))
+    with pytest.raises(ValueError, match=r"Received: images.shape=\(1, 8, 8, 3\)"):
+        engine.fit([scene], np.zeros((1, 8, 8, 3)))
+    with pytest.raises(ValueError, match="Received: steps=-1"):
+        engine.fit([scene], np.zeros((1, 8, 8, 1)), steps=-1)
+    two = Scene(scene.shapes * 2, scene.background)
+    with pytest.raises(ValueError, match="max_depth=1"):
+        engine.fit([two], np.zeros((1, 8, 8, 1)))
