@@ -140,7 +140,7 @@ KERNELS = ("disk", "box", "ellipse", "polygon")
 
 
 @pytest.mark.parametrize("kind", KERNELS)
-def test_shape_alpha_gradients_match_finite_differences_float64(kind):
+def test_shape_alpha_gradients_match_finite_differences_float64(kind, float64):
     """The hand-written backward pass of every kernel, with opacity and softness, against float64 differences."""
     n = 8
     rng = np.random.default_rng(len(kind))
@@ -154,7 +154,7 @@ def test_shape_alpha_gradients_match_finite_differences_float64(kind):
     check_gradients(loss, params + [opacity, np.float64(1.7)], samples=8, rtol=1e-5, atol=1e-8)
 
 
-def test_shape_alpha_equals_coverage_times_opacity():
+def test_shape_alpha_equals_coverage_times_opacity(float64):
     from shapegrad import sdf
 
     rng = np.random.default_rng(0)

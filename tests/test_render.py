@@ -218,7 +218,7 @@ def test_gradients_match_finite_differences_float64(float64):
 
 
 @pytest.mark.parametrize("channels", [1, 3])
-def test_same_image_and_gradient_as_the_autodiff_renderer(channels):
+def test_same_image_and_gradient_as_the_autodiff_renderer(channels, float64):
     """The kernels' hand-written backward passes and the channel planes against the old path.
 
     ``bench.naive_render`` is the stack-everything renderer with plain autodiff through the

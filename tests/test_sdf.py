@@ -440,7 +440,7 @@ KERNELS = ("disk", "box", "ellipse", "polygon")
 
 
 @pytest.mark.parametrize("kind", KERNELS)
-def test_kernel_matches_the_distance_function_and_its_autodiff(kind):
+def test_kernel_matches_the_distance_function_and_its_autodiff(kind, float64):
     """Same values, and the hand-written sum(w * d) gradient equals autodiff of the points form (float64)."""
     n = 8
     rng = np.random.default_rng(len(kind))
