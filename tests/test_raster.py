@@ -101,7 +101,7 @@ def test_property_composite_gradients_finite(cov, col, opa, mode):
 # ------------------------------------------ channel planes and the fused shape alpha
 
 
-def test_planes_composite_like_channel_last():
+def test_planes_composite_like_channel_last(float64):
     rng = np.random.default_rng(3)
     cov, col, opa = _random(rng)
     bg = rng.uniform(0, 1, 3)
