@@ -418,7 +418,7 @@ def fit_files(inputs, out, kinds=None, max_shapes=5, shapes=None, force=False, p
         is an image that can be fitted, or for bad ``kinds``/``shapes``/
         ``max_shapes``/options.
 
-    Example:
+    Example (skipped by the doctest run: a whole search, ~20 s with compilation):
         >>> import os, tempfile, numpy as np
         >>> from skimage.draw import disk
         >>> from shapegrad import files, plots
@@ -427,12 +427,12 @@ def fit_files(inputs, out, kinds=None, max_shapes=5, shapes=None, force=False, p
         >>> rr, cc = disk((12, 14), 7, shape=(24, 40)); image[rr, cc] = (0.9, 0.3, 0.2)
         >>> _ = plots.save_image(os.path.join(folder, "in", "a.png"), image)
         >>> _ = open(os.path.join(folder, "in", "notes.txt"), "w").write("not an image")
-        >>> result = fit_files(os.path.join(folder, "in"), os.path.join(folder, "out"), kinds="disk,box",
+        >>> result = fit_files(os.path.join(folder, "in"), os.path.join(folder, "out"), kinds="disk,box",  # doctest: +SKIP
         ...                    max_shapes=2, progress=False)
-        >>> result["fitted"], result["rows"][0][1:4]
+        >>> result["fitted"], result["rows"][0][1:4]  # doctest: +SKIP
         (1, ['40x24', 'disk', 1])
-        >>> renderer, params = files.load_params(os.path.join(folder, "out", "a", "params.json"))
-        >>> (renderer.height, renderer.width)
+        >>> renderer, params = files.load_params(os.path.join(folder, "out", "a", "params.json"))  # doctest: +SKIP
+        >>> (renderer.height, renderer.width)  # doctest: +SKIP
         (24, 40)
     """
     import contextlib
