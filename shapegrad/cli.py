@@ -21,8 +21,8 @@ keras is imported). Keras and the library are imported lazily, inside the
 sub-commands, so ``--help`` parses without them.
 
 Example:
-    >>> build_parser().parse_args(["fit", "a.png", "--shapes", "disk", "--out", "o"]).restarts
-    32
+    >>> build_parser().parse_args(["fit", "a.png", "b/", "--out", "o"]).kinds
+    'disk,box,triangle,ellipse'
 """
 
 import argparse
@@ -243,49 +243,58 @@ def _run_train(args, task):
 def _add_fit(subparsers):
     p = subparsers.add_parser(
         "fit",
-        help="fit primitives to an image by gradient descent",
-        description="Fit K primitives to one square image (several random restarts, coarse-to-fine edges).",
+        help="fit primitives (kinds and count found) to images by gradient descent",
+        description="Fit a scene of primitives to each image (any size, grey or colour): how many shapes, of "
+        "which kinds, in which depth order. Per image OUT/<stem>/params.json (for shapegrad render), overlay.png, "
+        "shapes.svg; one OUT/summary.csv. Unreadable files, images larger than "
+        f"{_FIT_MAX_SIDE} px a side and existing OUT/<stem> folders (without --force) are skipped with a warning. "
+        "Exit status: 0 all fitted, 1 some skipped, 2 bad arguments.",
     )
-    p.add_argument("image", help="a square PNG/JPEG (grey or colour)")
-    p.add_argument("--shapes", required=True, help="what to fit, e.g. 'disk*3,box*2'")
-    p.add_argument("--out", required=True, help="output folder: params.json, overlay.png, shapes.svg")
-    p.add_argument("--restarts", type=int, default=32, help="random starts, the best is kept (default 32)")
-    p.add_argument("--steps", type=int, default=400, help="Adam steps per start (default 400)")
-    p.add_argument("--softness", type=float, default=1.0, help="edge width in pixels of the model (default 1)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--force", action="store_true", help="overwrite existing outputs in --out")
+    p.add_argument("inputs", nargs="+", metavar="IMAGE_OR_FOLDER", help="PNG/JPEG files and/or folders (recursive)")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--kinds", default="disk,box,triangle,ellipse",
+                   help="kinds a shape may be (default disk,box,triangle,ellipse)")
+    p.add_argument("--max-shapes", type=int, default=5, help="the most shapes per image (default 5)")
+    p.add_argument("--shapes", default=None, help="fit exactly these shapes instead, e.g. 'disk*2,box'")
+    p.add_argument("--force", action="store_true", help="overwrite existing OUT/<stem> folders")
     return p
 
 
-def _check_fit(args):
-    _positive_int(args, "restarts")
-    _positive_int(args, "steps")
-    _number(args, "softness", 0)
-    from shapegrad import files
-    from shapegrad.render import Render
+_FIT_MAX_SIDE = 512  # = shapegrad.fit.MAX_SIDE (not imported: --help stays light); a test checks they agree
 
-    image = files.read_image(args.image)  # ValueError: missing or unreadable
-    height, width, channels = image.shape
-    if height != width:
-        raise UsageError(f"Expected a square image. Received: size={width}x{height} ({args.image})")
-    Render(args.shapes, height, channels=channels, softness=args.softness)  # ValueError naming shapes
+
+def _check_fit(args):
+    if args.max_shapes is not None and args.max_shapes < 1:
+        raise UsageError(f"Expected --max-shapes to be a positive integer. Received: --max-shapes={args.max_shapes}")
+    if os.path.exists(args.out) and not os.path.isdir(args.out):
+        raise UsageError(f"Expected --out to be a folder. Received: --out={args.out!r} (a file)")
+    from shapegrad import data, fit
+
+    try:
+        fit.check_fit_options(args.kinds, args.max_shapes, args.shapes)
+    except ValueError as error:
+        message = str(error)
+        for name in ("max_shapes", "kinds", "shapes"):
+            message = re.sub(rf"\b{name}\b", _flag(name), message)
+        raise UsageError(message) from None
+    scan = data.scan_images(args.inputs)  # ValueError for a missing input
+    if not any(max(size) <= fit.MAX_SIDE for size in scan.sizes):
+        large = sum(max(size) > fit.MAX_SIDE for size in scan.sizes)
+        what = f"{len(scan.skipped)} unreadable, {large} larger than {fit.MAX_SIDE} px a side"
+        raise UsageError(f"no image to fit in {' '.join(args.inputs)} ({what})")
 
 
 def _run_fit(args, _):
     from shapegrad import fit
 
-    renderer, params, loss = fit.fit_file(
-        args.image,
-        args.shapes,
-        args.out,
-        restarts=args.restarts,
-        steps=args.steps,
-        softness=args.softness,
-        seed=args.seed,
-        force=args.force,
-    )
-    count = renderer.spec.num_shapes
-    print(f"fitted {count} shapes, mse {loss[0]:.3g} -> {args.out}/params.json, overlay.png, shapes.svg")
+    result = fit.fit_files(args.inputs, args.out, kinds=args.kinds, max_shapes=args.max_shapes, shapes=args.shapes,
+                           force=args.force, progress=True)
+    ok = [r for r in result["rows"] if r[-1] == "ok"]
+    psnr = sum(float(r[4]) for r in ok) / max(len(ok), 1)
+    seconds = sum(float(r[5]) for r in ok) / max(len(ok), 1)
+    print(f"fitted {result['fitted']} image(s), mean psnr {psnr:.2f} dB, {seconds:.1f} s per image; "
+          f"skipped {len(result['skipped'])} -> {args.out}/summary.csv")
+    return 1 if result["skipped"] else 0
 
 
 # --------------------------------------------------------------------------- render

@@ -28,8 +28,6 @@ Example (a tiny run; skipped by the doctest run, it trains for ~20 s):
     (1, (30, 50))
 """
 
-import csv
-import io
 import os
 import sys
 import time
@@ -226,14 +224,6 @@ class Encoder:
         return renderer, box.to_image(frame.spec, values, renderer.spec), kept
 
 
-def _summary_csv(rows):
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(["file", "size", "shapes_kept", "psnr_db", "seconds", "status"])
-    writer.writerows(rows)
-    return buffer.getvalue()
-
-
 def encode_files(encoder, inputs, out, refine_steps=100, batch_size=32, force=False, progress=True):
     """Encode every image among ``inputs`` (files and/or folders) into ``out``; returns a summary dict.
 
@@ -253,7 +243,7 @@ def encode_files(encoder, inputs, out, refine_steps=100, batch_size=32, force=Fa
     "existing": [paths], "rows": [...]}``. Raises ``ValueError`` when no
     input is a readable image.
     """
-    from shapegrad import fit, plots
+    from shapegrad import plots
 
     encoder = encoder if isinstance(encoder, Encoder) else Encoder.load(encoder)
     scan = data.scan_images(inputs)
@@ -263,20 +253,11 @@ def encode_files(encoder, inputs, out, refine_steps=100, batch_size=32, force=Fa
     rows = [[p, "", "", "", "", f"skipped: unreadable ({why})"] for p, why in scan.skipped]
     for path, why in scan.skipped:
         print(f"skipped unreadable {path}: {why}", file=sys.stderr)
-    folders, todo, existing = {}, [], []
-    for path in scan.paths:
-        stem = os.path.splitext(os.path.basename(path))[0]
-        name, k = stem, 1
-        while name in folders.values():
-            k += 1
-            name = f"{stem}-{k}"
-        folders[path] = name
-        if os.path.exists(os.path.join(out, name)) and not force:
-            existing.append(path)
-            rows.append([path, "", "", "", "", f"skipped: {os.path.join(out, name)} exists (use --force)"])
-            print(f"skipped {path}: {os.path.join(out, name)} exists (use --force to overwrite)", file=sys.stderr)
-        else:
-            todo.append(path)
+    folders, todo, existing = files.output_folders(scan.paths, out, force)
+    for path in existing:
+        where = os.path.join(out, folders[path])
+        rows.append([path, "", "", "", "", f"skipped: {where} exists (use --force)"])
+        print(f"skipped {path}: {where} exists (use --force to overwrite)", file=sys.stderr)
     bar = keras.utils.Progbar(len(todo), unit_name="image") if progress and todo else None
     sheet_in, sheet_out = [], []
     encoded = 0
@@ -292,12 +273,8 @@ def encode_files(encoder, inputs, out, refine_steps=100, batch_size=32, force=Fa
         results = encoder.encode(images, refine_steps=refine_steps, batch_size=batch_size) if images else []
         for path, image, e in zip(paths, images, results):
             folder = os.path.join(out, folders[path])
-            files.save_params(os.path.join(folder, "params.json"), e.renderer, e.params, image=path,
-                              psnr_db=round(e.psnr, 3), shapes_kept=e.kept)
-            shown = data.to_channels(image, encoder.channels)
-            plots.save_image(os.path.join(folder, "overlay.png"),
-                             plots.overlay(shown, fit._outlines(e.renderer, e.params[0])), scale=max(1, 256 // max(shown.shape[:2])))
-            files.write_text(os.path.join(folder, "shapes.svg"), files.to_svg(e.renderer, e.params[0]))
+            files.write_image_outputs(folder, data.to_channels(image, encoder.channels), e.renderer, e.params,
+                                      image=path, psnr_db=round(e.psnr, 3), shapes_kept=e.kept)
             rows.append([path, f"{e.width}x{e.height}", e.kept, f"{e.psnr:.2f}", f"{e.seconds:.3f}", "ok"])
             encoded += 1
             if len(sheet_in) < 16:
@@ -309,7 +286,7 @@ def encode_files(encoder, inputs, out, refine_steps=100, batch_size=32, force=Fa
     order = {p: i for i, p in enumerate([*scan.paths, *(p for p, _ in scan.skipped)])}
     rows.sort(key=lambda r: order.get(r[0], len(order)))
     os.makedirs(out, exist_ok=True)
-    files.write_text(os.path.join(out, "summary.csv"), _summary_csv(rows))
+    files.write_csv(os.path.join(out, "summary.csv"), ["file", "size", "shapes_kept", "psnr_db", "seconds", "status"], rows)
     if sheet_in:
         plots.save_image(os.path.join(out, "sheet.png"), plots.image_grid([sheet_in, sheet_out]),
                          scale=max(1, 96 // encoder.resolution))

@@ -33,7 +33,8 @@ import os
 
 import numpy as np
 
-__all__ = ["atomic_write", "read_image", "write_text", "load_params", "save_params", "to_svg", "to_svg_strip"]
+__all__ = ["atomic_write", "read_image", "write_text", "write_csv", "load_params", "save_params", "to_svg", "to_svg_strip",
+           "output_folders", "write_image_outputs"]
 
 
 def atomic_write(path, data):
@@ -297,3 +298,62 @@ def to_svg_strip(renderer, rows):
         out.append("</svg>")
     out.append("</svg>")
     return "\n".join(out) + "\n"
+
+
+def write_csv(path, header, rows):
+    """Write ``header`` and ``rows`` (lists of values) as CSV to ``path``, atomically. Returns ``path``."""
+    import csv
+    import io
+
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(header)
+    writer.writerows(rows)
+    return write_text(path, buffer.getvalue())
+
+
+def output_folders(paths, out, force):
+    """Per-image output folders under ``out``: ``({path: folder name}, to_do, existing)``.
+
+    The folder of ``a/x.png`` is ``x``; a second image with the same stem gets
+    ``x-2``, then ``x-3``... (in the order of ``paths``). ``existing``: the
+    paths whose ``out/<name>`` already exists and ``force`` is false (to be
+    skipped, not overwritten); ``to_do``: the others, in order.
+    """
+    folders, todo, existing = {}, [], []
+    for path in paths:
+        stem = os.path.splitext(os.path.basename(path))[0]
+        name, k = stem, 1
+        while name in folders.values():
+            k += 1
+            name = f"{stem}-{k}"
+        folders[path] = name
+        (existing if os.path.exists(os.path.join(out, name)) and not force else todo).append(path)
+    return folders, todo, existing
+
+
+def write_image_outputs(folder, pixels, renderer, params, /, **extra):
+    """The per-image files of ``shapegrad fit`` and ``shapegrad encode`` in ``folder``.
+
+    ``params.json`` (:func:`save_params` of ``renderer`` and ``(1, P)``
+    ``params``, plus ``extra`` keys; readable by ``shapegrad render``),
+    ``overlay.png`` (``pixels``, the image ``(H, W, C)`` with each shape's outline, scaled
+    up by an integer so that its longer side is about 256 px) and
+    ``shapes.svg``. ``renderer`` may be None (no shape found): then only the
+    overlay (the image alone) is written. Returns the paths written.
+    """
+    from shapegrad import fit, plots
+
+    pixels = np.asarray(pixels, np.float32)
+    written = []
+    if renderer is not None:
+        row = np.asarray(params, np.float32).reshape(1, -1)
+        written.append(save_params(os.path.join(folder, "params.json"), renderer, row, **extra))
+        outlines = fit._outlines(renderer, row[0])
+        written.append(write_text(os.path.join(folder, "shapes.svg"), to_svg(renderer, row[0])))
+    else:
+        outlines = np.zeros((0, *pixels.shape[:2]), bool)
+    scale = max(1, 256 // max(pixels.shape[:2]))
+    written.insert(1 if written else 0, plots.save_image(os.path.join(folder, "overlay.png"),
+                                                         plots.overlay(pixels, outlines), scale=scale))
+    return written

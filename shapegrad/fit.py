@@ -43,6 +43,9 @@ __all__ = [
     "swap_starts",
     "fit_images",
     "fit_file",
+    "fit_files",
+    "MAX_SIDE",
+    "SUMMARY_COLUMNS",
 ]
 
 
@@ -369,3 +372,153 @@ def _outlines(renderer, row):
         core[:, :-1] &= inside[:, 1:]
         masks.append(inside & ~core)
     return np.stack(masks)
+
+
+MAX_SIDE = 512  # fit_files refuses (skips) images larger than this many pixels a side
+SUMMARY_COLUMNS = ("file", "size", "kinds", "count", "psnr_db", "seconds", "status")
+
+
+def fit_files(inputs, out, kinds=None, max_shapes=5, shapes=None, force=False, progress=True, **options):
+    """Fit a scene of primitives to every image among ``inputs`` (files and/or folders); write into ``out``.
+
+    Each image is fitted by :func:`shapegrad.scenefit.fit_scene` (kinds and
+    count unknown: up to ``max_shapes`` shapes of ``kinds``; or exactly
+    ``shapes`` such as ``"disk*2,box"``), at its own size and channels (grey
+    stays grey, colour stays colour; alpha is dropped, 16-bit images are read
+    with every bit).
+
+    Per image ``out/<stem>/params.json`` (readable by ``shapegrad render``; it
+    records ``height``/``width`` and adds ``image``, ``psnr_db``, ``seconds``,
+    ``noise``), ``overlay.png`` (each fitted shape's outline on the image) and
+    ``shapes.svg`` (:func:`shapegrad.files.write_image_outputs`); two images
+    with the same stem get ``<stem>``, ``<stem>-2``... Then ``out/summary.csv``,
+    one row per file with the columns :data:`SUMMARY_COLUMNS` (``kinds`` back
+    to front; ``status`` is ``ok`` or ``skipped: <why>``).
+
+    Nothing is lost to bad input: a file that is not a readable image, an
+    image larger than :data:`MAX_SIDE` px a side (refused, not downscaled:
+    downscale it yourself first) and an image whose ``out/<stem>`` exists
+    (unless ``force``) are skipped with a warning on stderr and a row in
+    the summary; the others are still fitted. A progress bar over images
+    goes to stderr when ``progress``.
+
+    Args:
+        inputs: a path or a list of image files and/or folders (searched
+            recursively for PNG/JPEG).
+        out: the output folder.
+        kinds: the kinds a shape may be (default disk, box, triangle, ellipse).
+        max_shapes: the most shapes per image.
+        shapes: exactly these shapes instead of ``kinds``/``max_shapes``.
+        force: overwrite existing ``out/<stem>`` folders.
+        **options: search settings of ``fit_scene`` (e.g. ``steps``).
+
+    Returns:
+        ``{"fitted": n, "skipped": [(path, why)], "rows": [...]}`` (the rows of
+        ``summary.csv``). Raises ``ValueError`` before any work when no input
+        is an image that can be fitted, or for bad ``kinds``/``shapes``/
+        ``max_shapes``/options.
+
+    Example (skipped by the doctest run: a whole search, ~20 s with compilation):
+        >>> import os, tempfile, numpy as np
+        >>> from skimage.draw import disk
+        >>> from shapegrad import files, plots
+        >>> folder = tempfile.mkdtemp()
+        >>> image = np.full((24, 40, 3), 0.1, "float32")
+        >>> rr, cc = disk((12, 14), 7, shape=(24, 40)); image[rr, cc] = (0.9, 0.3, 0.2)
+        >>> _ = plots.save_image(os.path.join(folder, "in", "a.png"), image)
+        >>> _ = open(os.path.join(folder, "in", "notes.txt"), "w").write("not an image")
+        >>> result = fit_files(os.path.join(folder, "in"), os.path.join(folder, "out"), kinds="disk,box",  # doctest: +SKIP
+        ...                    max_shapes=2, progress=False)
+        >>> result["fitted"], result["rows"][0][1:4]  # doctest: +SKIP
+        (1, ['40x24', 'disk', 1])
+        >>> renderer, params = files.load_params(os.path.join(folder, "out", "a", "params.json"))  # doctest: +SKIP
+        >>> (renderer.height, renderer.width)  # doctest: +SKIP
+        (24, 40)
+    """
+    import contextlib
+    import os
+    import sys
+    import time
+
+    from shapegrad import data, files
+    from shapegrad.scenefit import DEFAULT_KINDS, fit_scene
+
+    kinds = DEFAULT_KINDS if kinds is None else kinds
+    check_fit_options(kinds, max_shapes, shapes, options)
+    scan = data.scan_images(inputs)  # ValueError for a missing input
+    large = [(p, s) for p, s in zip(scan.paths, scan.sizes) if max(s) > MAX_SIDE]
+    usable = [p for p, s in zip(scan.paths, scan.sizes) if max(s) <= MAX_SIDE]
+    if not usable:
+        what = (f"{len(scan.skipped)} unreadable, {len(large)} larger than {MAX_SIDE} px a side"
+                if scan.skipped or large else "no image files")
+        raise ValueError(f"Expected PNG/JPEG images of at most {MAX_SIDE} px a side. Received: {list(inputs) if not isinstance(inputs, str) else [inputs]!r} ({what})")
+    skipped, rows = [], {}
+
+    def skip(path, why, size=""):
+        skipped.append((path, why))
+        rows[path] = [path, size, "", "", "", "", f"skipped: {why}"]
+        print(f"shapegrad fit: skipped {path}: {why}", file=sys.stderr)
+
+    for path, why in scan.skipped:
+        skip(path, f"unreadable ({why})")
+    others = _other_files(inputs, data.IMAGE_EXTENSIONS)
+    for path in others:
+        skip(path, "not a PNG/JPEG file")
+    for path, (h, w) in large:
+        skip(path, f"{w}x{h} is larger than {MAX_SIDE} px a side (downscale it first)", f"{w}x{h}")
+    folders, todo, existing = files.output_folders(usable, out, force)
+    for path in existing:
+        skip(path, f"{os.path.join(out, folders[path])} exists (use --force to overwrite)")
+    bar = keras.utils.Progbar(len(todo), unit_name="image") if progress and todo else None
+    fitted = 0
+    for path in todo:
+        try:
+            image = files.read_image(path)
+        except ValueError as error:  # listed as readable, but does not decode
+            skip(path, f"unreadable ({error})")
+            continue
+        t0 = time.perf_counter()
+        found = fit_scene([image], kinds=kinds, max_shapes=max_shapes, shapes=shapes, **options)[0]
+        seconds = time.perf_counter() - t0
+        files.write_image_outputs(os.path.join(out, folders[path]), image, found.renderer(), found.params,
+                                  image=path, psnr_db=round(float(found.psnr), 3), seconds=round(seconds, 3),
+                                  noise=round(float(found.noise), 6))
+        rows[path] = [path, f"{found.width}x{found.height}", found.shapes, found.count, f"{found.psnr:.2f}",
+                      f"{seconds:.2f}", "ok"]
+        fitted += 1
+        if bar:
+            with contextlib.redirect_stdout(sys.stderr):  # Progbar prints to stdout; keep stdout for results
+                bar.add(1)
+    order = [*scan.paths, *(p for p, _ in scan.skipped), *others]
+    table = [rows[p] for p in order if p in rows]
+    files.write_csv(os.path.join(out, "summary.csv"), SUMMARY_COLUMNS, table)
+    return {"fitted": fitted, "skipped": skipped, "rows": table}
+
+
+def _other_files(inputs, extensions):
+    """Files inside the folders among ``inputs`` that a scan does not take (not hidden, other extensions)."""
+    import os
+
+    found = []
+    for item in [inputs] if isinstance(inputs, (str, os.PathLike)) else inputs:
+        if os.path.isdir(item):
+            for root, dirs, names in os.walk(item):
+                dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+                found += sorted(os.path.join(root, n) for n in names
+                                if not n.startswith(".") and not n.lower().endswith(extensions))
+    return found
+
+
+def check_fit_options(kinds, max_shapes, shapes, options=None):
+    """Raise ``ValueError`` (Keras style) for bad ``kinds``, ``max_shapes``, ``shapes`` or search options."""
+    from shapegrad.scenefit import _DEFAULTS, _check_kinds, _positive_int
+    from shapegrad.render import Render
+
+    unknown = set(options or {}) - set(_DEFAULTS)
+    if unknown:
+        raise ValueError(f"Expected options among {sorted(_DEFAULTS)}. Received: {sorted(unknown)}")
+    if shapes is not None:
+        Render(shapes, 8)  # parses and checks the spec
+    else:
+        _check_kinds(kinds)
+        _positive_int("max_shapes", max_shapes)

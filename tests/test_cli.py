@@ -30,7 +30,7 @@ def test_python_dash_m_shapegrad_help_and_no_tensorflow_start_up_log():
     env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
     env["KERAS_BACKEND"] = "tensorflow"  # the backend that logs at start-up
     done = _run("-m", "shapegrad", "fit", "--help", env=env)
-    assert done.returncode == 0 and "--restarts" in done.stdout, done.stderr
+    assert done.returncode == 0 and "--max-shapes" in done.stdout, done.stderr
     assert done.stderr == "", done.stderr  # no "oneDNN custom operations", no absl warning
     done = _run("-m", "shapegrad.cli", "--help", env=env)
     assert done.returncode == 0 and "doctor" in done.stdout and done.stderr == "", done.stderr
@@ -50,9 +50,12 @@ def test_bad_argument_is_one_line_and_exit_2_from_a_subprocess(tmp_path):
 @pytest.mark.parametrize(
     "argv, message",
     [
-        (["fit", "{tmp}/missing.png", "--shapes", "disk", "--out", "{tmp}/o"], "no such image file"),
-        (["fit", "{tmp}/ok.png", "--shapes", "disk*x", "--out", "{tmp}/o"], "shapes"),
-        (["fit", "{tmp}/ok.png", "--shapes", "disk", "--steps", "0", "--out", "{tmp}/o"], "--steps"),
+        (["fit", "{tmp}/missing.png", "--shapes", "disk", "--out", "{tmp}/o"], "no such file or folder"),
+        (["fit", "{tmp}/ok.png", "--shapes", "disk*x", "--out", "{tmp}/o"], "--shapes"),
+        (["fit", "{tmp}/ok.png", "--max-shapes", "0", "--out", "{tmp}/o"], "--max-shapes=0"),
+        (["fit", "{tmp}/ok.png", "--kinds", "disk,star", "--out", "{tmp}/o"], "--kinds"),
+        (["fit", "{tmp}/p.json", "--out", "{tmp}/o"], "no image to fit"),
+        (["fit", "{tmp}/ok.png", "--out", "{tmp}/p.json"], "--out"),
         (["train", "--anneal-start", "2", "--out", "{tmp}/o"], "--anneal-start"),
         (["train", "--shapes", "dsk", "--out", "{tmp}/o"], "dsk"),
         (["render", "{tmp}/missing.json", "--out", "{tmp}/x.png"], "no such parameter file"),
@@ -116,7 +119,7 @@ def test_interrupt_exits_130(tmp_path, capsys, monkeypatch):
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(fit, "fit_file", interrupted)
+    monkeypatch.setattr(fit, "fit_files", interrupted)
     Image.fromarray(np.zeros((8, 8), np.uint8)).save(tmp_path / "ok.png")
     assert cli.main(["fit", str(tmp_path / "ok.png"), "--shapes", "disk", "--out", str(tmp_path / "o")]) == 130
     assert "interrupted" in capsys.readouterr().err
@@ -130,10 +133,12 @@ def test_overwrite_python_says_force_true_and_the_shell_says_dash_dash_force(tmp
     with pytest.raises(FileExistsError, match=r"params.json exists\. Pass force=True to overwrite\.") as error:
         fit.fit_file(str(tmp_path / "ok.png"), "disk", str(out), steps=1, restarts=1, progress=False)
     assert "--force" not in str(error.value)
+    (out / "ok").mkdir()  # the CLI's per-image folder exists: skipped in shell words, exit 1, untouched
+    (out / "ok" / "params.json").write_text("{}")
     status = cli.main(["fit", str(tmp_path / "ok.png"), "--shapes", "disk", "--out", str(out)])
     err = capsys.readouterr().err.strip().splitlines()
-    assert status == 2 and err == [f"shapegrad fit: error: {out / 'params.json'} exists (use --force to overwrite)"]
-    assert "force=True" not in err[0] and (out / "params.json").read_text() == "{}"
+    assert status == 1 and f"shapegrad fit: skipped {tmp_path / 'ok.png'}: {out / 'ok'} exists (use --force to overwrite)" in err
+    assert not any("force=True" in line for line in err) and (out / "ok" / "params.json").read_text() == "{}"
     # render checks its --out itself, in the same words
     (tmp_path / "x.png").write_bytes(b"")
     assert cli.main(["render", str(_params_file(tmp_path)), "--out", str(tmp_path / "x.png")]) == 2
