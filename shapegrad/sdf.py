@@ -398,30 +398,7 @@ def _ellipse_nearest(local, radii):
     then used with the true radii, which keeps the error small (see above).
     """
     p = ops.abs(local)
-    s = ops.maximum(ops.max(p, axis=-1), ops.max(radii, axis=-1))
-    s = ops.where(s > 0, s, ops.ones_like(s))[..., None]
-    p, r = p / s, radii / s
-    r = ops.maximum(r, _ELLIPSE_FLOOR * ops.ones_like(r))
-    px, py, a, b = p[..., 0], p[..., 1], r[..., 0], r[..., 1]
-    one = ops.ones_like(px)
-    tx = ty = math.sqrt(0.5) * one
-    c = a * a - b * b
-    for _ in range(_ELLIPSE_ITERATIONS):
-        ex = c * tx * tx * tx / a
-        ey = -c * ty * ty * ty / b
-        rx, ry = a * tx - ex, b * ty - ey
-        qx, qy = px - ex, py - ey
-        rr = safe.safe_sqrt(rx * rx + ry * ry)
-        qq = safe.safe_sqrt(qx * qx + qy * qy)
-        k = safe.safe_div(rr, qq)
-        tx = ops.clip((qx * k + ex) / a, 0.0, 1.0)
-        ty = ops.clip((qy * k + ey) / b, 0.0, 1.0)
-        t = safe.safe_sqrt(tx * tx + ty * ty)
-        zero = t == 0
-        t = ops.where(zero, one, t)
-        tx = ops.where(zero, math.sqrt(0.5) * one, tx / t)
-        ty = ops.where(zero, math.sqrt(0.5) * one, ty / t)
-    return tx, ty
+    return _ellipse_nearest_components(p[..., 0], p[..., 1], radii[..., 0], radii[..., 1])
 
 
 _BEZIER_NEWTON = 8
@@ -701,7 +678,7 @@ class EllipseKernel:
 
 
 def _ellipse_nearest_components(px, py, a, b):
-    """:func:`_ellipse_nearest` on separate maps ``|x|, |y|`` and radii ``a, b`` (same steps, same values)."""
+    """:func:`_ellipse_nearest` on separate maps ``|x|, |y|`` and radii ``a, b``: the one copy of the iteration."""
     s = ops.maximum(ops.maximum(px, py), ops.maximum(a, b))
     s = ops.where(s > 0, s, ops.ones_like(s))
     px, py, a, b = px / s, py / s, a / s, b / s
