@@ -864,7 +864,13 @@ class _Search:
                 owner.append(i)
         if not items:
             return scenes, loss
-        fitted, losses, _ = self._fit(items, owner, o["order_steps"], 0.7 * o["sharpness"][1], lr=0.5)
+        return self._keep_best(items, owner, 0.7, scenes, loss)
+
+    def _keep_best(self, items, owner, sharpness, scenes, loss):
+        """Refine candidate ``items`` (``owner[k]``: the image of item k) at ``sharpness`` x the final
+        sharpness; each image keeps its lowest-error candidate (its current fit is one of them)."""
+        o = self.o
+        fitted, losses, _ = self._fit(items, owner, o["order_steps"], sharpness * o["sharpness"][1], lr=0.5)
         owner = np.asarray(owner)
         for i in np.unique(owner):
             rows = np.flatnonzero(owner == i)
@@ -874,7 +880,6 @@ class _Search:
 
     def _rekind(self, scenes, loss):
         """Try every other kind for every shape (started from its centre, axes and colour); keep what lowers the error."""
-        o = self.o
         c = self.images.shape[-1]
         items, owner = [], []
         for i, scene in enumerate(scenes):
@@ -894,13 +899,7 @@ class _Search:
                         owner.append(i)
         if not items:
             return scenes, loss
-        fitted, losses, _ = self._fit(items, owner, o["order_steps"], 0.5 * o["sharpness"][1], lr=0.5)
-        owner = np.asarray(owner)
-        for i in np.unique(owner):
-            rows = np.flatnonzero(owner == i)
-            best = rows[np.argmin(losses[rows])]
-            scenes[i], loss[i] = fitted[best], losses[best]
-        return scenes, loss
+        return self._keep_best(items, owner, 0.5, scenes, loss)
 
     def _region(self, i, center, cov, color):
         """Pixels (search resolution) near a shape of ``center``, ``cov`` that have its colour, or None."""
