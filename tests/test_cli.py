@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from helpers import BACKEND
 from shapegrad import cli, files, fit, plots
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -26,6 +27,7 @@ def _params_file(tmp_path):
     return path
 
 
+@pytest.mark.skipif(BACKEND != "tensorflow", reason="the same TensorFlow subprocesses whatever the backend: run once")
 def test_python_dash_m_shapegrad_help_and_no_tensorflow_start_up_log():
     env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
     env["KERAS_BACKEND"] = "tensorflow"  # the backend that logs at start-up
