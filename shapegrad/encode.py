@@ -9,13 +9,15 @@ background, compositing) and the rule that brought images to ``N x N``
 :class:`Encoder` needs no shape flags.
 
 Encoding one image: bring it to the run's channels (grey repeated, colour to
-luma), letterbox it to ``N x N``, run the encoder (batched), refine the guess
-by a few Adam steps through the renderer on the image loss
-(:func:`shapegrad.fit.refine`, ``refine_steps``; 0 = encoder only), keep the
-shapes whose opacity is >= :data:`KEEP_OPACITY` (an encoder trained on a
-superset ``disk*M,box*M,...`` switches unneeded shapes off; if none is kept,
-the most opaque one is), and map the parameters back to the image's own
-``H x W`` (undoing the letterbox), where the PSNR is measured.
+luma), letterbox it to ``N x N``, run the encoder (batched), keep the shapes
+whose opacity is >= :data:`KEEP_OPACITY` (an encoder trained on a superset
+``disk*M,box*M,...`` switches unneeded shapes off; if none is kept, the most
+opaque one is), refine them, opaque, and the background colour by
+``refine_steps`` Adam steps on the image loss through the compiled scene
+engine (:class:`shapegrad.scenefit.SceneEngine`: one compiled loop per
+encoder, every image of a batch at once; 0 = the encoder's guess as it is),
+and map the parameters back to the image's own ``H x W`` (undoing the
+letterbox), where the PSNR is measured.
 
 Example (a tiny run; skipped by the doctest run, it trains for ~20 s):
     >>> import shapegrad, numpy as np  # doctest: +SKIP
@@ -40,6 +42,7 @@ from shapegrad import data, files
 __all__ = ["KEEP_OPACITY", "EncoderInfo", "encoder_info", "with_info", "Encoded", "Encoder", "encode_files"]
 
 KEEP_OPACITY = 0.5  # a shape whose opacity is below this is switched off
+REFINE_SHARPNESS = (0.25, 1.0)  # edge sharpness (px^-1) at the start and end of the refinement
 _FORMAT = "shapegrad-encoder"
 _VERSION = 1
 _OUTPUTS = ("params.json", "overlay.png", "shapes.svg")
@@ -143,6 +146,7 @@ class Encoder:
         self.renderer = self._render(info["shapes"], self.resolution)
         self.fields = fields_for(self.renderer.spec)
         self._Render = Render
+        self._engines = {}
 
     def _render(self, shapes, resolution):
         from shapegrad.render import Render
@@ -177,9 +181,21 @@ class Encoder:
         box = data.Letterbox(image.shape[0], image.shape[1], self.resolution)
         return box.apply(image), image, box
 
-    def encode(self, images, refine_steps=100, batch_size=32):
-        """Encode ``images`` (a sequence of ``(H, W, C)`` arrays in ``[0, 1]``, any sizes); a list of :class:`Encoded`."""
-        from shapegrad import fit, metrics
+    def encode(self, images, refine_steps=100, batch_size=32, sharpness=REFINE_SHARPNESS, learning_rate=0.05,
+               keep_opacity=KEEP_OPACITY):
+        """Encode ``images`` (a sequence of ``(H, W, C)`` arrays in ``[0, 1]``, any sizes); a list of :class:`Encoded`.
+
+        The encoder's guess (shapes with opacity >= ``keep_opacity``, back to
+        front as the run's renderer draws them, opaque) is refined by
+        ``refine_steps`` Adam steps of the compiled scene engine
+        (:class:`shapegrad.scenefit.SceneEngine`, shared by every batch of
+        this encoder) in the ``N x N`` frame, edges sharpened from
+        ``sharpness[0]`` to ``sharpness[1]`` px^-1 (the result is drawn with
+        ``softness = 1 / sharpness[1]``); the background colour is refined too.
+        ``refine_steps=0``: the encoder's guess as it is (opacities and the
+        run's background and softness kept).
+        """
+        from shapegrad import metrics
 
         out = []
         for start in range(0, len(images), batch_size):
@@ -187,41 +203,83 @@ class Encoder:
             prepared = [self.prepare(im) for im in images[start : start + batch_size]]
             boxed = np.stack([p[0] for p in prepared])
             guess = self.model.predict(boxed, verbose=0, batch_size=batch_size)
-            params = fit.refine(self.renderer, self.fields, guess, boxed, steps=refine_steps)
+            if refine_steps > 0:
+                scenes = self.refine(guess, boxed, refine_steps, batch_size, sharpness, learning_rate, keep_opacity)
+            else:
+                scenes = [self._scene(row, keep_opacity) for row in guess]
             chunk = []
-            for row, (_, image, box) in zip(params, prepared):
-                renderer, mapped, kept = self._to_image(row, box)
+            for scene, (_, image, box) in zip(scenes, prepared):
+                renderer, mapped = self._to_image(scene, box)
                 recon = keras.ops.convert_to_numpy(renderer(mapped))
                 psnr = float(metrics.psnr(recon, image[None])[0])
-                chunk.append(Encoded(renderer, mapped, kept, box.height, box.width, psnr, 0.0))
+                chunk.append(Encoded(renderer, mapped, scene.kept, box.height, box.width, psnr, 0.0))
             share = (time.perf_counter() - t0) / len(chunk)
             for e in chunk:
                 e.seconds = share
             out += chunk
         return out
 
-    def _kept(self, row):
-        """Indices of the shapes to keep (opacity >= KEEP_OPACITY; else the most opaque one)."""
+    def _engine(self, batch):
+        """The compiled scene engine for ``batch`` items of this encoder's frame (built once per size)."""
+        from shapegrad.scenefit import SceneEngine
+
+        ready = [b for b in self._engines if b >= batch]
+        if ready:  # a smaller batch is padded: no second compilation (a chunk's end)
+            return self._engines[min(ready)]
+        spec = self.renderer.spec
+        kinds = tuple(dict.fromkeys(kind for kind, _ in spec.shapes))
+        most = max(sum(c for k, c in spec.shapes if k == kind) for kind in kinds)
+        batch = 1 << (batch - 1).bit_length()  # few compiled sizes
+        self._engines[batch] = SceneEngine(kinds, self.resolution, self.resolution, self.channels,
+                                           max_depth=spec.num_shapes, batch=batch, instances=batch * most,
+                                           composite=self.info.get("composite", "over"))
+        return self._engines[batch]
+
+    def refine(self, guess, boxed, steps, batch_size=32, sharpness=REFINE_SHARPNESS, learning_rate=0.05,
+               keep_opacity=KEEP_OPACITY):
+        """Refine the encoder's ``(B, P)`` guess against the ``(B, N, N, C)`` frames; a list of scenes."""
+        from shapegrad.scenefit import Scene
+
+        engine = self._engine(min(batch_size, len(guess)))
+        starts = [self._scene(row, keep_opacity) for row in guess]
+        scenes = [Scene([(k, p.copy()) for k, p in s.shapes], data.border_color(im)) for s, im in zip(starts, boxed)]
+        fitted, _, _ = engine.fit(scenes, boxed, steps=steps, learning_rate=learning_rate, sharpness=sharpness)
+        return [_Found(f.shapes, f.background, 1.0 / float(sharpness[1]), s.kept) for f, s in zip(fitted, starts)]
+
+    def _scene(self, row, keep_opacity):
+        """The kept shapes of one ``(P,)`` guess, back to front, with the run's background and softness."""
+        spec = self.renderer.spec
+        keep, kept = self._kept(row, keep_opacity)
+        shapes = [(spec.fields_of(int(k))[0].kind, np.concatenate([row[s.slice] for s in spec.fields_of(int(k))]))
+                  for k in keep]
+        background = np.broadcast_to(np.float32(self.info["background"]), (self.channels,)).astype(np.float32)
+        return _Found(shapes, background, float(self.info["softness"]), kept)
+
+    def _kept(self, row, keep_opacity=KEEP_OPACITY):
+        """Indices of the shapes to keep (opacity >= keep_opacity; else the most opaque one), and how many passed."""
         spec = self.renderer.spec
         opacity = np.array([float(row[spec.get(k, "opacity").slice][0]) for k in range(spec.num_shapes)])
-        keep = np.flatnonzero(opacity >= KEEP_OPACITY)
+        keep = np.flatnonzero(opacity >= keep_opacity)
         return (keep, len(keep)) if len(keep) else (np.array([int(opacity.argmax())]), 0)
 
-    def _to_image(self, row, box):
-        """The kept shapes of one ``(P,)`` row of the ``N x N`` frame, at the image's size: ``(renderer, (1, P'), kept)``."""
-        from shapegrad.primitives import format_shapes
+    def _to_image(self, found, box):
+        """A found scene of the ``N x N`` frame at the image's size: ``(renderer, (1, P'))``."""
+        from shapegrad.render import Render
 
-        spec = self.renderer.spec
-        keep, kept = self._kept(row)
-        counts = {}
-        for k in keep:
-            kind = spec.fields_of(int(k))[0].kind
-            counts[kind] = counts.get(kind, 0) + 1
-        shapes = format_shapes([(kind, counts[kind]) for kind, _ in spec.shapes if kind in counts])
-        values = np.concatenate([row[s.slice] for k in keep for s in spec.fields_of(int(k))])[None]
-        frame = self._render(shapes, self.resolution)
-        renderer = self._render(shapes, (box.height, box.width))
-        return renderer, box.to_image(frame.spec, values, renderer.spec), kept
+        shapes = ",".join(kind for kind, _ in found.shapes)
+        values = np.concatenate([p for _, p in found.shapes])[None]
+        options = dict(channels=self.channels, softness=found.softness, composite=self.info.get("composite", "over"),
+                       background=np.asarray(found.background, np.float64).round(5).tolist())
+        frame = Render(shapes, self.resolution, **options)
+        renderer = Render(shapes, (box.height, box.width), **options)
+        return renderer, box.to_image(frame.spec, values, renderer.spec)
+
+
+class _Found:
+    """One image's shapes in the ``N x N`` frame: ``[(kind, (P_k,))]`` back to front, background, softness, kept."""
+
+    def __init__(self, shapes, background, softness, kept):
+        self.shapes, self.background, self.softness, self.kept = shapes, background, softness, kept
 
 
 def encode_files(encoder, inputs, out, refine_steps=100, batch_size=32, force=False, progress=True):

@@ -204,6 +204,22 @@ def test_encode_python_api_maps_back_and_keeps_switched_off_shapes_out(tmp_path)
         assert e.render().shape == (e.height, e.width, 3) and np.isfinite(e.psnr)
 
 
+@pytest.mark.slow  # ~18 s: the engine's compilation
+def test_encode_refines_the_guess_through_one_compiled_scene_engine(tmp_path):
+    enc = shapegrad.Encoder.load(save_untrained(str(tmp_path / "e.keras")))
+    rng = np.random.default_rng(3)
+    images = [_scene(rng, 16, 16).astype("float32") for _ in range(3)]
+    guess = enc.encode(images, refine_steps=0, keep_opacity=0.0)
+    refined = enc.encode(images, refine_steps=40, batch_size=2, keep_opacity=0.0)
+    for g, r in zip(guess, refined):
+        assert r.psnr > g.psnr + 2.0, (g.psnr, r.psnr)
+        assert r.renderer.spec.num_shapes == g.renderer.spec.num_shapes == 4  # every shape kept (threshold 0)
+        opacities = [r.params[0, r.renderer.spec.get(k, "opacity").slice][0] for k in range(4)]
+        assert np.allclose(opacities, 1.0)  # the engine draws kept shapes opaque
+    # Batches of 2 then 1 share one engine (one compilation on TensorFlow and JAX).
+    assert list(enc._engines) == [2]
+
+
 def test_encode_does_not_overwrite_without_force_but_does_the_rest(tmp_path, capsys):
     make_folder(tmp_path / "in", count=3)
     (tmp_path / "in" / "broken.png").write_bytes(b"\x89PNG broken")
