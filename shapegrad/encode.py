@@ -39,12 +39,13 @@ import numpy as np
 
 from shapegrad import data, files
 
-__all__ = ["KEEP_OPACITY", "EncoderInfo", "encoder_info", "with_info", "Encoded", "Encoder", "encode_files"]
+__all__ = ["KEEP_OPACITY", "KEEP_PRESENCE", "EncoderInfo", "encoder_info", "with_info", "Encoded", "Encoder", "encode_files"]
 
 KEEP_OPACITY = 0.5  # a shape whose opacity is below this is switched off
+KEEP_PRESENCE = 0.1  # the same for a slot encoder's presences (measured: 0.5 kept too few, see README)
 REFINE_SHARPNESS = (0.25, 1.0)  # edge sharpness (px^-1) at the start and end of the refinement
 _FORMAT = "shapegrad-encoder"
-_VERSION = 1
+_VERSION = 2  # 2: a "decoder" entry ("slots" encoders say version 2, so older code refuses them)
 _OUTPUTS = ("params.json", "overlay.png", "shapes.svg")
 
 
@@ -74,18 +75,29 @@ class EncoderInfo(keras.layers.Layer):
         return config
 
 
-def encoder_info(renderer, kinds=None, max_shapes=None):
-    """The dict an encoder of ``renderer``'s parameters carries: renderer config and the resizing rule."""
+def encoder_info(renderer, kinds=None, max_shapes=None, decoder="superset"):
+    """The dict an encoder of ``renderer``'s parameters carries: renderer config and the resizing rule.
+
+    ``decoder``: ``"superset"`` (``renderer`` is a :class:`~shapegrad.Render`,
+    ``shapes`` its spec) or ``"slots"`` (a :class:`shapegrad.slots.SlotRender`
+    of ``max_shapes`` slots of ``kinds``; ``shapes`` is then the superset
+    ``kind*max_shapes,...`` that can hold what it draws).
+    """
     from shapegrad.primitives import format_shapes
 
+    if decoder == "slots":
+        shapes = ",".join(f"{k}*{renderer.slots}" for k in renderer.kinds)
+    else:
+        shapes = format_shapes(renderer.shapes)
     return {
         "format": _FORMAT,
-        "version": _VERSION,
-        "shapes": format_shapes(renderer.shapes),
+        "version": 2 if decoder == "slots" else 1,
+        "decoder": decoder,
+        "shapes": shapes,
         "resolution": int(renderer.resolution),
         "channels": int(renderer.channels),
         "softness": float(renderer.softness),
-        "composite": renderer.composite,
+        "composite": getattr(renderer, "composite", "over"),
         "background": np.broadcast_to(np.float64(renderer.background), (renderer.channels,)).tolist(),
         "resize": data.Letterbox.rule,
         "kinds": kinds if kinds is None or isinstance(kinds, str) else ",".join(kinds),
@@ -147,6 +159,12 @@ class Encoder:
         self.fields = fields_for(self.renderer.spec)
         self._Render = Render
         self._engines = {}
+        self.slots = None
+        if info.get("decoder") == "slots":
+            from shapegrad.slots import SlotRender
+
+            self.slots = SlotRender(info["kinds"], info["max_shapes"], self.resolution, channels=self.channels,
+                                    softness=info["softness"], background=info["background"])
 
     def _render(self, shapes, resolution):
         from shapegrad.render import Render
@@ -182,21 +200,28 @@ class Encoder:
         return box.apply(image), image, box
 
     def encode(self, images, refine_steps=100, batch_size=32, sharpness=REFINE_SHARPNESS, learning_rate=0.05,
-               keep_opacity=KEEP_OPACITY):
+               keep_opacity=None, refine_resolution=None):
         """Encode ``images`` (a sequence of ``(H, W, C)`` arrays in ``[0, 1]``, any sizes); a list of :class:`Encoded`.
 
         The encoder's guess (shapes with opacity >= ``keep_opacity``, back to
         front as the run's renderer draws them, opaque) is refined by
         ``refine_steps`` Adam steps of the compiled scene engine
         (:class:`shapegrad.scenefit.SceneEngine`, shared by every batch of
-        this encoder) in the ``N x N`` frame, edges sharpened from
+        this encoder) in an ``R x R`` letterbox frame (``refine_resolution``,
+        default ``N``; normalised parameters do not depend on the frame's
+        size, so an encoder trained small can be refined on more pixels),
+        edges sharpened from
         ``sharpness[0]`` to ``sharpness[1]`` px^-1 (the result is drawn with
         ``softness = 1 / sharpness[1]``); the background colour is refined too.
         ``refine_steps=0``: the encoder's guess as it is (opacities and the
-        run's background and softness kept).
+        run's background and softness kept). ``keep_opacity``: default
+        :data:`KEEP_OPACITY` (superset encoders) or :data:`KEEP_PRESENCE` (slot encoders).
         """
         from shapegrad import metrics
 
+        if keep_opacity is None:
+            keep_opacity = KEEP_PRESENCE if self.slots is not None else KEEP_OPACITY
+        size = self.resolution if refine_resolution is None else int(refine_resolution)
         out = []
         for start in range(0, len(images), batch_size):
             t0 = time.perf_counter()
@@ -204,7 +229,11 @@ class Encoder:
             boxed = np.stack([p[0] for p in prepared])
             guess = self.model.predict(boxed, verbose=0, batch_size=batch_size)
             if refine_steps > 0:
-                scenes = self.refine(guess, boxed, refine_steps, batch_size, sharpness, learning_rate, keep_opacity)
+                if size != self.resolution:
+                    boxes = [data.Letterbox(im.shape[0], im.shape[1], size) for _, im, _ in prepared]
+                    prepared = [(b.apply(im), im, b) for (_, im, _), b in zip(prepared, boxes)]
+                frames = np.stack([p[0] for p in prepared])
+                scenes = self.refine(guess, frames, refine_steps, batch_size, sharpness, learning_rate, keep_opacity)
             else:
                 scenes = [self._scene(row, keep_opacity) for row in guess]
             chunk = []
@@ -219,28 +248,29 @@ class Encoder:
             out += chunk
         return out
 
-    def _engine(self, batch):
-        """The compiled scene engine for ``batch`` items of this encoder's frame (built once per size)."""
+    def _engine(self, batch, size):
+        """The compiled scene engine for ``batch`` items of ``size x size`` frames (built once per size)."""
         from shapegrad.scenefit import SceneEngine
 
-        ready = [b for b in self._engines if b >= batch]
+        ready = [b for b, r in self._engines if b >= batch and r == size]
         if ready:  # a smaller batch is padded: no second compilation (a chunk's end)
-            return self._engines[min(ready)]
-        spec = self.renderer.spec
+            return self._engines[min(ready), size]
+        spec = self.renderer.spec  # a slot encoder's is the superset that holds what it draws
         kinds = tuple(dict.fromkeys(kind for kind, _ in spec.shapes))
         most = max(sum(c for k, c in spec.shapes if k == kind) for kind in kinds)
+        depth = self.slots.slots if self.slots is not None else spec.num_shapes
         batch = 1 << (batch - 1).bit_length()  # few compiled sizes
-        self._engines[batch] = SceneEngine(kinds, self.resolution, self.resolution, self.channels,
-                                           max_depth=spec.num_shapes, batch=batch, instances=batch * most,
+        self._engines[batch, size] = SceneEngine(kinds, size, size, self.channels,
+                                           max_depth=depth, batch=batch, instances=batch * min(most, depth),
                                            composite=self.info.get("composite", "over"))
-        return self._engines[batch]
+        return self._engines[batch, size]
 
     def refine(self, guess, boxed, steps, batch_size=32, sharpness=REFINE_SHARPNESS, learning_rate=0.05,
                keep_opacity=KEEP_OPACITY):
-        """Refine the encoder's ``(B, P)`` guess against the ``(B, N, N, C)`` frames; a list of scenes."""
+        """Refine the encoder's ``(B, P)`` guess against the ``(B, R, R, C)`` frames; a list of scenes."""
         from shapegrad.scenefit import Scene
 
-        engine = self._engine(min(batch_size, len(guess)))
+        engine = self._engine(min(batch_size, len(guess)), boxed.shape[1])
         starts = [self._scene(row, keep_opacity) for row in guess]
         scenes = [Scene([(k, p.copy()) for k, p in s.shapes], data.border_color(im)) for s, im in zip(starts, boxed)]
         fitted, _, _ = engine.fit(scenes, boxed, steps=steps, learning_rate=learning_rate, sharpness=sharpness)
@@ -249,10 +279,14 @@ class Encoder:
     def _scene(self, row, keep_opacity):
         """The kept shapes of one ``(P,)`` guess, back to front, with the run's background and softness."""
         spec = self.renderer.spec
-        keep, kept = self._kept(row, keep_opacity)
-        shapes = [(spec.fields_of(int(k))[0].kind, np.concatenate([row[s.slice] for s in spec.fields_of(int(k))]))
-                  for k in keep]
-        background = np.broadcast_to(np.float32(self.info["background"]), (self.channels,)).astype(np.float32)
+        if self.slots is not None:
+            shapes, background = self.slots.scene(row, keep_opacity)
+            kept = sum(1 for _, p in shapes if p[-1] >= keep_opacity)
+        else:
+            keep, kept = self._kept(row, keep_opacity)
+            shapes = [(spec.fields_of(int(k))[0].kind, np.concatenate([row[s.slice] for s in spec.fields_of(int(k))]))
+                      for k in keep]
+            background = np.broadcast_to(np.float32(self.info["background"]), (self.channels,)).astype(np.float32)
         return _Found(shapes, background, float(self.info["softness"]), kept)
 
     def _kept(self, row, keep_opacity=KEEP_OPACITY):
@@ -270,7 +304,7 @@ class Encoder:
         values = np.concatenate([p for _, p in found.shapes])[None]
         options = dict(channels=self.channels, softness=found.softness, composite=self.info.get("composite", "over"),
                        background=np.asarray(found.background, np.float64).round(5).tolist())
-        frame = Render(shapes, self.resolution, **options)
+        frame = Render(shapes, box.resolution, **options)
         renderer = Render(shapes, (box.height, box.width), **options)
         return renderer, box.to_image(frame.spec, values, renderer.spec)
 
