@@ -315,21 +315,23 @@ TRAIN = ["--resolution", "16", "--steps-per-epoch", "3", "--batch-size", "8", "-
 
 
 @pytest.mark.slow
-def test_train_on_a_tiny_folder_then_encode_with_it(tmp_path, capsys):
+@pytest.mark.parametrize("decoder", ["slots", "superset"])
+def test_train_on_a_tiny_folder_then_encode_with_it(tmp_path, capsys, decoder):
     make_folder(tmp_path / "in", count=10)
     (tmp_path / "in" / "broken.png").write_bytes(b"nope")
     run = tmp_path / "run"
     status, io_ = run_cli("train", "--images", tmp_path / "in", "--kinds", "disk,box", "--max-shapes", "2",
-                          "--steps", "6", *TRAIN, "--out", run, capsys=capsys)
+                          "--decoder", decoder, "--steps", "6", *TRAIN, "--out", run, capsys=capsys)
     assert status == 0, io_.err
     assert "broken.png" in io_.err
     saved = json.load(open(run / "metrics.json"))
-    assert saved["shapes"] == "disk*2,box*2" and saved["channels"] == 3
+    shapes = "slots:2:disk,box" if decoder == "slots" else "disk*2,box*2"
+    assert saved["shapes"] == shapes and saved["decoder"] == decoder and saved["channels"] == 3
     assert (saved["training_images"], saved["heldout_images"], saved["skipped_files"]) == (9, 1, 1)
     assert saved["steps"] == 6 and np.isfinite(saved["psnr"]) and "iou" in saved
     assert {"encoder.keras", "curves.png", "reconstructions.png"} <= set(os.listdir(run))
     enc = shapegrad.Encoder.load(str(run / "encoder.keras"))
-    assert enc.info["shapes"] == "disk*2,box*2" and enc.info["max_shapes"] == 2
+    assert enc.info["shapes"] == "disk*2,box*2" and enc.info["max_shapes"] == 2 and enc.info["decoder"] == decoder
     status, io_ = run_cli("encode", run / "encoder.keras", tmp_path / "in" / "sub" / "im3.png", "--out", tmp_path / "o",
                           "--refine-steps", "2", capsys=capsys)
     assert status == 0 and (tmp_path / "o" / "im3" / "params.json").exists(), io_.err
