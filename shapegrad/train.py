@@ -430,11 +430,17 @@ class ImageTask(Task):
     Training batches stream from disk (:class:`shapegrad.data.ImageFolderDataset`),
     letterboxed to ``N x N`` (:class:`shapegrad.data.Letterbox`).
 
-    The renderer is ``Render(shapes, N, channels, softness, background)``:
-    ``channels`` is 3 if any image is colour, else 1; ``background`` is the
-    median border colour of (up to 64 of) the training images, one colour per
-    run. ``shapes`` is exact kinds and counts, or :func:`superset_shapes` of
-    ``kinds`` and ``max_shapes`` (shapes switched off by their opacity).
+    ``channels`` is 3 if any image is colour, else 1. With ``kinds`` and
+    ``max_shapes``, ``decoder="slots"`` draws through a
+    :class:`shapegrad.slots.SlotRender` of ``max_shapes`` slots (a presence,
+    a soft kind choice and a shape each, over a background colour read per
+    image; ``presence_prior``, ``kind_prior``: its training priors), and
+    ``decoder="superset"`` (the default of this class; the command line's
+    default is ``"slots"``) through ``Render(superset_shapes(kinds,
+    max_shapes), N, channels, softness, background)`` (shapes switched off by
+    their opacity), as does exact ``shapes``; ``background`` is then the
+    median border colour of (up to 64 of) the training images, one colour
+    per run (a slot decoder keeps it for the record).
 
     The encoder carries what it encodes (:class:`shapegrad.encode.EncoderInfo`
     inside the saved model), so :class:`shapegrad.encode.Encoder` needs no flags.
