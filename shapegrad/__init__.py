@@ -3,7 +3,7 @@
 This module re-exports the public names and, by importing :mod:`shapegrad.layers`,
 :mod:`shapegrad.render` and :mod:`shapegrad.models`, registers every Keras class a
 saved ``.keras`` file of ours may hold (``Cones``, ``Render``, ``CoordinateChannels``,
-``ParameterHead``, ``Annealed``, and :mod:`shapegrad.encode`'s ``EncoderInfo``), so ``keras.saving.load_model`` needs only
+``ParameterHead``, ``Annealed``, :mod:`shapegrad.slots`' ``SlotRender`` and :mod:`shapegrad.encode`'s ``EncoderInfo``), so ``keras.saving.load_model`` needs only
 ``import shapegrad``.
 """
 
@@ -15,6 +15,7 @@ from shapegrad.models import Annealed
 from shapegrad.primitives import RenderSpec
 from shapegrad.render import Render
 from shapegrad.scenefit import SceneFit, fit_scene  # after Render: scenefit imports it
+from shapegrad.slots import SlotRender
 from shapegrad.safe import (
     angle_between,
     safe_acos,
@@ -35,6 +36,7 @@ __all__ = [
     "Render",
     "RenderSpec",
     "SceneFit",
+    "SlotRender",
     "angle_between",
     "fit_scene",
     "doctor",

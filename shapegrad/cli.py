@@ -101,7 +101,11 @@ def _add_train(subparsers):
     )
     p.add_argument("--images", metavar="DIR", help="train on every PNG/JPEG in DIR (recursively), no labels")
     p.add_argument("--kinds", help="with --images: primitive kinds, e.g. disk,box,triangle,ellipse (see --max-shapes)")
-    p.add_argument("--max-shapes", type=int, default=None, help="with --kinds: up to this many shapes of each kind")
+    p.add_argument("--max-shapes", type=int, default=None,
+                   help="with --kinds: the most shapes in an image (--decoder slots) or of each kind (superset)")
+    p.add_argument("--decoder", choices=("slots", "superset"), default="slots",
+                   help="with --kinds: slots with a presence and a kind each (default), or the superset "
+                        "Render('disk*M,box*M,...') whose opacities switch shapes off")
     p.add_argument("--channels", type=int, choices=(1, 3), default=1, help="colour channels of a Render scene")
     p.add_argument("--devices", type=int, default=1, help="data-parallel devices (jax, tensorflow; default 1)")
     p.add_argument("--resolution", type=int, default=64, help="image size in pixels (default 64)")
@@ -121,6 +125,10 @@ def _add_train(subparsers):
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--force", action="store_true", help="overwrite existing outputs in --out")
     return p
+
+
+# The slot decoder's presence prior on the command line (train.train_images takes any).
+SLOT_PRESENCE_PRIOR = 0.001
 
 
 def _check_train(args):
@@ -148,7 +156,9 @@ def _check_train(args):
 
         # Lists the images (headers only) and reads the training background: no training yet.
         task = train.ImageTask(args.images, shapes=args.shapes, kinds=args.kinds, max_shapes=args.max_shapes,
-                               resolution=args.resolution, seed=args.seed)
+                               resolution=args.resolution, seed=args.seed,
+                               decoder=args.decoder if args.kinds is not None else "superset",
+                               presence_prior=SLOT_PRESENCE_PRIOR if args.decoder == "slots" else 0.0)
         for path, why in task.scan.skipped:
             print(f"shapegrad train: skipped unreadable {path}: {why}", file=sys.stderr)
         return task

@@ -9,13 +9,15 @@ background, compositing) and the rule that brought images to ``N x N``
 :class:`Encoder` needs no shape flags.
 
 Encoding one image: bring it to the run's channels (grey repeated, colour to
-luma), letterbox it to ``N x N``, run the encoder (batched), refine the guess
-by a few Adam steps through the renderer on the image loss
-(:func:`shapegrad.fit.refine`, ``refine_steps``; 0 = encoder only), keep the
-shapes whose opacity is >= :data:`KEEP_OPACITY` (an encoder trained on a
-superset ``disk*M,box*M,...`` switches unneeded shapes off; if none is kept,
-the most opaque one is), and map the parameters back to the image's own
-``H x W`` (undoing the letterbox), where the PSNR is measured.
+luma), letterbox it to ``N x N``, run the encoder (batched), keep the shapes
+whose opacity is >= :data:`KEEP_OPACITY` (an encoder trained on a superset
+``disk*M,box*M,...`` switches unneeded shapes off; if none is kept, the most
+opaque one is), refine them, opaque, and the background colour by
+``refine_steps`` Adam steps on the image loss through the compiled scene
+engine (:class:`shapegrad.scenefit.SceneEngine`: one compiled loop per
+encoder, every image of a batch at once; 0 = the encoder's guess as it is),
+and map the parameters back to the image's own ``H x W`` (undoing the
+letterbox), where the PSNR is measured.
 
 Example (a tiny run; skipped by the doctest run, it trains for ~20 s):
     >>> import shapegrad, numpy as np  # doctest: +SKIP
@@ -37,11 +39,13 @@ import numpy as np
 
 from shapegrad import data, files
 
-__all__ = ["KEEP_OPACITY", "EncoderInfo", "encoder_info", "with_info", "Encoded", "Encoder", "encode_files"]
+__all__ = ["KEEP_OPACITY", "KEEP_PRESENCE", "EncoderInfo", "encoder_info", "with_info", "Encoded", "Encoder", "encode_files"]
 
 KEEP_OPACITY = 0.5  # a shape whose opacity is below this is switched off
+KEEP_PRESENCE = 0.1  # the same for a slot encoder's presences (measured: 0.5 kept too few, see README)
+REFINE_SHARPNESS = (0.25, 1.0)  # edge sharpness (px^-1) at the start and end of the refinement
 _FORMAT = "shapegrad-encoder"
-_VERSION = 1
+_VERSION = 2  # 2: a "decoder" entry ("slots" encoders say version 2, so older code refuses them)
 _OUTPUTS = ("params.json", "overlay.png", "shapes.svg")
 
 
@@ -71,18 +75,29 @@ class EncoderInfo(keras.layers.Layer):
         return config
 
 
-def encoder_info(renderer, kinds=None, max_shapes=None):
-    """The dict an encoder of ``renderer``'s parameters carries: renderer config and the resizing rule."""
+def encoder_info(renderer, kinds=None, max_shapes=None, decoder="superset"):
+    """The dict an encoder of ``renderer``'s parameters carries: renderer config and the resizing rule.
+
+    ``decoder``: ``"superset"`` (``renderer`` is a :class:`~shapegrad.Render`,
+    ``shapes`` its spec) or ``"slots"`` (a :class:`shapegrad.slots.SlotRender`
+    of ``max_shapes`` slots of ``kinds``; ``shapes`` is then the superset
+    ``kind*max_shapes,...`` that can hold what it draws).
+    """
     from shapegrad.primitives import format_shapes
 
+    if decoder == "slots":
+        shapes = ",".join(f"{k}*{renderer.slots}" for k in renderer.kinds)
+    else:
+        shapes = format_shapes(renderer.shapes)
     return {
         "format": _FORMAT,
-        "version": _VERSION,
-        "shapes": format_shapes(renderer.shapes),
+        "version": 2 if decoder == "slots" else 1,
+        "decoder": decoder,
+        "shapes": shapes,
         "resolution": int(renderer.resolution),
         "channels": int(renderer.channels),
         "softness": float(renderer.softness),
-        "composite": renderer.composite,
+        "composite": getattr(renderer, "composite", "over"),
         "background": np.broadcast_to(np.float64(renderer.background), (renderer.channels,)).tolist(),
         "resize": data.Letterbox.rule,
         "kinds": kinds if kinds is None or isinstance(kinds, str) else ",".join(kinds),
@@ -143,6 +158,13 @@ class Encoder:
         self.renderer = self._render(info["shapes"], self.resolution)
         self.fields = fields_for(self.renderer.spec)
         self._Render = Render
+        self._engines = {}
+        self.slots = None
+        if info.get("decoder") == "slots":
+            from shapegrad.slots import SlotRender
+
+            self.slots = SlotRender(info["kinds"], info["max_shapes"], self.resolution, channels=self.channels,
+                                    softness=info["softness"], background=info["background"])
 
     def _render(self, shapes, resolution):
         from shapegrad.render import Render
@@ -177,51 +199,121 @@ class Encoder:
         box = data.Letterbox(image.shape[0], image.shape[1], self.resolution)
         return box.apply(image), image, box
 
-    def encode(self, images, refine_steps=100, batch_size=32):
-        """Encode ``images`` (a sequence of ``(H, W, C)`` arrays in ``[0, 1]``, any sizes); a list of :class:`Encoded`."""
-        from shapegrad import fit, metrics
+    def encode(self, images, refine_steps=100, batch_size=32, sharpness=REFINE_SHARPNESS, learning_rate=0.05,
+               keep_opacity=None, refine_resolution=None):
+        """Encode ``images`` (a sequence of ``(H, W, C)`` arrays in ``[0, 1]``, any sizes); a list of :class:`Encoded`.
 
+        The encoder's guess (shapes with opacity >= ``keep_opacity``, back to
+        front as the run's renderer draws them, opaque) is refined by
+        ``refine_steps`` Adam steps of the compiled scene engine
+        (:class:`shapegrad.scenefit.SceneEngine`, shared by every batch of
+        this encoder) in an ``R x R`` letterbox frame (``refine_resolution``,
+        default ``N``; normalised parameters do not depend on the frame's
+        size, so an encoder trained small can be refined on more pixels),
+        edges sharpened from
+        ``sharpness[0]`` to ``sharpness[1]`` px^-1 (the result is drawn with
+        ``softness = 1 / sharpness[1]``); the background colour is refined too.
+        ``refine_steps=0``: the encoder's guess as it is (opacities and the
+        run's background and softness kept). ``keep_opacity``: default
+        :data:`KEEP_OPACITY` (superset encoders) or :data:`KEEP_PRESENCE` (slot encoders).
+        """
+        from shapegrad import metrics
+
+        if keep_opacity is None:
+            keep_opacity = KEEP_PRESENCE if self.slots is not None else KEEP_OPACITY
+        size = self.resolution if refine_resolution is None else int(refine_resolution)
         out = []
         for start in range(0, len(images), batch_size):
             t0 = time.perf_counter()
             prepared = [self.prepare(im) for im in images[start : start + batch_size]]
             boxed = np.stack([p[0] for p in prepared])
             guess = self.model.predict(boxed, verbose=0, batch_size=batch_size)
-            params = fit.refine(self.renderer, self.fields, guess, boxed, steps=refine_steps)
+            if refine_steps > 0:
+                if size != self.resolution:
+                    boxes = [data.Letterbox(im.shape[0], im.shape[1], size) for _, im, _ in prepared]
+                    prepared = [(b.apply(im), im, b) for (_, im, _), b in zip(prepared, boxes)]
+                frames = np.stack([p[0] for p in prepared])
+                scenes = self.refine(guess, frames, refine_steps, batch_size, sharpness, learning_rate, keep_opacity)
+            else:
+                scenes = [self._scene(row, keep_opacity) for row in guess]
             chunk = []
-            for row, (_, image, box) in zip(params, prepared):
-                renderer, mapped, kept = self._to_image(row, box)
+            for scene, (_, image, box) in zip(scenes, prepared):
+                renderer, mapped = self._to_image(scene, box)
                 recon = keras.ops.convert_to_numpy(renderer(mapped))
                 psnr = float(metrics.psnr(recon, image[None])[0])
-                chunk.append(Encoded(renderer, mapped, kept, box.height, box.width, psnr, 0.0))
+                chunk.append(Encoded(renderer, mapped, scene.kept, box.height, box.width, psnr, 0.0))
             share = (time.perf_counter() - t0) / len(chunk)
             for e in chunk:
                 e.seconds = share
             out += chunk
         return out
 
-    def _kept(self, row):
-        """Indices of the shapes to keep (opacity >= KEEP_OPACITY; else the most opaque one)."""
+    def _engine(self, batch, size):
+        """The compiled scene engine for ``batch`` items of ``size x size`` frames (built once per size)."""
+        from shapegrad.scenefit import SceneEngine
+
+        ready = [b for b, r in self._engines if b >= batch and r == size]
+        if ready:  # a smaller batch is padded: no second compilation (a chunk's end)
+            return self._engines[min(ready), size]
+        spec = self.renderer.spec  # a slot encoder's is the superset that holds what it draws
+        kinds = tuple(dict.fromkeys(kind for kind, _ in spec.shapes))
+        most = max(sum(c for k, c in spec.shapes if k == kind) for kind in kinds)
+        depth = self.slots.slots if self.slots is not None else spec.num_shapes
+        batch = 1 << (batch - 1).bit_length()  # few compiled sizes
+        self._engines[batch, size] = SceneEngine(kinds, size, size, self.channels,
+                                           max_depth=depth, batch=batch, instances=batch * min(most, depth),
+                                           composite=self.info.get("composite", "over"))
+        return self._engines[batch, size]
+
+    def refine(self, guess, boxed, steps, batch_size=32, sharpness=REFINE_SHARPNESS, learning_rate=0.05,
+               keep_opacity=KEEP_OPACITY):
+        """Refine the encoder's ``(B, P)`` guess against the ``(B, R, R, C)`` frames; a list of scenes."""
+        from shapegrad.scenefit import Scene
+
+        engine = self._engine(min(batch_size, len(guess)), boxed.shape[1])
+        starts = [self._scene(row, keep_opacity) for row in guess]
+        scenes = [Scene([(k, p.copy()) for k, p in s.shapes], data.border_color(im)) for s, im in zip(starts, boxed)]
+        fitted, _, _ = engine.fit(scenes, boxed, steps=steps, learning_rate=learning_rate, sharpness=sharpness)
+        return [_Found(f.shapes, f.background, 1.0 / float(sharpness[1]), s.kept) for f, s in zip(fitted, starts)]
+
+    def _scene(self, row, keep_opacity):
+        """The kept shapes of one ``(P,)`` guess, back to front, with the run's background and softness."""
+        spec = self.renderer.spec
+        if self.slots is not None:
+            shapes, background = self.slots.scene(row, keep_opacity)
+            kept = sum(1 for _, p in shapes if p[-1] >= keep_opacity)
+        else:
+            keep, kept = self._kept(row, keep_opacity)
+            shapes = [(spec.fields_of(int(k))[0].kind, np.concatenate([row[s.slice] for s in spec.fields_of(int(k))]))
+                      for k in keep]
+            background = np.broadcast_to(np.float32(self.info["background"]), (self.channels,)).astype(np.float32)
+        return _Found(shapes, background, float(self.info["softness"]), kept)
+
+    def _kept(self, row, keep_opacity=KEEP_OPACITY):
+        """Indices of the shapes to keep (opacity >= keep_opacity; else the most opaque one), and how many passed."""
         spec = self.renderer.spec
         opacity = np.array([float(row[spec.get(k, "opacity").slice][0]) for k in range(spec.num_shapes)])
-        keep = np.flatnonzero(opacity >= KEEP_OPACITY)
+        keep = np.flatnonzero(opacity >= keep_opacity)
         return (keep, len(keep)) if len(keep) else (np.array([int(opacity.argmax())]), 0)
 
-    def _to_image(self, row, box):
-        """The kept shapes of one ``(P,)`` row of the ``N x N`` frame, at the image's size: ``(renderer, (1, P'), kept)``."""
-        from shapegrad.primitives import format_shapes
+    def _to_image(self, found, box):
+        """A found scene of the ``N x N`` frame at the image's size: ``(renderer, (1, P'))``."""
+        from shapegrad.render import Render
 
-        spec = self.renderer.spec
-        keep, kept = self._kept(row)
-        counts = {}
-        for k in keep:
-            kind = spec.fields_of(int(k))[0].kind
-            counts[kind] = counts.get(kind, 0) + 1
-        shapes = format_shapes([(kind, counts[kind]) for kind, _ in spec.shapes if kind in counts])
-        values = np.concatenate([row[s.slice] for k in keep for s in spec.fields_of(int(k))])[None]
-        frame = self._render(shapes, self.resolution)
-        renderer = self._render(shapes, (box.height, box.width))
-        return renderer, box.to_image(frame.spec, values, renderer.spec), kept
+        shapes = ",".join(kind for kind, _ in found.shapes)
+        values = np.concatenate([p for _, p in found.shapes])[None]
+        options = dict(channels=self.channels, softness=found.softness, composite=self.info.get("composite", "over"),
+                       background=np.asarray(found.background, np.float64).round(5).tolist())
+        frame = Render(shapes, box.resolution, **options)
+        renderer = Render(shapes, (box.height, box.width), **options)
+        return renderer, box.to_image(frame.spec, values, renderer.spec)
+
+
+class _Found:
+    """One image's shapes in the ``N x N`` frame: ``[(kind, (P_k,))]`` back to front, background, softness, kept."""
+
+    def __init__(self, shapes, background, softness, kept):
+        self.shapes, self.background, self.softness, self.kept = shapes, background, softness, kept
 
 
 def encode_files(encoder, inputs, out, refine_steps=100, batch_size=32, force=False, progress=True):

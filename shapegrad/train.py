@@ -430,11 +430,17 @@ class ImageTask(Task):
     Training batches stream from disk (:class:`shapegrad.data.ImageFolderDataset`),
     letterboxed to ``N x N`` (:class:`shapegrad.data.Letterbox`).
 
-    The renderer is ``Render(shapes, N, channels, softness, background)``:
-    ``channels`` is 3 if any image is colour, else 1; ``background`` is the
-    median border colour of (up to 64 of) the training images, one colour per
-    run. ``shapes`` is exact kinds and counts, or :func:`superset_shapes` of
-    ``kinds`` and ``max_shapes`` (shapes switched off by their opacity).
+    ``channels`` is 3 if any image is colour, else 1. With ``kinds`` and
+    ``max_shapes``, ``decoder="slots"`` draws through a
+    :class:`shapegrad.slots.SlotRender` of ``max_shapes`` slots (a presence,
+    a soft kind choice and a shape each, over a background colour read per
+    image; ``presence_prior``, ``kind_prior``: its training priors), and
+    ``decoder="superset"`` (the default of this class; the command line's
+    default is ``"slots"``) through ``Render(superset_shapes(kinds,
+    max_shapes), N, channels, softness, background)`` (shapes switched off by
+    their opacity), as does exact ``shapes``; ``background`` is then the
+    median border colour of (up to 64 of) the training images, one colour
+    per run (a slot decoder keeps it for the record).
 
     The encoder carries what it encodes (:class:`shapegrad.encode.EncoderInfo`
     inside the saved model), so :class:`shapegrad.encode.Encoder` needs no flags.
@@ -442,12 +448,16 @@ class ImageTask(Task):
     """
 
     def __init__(self, images, shapes=None, kinds=None, max_shapes=None, resolution=64, softness=1.0, holdout=0.1,
-                 seed=0):
+                 seed=0, decoder="superset", presence_prior=0.0, kind_prior=0.0):
         from shapegrad import data
         from shapegrad.render import Render
 
         if (shapes is None) == (kinds is None):
             raise ValueError(f"Expected exactly one of shapes and kinds. Received: shapes={shapes!r}, kinds={kinds!r}")
+        _validate.one_of("decoder", decoder, ("superset", "slots"))
+        if decoder == "slots" and kinds is None:
+            raise ValueError(f"Expected kinds and max_shapes with decoder='slots'. Received: shapes={shapes!r}")
+        self.decoder = decoder
         if not 0 < holdout < 1:
             raise ValueError(f"Expected holdout to be in (0, 1). Received: holdout={holdout!r}")
         self.scan = data.scan_images(images)
@@ -466,13 +476,21 @@ class ImageTask(Task):
         self.training = [self.scan.paths[i] for i in sorted(order[held:])] or list(self.heldout)
         borders = [data.border_color(data.to_channels(files.read_image(p), channels)) for p in self.training[:64]]
         background = np.median(np.stack(borders), axis=0).round(4).tolist()
-        self.renderer = Render(shapes, self.resolution, channels=channels, softness=softness, background=background)
         from shapegrad.primitives import format_shapes
 
-        self.shapes = format_shapes(self.renderer.shapes)
+        if decoder == "slots":
+            from shapegrad.slots import SlotRender
+
+            self.renderer = SlotRender(kinds, max_shapes, self.resolution, channels=channels, softness=softness,
+                                       background=background, presence_prior=presence_prior, kind_prior=kind_prior)
+            self.shapes = f"slots:{max_shapes}:{','.join(self.renderer.kinds)}"
+            self.fields = self.renderer.fields()
+        else:
+            self.renderer = Render(shapes, self.resolution, channels=channels, softness=softness, background=background)
+            self.shapes = format_shapes(self.renderer.shapes)
+            self.fields = fields_for(self.renderer.spec)
         self._dataset = None
         self.refine = fit.refine  # a superset has too many shapes for refine_scene's permutations
-        self.fields = fields_for(self.renderer.spec)
         self.channels = channels
         self.background = self.renderer.background
 
@@ -480,7 +498,7 @@ class ImageTask(Task):
         """What the saved encoder carries (:class:`shapegrad.encode.EncoderInfo`)."""
         from shapegrad import encode
 
-        return encode.encoder_info(self.renderer, kinds=self.kinds, max_shapes=self.max_shapes)
+        return encode.encoder_info(self.renderer, kinds=self.kinds, max_shapes=self.max_shapes, decoder=self.decoder)
 
     def build_encoder(self, width):
         from shapegrad import encode
@@ -519,11 +537,12 @@ class ImageTask(Task):
             "letterbox": "letterbox",
             "kinds": self.kinds,
             "max_shapes": self.max_shapes,
+            "decoder": self.decoder,
         }
 
 
 def train_images(out, images, shapes=None, kinds=None, max_shapes=None, resolution=64, softness=1.0, holdout=0.1,
-                 seed=0, **kwargs):
+                 seed=0, decoder="superset", presence_prior=0.0, kind_prior=0.0, **kwargs):
     """Train on a folder of the user's images (self-supervised); :func:`train` with an :class:`ImageTask`.
 
     ``images``: a folder (searched recursively for PNG/JPEG) or a list of
@@ -534,7 +553,8 @@ def train_images(out, images, shapes=None, kinds=None, max_shapes=None, resoluti
     Writes the same outputs as :func:`train`; ``metrics.json`` scores the
     held-out images by reconstruction IoU and PSNR (there are no labels).
     """
-    task = ImageTask(images, shapes, kinds, max_shapes, resolution, softness, holdout, seed)
+    task = ImageTask(images, shapes, kinds, max_shapes, resolution, softness, holdout, seed, decoder, presence_prior,
+                     kind_prior)
     if not isinstance(kwargs.get("verbose", 1), int) or kwargs.get("verbose", 1):
         skipped = task.scan.skipped
         if skipped:

@@ -71,6 +71,16 @@ def save_untrained(path, resolution=16, shapes="disk*2,box*2", channels=3):
     return path
 
 
+def save_untrained_slots(path, resolution=16, channels=3):
+    """An untrained slot encoder (2 slots of disk, box) with its metadata."""
+    layer = shapegrad.SlotRender("disk,box", 2, resolution, channels=channels, background=[0.0] * channels)
+    keras.utils.set_random_seed(0)
+    model = encode.with_info(build_encoder((resolution, resolution, channels), layer.fields(), width=4),
+                             encode.encoder_info(layer, kinds="disk,box", max_shapes=2, decoder="slots"))
+    model.save(path)
+    return path
+
+
 def run_cli(*argv, capsys=None):
     status = cli.main([str(a) for a in argv])
     return status, (capsys.readouterr() if capsys else None)
@@ -204,6 +214,35 @@ def test_encode_python_api_maps_back_and_keeps_switched_off_shapes_out(tmp_path)
         assert e.render().shape == (e.height, e.width, 3) and np.isfinite(e.psnr)
 
 
+@pytest.mark.slow  # ~18 s: the engine's compilation
+def test_encode_refines_the_guess_through_one_compiled_scene_engine(tmp_path):
+    enc = shapegrad.Encoder.load(save_untrained(str(tmp_path / "e.keras")))
+    rng = np.random.default_rng(3)
+    images = [_scene(rng, 16, 16).astype("float32") for _ in range(3)]
+    guess = enc.encode(images, refine_steps=0, keep_opacity=0.0)
+    refined = enc.encode(images, refine_steps=40, batch_size=2, keep_opacity=0.0, refine_resolution=16)
+    for g, r in zip(guess, refined):
+        assert r.psnr > g.psnr + 2.0, (g.psnr, r.psnr)
+        assert r.renderer.spec.num_shapes == g.renderer.spec.num_shapes == 4  # every shape kept (threshold 0)
+        opacities = [r.params[0, r.renderer.spec.get(k, "opacity").slice][0] for k in range(4)]
+        assert np.allclose(opacities, 1.0)  # the engine draws kept shapes opaque
+    # Batches of 2 then 1 share one engine (one compilation on TensorFlow and JAX).
+    assert list(enc._engines) == [(2, 16)]
+
+
+def test_a_slot_encoder_encodes_its_present_slots_with_their_own_background(tmp_path):
+    enc = shapegrad.Encoder.load(save_untrained_slots(str(tmp_path / "s.keras")))
+    assert enc.info["decoder"] == "slots" and enc.info["version"] == 2 and enc.slots.slots == 2
+    images = [np.zeros((30, 50, 1), "float32"), np.ones((12, 12, 3), "float32")]
+    guess = enc.model.predict(np.stack([enc.prepare(im)[0] for im in images]), verbose=0)
+    found = enc.encode(images, refine_steps=0)
+    for row, e in zip(guess, found):
+        shapes, background = enc.slots.scene(row, encode.KEEP_PRESENCE)
+        assert e.renderer.shapes == tuple((kind, 1) for kind, _ in shapes)  # back to front, one group each
+        np.testing.assert_allclose(e.renderer.background, background.round(5), atol=1e-6)
+        assert e.render().shape == (e.height, e.width, 3) and np.isfinite(e.psnr)
+
+
 def test_encode_does_not_overwrite_without_force_but_does_the_rest(tmp_path, capsys):
     make_folder(tmp_path / "in", count=3)
     (tmp_path / "in" / "broken.png").write_bytes(b"\x89PNG broken")
@@ -276,21 +315,23 @@ TRAIN = ["--resolution", "16", "--steps-per-epoch", "3", "--batch-size", "8", "-
 
 
 @pytest.mark.slow
-def test_train_on_a_tiny_folder_then_encode_with_it(tmp_path, capsys):
+@pytest.mark.parametrize("decoder", ["slots", "superset"])
+def test_train_on_a_tiny_folder_then_encode_with_it(tmp_path, capsys, decoder):
     make_folder(tmp_path / "in", count=10)
     (tmp_path / "in" / "broken.png").write_bytes(b"nope")
     run = tmp_path / "run"
     status, io_ = run_cli("train", "--images", tmp_path / "in", "--kinds", "disk,box", "--max-shapes", "2",
-                          "--steps", "6", *TRAIN, "--out", run, capsys=capsys)
+                          "--decoder", decoder, "--steps", "6", *TRAIN, "--out", run, capsys=capsys)
     assert status == 0, io_.err
     assert "broken.png" in io_.err
     saved = json.load(open(run / "metrics.json"))
-    assert saved["shapes"] == "disk*2,box*2" and saved["channels"] == 3
+    shapes = "slots:2:disk,box" if decoder == "slots" else "disk*2,box*2"
+    assert saved["shapes"] == shapes and saved["decoder"] == decoder and saved["channels"] == 3
     assert (saved["training_images"], saved["heldout_images"], saved["skipped_files"]) == (9, 1, 1)
     assert saved["steps"] == 6 and np.isfinite(saved["psnr"]) and "iou" in saved
     assert {"encoder.keras", "curves.png", "reconstructions.png"} <= set(os.listdir(run))
     enc = shapegrad.Encoder.load(str(run / "encoder.keras"))
-    assert enc.info["shapes"] == "disk*2,box*2" and enc.info["max_shapes"] == 2
+    assert enc.info["shapes"] == "disk*2,box*2" and enc.info["max_shapes"] == 2 and enc.info["decoder"] == decoder
     status, io_ = run_cli("encode", run / "encoder.keras", tmp_path / "in" / "sub" / "im3.png", "--out", tmp_path / "o",
                           "--refine-steps", "2", capsys=capsys)
     assert status == 0 and (tmp_path / "o" / "im3" / "params.json").exists(), io_.err

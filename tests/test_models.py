@@ -9,16 +9,20 @@ import keras
 import numpy as np
 
 from helpers import to_numpy
-from shapegrad import Cones, Render
+import pytest
+
+from shapegrad import Cones, Render, SlotRender
 from shapegrad.models import Annealed, build_autoencoder, build_encoder, fields_for
 
 
 def test_saved_models_load_after_a_plain_import(tmp_path):
     x = np.random.default_rng(0).uniform(0, 1, (2, 16, 16, 1)).astype("float32")
     expected = {}
-    for name, renderer in (("cones", Cones(16)), ("scene", Render("disk,box", 16))):
+    slots = SlotRender("disk,box", 2, 16, channels=1, presence_prior=0.01)
+    for name, renderer in (("cones", Cones(16)), ("scene", Render("disk,box", 16)), ("slots", slots)):
         keras.utils.set_random_seed(0)
-        encoder = build_encoder((16, 16, 1), fields_for(renderer.spec), width=4)
+        fields = renderer.fields() if name == "slots" else fields_for(renderer.spec)
+        encoder = build_encoder((16, 16, 1), fields, width=4)
         model = build_autoencoder(encoder, Annealed(renderer, start=0.5, ramp_steps=4, name="renderer"))
         encoder.save(tmp_path / f"{name}_encoder.keras")
         model.save(tmp_path / f"{name}_autoencoder.keras")
@@ -49,7 +53,7 @@ def test_saved_models_load_after_a_plain_import(tmp_path):
         [sys.executable, "-c", script, str(tmp_path)], capture_output=True, text=True, env=env, timeout=300
     )
     assert done.returncode == 0, done.stderr[-3000:]
-    assert done.stdout.count("loaded") == 4
+    assert done.stdout.count("loaded") == 6
 
 
 def test_moved_names_stay_importable_under_their_saved_names():
@@ -59,3 +63,63 @@ def test_moved_names_stay_importable_under_their_saved_names():
     assert keras.saving.get_registered_name(Annealed) == "shapegrad>Annealed"
     assert keras.saving.get_registered_name(Cones) == "shapegrad>Cones"
     assert keras.saving.get_registered_name(Render) == "shapegrad>Render"
+
+
+# --------------------------------------------------------------------------- the slot decoder
+
+
+def _slot_row(layer, slots):
+    """A ``(1, size)`` input: background, then per slot ``(presence, kind index, {kind: geometry}, colour)``."""
+    row = [np.float32([0.1] * layer.channels)]
+    for presence, kind, geometry, color in slots:
+        logits = np.full(len(layer.kinds), -30.0, np.float32)
+        logits[layer.kinds.index(kind)] = 30.0
+        row += [np.float32([presence]), logits]
+        for k in layer.kinds:
+            row.append(np.float32(geometry[k]))
+        row.append(np.float32(color))
+    return np.concatenate(row)[None]
+
+
+def test_slot_render_with_sure_kinds_draws_what_render_draws():
+    layer = SlotRender("disk,box", 2, 20, channels=3)
+    geometry = {"disk": [0.4, 0.5, 0.2], "box": [0.6, 0.4, 0.15, 0.1, 0.8, 0.6, 0.3]}
+    other = {"disk": [0.3, 0.3, 0.1], "box": [0.5, 0.5, 0.2, 0.2, 1.0, 0.0, 0.0]}
+    x = _slot_row(layer, [(0.7, "disk", geometry, [0.9, 0.2, 0.1]), (1.0, "box", other, [0.1, 0.3, 0.9])])
+    assert x.shape == (1, layer.size) and sum(f[1] for f in layer.fields()) == layer.size
+    got = to_numpy(layer(x))
+    # The same two shapes through Render: the slot's presence is the shape's opacity, slot 0 at the back.
+    render = Render("disk,box", 20, channels=3, background=[0.1, 0.1, 0.1])
+    params = np.float32([*geometry["disk"], 0.9, 0.2, 0.1, 0.7, *other["box"], 0.1, 0.3, 0.9, 1.0])[None]
+    np.testing.assert_allclose(got, to_numpy(render(params)), atol=1e-5)
+    shapes, background = layer.scene(x[0], keep=0.5)
+    assert [k for k, _ in shapes] == ["disk", "box"] and np.allclose(background, 0.1)
+    np.testing.assert_allclose(np.concatenate([p for _, p in shapes]), params[0], atol=1e-6)
+
+
+def test_slot_render_absent_slots_show_the_background_and_gradients_are_finite():
+    layer = SlotRender("disk,triangle", 3, 12, channels=1, presence_prior=0.1, kind_prior=0.1)
+    rng = np.random.default_rng(0)
+    x = rng.uniform(0.05, 0.95, (2, layer.size)).astype("float32")
+    for s in range(3):  # every presence 0
+        x[:, 1 + s * layer.slot_size] = 0.0
+    np.testing.assert_allclose(to_numpy(layer(x)), np.broadcast_to(x[:, None, None, :1], (2, 12, 12, 1)), atol=1e-6)
+    from shapegrad import _autodiff
+
+    def loss(v):
+        return keras.ops.mean(layer(v) ** 2)
+
+    x[:, 1 :: layer.slot_size] = 0.5
+    _, (grad,) = _autodiff.value_and_grad(loss, x)
+    assert np.isfinite(grad).all() and np.abs(grad).max() > 0
+
+
+def test_slot_render_rejects_bad_arguments():
+    with pytest.raises(ValueError, match="kinds"):
+        SlotRender("disk,disk", 2, 8)
+    with pytest.raises(ValueError, match="kinds"):
+        SlotRender("disk,blob", 2, 8)
+    with pytest.raises(ValueError, match="slots"):
+        SlotRender("disk", 0, 8)
+    with pytest.raises(ValueError, match="presence_prior"):
+        SlotRender("disk", 2, 8, presence_prior=-1.0)
