@@ -127,10 +127,6 @@ def _add_train(subparsers):
     return p
 
 
-# The slot decoder's presence prior on the command line (train.train_images takes any).
-SLOT_PRESENCE_PRIOR = 0.001
-
-
 def _check_train(args):
     if args.images is None:
         if args.kinds is not None or args.max_shapes is not None:
@@ -157,8 +153,7 @@ def _check_train(args):
         # Lists the images (headers only) and reads the training background: no training yet.
         task = train.ImageTask(args.images, shapes=args.shapes, kinds=args.kinds, max_shapes=args.max_shapes,
                                resolution=args.resolution, seed=args.seed,
-                               decoder=args.decoder if args.kinds is not None else "superset",
-                               presence_prior=SLOT_PRESENCE_PRIOR if args.decoder == "slots" else 0.0)
+                               decoder=args.decoder if args.kinds is not None else "superset")
         for path, why in task.scan.skipped:
             print(f"shapegrad train: skipped unreadable {path}: {why}", file=sys.stderr)
         return task

@@ -420,6 +420,10 @@ def superset_shapes(kinds, max_shapes):
     return format_shapes(parse_shapes([(k, max_shapes) for k in kinds]))  # ValueError naming an unknown kind
 
 
+# The slot decoder's default presence prior: a slot must pay for itself (issue 13's 150 s comparison).
+SLOT_PRESENCE_PRIOR = 0.001
+
+
 class ImageTask(Task):
     """Learning from a folder of the user's own images: no labels, only the image loss.
 
@@ -431,12 +435,12 @@ class ImageTask(Task):
     letterboxed to ``N x N`` (:class:`shapegrad.data.Letterbox`).
 
     ``channels`` is 3 if any image is colour, else 1. With ``kinds`` and
-    ``max_shapes``, ``decoder="slots"`` draws through a
+    ``max_shapes``, ``decoder="slots"`` (the default with ``kinds``) draws through a
     :class:`shapegrad.slots.SlotRender` of ``max_shapes`` slots (a presence,
     a soft kind choice and a shape each, over a background colour read per
-    image; ``presence_prior``, ``kind_prior``: its training priors), and
-    ``decoder="superset"`` (the default of this class; the command line's
-    default is ``"slots"``) through ``Render(superset_shapes(kinds,
+    image; ``presence_prior``, ``kind_prior``: its training priors, the
+    presence prior :data:`SLOT_PRESENCE_PRIOR` unless given), and
+    ``decoder="superset"`` through ``Render(superset_shapes(kinds,
     max_shapes), N, channels, softness, background)`` (shapes switched off by
     their opacity), as does exact ``shapes``; ``background`` is then the
     median border colour of (up to 64 of) the training images, one colour
@@ -448,13 +452,17 @@ class ImageTask(Task):
     """
 
     def __init__(self, images, shapes=None, kinds=None, max_shapes=None, resolution=64, softness=1.0, holdout=0.1,
-                 seed=0, decoder="superset", presence_prior=0.0, kind_prior=0.0):
+                 seed=0, decoder=None, presence_prior=None, kind_prior=0.0):
         from shapegrad import data
         from shapegrad.render import Render
 
         if (shapes is None) == (kinds is None):
             raise ValueError(f"Expected exactly one of shapes and kinds. Received: shapes={shapes!r}, kinds={kinds!r}")
+        if decoder is None:
+            decoder = "superset" if kinds is None else "slots"
         _validate.one_of("decoder", decoder, ("superset", "slots"))
+        if presence_prior is None:
+            presence_prior = SLOT_PRESENCE_PRIOR if decoder == "slots" else 0.0
         if decoder == "slots" and kinds is None:
             raise ValueError(f"Expected kinds and max_shapes with decoder='slots'. Received: shapes={shapes!r}")
         self.decoder = decoder
@@ -542,7 +550,7 @@ class ImageTask(Task):
 
 
 def train_images(out, images, shapes=None, kinds=None, max_shapes=None, resolution=64, softness=1.0, holdout=0.1,
-                 seed=0, decoder="superset", presence_prior=0.0, kind_prior=0.0, **kwargs):
+                 seed=0, decoder=None, presence_prior=None, kind_prior=0.0, **kwargs):
     """Train on a folder of the user's images (self-supervised); :func:`train` with an :class:`ImageTask`.
 
     ``images``: a folder (searched recursively for PNG/JPEG) or a list of
