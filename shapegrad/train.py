@@ -213,6 +213,8 @@ def evaluate(encoder, task, images, params, refine_steps=100, batch=256):
             per_item.update(task.errors(p, params))
         return metrics.summarize(per_item)
 
+    if not refine_steps:  # encoder only: no refiner is built
+        return summary(pred), summary(pred), pred, pred
     # refine_scene renders every image from several restarts at once: a smaller chunk.
     chunk = batch if task.refine is fit.refine else max(1, batch // 4)
     refined = np.concatenate(

@@ -133,6 +133,7 @@ def _mse(layer, params, images):
     return ((to_numpy(layer(params)) - images) ** 2).mean(axis=(1, 2, 3))
 
 
+@pytest.mark.slow  # an optimisation's outcome, the same on every backend; ~25 s on JAX
 def test_swap_starts_trade_places_and_refine_best_undoes_a_swap():
     from shapegrad.fit import refine, refine_best, swap_starts
     from shapegrad.models import fields_for
@@ -170,6 +171,7 @@ def test_swap_starts_trade_places_and_refine_best_undoes_a_swap():
     assert np.abs(best[:, spec.get(1, "center").slice] - 0.7).max() < 0.02
 
 
+@pytest.mark.slow  # an optimisation's outcome, the same on every backend; ~25 s on JAX
 def test_refine_scene_raises_iou_when_the_first_guess_is_wrong():
     from shapegrad import metrics
     from shapegrad.fit import refine_scene

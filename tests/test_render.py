@@ -217,7 +217,8 @@ def test_gradients_match_finite_differences_float64(float64):
     check_gradients(jit(lambda x: ops.sum(layer(x) * weights)), [x], samples=20, rtol=1e-4, atol=1e-7)
 
 
-@pytest.mark.parametrize("channels", [1, 3])
+# One channel is the planes' special case of three: run once (slow), three on every backend.
+@pytest.mark.parametrize("channels", [pytest.param(1, marks=pytest.mark.slow), 3])
 def test_same_image_and_gradient_as_the_autodiff_renderer(channels, float64):
     """The kernels' hand-written backward passes and the channel planes against the old path.
 
