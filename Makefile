@@ -21,13 +21,11 @@ $(VENV)/.installed: pyproject.toml
 demo: $(VENV)/.installed
 	KERAS_BACKEND=$${KERAS_BACKEND:-jax} $(PY) -m shapegrad.demo
 
-# Each backend runs tests/ and the docstring examples of shapegrad/ (testpaths and --doctest-modules in pyproject.toml).
+# Each backend runs tests/ and the docstring examples of shapegrad/ (testpaths and --doctest-modules in
+# pyproject.toml), the three side by side (TEST_JOBS=1: one after the other); tests/run_backends.sh.
+TEST_JOBS ?= 3
 test: $(VENV)/.installed
-	@set -e; for b in $(BACKENDS); do \
-	  if [ $$b = $(SLOW_BACKEND) ]; then m=""; else m="not slow"; fi; \
-	  echo "=== KERAS_BACKEND=$$b ==="; \
-	  KERAS_BACKEND=$$b $(PY) -m pytest -q -m "$$m" $(PYTEST_ARGS); \
-	done
+	@bash tests/run_backends.sh $(PY) "$(BACKENDS)" $(SLOW_BACKEND) $(TEST_JOBS) $(PYTEST_ARGS)
 
 stress: $(VENV)/.installed
 	@set -e; for b in $(BACKENDS); do \

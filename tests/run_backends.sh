@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# Run the test suite once per Keras backend: `make test` calls this.
+#
+#   tests/run_backends.sh PYTHON "tensorflow jax torch" SLOW_BACKEND JOBS [pytest args...]
+#
+# Cases marked `slow` run on SLOW_BACKEND only. JOBS=1 runs the backends one after the other,
+# printing as it goes; JOBS>1 runs them side by side (most of a test's time is one-threaded
+# tracing and compiling, so two cores serve three backends well), each into its own log under
+# .test-logs/, printed whole when that backend ends. The exit status is 1 if any backend failed.
+set -u
+py=$1 backends=$2 slow=$3 jobs=$4
+shift 4
+
+run_one() {  # backend [pytest args...]
+    local b=$1 marks="not slow"
+    shift
+    [ "$b" = "$slow" ] && marks=""
+    echo "=== KERAS_BACKEND=$b ==="
+    KERAS_BACKEND=$b TF_CPP_MIN_LOG_LEVEL=${TF_CPP_MIN_LOG_LEVEL:-3} "$py" -m pytest -q -m "$marks" "$@"
+}
+
+if [ "$jobs" -le 1 ]; then
+    status=0
+    for b in $backends; do run_one "$b" "$@" || status=1; done
+    exit $status
+fi
+
+mkdir -p .test-logs
+declare -A pid
+for b in $backends; do
+    # Each backend its own pytest cache (hypothesis' example database is safe to share).
+    run_one "$b" "$@" -o cache_dir=".test-logs/cache-$b" >".test-logs/$b.log" 2>&1 &
+    pid[$b]=$!
+done
+status=0
+for b in $backends; do
+    if wait "${pid[$b]}"; then result=passed; else result=FAILED; status=1; fi
+    cat ".test-logs/$b.log"
+    echo "=== KERAS_BACKEND=$b: $result ==="
+done
+exit $status
