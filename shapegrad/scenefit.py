@@ -221,7 +221,6 @@ class SceneEngine:
         self._grad = _autodiff.traced_value_and_grad(self._loss, wrt=2)
         self._run_compiled = _autodiff.jit(self._run)
         self._step_compiled = _autodiff.jit(self._step)
-        self._finish_compiled = _autodiff.jit(self._finish)
 
     # ---- the compiled part: backend tensors only --------------------------------------
 
@@ -263,10 +262,18 @@ class SceneEngine:
         return sharpness, rate
 
     def _update(self, state, i, ctx, depth, images, masks, steps, lr, sharp_start, sharp_end, anneal):
-        """One Adam step on every item (per-element moments: items are independent)."""
-        raws, bg_raw, m, v, bg_m, bg_v = state
+        """One Adam step on every item (per-element moments: items are independent).
+
+        Step ``i`` also records each item's loss and image *before* its update;
+        step ``steps`` only records (its rate is 0): so a run of ``steps + 1``
+        evaluations ends with the final parameters' loss and image, and one
+        traced gradient serves both (no second, forward-only copy of the
+        renderer in the compiled program).
+        """
+        raws, bg_raw, m, v, bg_m, bg_v = state[:6]
         sharpness, rate = self._schedule(i, steps, lr, sharp_start, sharp_end, anneal)
-        _, _, (g_raws, g_bg) = self._grad(raws, bg_raw, ctx, depth, images, sharpness)
+        rate = rate * ops.cast(ops.less(i, steps), "float32")
+        _, (per_item, recon), (g_raws, g_bg) = self._grad(raws, bg_raw, ctx, depth, images, sharpness)
         t = ops.cast(i, "float32") + 1.0
         b1, b2, eps = 0.9, 0.999, 1e-8
         c1, c2 = 1.0 - ops.power(b1, t), 1.0 - ops.power(b2, t)
@@ -278,14 +285,15 @@ class SceneEngine:
 
         new = [adam(x, g, a, b, k) for x, g, a, b, k in zip(raws, g_raws, m, v, masks)]
         bg_raw, bg_m, bg_v = adam(bg_raw, g_bg, bg_m, bg_v, 1.0)
-        return (tuple(n[0] for n in new), bg_raw, tuple(n[1] for n in new), tuple(n[2] for n in new), bg_m, bg_v)
+        return (tuple(n[0] for n in new), bg_raw, tuple(n[1] for n in new), tuple(n[2] for n in new), bg_m, bg_v,
+                per_item, recon)
 
-    @staticmethod
-    def _init_state(raws, bg_raw):
+    def _init_state(self, raws, bg_raw):
         raws = tuple(raws)
         zeros = tuple(ops.zeros_like(r) for r in raws)
         return (raws, bg_raw, zeros, tuple(ops.zeros_like(r) for r in raws), ops.zeros_like(bg_raw),
-                ops.zeros_like(bg_raw))
+                ops.zeros_like(bg_raw), ops.zeros((self.batch,), "float32"),
+                ops.zeros((self.batch, self.height, self.width, self.channels), "float32"))
 
     def _run(self, raws, bg_raw, masks, ctx, depth, images, steps, lr, sharp_start, sharp_end, anneal):
         self.traces += 1
@@ -294,12 +302,8 @@ class SceneEngine:
         def body(i, state):
             return self._update(state, i, ctx, depth, images, masks, steps, lr, sharp_start, sharp_end, anneal)
 
-        state = ops.fori_loop(0, steps, body, state)
-        return self._finish(state[0], state[1], ctx, depth, images, sharp_end)
-
-    def _finish(self, raws, bg_raw, ctx, depth, images, sharpness):
-        per_item, recon = self._loss(raws, bg_raw, ctx, depth, images, sharpness)[1]
-        return raws, bg_raw, per_item, recon
+        state = ops.fori_loop(0, steps + 1, body, state)
+        return state[0], state[1], state[6], state[7]
 
     def _step(self, state, i, ctx, depth, images, masks, steps, lr, sharp_start, sharp_end, anneal):
         self.traces += 1
@@ -428,9 +432,9 @@ class SceneEngine:
                                                                *args)
             else:
                 state = self._init_state(raws, bg_raw)
-                for i in range(steps):
+                for i in range(steps + 1):  # the last step only evaluates (see _update)
                     state = self._step_compiled(state, np.int32(i), ctx, depth, target, masks, np.int32(steps), *args)
-                raws, bg_raw, loss, recon = self._finish_compiled(state[0], state[1], ctx, depth, target, args[2])
+                raws, bg_raw, loss, recon = state[0], state[1], state[6], state[7]
             out.extend(self._unpack(part, raws, bg_raw))
             losses.append(keras.ops.convert_to_numpy(loss)[: len(part)])
             recons.append(keras.ops.convert_to_numpy(recon)[: len(part)])
