@@ -85,6 +85,7 @@ Example:
 
 import dataclasses
 import math
+import threading
 import time
 
 import keras
@@ -440,6 +441,17 @@ class SceneEngine:
             recons.append(keras.ops.convert_to_numpy(recon)[: len(part)])
         return out, np.concatenate(losses).astype(np.float64), np.concatenate(recons)
 
+    def warm(self):
+        """Trace and compile the loop now (one empty scene, no step), if it is compiled and not yet.
+
+        :func:`fit_scene` calls it in a thread for the full-resolution engine
+        while the search runs on the other: the compiler (C++, outside
+        Python's lock) then uses a core that the search leaves idle.
+        """
+        if self.loop == "compiled" and self.traces == 0 and keras.backend.backend() != "torch":
+            background = np.zeros(self.channels, np.float32)
+            self.fit([Scene([], background)], np.zeros((1, self.height, self.width, self.channels), np.float32), steps=0)
+
     def render(self, scenes, sharpness=1.0):
         """``(B, H, W, C)`` images of ``scenes`` (NumPy float32)."""
         zeros = np.zeros((len(scenes), self.height, self.width, self.channels), np.float32)
@@ -717,6 +729,9 @@ class _Search:
         self.engine = _engine(kinds, hc, wc, c, max_shapes, options["composite"], batch=2 * k * size,
                               instances=max(3 * size, max_shapes))
         self.full = _engine(kinds, h, w, c, max_shapes, options["composite"], batch=size, instances=max(size, max_shapes))
+        # The polish's engine compiles in a thread while the search runs (joined before the polish).
+        self._warming = threading.Thread(target=_quietly, args=(self.full.warm,), daemon=True)
+        self._warming.start()
         self.geo = {k: _Geometry(self.engine, k) for k in kinds}
         self.noise = noise_level(self.images)
         # The gain one more shape must bring, in summed squared error at the search resolution.
@@ -958,6 +973,7 @@ class _Search:
 
     def _polish(self, scenes):
         o = self.o
+        self._warming.join()
         scenes = self._to_full(scenes)
         nonempty = [i for i, s in enumerate(scenes) if s.shapes]
         loss = ((self.images - np.stack([s.background for s in scenes])[:, None, None]) ** 2).mean(axis=(1, 2, 3))
@@ -979,6 +995,14 @@ def _with_color(engine, kind, params, value):
         return p, p[g : g + engine.channels]
     p[g : g + engine.channels] = value
     return p
+
+
+def _quietly(fn):
+    """Run ``fn()``, dropping its errors: for a warm-up whose work is redone (and its error raised) where it counts."""
+    try:
+        fn()
+    except Exception:  # noqa: BLE001 -- the same call runs again in the caller's thread
+        pass
 
 
 _ENGINES = {}
