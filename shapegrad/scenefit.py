@@ -98,6 +98,7 @@ from shapegrad.models import ParameterHead, fields_for
 __all__ = ["DEFAULT_KINDS", "SceneEngine", "SceneFit", "fit_scene", "noise_level"]
 
 DEFAULT_KINDS = ("disk", "box", "triangle", "ellipse")
+DEFAULT_MAX_SHAPES = 5
 
 # Table sizes are rounded up to this ladder (about 25 % apart), so that the
 # compiled loop sees few distinct shapes over a search.
@@ -1038,18 +1039,40 @@ _DEFAULTS = dict(
 )
 
 
-def fit_scene(images, kinds=DEFAULT_KINDS, max_shapes=5, shapes=None, **options):
+def _search_spec(kinds, max_shapes, shapes):
+    """``(kinds, max_shapes, fixed)`` of a search: ``fixed`` is ``{kind: count}`` for ``shapes``, else None.
+
+    ``kinds`` and ``max_shapes`` (None: :data:`DEFAULT_KINDS`, 5) describe a
+    search of unknown kinds and count; ``shapes`` exactly those shapes. Both
+    at once is a ``ValueError``: which one the caller meant is not ours to guess.
+    """
+    if shapes is not None:
+        given = [f"{name}={value!r}" for name, value in (("kinds", kinds), ("max_shapes", max_shapes)) if value is not None]
+        if given:
+            raise ValueError("Expected either shapes, or kinds and max_shapes, not both. "
+                             f"Received: shapes={shapes!r}, {', '.join(given)}")
+        fixed = {}
+        for kind, count in Render(shapes, 8).shapes:  # parsed (and checked) by the renderer
+            fixed[kind] = fixed.get(kind, 0) + count
+        return tuple(fixed), sum(fixed.values()), fixed
+    kinds = _check_kinds(DEFAULT_KINDS if kinds is None else kinds)
+    return kinds, _positive_int("max_shapes", DEFAULT_MAX_SHAPES if max_shapes is None else max_shapes), None
+
+
+def fit_scene(images, kinds=None, max_shapes=None, shapes=None, **options):
     """Fit a scene of primitives to every image: kinds, count, depth order and parameters.
 
     Args:
         images: ``(B, H, W, C)`` array, or a list of ``(H, W, C)`` arrays
             (sizes and channels may differ; images of one size are fitted
             together as one batch), floats in ``[0, 1]``.
-        kinds: the kinds a shape may be (a tuple or ``"disk,box"``).
-        max_shapes: the most shapes per image.
+        kinds: the kinds a shape may be (a tuple or ``"disk,box"``; default
+            :data:`DEFAULT_KINDS`).
+        max_shapes: the most shapes per image (default 5).
         shapes: instead of ``kinds`` and ``max_shapes``, exactly these shapes
             (``"disk*2,box"``, as ``Render`` reads them), in a depth order
-            that the fit finds.
+            that the fit finds. Giving ``shapes`` with ``kinds`` or
+            ``max_shapes`` is a ``ValueError``.
         **options: search settings (defaults in ``_DEFAULTS``): ``steps``
             (Adam steps per added shape), ``order_steps``, ``polish_steps``,
             ``learning_rate``, ``sharpness`` (start, end of the search, px^-1),
@@ -1067,16 +1090,7 @@ def fit_scene(images, kinds=DEFAULT_KINDS, max_shapes=5, shapes=None, **options)
     o = dict(_DEFAULTS, **options)
     if o["composite"] not in raster.COMPOSITES:
         raise ValueError(f"Expected composite to be one of {list(raster.COMPOSITES)}. Received: composite={o['composite']!r}")
-    fixed = None
-    if shapes is not None:
-        fixed = {}
-        for kind, count in Render(shapes, 8).shapes:  # parsed (and checked) by the renderer
-            fixed[kind] = fixed.get(kind, 0) + count
-        kinds = tuple(fixed)
-        max_shapes = sum(fixed.values())
-    else:
-        kinds = _check_kinds(kinds)
-        max_shapes = _positive_int("max_shapes", max_shapes)
+    kinds, max_shapes, fixed = _search_spec(kinds, max_shapes, shapes)
     if isinstance(images, np.ndarray) and images.ndim == 4:
         images = list(images)
     if not isinstance(images, (list, tuple)) or not images:

@@ -128,6 +128,21 @@ def test_exit_codes_and_the_huge_image_rule(tmp_path, capsys):
         fit.fit_files(ok, str(out), kinds="disk,star")
 
 
+@pytest.mark.parametrize("extra, received", [
+    (["--kinds", "disk"], "Received: --shapes='disk,box', --kinds='disk'"),
+    (["--max-shapes", "3"], "Received: --shapes='disk,box', --max-shapes=3"),
+    (["--kinds", "box", "--max-shapes", "3"], "Received: --shapes='disk,box', --kinds='box', --max-shapes=3"),
+])
+def test_shapes_with_kinds_or_max_shapes_is_a_usage_error(tmp_path, capsys, extra, received):
+    path = _save(tmp_path / "a.png", _scene((16, 24)))
+    assert cli.main(["fit", path, "--out", str(tmp_path / "out"), "--shapes", "disk,box", *extra]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "Expected either --shapes, or --kinds and --max-shapes, not both" in err and err.endswith(received), err
+    assert len(err.splitlines()) == 1 and not (tmp_path / "out").exists()
+    with pytest.raises(ValueError, match="not both"):
+        fit.fit_files(path, str(tmp_path / "out"), shapes="disk,box", max_shapes=2)
+
+
 @pytest.mark.slow
 def test_cli_end_to_end_with_the_default_search(tmp_path, capsys):
     _save(tmp_path / "in" / "scene.png", _scene())

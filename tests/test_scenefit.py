@@ -138,6 +138,8 @@ def test_noise_level_reads_noise_and_ignores_hard_edges():
         (lambda: fit_scene(np.zeros((8, 8))), "Received: images"),
         (lambda: fit_scene([np.full((8, 8, 1), np.nan)]), "Received: shape=(8, 8, 1)"),
         (lambda: fit_scene(np.zeros((1, 8, 8, 1)), speed=3), "Received: ['speed']"),
+        (lambda: fit_scene(np.zeros((1, 8, 8, 1)), shapes="disk", kinds="box"), "Received: shapes='disk', kinds='box'"),
+        (lambda: fit_scene(np.zeros((1, 8, 8, 1)), shapes="disk", max_shapes=2), "Received: shapes='disk', max_shapes=2"),
         (lambda: SceneEngine(("disk",), 8, 8, 1, max_depth=0, batch=1), "Received: max_depth=0"),
         (lambda: SceneEngine(("disk",), 8, 8, 1, max_depth=1, batch=1, loop="fast"), "Received: loop='fast'"),
     ],
