@@ -62,6 +62,22 @@ a real one at least 0.9, in coarse units; the floor is 0.6). A shape must
 also differ from the background by ``min_contrast`` in some channel (else
 it only carves other shapes). The same gain decides the pruning.
 
+The rule for a simpler kind: wherever the search chooses among candidates of
+different kinds (the new shape's kind, the kind changes; also the depth
+swaps, where it changes nothing), it takes the least *penalised* error,
+the summed squared error plus ``price`` per geometry parameter, with
+
+    ``price = max(log(n) * sigma^2 * bic_weight, simpler_px * C * min_contrast^2 / f^2)``
+
+(the BIC price of a parameter, floored at ``simpler_px`` (1.5) pixels at
+``min_contrast`` per parameter). Geometry parameters: disk 3, ellipse 6,
+triangle 6, box 7 (centre, half sizes, direction, corner). So a kind with
+fewer parameters is kept unless the richer one lowers the error by more than
+the price of the parameters it adds: a hard-edged disk that an ellipse
+fits marginally better (on drawn disks of radius 4-13 px, by at most
+0.05 in coarse units; a real ellipse of axis ratio >= 1.15 by at least 0.3;
+3 parameters cost 0.14) is reported as a disk.
+
 Conventions: images ``(H, W, C)`` float in ``[0, 1]``; parameters are
 normalised as in :class:`~shapegrad.Render` (positions ``(row, col)`` as
 fractions of ``(H, W)``); a fitted scene is a :class:`SceneFit` whose
@@ -729,10 +745,14 @@ class _Search:
         k = len(kinds)
         self.engine = _engine(kinds, hc, wc, c, max_shapes, options["composite"], batch=2 * k * size,
                               instances=max(3 * size, max_shapes))
-        self.full = _engine(kinds, h, w, c, max_shapes, options["composite"], batch=size, instances=max(size, max_shapes))
-        # The polish's engine compiles in a thread while the search runs (joined before the polish).
-        self._warming = threading.Thread(target=_quietly, args=(self.full.warm,), daemon=True)
-        self._warming.start()
+        if factor == 1:  # the search is at full resolution: its engine polishes too (one compilation)
+            self.full = self.engine
+            self._warming = None
+        else:  # the polish's engine compiles in a thread while the search runs (joined before the polish)
+            self.full = _engine(kinds, h, w, c, max_shapes, options["composite"], batch=size,
+                                instances=max(size, max_shapes))
+            self._warming = threading.Thread(target=_quietly, args=(self.full.warm,), daemon=True)
+            self._warming.start()
         self.geo = {k: _Geometry(self.engine, k) for k in kinds}
         self.noise = noise_level(self.images)
         # The gain one more shape must bring, in summed squared error at the search resolution.
@@ -743,6 +763,18 @@ class _Search:
             k: np.maximum((self.engine.sizes[k] - 1) * math.log(self.n) * sigma**2 * options["bic_weight"], floor)
             for k in kinds
         }
+        # The price of one geometry parameter (the rule for a simpler kind), same units.
+        self.price = np.maximum(math.log(self.n) * sigma**2 * options["bic_weight"],
+                                options["simpler_px"] / factor**2 * c * options["min_contrast"] ** 2)
+
+    def _score(self, i, scene, loss):
+        """Image ``i``'s penalised error of ``scene``: summed squared error + price x geometry parameters."""
+        return loss * self.n + self.price[i] * sum(self.engine._geometry[k] for k, _ in scene.shapes)
+
+    def _simplest(self, i, rows, scenes, losses):
+        """The row of ``rows`` (candidates for image ``i``) of least penalised error: the simpler kind wins ties
+        up to the price of the parameters it saves."""
+        return rows[int(np.argmin([self._score(i, scenes[r], losses[r]) for r in rows]))]
 
     def _fit(self, items, owner, steps, start, lr=1.0):
         o = self.o
@@ -818,7 +850,7 @@ class _Search:
                 if len(base):
                     scenes[i], loss[i], recon[i] = fitted[base[0]], losses[base[0]], recons[base[0]]
                 rows = rows[~same[rows]]
-                best = rows[np.argmin(losses[rows])]
+                best = self._simplest(i, rows, fitted, losses)
                 new_kind = self._new_kind(scenes[i], fitted[best])
                 visible = self._stands_out(fitted[best])
                 if self.fixed is not None or (visible and (loss[i] - losses[best]) * self.n > self.gain[new_kind][i]):
@@ -888,13 +920,13 @@ class _Search:
 
     def _keep_best(self, items, owner, sharpness, scenes, loss):
         """Refine candidate ``items`` (``owner[k]``: the image of item k) at ``sharpness`` x the final
-        sharpness; each image keeps its lowest-error candidate (its current fit is one of them)."""
+        sharpness; each image keeps its candidate of least penalised error (its current fit is one of
+        them; see the rule for a simpler kind)."""
         o = self.o
         fitted, losses, _ = self._fit(items, owner, o["order_steps"], sharpness * o["sharpness"][1], lr=0.5)
         owner = np.asarray(owner)
         for i in np.unique(owner):
-            rows = np.flatnonzero(owner == i)
-            best = rows[np.argmin(losses[rows])]
+            best = self._simplest(i, np.flatnonzero(owner == i), fitted, losses)
             scenes[i], loss[i] = fitted[best], losses[best]
         return scenes, loss
 
@@ -974,7 +1006,8 @@ class _Search:
 
     def _polish(self, scenes):
         o = self.o
-        self._warming.join()
+        if self._warming is not None:
+            self._warming.join()
         scenes = self._to_full(scenes)
         nonempty = [i for i, s in enumerate(scenes) if s.shapes]
         loss = ((self.images - np.stack([s.background for s in scenes])[:, None, None]) ** 2).mean(axis=(1, 2, 3))
@@ -1030,6 +1063,7 @@ _DEFAULTS = dict(
     final_sharpness=2.5,
     min_area=20.0,
     min_contrast=0.2,
+    simpler_px=1.5,
     bic_weight=1.0,
     coarse_above=40,
     reorder=True,
@@ -1078,6 +1112,7 @@ def fit_scene(images, kinds=None, max_shapes=None, shapes=None, **options):
             ``learning_rate``, ``sharpness`` (start, end of the search, px^-1),
             ``final_sharpness``, ``min_area`` (px), ``min_contrast``,
             ``bic_weight`` (the rule for one more shape, module docstring),
+            ``simpler_px`` (the rule for a simpler kind),
             ``coarse_above`` (search at half resolution above this many
             pixels a side), ``reorder``, ``prune``, ``composite``.
 
