@@ -19,7 +19,6 @@ The seeds are the benchmark's own (tests use others).
 import argparse
 import json
 import math
-import os
 import sys
 import time
 

@@ -905,7 +905,6 @@ class _Search:
 
     def _stands_out(self, scene):
         """Whether every shape's colour differs from the background by ``min_contrast`` (else it only carves)."""
-        c = self.images.shape[-1]
         return all(
             np.abs(_with_color(self.engine, k, p, None)[1] - scene.background).max() >= self.o["min_contrast"]
             for k, p in scene.shapes
