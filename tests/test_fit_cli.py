@@ -45,7 +45,7 @@ def _summary(out):
         return list(csv.DictReader(f))
 
 
-@pytest.mark.slow  # two whole searches: ~22 s on TensorFlow with compilation (load 9), minutes on PyTorch
+@pytest.mark.slow  # two whole searches: ~22 s on TensorFlow with compilation, 39 s on PyTorch (load 9)
 def test_unknown_count_on_a_non_square_image_and_mixed_inputs(tmp_path, capsys):
     """Colour+alpha, 16-bit grey and a text file in one folder: both images fitted at their size, the text skipped."""
     folder = tmp_path / "in"

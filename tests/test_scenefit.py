@@ -89,7 +89,7 @@ def test_engine_refines_independent_items_and_keeps_frozen_shapes():
     np.testing.assert_allclose(fitted[0].shapes[1][1], truth[0].shapes[1][1], atol=1e-6)  # not trained
 
 
-@pytest.mark.slow  # the whole search: ~18 s on TensorFlow with compilation (load 9), minutes on PyTorch
+@pytest.mark.slow  # the whole search: ~18 s on TensorFlow with compilation, 15 s on PyTorch (load 9)
 def test_unknown_count_and_kinds_of_skimage_scenes_and_the_simpler_kind():
     """Count and kinds unknown; a drawn disk is reported as a disk although an ellipse fits it as well
     (the rule for a simpler kind), and an elongated ellipse as an ellipse."""
@@ -108,7 +108,7 @@ def test_unknown_count_and_kinds_of_skimage_scenes_and_the_simpler_kind():
         assert fit.renderer().spec.size == fit.params.size
 
 
-@pytest.mark.slow  # the whole search: ~11 s on TensorFlow with compilation (load 9), minutes on PyTorch
+@pytest.mark.slow  # the whole search: ~11 s on TensorFlow with compilation (load 9)
 def test_known_shapes_and_occlusion_order():
     # The disk over the box, and the box over the disk: the same two shapes, the other way round.
     disk_on_top, box_on_top = _canvas(), _canvas()
