@@ -31,12 +31,17 @@ def value_and_grad(fn, *args):
 
 
 def jit(fn):
-    """Compile ``fn`` with the backend's XLA compiler (TensorFlow, JAX); PyTorch runs it eagerly."""
+    """Compile ``fn`` with the backend's XLA compiler (TensorFlow, JAX); PyTorch runs it eagerly.
+
+    On TensorFlow without AutoGraph: ``fn`` is traced as plain Python (loops
+    over tensors go through ``keras.ops.fori_loop``), and AutoGraph's source
+    rewriting of every function it calls cost seconds per trace.
+    """
     backend = keras.backend.backend()
     if backend == "tensorflow":
         import tensorflow as tf
 
-        return tf.function(fn, jit_compile=True)
+        return tf.function(fn, jit_compile=True, autograph=False)
     if backend == "jax":
         import jax
 

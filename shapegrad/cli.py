@@ -21,8 +21,8 @@ keras is imported). Keras and the library are imported lazily, inside the
 sub-commands, so ``--help`` parses without them.
 
 Example:
-    >>> build_parser().parse_args(["fit", "a.png", "b/", "--out", "o"]).kinds
-    'disk,box,triangle,ellipse'
+    >>> build_parser().parse_args(["fit", "a.png", "b/", "--out", "o"]).inputs
+    ['a.png', 'b/']
 """
 
 import argparse
@@ -257,10 +257,10 @@ def _add_fit(subparsers):
     )
     p.add_argument("inputs", nargs="+", metavar="IMAGE_OR_FOLDER", help="PNG/JPEG files and/or folders (recursive)")
     p.add_argument("--out", required=True, help="output folder")
-    p.add_argument("--kinds", default="disk,box,triangle,ellipse",
-                   help="kinds a shape may be (default disk,box,triangle,ellipse)")
-    p.add_argument("--max-shapes", type=int, default=5, help="the most shapes per image (default 5)")
-    p.add_argument("--shapes", default=None, help="fit exactly these shapes instead, e.g. 'disk*2,box'")
+    p.add_argument("--kinds", default=None, help="kinds a shape may be (default disk,box,triangle,ellipse)")
+    p.add_argument("--max-shapes", type=int, default=None, help="the most shapes per image (default 5)")
+    p.add_argument("--shapes", default=None,
+                   help="fit exactly these shapes instead, e.g. 'disk*2,box' (not with --kinds or --max-shapes)")
     p.add_argument("--force", action="store_true", help="overwrite existing OUT/<stem> folders")
     return p
 
@@ -280,7 +280,7 @@ def _check_fit(args):
     except ValueError as error:
         message = str(error)
         for name in ("max_shapes", "kinds", "shapes"):
-            message = re.sub(rf"\b{name}\b", _flag(name), message)
+            message = re.sub(rf"(?<![\w-]){name}\b", _flag(name), message)
         raise UsageError(message) from None
     scan = data.scan_images(args.inputs)  # ValueError for a missing input
     if not any(max(size) <= fit.MAX_SIDE for size in scan.sizes):

@@ -378,7 +378,7 @@ MAX_SIDE = 512  # fit_files refuses (skips) images larger than this many pixels 
 SUMMARY_COLUMNS = ("file", "size", "kinds", "count", "psnr_db", "seconds", "status")
 
 
-def fit_files(inputs, out, kinds=None, max_shapes=5, shapes=None, force=False, progress=True, **options):
+def fit_files(inputs, out, kinds=None, max_shapes=None, shapes=None, force=False, progress=True, **options):
     """Fit a scene of primitives to every image among ``inputs`` (files and/or folders); write into ``out``.
 
     Each image is fitted by :func:`shapegrad.scenefit.fit_scene` (kinds and
@@ -407,8 +407,9 @@ def fit_files(inputs, out, kinds=None, max_shapes=5, shapes=None, force=False, p
             recursively for PNG/JPEG).
         out: the output folder.
         kinds: the kinds a shape may be (default disk, box, triangle, ellipse).
-        max_shapes: the most shapes per image.
-        shapes: exactly these shapes instead of ``kinds``/``max_shapes``.
+        max_shapes: the most shapes per image (default 5).
+        shapes: exactly these shapes instead of ``kinds``/``max_shapes``
+            (giving both is a ``ValueError``).
         force: overwrite existing ``out/<stem>`` folders.
         **options: search settings of ``fit_scene`` (e.g. ``steps``).
 
@@ -441,9 +442,8 @@ def fit_files(inputs, out, kinds=None, max_shapes=5, shapes=None, force=False, p
     import time
 
     from shapegrad import data, files
-    from shapegrad.scenefit import DEFAULT_KINDS, fit_scene
+    from shapegrad.scenefit import fit_scene
 
-    kinds = DEFAULT_KINDS if kinds is None else kinds
     check_fit_options(kinds, max_shapes, shapes, options)
     scan = data.scan_images(inputs)  # ValueError for a missing input
     large = [(p, s) for p, s in zip(scan.paths, scan.sizes) if max(s) > MAX_SIDE]
@@ -511,14 +511,9 @@ def _other_files(inputs, extensions):
 
 def check_fit_options(kinds, max_shapes, shapes, options=None):
     """Raise ``ValueError`` (Keras style) for bad ``kinds``, ``max_shapes``, ``shapes`` or search options."""
-    from shapegrad.scenefit import _DEFAULTS, _check_kinds, _positive_int
-    from shapegrad.render import Render
+    from shapegrad.scenefit import _DEFAULTS, _search_spec
 
     unknown = set(options or {}) - set(_DEFAULTS)
     if unknown:
         raise ValueError(f"Expected options among {sorted(_DEFAULTS)}. Received: {sorted(unknown)}")
-    if shapes is not None:
-        Render(shapes, 8)  # parses and checks the spec
-    else:
-        _check_kinds(kinds)
-        _positive_int("max_shapes", max_shapes)
+    _search_spec(kinds, max_shapes, shapes)

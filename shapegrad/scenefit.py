@@ -62,6 +62,22 @@ a real one at least 0.9, in coarse units; the floor is 0.6). A shape must
 also differ from the background by ``min_contrast`` in some channel (else
 it only carves other shapes). The same gain decides the pruning.
 
+The rule for a simpler kind: wherever the search chooses among candidates of
+different kinds (the new shape's kind, the kind changes; also the depth
+swaps, where it changes nothing), it takes the least *penalised* error,
+the summed squared error plus ``price`` per geometry parameter, with
+
+    ``price = max(log(n) * sigma^2 * bic_weight, simpler_px * C * min_contrast^2 / f^2)``
+
+(the BIC price of a parameter, floored at ``simpler_px`` (1.5) pixels at
+``min_contrast`` per parameter). Geometry parameters: disk 3, ellipse 6,
+triangle 6, box 7 (centre, half sizes, direction, corner). So a kind with
+fewer parameters is kept unless the richer one lowers the error by more than
+the price of the parameters it adds: a hard-edged disk that an ellipse
+fits marginally better (on drawn disks of radius 4-13 px, by at most
+0.05 in coarse units; a real ellipse of axis ratio >= 1.15 by at least 0.3;
+3 parameters cost 0.14) is reported as a disk.
+
 Conventions: images ``(H, W, C)`` float in ``[0, 1]``; parameters are
 normalised as in :class:`~shapegrad.Render` (positions ``(row, col)`` as
 fractions of ``(H, W)``); a fitted scene is a :class:`SceneFit` whose
@@ -83,8 +99,10 @@ Example:
     (1, 32, 32, 3)
 """
 
+import contextlib
 import dataclasses
 import math
+import threading
 import time
 
 import keras
@@ -97,6 +115,7 @@ from shapegrad.models import ParameterHead, fields_for
 __all__ = ["DEFAULT_KINDS", "SceneEngine", "SceneFit", "fit_scene", "noise_level"]
 
 DEFAULT_KINDS = ("disk", "box", "triangle", "ellipse")
+DEFAULT_MAX_SHAPES = 5
 
 # Table sizes are rounded up to this ladder (about 25 % apart), so that the
 # compiled loop sees few distinct shapes over a search.
@@ -221,7 +240,6 @@ class SceneEngine:
         self._grad = _autodiff.traced_value_and_grad(self._loss, wrt=2)
         self._run_compiled = _autodiff.jit(self._run)
         self._step_compiled = _autodiff.jit(self._step)
-        self._finish_compiled = _autodiff.jit(self._finish)
 
     # ---- the compiled part: backend tensors only --------------------------------------
 
@@ -263,10 +281,18 @@ class SceneEngine:
         return sharpness, rate
 
     def _update(self, state, i, ctx, depth, images, masks, steps, lr, sharp_start, sharp_end, anneal):
-        """One Adam step on every item (per-element moments: items are independent)."""
-        raws, bg_raw, m, v, bg_m, bg_v = state
+        """One Adam step on every item (per-element moments: items are independent).
+
+        Step ``i`` also records each item's loss and image *before* its update;
+        step ``steps`` only records (its rate is 0): so a run of ``steps + 1``
+        evaluations ends with the final parameters' loss and image, and one
+        traced gradient serves both (no second, forward-only copy of the
+        renderer in the compiled program).
+        """
+        raws, bg_raw, m, v, bg_m, bg_v = state[:6]
         sharpness, rate = self._schedule(i, steps, lr, sharp_start, sharp_end, anneal)
-        _, _, (g_raws, g_bg) = self._grad(raws, bg_raw, ctx, depth, images, sharpness)
+        rate = rate * ops.cast(ops.less(i, steps), "float32")
+        _, (per_item, recon), (g_raws, g_bg) = self._grad(raws, bg_raw, ctx, depth, images, sharpness)
         t = ops.cast(i, "float32") + 1.0
         b1, b2, eps = 0.9, 0.999, 1e-8
         c1, c2 = 1.0 - ops.power(b1, t), 1.0 - ops.power(b2, t)
@@ -278,14 +304,15 @@ class SceneEngine:
 
         new = [adam(x, g, a, b, k) for x, g, a, b, k in zip(raws, g_raws, m, v, masks)]
         bg_raw, bg_m, bg_v = adam(bg_raw, g_bg, bg_m, bg_v, 1.0)
-        return (tuple(n[0] for n in new), bg_raw, tuple(n[1] for n in new), tuple(n[2] for n in new), bg_m, bg_v)
+        return (tuple(n[0] for n in new), bg_raw, tuple(n[1] for n in new), tuple(n[2] for n in new), bg_m, bg_v,
+                per_item, recon)
 
-    @staticmethod
-    def _init_state(raws, bg_raw):
+    def _init_state(self, raws, bg_raw):
         raws = tuple(raws)
         zeros = tuple(ops.zeros_like(r) for r in raws)
         return (raws, bg_raw, zeros, tuple(ops.zeros_like(r) for r in raws), ops.zeros_like(bg_raw),
-                ops.zeros_like(bg_raw))
+                ops.zeros_like(bg_raw), ops.zeros((self.batch,), "float32"),
+                ops.zeros((self.batch, self.height, self.width, self.channels), "float32"))
 
     def _run(self, raws, bg_raw, masks, ctx, depth, images, steps, lr, sharp_start, sharp_end, anneal):
         self.traces += 1
@@ -294,12 +321,8 @@ class SceneEngine:
         def body(i, state):
             return self._update(state, i, ctx, depth, images, masks, steps, lr, sharp_start, sharp_end, anneal)
 
-        state = ops.fori_loop(0, steps, body, state)
-        return self._finish(state[0], state[1], ctx, depth, images, sharp_end)
-
-    def _finish(self, raws, bg_raw, ctx, depth, images, sharpness):
-        per_item, recon = self._loss(raws, bg_raw, ctx, depth, images, sharpness)[1]
-        return raws, bg_raw, per_item, recon
+        state = ops.fori_loop(0, steps + 1, body, state)
+        return state[0], state[1], state[6], state[7]
 
     def _step(self, state, i, ctx, depth, images, masks, steps, lr, sharp_start, sharp_end, anneal):
         self.traces += 1
@@ -418,6 +441,10 @@ class SceneEngine:
         if not (s0 > 0 and s1 > 0):
             raise ValueError(f"Expected sharpness to be two numbers > 0. Received: sharpness={sharpness!r}")
         args = tuple(np.float32(v) for v in (learning_rate, s0, s1, anneal))
+        with _torch_threads(1):
+            return self._fit_chunks(scenes, images, steps, train, args)
+
+    def _fit_chunks(self, scenes, images, steps, train, args):
         out, losses, recons = [], [], []
         for chunk in self._chunks(scenes):
             part = [scenes[b] for b in chunk]
@@ -428,18 +455,51 @@ class SceneEngine:
                                                                *args)
             else:
                 state = self._init_state(raws, bg_raw)
-                for i in range(steps):
+                for i in range(steps + 1):  # the last step only evaluates (see _update)
                     state = self._step_compiled(state, np.int32(i), ctx, depth, target, masks, np.int32(steps), *args)
-                raws, bg_raw, loss, recon = self._finish_compiled(state[0], state[1], ctx, depth, target, args[2])
+                raws, bg_raw, loss, recon = state[0], state[1], state[6], state[7]
             out.extend(self._unpack(part, raws, bg_raw))
             losses.append(keras.ops.convert_to_numpy(loss)[: len(part)])
             recons.append(keras.ops.convert_to_numpy(recon)[: len(part)])
         return out, np.concatenate(losses).astype(np.float64), np.concatenate(recons)
 
+    def warm(self):
+        """Trace and compile the loop now (one empty scene, no step), if it is compiled and not yet.
+
+        :func:`fit_scene` calls it in a thread for the full-resolution engine
+        while the search runs on the other: the compiler (C++, outside
+        Python's lock) then uses a core that the search leaves idle.
+        """
+        if self.loop == "compiled" and self.traces == 0 and keras.backend.backend() != "torch":
+            background = np.zeros(self.channels, np.float32)
+            self.fit([Scene([], background)], np.zeros((1, self.height, self.width, self.channels), np.float32), steps=0)
+
     def render(self, scenes, sharpness=1.0):
         """``(B, H, W, C)`` images of ``scenes`` (NumPy float32)."""
         zeros = np.zeros((len(scenes), self.height, self.width, self.channels), np.float32)
         return self.fit(scenes, zeros, steps=0, sharpness=(sharpness, sharpness))[2]
+
+
+@contextlib.contextmanager
+def _torch_threads(count):
+    """On PyTorch, run the block on ``count`` CPU threads (restored after); elsewhere nothing.
+
+    The engine's eager ops are small (a few hundred thousand numbers): split
+    over OpenMP threads they gain little, and on a machine whose cores are
+    busy the threads spin waiting for each other: a search step took 3.7 s
+    on 2 threads and 0.15 s on 1 (2-core CPU at load 8).
+    """
+    if keras.backend.backend() != "torch":
+        yield
+        return
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def _positive_int(name, value):
@@ -672,8 +732,11 @@ def _blob(image, recon, threshold, background, contrast):
     channels, averaged over 5 x 5 pixels; pixels of the background's colour
     do not count: a shape there would only carve); the blob is the connected
     region around it of residual above ``threshold`` and of the seed's colour
-    (within ``contrast / 2``), so that two touching shapes of different
-    colours are two blobs.
+    (the median over 3 x 3 pixels, within ``contrast / 2``), so that two
+    touching shapes of different colours are two blobs. Where no pixel has
+    that colour (a shape 2-3 px wide: the median mixed it with its edges),
+    the seed moves to the largest single error within 2 px and takes its
+    own colour.
     """
     from scipy import ndimage
 
@@ -686,6 +749,14 @@ def _blob(image, recon, threshold, background, contrast):
     window = image[max(seed[0] - 1, 0) : seed[0] + 2, max(seed[1] - 1, 0) : seed[1] + 2].reshape(-1, image.shape[-1])
     color = np.median(window, axis=0)
     mask = (error >= threshold) & (np.abs(image - color).max(axis=-1) < 0.5 * contrast)
+    if not mask.any():
+        # A shape 2-3 px wide: the smoothed peak may fall beside it, and the median of the window mixes
+        # it with its edges and the background. Then the largest error within 2 px, and its own colour.
+        r0, c0 = max(seed[0] - 2, 0), max(seed[1] - 2, 0)
+        near = error[r0 : seed[0] + 3, c0 : seed[1] + 3]
+        seed = tuple(int(v) for v in np.add(np.unravel_index(np.argmax(near), near.shape), (r0, c0)))
+        color = image[seed]
+        mask = (error >= threshold) & (np.abs(image - color).max(axis=-1) < 0.5 * contrast)
     opened = ndimage.binary_opening(mask, structure=np.ones((2, 2), bool))
     if opened.sum() >= 3:
         mask = opened
@@ -712,7 +783,14 @@ class _Search:
         k = len(kinds)
         self.engine = _engine(kinds, hc, wc, c, max_shapes, options["composite"], batch=2 * k * size,
                               instances=max(3 * size, max_shapes))
-        self.full = _engine(kinds, h, w, c, max_shapes, options["composite"], batch=size, instances=max(size, max_shapes))
+        if factor == 1:  # the search is at full resolution: its engine polishes too (one compilation)
+            self.full = self.engine
+            self._warming = None
+        else:  # the polish's engine compiles in a thread while the search runs (joined before the polish)
+            self.full = _engine(kinds, h, w, c, max_shapes, options["composite"], batch=size,
+                                instances=max(size, max_shapes))
+            self._warming = threading.Thread(target=_quietly, args=(self.full.warm,), daemon=True)
+            self._warming.start()
         self.geo = {k: _Geometry(self.engine, k) for k in kinds}
         self.noise = noise_level(self.images)
         # The gain one more shape must bring, in summed squared error at the search resolution.
@@ -723,6 +801,18 @@ class _Search:
             k: np.maximum((self.engine.sizes[k] - 1) * math.log(self.n) * sigma**2 * options["bic_weight"], floor)
             for k in kinds
         }
+        # The price of one geometry parameter (the rule for a simpler kind), same units.
+        self.price = np.maximum(math.log(self.n) * sigma**2 * options["bic_weight"],
+                                options["simpler_px"] / factor**2 * c * options["min_contrast"] ** 2)
+
+    def _score(self, i, scene, loss):
+        """Image ``i``'s penalised error of ``scene``: summed squared error + price x geometry parameters."""
+        return loss * self.n + self.price[i] * sum(self.engine._geometry[k] for k, _ in scene.shapes)
+
+    def _simplest(self, i, rows, scenes, losses):
+        """The row of ``rows`` (candidates for image ``i``) of least penalised error: the simpler kind wins ties
+        up to the price of the parameters it saves."""
+        return rows[int(np.argmin([self._score(i, scenes[r], losses[r]) for r in rows]))]
 
     def _fit(self, items, owner, steps, start, lr=1.0):
         o = self.o
@@ -798,7 +888,7 @@ class _Search:
                 if len(base):
                     scenes[i], loss[i], recon[i] = fitted[base[0]], losses[base[0]], recons[base[0]]
                 rows = rows[~same[rows]]
-                best = rows[np.argmin(losses[rows])]
+                best = self._simplest(i, rows, fitted, losses)
                 new_kind = self._new_kind(scenes[i], fitted[best])
                 visible = self._stands_out(fitted[best])
                 if self.fixed is not None or (visible and (loss[i] - losses[best]) * self.n > self.gain[new_kind][i]):
@@ -815,7 +905,6 @@ class _Search:
 
     def _stands_out(self, scene):
         """Whether every shape's colour differs from the background by ``min_contrast`` (else it only carves)."""
-        c = self.images.shape[-1]
         return all(
             np.abs(_with_color(self.engine, k, p, None)[1] - scene.background).max() >= self.o["min_contrast"]
             for k, p in scene.shapes
@@ -868,13 +957,13 @@ class _Search:
 
     def _keep_best(self, items, owner, sharpness, scenes, loss):
         """Refine candidate ``items`` (``owner[k]``: the image of item k) at ``sharpness`` x the final
-        sharpness; each image keeps its lowest-error candidate (its current fit is one of them)."""
+        sharpness; each image keeps its candidate of least penalised error (its current fit is one of
+        them; see the rule for a simpler kind)."""
         o = self.o
         fitted, losses, _ = self._fit(items, owner, o["order_steps"], sharpness * o["sharpness"][1], lr=0.5)
         owner = np.asarray(owner)
         for i in np.unique(owner):
-            rows = np.flatnonzero(owner == i)
-            best = rows[np.argmin(losses[rows])]
+            best = self._simplest(i, np.flatnonzero(owner == i), fitted, losses)
             scenes[i], loss[i] = fitted[best], losses[best]
         return scenes, loss
 
@@ -954,6 +1043,8 @@ class _Search:
 
     def _polish(self, scenes):
         o = self.o
+        if self._warming is not None:
+            self._warming.join()
         scenes = self._to_full(scenes)
         nonempty = [i for i, s in enumerate(scenes) if s.shapes]
         loss = ((self.images - np.stack([s.background for s in scenes])[:, None, None]) ** 2).mean(axis=(1, 2, 3))
@@ -975,6 +1066,14 @@ def _with_color(engine, kind, params, value):
         return p, p[g : g + engine.channels]
     p[g : g + engine.channels] = value
     return p
+
+
+def _quietly(fn):
+    """Run ``fn()``, dropping its errors: for a warm-up whose work is redone (and its error raised) where it counts."""
+    try:
+        fn()
+    except Exception:  # noqa: BLE001 -- the same call runs again in the caller's thread
+        pass
 
 
 _ENGINES = {}
@@ -1001,6 +1100,7 @@ _DEFAULTS = dict(
     final_sharpness=2.5,
     min_area=20.0,
     min_contrast=0.2,
+    simpler_px=1.5,
     bic_weight=1.0,
     coarse_above=40,
     reorder=True,
@@ -1010,23 +1110,46 @@ _DEFAULTS = dict(
 )
 
 
-def fit_scene(images, kinds=DEFAULT_KINDS, max_shapes=5, shapes=None, **options):
+def _search_spec(kinds, max_shapes, shapes):
+    """``(kinds, max_shapes, fixed)`` of a search: ``fixed`` is ``{kind: count}`` for ``shapes``, else None.
+
+    ``kinds`` and ``max_shapes`` (None: :data:`DEFAULT_KINDS`, 5) describe a
+    search of unknown kinds and count; ``shapes`` exactly those shapes. Both
+    at once is a ``ValueError``: which one the caller meant is not ours to guess.
+    """
+    if shapes is not None:
+        given = [f"{name}={value!r}" for name, value in (("kinds", kinds), ("max_shapes", max_shapes)) if value is not None]
+        if given:
+            raise ValueError("Expected either shapes, or kinds and max_shapes, not both. "
+                             f"Received: shapes={shapes!r}, {', '.join(given)}")
+        fixed = {}
+        for kind, count in Render(shapes, 8).shapes:  # parsed (and checked) by the renderer
+            fixed[kind] = fixed.get(kind, 0) + count
+        return tuple(fixed), sum(fixed.values()), fixed
+    kinds = _check_kinds(DEFAULT_KINDS if kinds is None else kinds)
+    return kinds, _positive_int("max_shapes", DEFAULT_MAX_SHAPES if max_shapes is None else max_shapes), None
+
+
+def fit_scene(images, kinds=None, max_shapes=None, shapes=None, **options):
     """Fit a scene of primitives to every image: kinds, count, depth order and parameters.
 
     Args:
         images: ``(B, H, W, C)`` array, or a list of ``(H, W, C)`` arrays
             (sizes and channels may differ; images of one size are fitted
             together as one batch), floats in ``[0, 1]``.
-        kinds: the kinds a shape may be (a tuple or ``"disk,box"``).
-        max_shapes: the most shapes per image.
+        kinds: the kinds a shape may be (a tuple or ``"disk,box"``; default
+            :data:`DEFAULT_KINDS`).
+        max_shapes: the most shapes per image (default 5).
         shapes: instead of ``kinds`` and ``max_shapes``, exactly these shapes
             (``"disk*2,box"``, as ``Render`` reads them), in a depth order
-            that the fit finds.
+            that the fit finds. Giving ``shapes`` with ``kinds`` or
+            ``max_shapes`` is a ``ValueError``.
         **options: search settings (defaults in ``_DEFAULTS``): ``steps``
             (Adam steps per added shape), ``order_steps``, ``polish_steps``,
             ``learning_rate``, ``sharpness`` (start, end of the search, px^-1),
             ``final_sharpness``, ``min_area`` (px), ``min_contrast``,
             ``bic_weight`` (the rule for one more shape, module docstring),
+            ``simpler_px`` (the rule for a simpler kind),
             ``coarse_above`` (search at half resolution above this many
             pixels a side), ``reorder``, ``prune``, ``composite``.
 
@@ -1039,16 +1162,7 @@ def fit_scene(images, kinds=DEFAULT_KINDS, max_shapes=5, shapes=None, **options)
     o = dict(_DEFAULTS, **options)
     if o["composite"] not in raster.COMPOSITES:
         raise ValueError(f"Expected composite to be one of {list(raster.COMPOSITES)}. Received: composite={o['composite']!r}")
-    fixed = None
-    if shapes is not None:
-        fixed = {}
-        for kind, count in Render(shapes, 8).shapes:  # parsed (and checked) by the renderer
-            fixed[kind] = fixed.get(kind, 0) + count
-        kinds = tuple(fixed)
-        max_shapes = sum(fixed.values())
-    else:
-        kinds = _check_kinds(kinds)
-        max_shapes = _positive_int("max_shapes", max_shapes)
+    kinds, max_shapes, fixed = _search_spec(kinds, max_shapes, shapes)
     if isinstance(images, np.ndarray) and images.ndim == 4:
         images = list(images)
     if not isinstance(images, (list, tuple)) or not images:
