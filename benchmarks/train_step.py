@@ -2,8 +2,20 @@
 
 The cone task of `make demo` (encoder + Cones, against the same encoder with a parameter loss
 and against the naive formula) and a disk + box + triangle colour scene (encoder + Render).
-Medians of interleaved rounds; prints a markdown table. JAX only (it calls jax.jit on the
-encoder's stateless call).
+Medians of interleaved rounds; prints a markdown table, then the renderer's share of the step
+read two ways. JAX only (it calls jax.jit on the encoder's stateless call).
+
+- "renderer alone / step": the renderer's own forward+backward (at the dataset's parameters),
+  compiled on its own, over the combined step. It understates the share whenever the renderer
+  costs more inside the combined program than alone.
+- "(step - step with a costless renderer) / step": what the step saves if rendering were free,
+  i.e. the renderer's marginal cost. The costless renderer is a fixed linear map of the
+  parameters broadcast to the image, with the same image loss, so the encoder's forward and
+  backward and the loss are in both steps and only the rendering differs.
+
+Also timed: the combined gradient in three compiled pieces (encoder forward with its VJP, the
+renderer's gradient, the encoder's backward): the same numbers, to show how much of the
+renderer's in-step cost comes from compiling everything as one program.
 
     KERAS_BACKEND=jax .venv/bin/python benchmarks/train_step.py
 """
@@ -14,6 +26,7 @@ os.environ.setdefault("KERAS_BACKEND", "jax")
 
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
 
 from shapegrad import Cones  # noqa: E402
 from shapegrad.models import CONE_FIELDS, build_encoder  # noqa: E402
@@ -25,7 +38,8 @@ B, N = 64, 64
 
 
 def steps(encoder, renderers, images, params):
-    """Compiled gradient steps: encoder + each renderer (image loss), encoder alone, first renderer alone."""
+    """Compiled gradient steps: encoder + each renderer (image loss), encoder + a costless renderer,
+    encoder alone (parameter loss), the first renderer alone, and encoder + first renderer split in three jits."""
     weights = [v.value for v in encoder.trainable_variables]
     fixed = [v.value for v in encoder.non_trainable_variables]
     x, y = jnp.asarray(images), jnp.asarray(params)
@@ -33,30 +47,52 @@ def steps(encoder, renderers, images, params):
     def predict(w):
         return encoder.stateless_call(w, fixed, x)[0]
 
+    def image_loss(render):
+        return lambda w: jnp.mean((render(predict(w)) - x) ** 2)
+
     out = {}
     for name, render in renderers.items():
-        step = jax.jit(jax.grad(lambda w, render=render: jnp.mean((render(predict(w)) - x) ** 2)))
+        step = jax.jit(jax.grad(image_loss(render)))
         out[f"encoder + {name}"] = lambda step=step: step(weights)
+    # A renderer that costs (almost) nothing: a fixed linear map of the parameters, broadcast to the image.
+    mix = jnp.asarray(np.random.default_rng(0).normal(size=(y.shape[-1], x.shape[-1])).astype("float32") * 0.01)
+    costless = jax.jit(jax.grad(image_loss(lambda p: jnp.broadcast_to((p @ mix)[:, None, None, :], x.shape))))
+    out["encoder + costless renderer"] = lambda: costless(weights)
     alone = jax.jit(jax.grad(lambda w: jnp.mean((predict(w) - y) ** 2)))
     out["encoder alone (parameter loss)"] = lambda: alone(weights)
     name, render = next(iter(renderers.items()))
     render_step = jax.jit(jax.grad(lambda p: jnp.mean((render(p) - x) ** 2)))
     out[f"{name} alone"] = lambda: render_step(y)
-    return out
+    forward = jax.jit(lambda w: jax.vjp(predict, w))
+
+    def split():
+        p, back = forward(weights)
+        return back(render_step(p))[0]
+
+    out[f"encoder + {name}, three jits"] = split
+    return out, name
 
 
-def report(title, calls, rounds=7, iters=5):
-    """Median seconds per call, timed in alternating rounds (bench.time_interleaved); one markdown row per call."""
-    for name, seconds in time_interleaved(calls, (), rounds=rounds, iters=iters).items():
-        print(f"| {title}: {name} | {seconds * 1e3:.1f} ms | {1 / seconds:.1f} steps/s |")
+def report(title, calls, first, rounds=7, iters=5):
+    """Median seconds per call, timed in alternating rounds (bench.time_interleaved); markdown rows and the shares."""
+    seconds = time_interleaved(calls, (), rounds=rounds, iters=iters)
+    for name, s in seconds.items():
+        print(f"| {title}: {name} | {s * 1e3:.1f} ms | {1 / s:.1f} steps/s |")
+    step = seconds[f"encoder + {first}"]
+    print(
+        f"{title}: {first} alone / step = {seconds[f'{first} alone'] / step:.0%}; "
+        f"(step - step with a costless renderer) / step = {(step - seconds['encoder + costless renderer']) / step:.0%}; "
+        f"load {os.getloadavg()[0]:.2f}"
+    )
 
 
+print("| step | time | rate |\n|---|---|---|")
 cones = Cones(N)
 images, params = ConeDataset(N, B, 1, seed=0).sample(0)
 renderers = {"Cones": cones, "naive formula": lambda p: naive_cones(p, N)}
-report("cone", steps(build_encoder((N, N, 1), CONE_FIELDS), renderers, images, params), iters=10)
+report("cone", *steps(build_encoder((N, N, 1), CONE_FIELDS), renderers, images, params), iters=10)
 
 # The scene task: encoder + Render("disk,box,triangle", 3 channels).
 task = Task("disk,box,triangle", N, 3)
 images, params = task.dataset(B, 1, 0).sample(0)
-report("scene", steps(build_encoder((N, N, 3), task.fields), {"Render": task.renderer}, images, params))
+report("scene", *steps(build_encoder((N, N, 3), task.fields), {"Render": task.renderer}, images, params))

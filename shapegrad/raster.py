@@ -21,6 +21,8 @@ Example:
 
 from keras import ops
 
+from shapegrad import safe
+
 __all__ = [
     "COMPOSITES",
     "composite",
@@ -85,8 +87,8 @@ def coverage(signed_distance, softness=1.0):
         [0.9, 0.1]
     """
     d = ops.convert_to_tensor(signed_distance)
-    softness = ops.cast(softness, d.dtype)
-    softness = ops.maximum(softness, ops.cast(_MIN_SOFTNESS, d.dtype))
+    softness = safe._as_dtype(softness, d.dtype)
+    softness = safe._maximum(softness, safe._as_dtype(_MIN_SOFTNESS, d.dtype))
     return ops.sigmoid(d * (-_LOGISTIC_SLOPE / softness))
 
 
@@ -242,7 +244,7 @@ def finish(mode, state, background):
     if mode == "over":
         return state[0]
     clear, weight, painted = state
-    mean_scale = (1.0 - clear) / ops.maximum(weight, ops.cast(_UNION_FLOOR, weight.dtype))
+    mean_scale = (1.0 - clear) / safe._maximum(weight, safe._as_dtype(_UNION_FLOOR, weight.dtype))
     return mean_scale * painted + clear * background
 
 
@@ -290,7 +292,7 @@ def finish_planes(mode, state, background):
     if mode == "over":
         return tuple(state)
     clear, weight = state[:2]
-    mean_scale = (1.0 - clear) / ops.maximum(weight, ops.cast(_UNION_FLOOR, weight.dtype))
+    mean_scale = (1.0 - clear) / safe._maximum(weight, safe._as_dtype(_UNION_FLOOR, weight.dtype))
     return tuple(mean_scale * p + clear * b for p, b in zip(state[2:], background))
 
 
@@ -334,4 +336,4 @@ def shape_alpha(kernel, params, opacity, softness):
 
     opacity = ops.convert_to_tensor(opacity)
     params = [ops.cast(p, opacity.dtype) for p in params]
-    return alpha(*params, opacity, ops.cast(softness, opacity.dtype))
+    return alpha(*params, opacity, safe._as_dtype(softness, opacity.dtype))

@@ -99,10 +99,10 @@ def _ellipse(grid, v, n, pixels=None):
 
 def _box(grid, v, n, pixels=None):
     center, half, u = _px(v, "center", n), _px(v, "half_size", n), _dir(v, "direction")
-    corner = v["corner"][..., 0] * ops.minimum(half[..., 0], half[..., 1])
+    corner = v["corner"][..., 0] * safe._minimum(half[..., 0], half[..., 1])
     if pixels is not None:  # the clamps of sdf._box, on the parameters
         h = sdf._nonneg(half)
-        rc = ops.minimum(sdf._nonneg(corner), ops.minimum(h[..., 0], h[..., 1]))
+        rc = safe._minimum(sdf._nonneg(corner), safe._minimum(h[..., 0], h[..., 1]))
         return sdf.BoxKernel(*pixels), (
             center[..., 0], center[..., 1], h[..., 0], h[..., 1], u[..., 0], u[..., 1], rc
         )
@@ -313,9 +313,9 @@ class Render(keras.layers.Layer):
         """
         dtype = "float64" if self.compute_dtype == "float64" else "float32"
         if sharpness is None:
-            softness = ops.cast(self.softness, dtype)
+            softness = safe._as_dtype(self.softness, dtype)
         else:
-            softness = 1.0 / ops.cast(sharpness, dtype)
+            softness = 1.0 / safe._as_dtype(sharpness, dtype)
         x = ops.clip(ops.cast(inputs, dtype), -FAR, FAR)
         colors = ops.convert_to_tensor(self._color_mask())
         # Colours to [0, 1] like opacities (a colour of 1e30 made a float16 image inf); gradient 0 outside.
@@ -400,7 +400,7 @@ def _alphas(prim, n, channels, params, softness):
     color = params[:, :, offset : offset + channels]
     if prim.distance in (_disk, _ellipse, _box, _polygon):
         kernel, geometry = prim.distance(None, values, min(h, w), pixels=(h, w))
-        softness = ops.maximum(softness, ops.cast(raster._MIN_SOFTNESS, softness.dtype))
+        softness = safe._maximum(softness, safe._as_dtype(raster._MIN_SOFTNESS, softness.dtype))
         return raster.shape_alpha(kernel, geometry, opacity, softness), color
     grid = raster.pixel_grid(h, w, params.dtype)[None, None]  # (1, 1, H, W, 2)
     distance = prim.distance(grid, values, min(h, w))

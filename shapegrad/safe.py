@@ -84,6 +84,71 @@ def _max_abs(x, axis=-1):
     return ops.stop_gradient(ops.max(ops.abs(x), axis=axis, keepdims=True))
 
 
+# Keras' type promotion (``keras.backend.result_type``; its ``BIT64_TO_BIT32_DTYPE`` table,
+# "aligned with JAX's default") makes the two-input ops ``ops.maximum``, ``ops.minimum`` and
+# ``ops.arctan2`` cast two float64 tensors to float32 on JAX and PyTorch and compute there, so a
+# float64 Render on PyTorch was only ~1e-8 accurate. One-input ops, ``where``, ``clip`` and the
+# arithmetic operators keep float64. The helpers below take those ops' place in the library:
+# float64 goes through ``where`` (the same value, exactly), other dtypes to the op unchanged.
+
+
+def _as_dtype(x, dtype):
+    """``ops.cast(x, dtype)``, but a Python number becomes a ``dtype`` tensor directly.
+
+    On TensorFlow ``ops.cast(0.7, "float64")`` first makes a float32 tensor of the
+    number: 0.699999988079071, a float32 rounding inside float64 math.
+    """
+    if isinstance(x, (int, float)) and not isinstance(x, bool):
+        return ops.convert_to_tensor(x, dtype=dtype)
+    return ops.cast(x, dtype)
+
+
+def _is_float64(x):
+    return keras.backend.standardize_dtype(x.dtype) == "float64"
+
+
+def _maximum(x, y):
+    """``ops.maximum(x, y)`` computed in float64 when ``x`` is float64 (``y`` is cast to ``x``'s dtype).
+
+    float64: ``where(x >= y, x, y)``, so at a tie the gradient goes to ``x`` (as
+    TensorFlow's maximum; JAX's and PyTorch's share it). A NaN in ``x`` is not propagated there.
+    """
+    x = _float_tensor(x)
+    y = ops.cast(ops.convert_to_tensor(y), x.dtype)
+    if not _is_float64(x):
+        return ops.maximum(x, y)
+    return ops.where(x >= y, x, y)
+
+
+def _minimum(x, y):
+    """``ops.minimum(x, y)`` computed in float64 when ``x`` is float64; see :func:`_maximum`."""
+    x = _float_tensor(x)
+    y = ops.cast(ops.convert_to_tensor(y), x.dtype)
+    if not _is_float64(x):
+        return ops.minimum(x, y)
+    return ops.where(x <= y, x, y)
+
+
+def _arctan2(y, x):
+    """``ops.arctan2(y, x)`` for ``max(|x|, |y|)`` about 1 (not both 0), in float64 when ``y`` is float64.
+
+    float64: ``atan`` of the ratio of the smaller to the larger component (at most 1
+    in magnitude, never a division by 0), moved to its quadrant; ``y = -0.0`` with
+    ``x < 0`` gives ``-pi`` like ``atan2``.
+    """
+    if not _is_float64(y):
+        return ops.arctan2(y, x)
+    steep = ops.abs(y) > ops.abs(x)
+    num = ops.where(steep, x, y)
+    den = ops.where(steep, y, x)
+    den = ops.where(den == 0, ops.ones_like(den), den)  # both 0: atan(0 / 1) = 0
+    base = ops.arctan(num / den)
+    negative = ops.signbit(y)
+    half_turn = ops.where(negative, -math.pi * ops.ones_like(y), math.pi * ops.ones_like(y))
+    flat = base + ops.where(x < 0, half_turn, ops.zeros_like(y))
+    return ops.where(steep, 0.5 * half_turn - base, flat)
+
+
 def safe_sqrt(x):
     """Square root with a finite gradient at 0.
 
@@ -264,11 +329,11 @@ def safe_atan2(y, x):
     """
     y = _float_tensor(y)
     x = ops.cast(ops.convert_to_tensor(x), y.dtype)
-    scale = ops.stop_gradient(ops.maximum(ops.abs(x), ops.abs(y)))
+    scale = ops.stop_gradient(_maximum(ops.abs(x), ops.abs(y)))
     zero = _negligible(scale)
     scale = ops.where(zero, ops.ones_like(scale), scale)
     x_safe = ops.where(zero, ops.ones_like(x), x / scale)
-    angle = ops.arctan2(y / scale, x_safe)
+    angle = _arctan2(y / scale, x_safe)
     return ops.where(zero, ops.zeros_like(angle), angle)
 
 

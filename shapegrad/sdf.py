@@ -31,9 +31,9 @@ __all__ = ["bezier", "box", "cone", "disk", "ellipse", "polygon", "segment"]
 
 
 def _tensor(x, dtype=None):
-    x = ops.convert_to_tensor(x)
     if dtype is not None:
-        return ops.cast(x, dtype)
+        return safe._as_dtype(x if isinstance(x, (int, float)) else ops.convert_to_tensor(x), dtype)
+    x = ops.convert_to_tensor(x)
     return x if "float" in str(x.dtype) else ops.cast(x, "float32")
 
 
@@ -108,7 +108,7 @@ def _scale_of(*vectors):
     m = None
     for v in vectors:
         a = ops.max(ops.abs(v), axis=-1)
-        m = a if m is None else ops.maximum(m, a)
+        m = a if m is None else safe._maximum(m, a)
     m = ops.stop_gradient(m)
     return ops.where(m > 0, m, ops.ones_like(m))
 
@@ -146,7 +146,7 @@ def _segment_offset(pa, ba):
 
 
 def _nonneg(x):
-    return ops.maximum(x, ops.zeros_like(x))
+    return safe._maximum(x, ops.zeros_like(x))
 
 
 def disk(points, center, radius):
@@ -247,7 +247,7 @@ def _box(points, center, half_size, u, corner_radius):
     """:func:`box` with the orientation given as a unit vector ``u`` (axis 0)."""
     h = _nonneg(half_size)
     h0, h1 = h[..., 0], h[..., 1]
-    rc = ops.minimum(_nonneg(corner_radius), ops.minimum(h0, h1))
+    rc = safe._minimum(_nonneg(corner_radius), safe._minimum(h0, h1))
     x, y = _to_local(points - center, u)
     q0 = ops.abs(x) - (h0 - rc)
     q1 = ops.abs(y) - (h1 - rc)
@@ -255,7 +255,7 @@ def _box(points, center, half_size, u, corner_radius):
     q = ops.stack([q0, q1], axis=-1)
     q_safe = ops.where(corner[..., None], q, ops.ones_like(q))
     outside = safe.safe_norm(q_safe)
-    return ops.where(corner, outside, ops.maximum(q0, q1)) - rc
+    return ops.where(corner, outside, safe._maximum(q0, q1)) - rc
 
 
 def polygon(points, vertices):
@@ -613,7 +613,7 @@ class BoxKernel:
     def forward(self, *params):
         _, _, _, _, q0, q1, corner = self._parts(*params)
         outside = ops.sqrt(q0 * q0 + q1 * q1)
-        return ops.where(corner, outside, ops.maximum(q0, q1)) - params[6], ()
+        return ops.where(corner, outside, safe._maximum(q0, q1)) - params[6], ()
 
     def backward(self, params, saved, d, w):
         _, _, _, _, u0, u1, _ = params
@@ -650,7 +650,7 @@ class EllipseKernel:
         tx, ty = _ellipse_nearest_components(ops.abs(x), ops.abs(y), a, b)
         q0, q1 = x - sx * a * tx, y - sy * b * ty
         # Exact inside test on scaled values (as _ellipse): x^2 b^2 + y^2 a^2 < a^2 b^2.
-        s = ops.maximum(a, b)
+        s = safe._maximum(a, b)
         s = ops.where(s > 0, s, ops.ones_like(s))
         xn, yn = ops.clip(x / s, -1e15, 1e15), ops.clip(y / s, -1e15, 1e15)
         an, bn = a / s, b / s
@@ -679,11 +679,11 @@ class EllipseKernel:
 
 def _ellipse_nearest_components(px, py, a, b):
     """:func:`_ellipse_nearest` on separate maps ``|x|, |y|`` and radii ``a, b``: the one copy of the iteration."""
-    s = ops.maximum(ops.maximum(px, py), ops.maximum(a, b))
+    s = safe._maximum(safe._maximum(px, py), safe._maximum(a, b))
     s = ops.where(s > 0, s, ops.ones_like(s))
     px, py, a, b = px / s, py / s, a / s, b / s
-    a = ops.maximum(a, _ELLIPSE_FLOOR * ops.ones_like(a))
-    b = ops.maximum(b, _ELLIPSE_FLOOR * ops.ones_like(b))
+    a = safe._maximum(a, _ELLIPSE_FLOOR * ops.ones_like(a))
+    b = safe._maximum(b, _ELLIPSE_FLOOR * ops.ones_like(b))
     one = ops.ones_like(px)
     tx = ty = math.sqrt(0.5) * one
     c = a * a - b * b
@@ -746,7 +746,7 @@ class PolygonKernel:
         inside = None
         for j, (pv0, pv1, e0, e1, inv_ee) in enumerate(edges):
             _, _, _, length2 = self._nearest(pv0, pv1, e0, e1, inv_ee)
-            nearest = length2 if nearest is None else ops.minimum(nearest, length2)
+            nearest = length2 if nearest is None else safe._minimum(nearest, length2)
             # Edge v -> w crosses the ray {row > 0, col = 0} from p: it straddles col = 0
             # and cross(v - p, w - p) has the sign of w_col - v_col (that of w_col - p_col).
             qv0, qv1 = edges[(j + 1) % len(edges)][:2]
@@ -762,7 +762,7 @@ class PolygonKernel:
         parts = [self._nearest(*edge) for edge in edges]
         nearest = parts[0][3]
         for part in parts[1:]:
-            nearest = ops.minimum(nearest, part[3])
+            nearest = safe._minimum(nearest, part[3])
         chosen = [ops.cast(part[3] == nearest, w.dtype) for part in parts]
         count = chosen[0]
         for c in chosen[1:]:

@@ -231,10 +231,10 @@ def test_cones_is_clean_at_degenerate_inputs():
 # Eager JAX compiles each of Render's few hundred ops on first use (~40 s):
 # slow there, so it runs once, in the jax run of `make test`.
 @(pytest.mark.slow if BACKEND == "jax" else (lambda f: f))
-def test_render_is_clean(float64):
-    # The doctor's finite-difference twin runs in float64; without the fixture Keras' promotion
-    # turns some of Render's component-kernel ops back to float32 on PyTorch and the FD step sees
-    # no change (a false mismatch of ~1e-5 on a box's corner radius; noted as a loose end).
+def test_render_is_clean():
+    # No float64 fixture: the doctor's finite-difference twin runs in float64, and Render keeps
+    # float64 under Keras' own promotion (safe._maximum and co.; before, ops.maximum/minimum/arctan2
+    # computed in float32 on PyTorch and the FD step saw no change on a box's corner radius).
     if importlib.util.find_spec("shapegrad.render") is None:
         pytest.skip("shapegrad.render does not exist yet")
     from shapegrad import render

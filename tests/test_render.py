@@ -133,6 +133,88 @@ def test_disk_image_matches_numpy_reference_in_colour():
     np.testing.assert_allclose(image, expected, atol=1e-5)
 
 
+def _numpy_distance(kind, f, rows, cols, n):
+    """Signed distance in pixels of one shape (fields ``f``, normalised) in NumPy float64, from the definitions."""
+
+    def unit(d):
+        length = np.hypot(d[0], d[1])
+        return d / length if length > 0 else np.array([1.0, 0.0])
+
+    def frame(center, u):  # coordinates along axis 0 and axis 1 (axis 0 turned +90 degrees)
+        r0, r1 = rows - n * center[0], cols - n * center[1]
+        return r0 * u[0] + r1 * u[1], r1 * u[0] - r0 * u[1]
+
+    if kind == "disk":
+        return np.hypot(rows - n * f["center"][0], cols - n * f["center"][1]) - n * max(f["radius"][0], 0.0)
+    if kind == "box":
+        h = np.maximum(n * f["half_size"], 0.0)
+        rc = min(max(f["corner"][0] * n * min(f["half_size"]), 0.0), h.min())
+        x, y = frame(f["center"], unit(f["direction"]))
+        q0, q1 = np.abs(x) - (h[0] - rc), np.abs(y) - (h[1] - rc)
+        corner = (q0 > 0) & (q1 > 0)
+        return np.where(corner, np.hypot(q0, q1), np.maximum(q0, q1)) - rc
+    if kind == "ellipse":  # the nearest point by a dense search over the angle, then Newton's method
+        a, b = np.maximum(n * f["radii"], 0.0)
+        x, y = frame(f["center"], unit(f["direction"]))
+        t = np.linspace(0, 2 * np.pi, 4096, endpoint=False)
+        t = t[np.argmin((x[..., None] - a * np.cos(t)) ** 2 + (y[..., None] - b * np.sin(t)) ** 2, axis=-1)]
+        for _ in range(8):  # f'(t) = 0 for f = |p - (a cos t, b sin t)|^2 / 2
+            c, s = np.cos(t), np.sin(t)
+            g = (a * a - b * b) * s * c - x * a * s + y * b * c
+            h = (a * a - b * b) * (c * c - s * s) - x * a * c - y * b * s
+            t = t - g / h
+        length = np.hypot(x - a * np.cos(t), y - b * np.sin(t))
+        return np.where((x / a) ** 2 + (y / b) ** 2 < 1, -length, length)
+    if kind in ("triangle", "segment"):
+        ends = f["vertices"].reshape(-1, 2) * n if kind == "triangle" else n * np.stack([f["a"], f["b"]])
+        edges = [(ends[j], ends[(j + 1) % len(ends)]) for j in range(len(ends) if kind == "triangle" else 1)]
+        nearest, inside = np.inf, np.zeros(rows.shape, bool)
+        for v, w in edges:
+            e = w - v
+            h = np.clip(((rows - v[0]) * e[0] + (cols - v[1]) * e[1]) / (e @ e), 0.0, 1.0)
+            nearest = np.minimum(nearest, np.hypot(rows - v[0] - h * e[0], cols - v[1] - h * e[1]))
+            straddles = (v[1] > cols) != (w[1] > cols)  # even-odd test along the ray {row > p_row}
+            with np.errstate(divide="ignore", invalid="ignore"):
+                row_at = v[0] + (cols - v[1]) * e[0] / e[1]
+            inside ^= straddles & (row_at > rows)
+        if kind == "segment":
+            return nearest - n * max(f["half_width"][0], 0.0)
+        return np.where(inside, -nearest, nearest)
+    if kind == "cone":
+        u = unit(f["axis"])
+        r0, r1 = rows - n * f["apex"][0], cols - n * f["apex"][1]
+        theta = np.arctan2(np.abs(r0 * u[1] - r1 * u[0]), r0 * u[0] + r1 * u[1])
+        return np.hypot(r0, r1) * np.sin(np.clip(theta - np.pi * f["half_angle"][0], -np.pi / 2, np.pi / 2))
+    raise ValueError(kind)
+
+
+def test_float64_render_matches_numpy_reference_without_the_float64_fixture(request):
+    """A float64 Render is float64 all the way: 1e-12 against NumPy.
+
+    Keras' type promotion (``BIT64_TO_BIT32_DTYPE``) computes ops.maximum, ops.minimum and
+    ops.arctan2 of float64 tensors in float32 on PyTorch, so a float64 Render there was only
+    ~1e-8 accurate, and TensorFlow made Python floats float32 before casting them (a softness of
+    0.7 became 0.69999998807907). TensorFlow and PyTorch run as users run them, without the
+    ``float64`` fixture. JAX has no float64 without its x64 mode, and even then Keras computes
+    ``sin``, ``cos``, ``arctan`` and ``tanh`` of float64 in float32 there: it takes the fixture.
+    """
+    if keras.backend.backend() == "jax":
+        request.getfixturevalue("float64")
+    n, kinds = 12, ["disk", "box", "ellipse", "triangle", "segment", "cone"]
+    layer = Render(",".join(kinds), n, channels=3, softness=0.7, background=[0.1, 0.2, 0.3], dtype="float64")
+    x = layer.spec.sample(3, seed=3).astype("float64")
+    image = to_numpy(layer(x))
+    assert image.dtype == np.float64
+    rows, cols = np.mgrid[0:n, 0:n].astype(np.float64)
+    for b in range(len(x)):
+        expected = np.broadcast_to(np.array([0.1, 0.2, 0.3]), (n, n, 3))
+        for kind, f in zip(kinds, layer.spec.split(x[b])):
+            d = _numpy_distance(kind, f, rows, cols, n)
+            alpha = np.clip(f["opacity"][0], 0, 1) / (1 + np.exp(4 * d / 0.7))
+            expected = alpha[..., None] * np.clip(f["color"], 0, 1) + (1 - alpha[..., None]) * expected
+        np.testing.assert_allclose(image[b], expected, rtol=0, atol=1e-12)
+
+
 def test_cone_matches_cones_layer_distance_mode():
     n = 24
     cones = np.array([[0.5, 0.5, 0.0, 1.0, 0.25], [0.2, 0.7, 1.0, -1.0, 0.1], [0.5, 0.5, 0.0, 0.0, 0.5]], "float32")
