@@ -200,7 +200,7 @@ class Encoder:
         return box.apply(image), image, box
 
     def encode(self, images, refine_steps=100, batch_size=32, sharpness=REFINE_SHARPNESS, learning_rate=0.05,
-               keep_opacity=None, refine_resolution=None):
+               keep_opacity=None, refine_resolution=None, search=False):
         """Encode ``images`` (a sequence of ``(H, W, C)`` arrays in ``[0, 1]``, any sizes); a list of :class:`Encoded`.
 
         The encoder's guess (shapes with opacity >= ``keep_opacity``, back to
@@ -216,6 +216,15 @@ class Encoder:
         ``refine_steps=0``: the encoder's guess as it is (opacities and the
         run's background and softness kept). ``keep_opacity``: default
         :data:`KEEP_OPACITY` (superset encoders) or :data:`KEEP_PRESENCE` (slot encoders).
+
+        ``search=True``: instead of refining the guess, continue the scene
+        search of :func:`shapegrad.fit_scene` from it (``starts=``), on each
+        image at its own size, with the run's kinds and at most its number of
+        shapes: shapes the encoder missed are added where the residual asks
+        for them, depth order and kinds are revised, shapes that do not earn
+        their place are dropped (``refine_steps``, ``sharpness``,
+        ``learning_rate`` and ``refine_resolution`` then do not apply; the
+        search's own schedule does). ``kept`` is then the count found.
         """
         from shapegrad import metrics
 
@@ -228,7 +237,9 @@ class Encoder:
             prepared = [self.prepare(im) for im in images[start : start + batch_size]]
             boxed = np.stack([p[0] for p in prepared])
             guess = self.model.predict(boxed, verbose=0, batch_size=batch_size)
-            if refine_steps > 0:
+            if search:
+                chunk = self._search(guess, prepared, keep_opacity)
+            elif refine_steps > 0:
                 if size != self.resolution:
                     boxes = [data.Letterbox(im.shape[0], im.shape[1], size) for _, im, _ in prepared]
                     prepared = [(b.apply(im), im, b) for (_, im, _), b in zip(prepared, boxes)]
@@ -236,16 +247,53 @@ class Encoder:
                 scenes = self.refine(guess, frames, refine_steps, batch_size, sharpness, learning_rate, keep_opacity)
             else:
                 scenes = [self._scene(row, keep_opacity) for row in guess]
-            chunk = []
-            for scene, (_, image, box) in zip(scenes, prepared):
-                renderer, mapped = self._to_image(scene, box)
-                recon = keras.ops.convert_to_numpy(renderer(mapped))
-                psnr = float(metrics.psnr(recon, image[None])[0])
-                chunk.append(Encoded(renderer, mapped, scene.kept, box.height, box.width, psnr, 0.0))
+            if not search:
+                chunk = []
+                for scene, (_, image, box) in zip(scenes, prepared):
+                    renderer, mapped = self._to_image(scene, box)
+                    recon = keras.ops.convert_to_numpy(renderer(mapped))
+                    psnr = float(metrics.psnr(recon, image[None])[0])
+                    chunk.append(Encoded(renderer, mapped, scene.kept, box.height, box.width, psnr, 0.0))
             share = (time.perf_counter() - t0) / len(chunk)
             for e in chunk:
                 e.seconds = share
             out += chunk
+        return out
+
+    def search_space(self):
+        """``(kinds, max_shapes)`` of what this encoder reads: the scene search's (``encode(search=True)``)."""
+        spec = self.renderer.spec
+        if self.slots is not None:
+            return tuple(self.slots.kinds), int(self.slots.slots)
+        return tuple(dict.fromkeys(kind for kind, _ in spec.shapes)), int(spec.num_shapes)
+
+    def _search(self, guess, prepared, keep_opacity):
+        """``fit_scene`` on each image at its own size, started from the encoder's kept shapes; ``[Encoded]``."""
+        from shapegrad import metrics
+        from shapegrad.scenefit import fit_scene
+
+        kinds, most = self.search_space()
+        starts = []
+        for row, (_, _, box) in zip(guess, prepared):
+            found = self._scene(row, keep_opacity)
+            renderer, mapped = self._to_image(found, box)
+            sizes = [self._Render(kind, 8, channels=self.channels).spec.size for kind, _ in found.shapes]
+            cuts = np.cumsum([0] + sizes)
+            starts.append([(kind, mapped[0, a:b]) for (kind, _), a, b in zip(found.shapes, cuts[:-1], cuts[1:])])
+        images = [image for _, image, _ in prepared]
+        fits = fit_scene(images, kinds=kinds, max_shapes=most, starts=starts,
+                         composite=self.info.get("composite", "over"))
+        out = []
+        for fit, image in zip(fits, images):
+            renderer, params = fit.renderer(self.info.get("composite", "over")), fit.params[None]
+            if renderer is None:  # nothing stands out: the background alone, as one transparent shape
+                renderer = self._Render(kinds[0], (fit.height, fit.width), channels=self.channels,
+                                        background=np.asarray(fit.background, np.float64).round(5).tolist())
+                params = np.full((1, renderer.spec.size), 0.5, np.float32)
+                params[0, -1] = 0.0
+            recon = keras.ops.convert_to_numpy(renderer(params))
+            psnr = float(metrics.psnr(recon, image[None])[0])
+            out.append(Encoded(renderer, params, fit.count, fit.height, fit.width, psnr, 0.0))
         return out
 
     def _engine(self, batch, size):

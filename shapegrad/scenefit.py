@@ -914,22 +914,33 @@ class _Search:
         for i in given:
             scenes[i] = self._to_coarse(self.starts[i])
         moving = [i for i in given if scenes[i].shapes]
-        if moving:
+        for rest in range(2):
+            if not moving:
+                break
             fitted, losses, recons = self._fit([scenes[i] for i in moving], moving, o["joint_steps"],
-                                               o["sharpness"][0], lr=0.5)
+                                               o["sharpness"][0] if rest == 0 else 0.7 * o["sharpness"][1], lr=0.5)
             for i, scene, l, r in zip(moving, fitted, losses, recons):
                 scenes[i], loss[i], recon[i] = scene, l, r
-        for i in sorted(set(given) - set(moving)):  # a background alone
+            # A given shape of the background's colour (a guess that covers the background) only carves:
+            # dropped, as the search would never have added it, and the rest refitted once.
+            dropped = []
+            for i in moving:
+                kept = [(k, p) for k, p in scenes[i].shapes if self._contrast(k, p, scenes[i].background)]
+                if len(kept) < len(scenes[i].shapes):
+                    scenes[i] = Scene(kept, scenes[i].background.copy())
+                    dropped.append(i)
+            moving = [i for i in dropped if scenes[i].shapes]
+        for i in [i for i in given if not scenes[i].shapes]:  # a background alone
             recon[i] = np.broadcast_to(scenes[i].background, recon[i].shape)
             loss[i] = ((self.coarse[i] - recon[i]) ** 2).mean()
         return scenes, loss, recon
 
     def _stands_out(self, scene):
         """Whether every shape's colour differs from the background by ``min_contrast`` (else it only carves)."""
-        return all(
-            np.abs(_with_color(self.engine, k, p, None)[1] - scene.background).max() >= self.o["min_contrast"]
-            for k, p in scene.shapes
-        )
+        return all(self._contrast(k, p, scene.background) for k, p in scene.shapes)
+
+    def _contrast(self, kind, params, background):
+        return np.abs(_with_color(self.engine, kind, params, None)[1] - background).max() >= self.o["min_contrast"]
 
     def _remaining(self, scene):
         if self.fixed is None:
