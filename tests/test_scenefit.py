@@ -11,7 +11,7 @@ from skimage.draw import disk, ellipse, polygon
 
 from helpers import BACKEND, jit
 from shapegrad import _autodiff
-from shapegrad.scenefit import Scene, SceneEngine, fit_scene, noise_level
+from shapegrad.scenefit import Scene, SceneEngine, SceneFit, fit_scene, noise_level
 
 # Few steps, tiny images: enough for these scenes, fast on every backend.
 QUICK = dict(steps=40, joint_steps=40, order_steps=30, polish_steps=40)
@@ -106,6 +106,49 @@ def test_unknown_count_and_kinds_of_skimage_scenes_and_the_simpler_kind():
         assert fit.psnr > 25 and fit.params.dtype == np.float32 and np.isfinite(fit.params).all()
         np.testing.assert_allclose(fit.render(), image, atol=0.5)
         assert fit.renderer().spec.size == fit.params.size
+
+
+def test_starts_are_continued_missed_shapes_added_background_coloured_ones_dropped():
+    """The search goes on from given shapes: a missed box is added next to a guessed disk; a given box of
+    the background's colour (it only carves) is dropped; a SceneFit and None (start empty) are starts too."""
+    background = (0.1, 0.15, 0.2)
+    missed, spurious, empty = _canvas(), _canvas(), _canvas()
+    _disk(missed, (7, 7), 4.5, (0.9, 0.8, 0.2))
+    _box(missed, 12, 11, 20, 21, (0.2, 0.8, 0.3))
+    _disk(spurious, (12, 12), 5, (0.9, 0.2, 0.6))
+    _disk(empty, (10, 13), 5, (0.3, 0.9, 0.9))
+    guess = ("disk", np.array([8.5 / 24, 8.0 / 24, 3.5 / 24, 0.7, 0.6, 0.3, 1.0], "float32"))  # a few px off
+    carving = ("box", np.array([0.25, 0.25, 0.3, 0.3, 1.0, 0.0, 0.0, *background, 1.0], "float32"))
+    disk = ("disk", np.array([0.5, 0.5, 0.2, 0.9, 0.2, 0.6, 1.0], "float32"))
+    earlier = SceneFit("disk", disk[1], np.float32(background), 24, 24, 3, 1.0, 0.0, 0.0, 0.0)
+    images = [missed, spurious, empty, spurious]
+    fits = fit_scene(np.stack(images), kinds=("disk", "box", "ellipse"), max_shapes=3,
+                     starts=[[guess], [carving, disk], None, earlier], **QUICK)
+    assert sorted(fits[0].kinds) == ["box", "disk"]
+    assert [f.kinds for f in fits[1:]] == [("disk",)] * 3
+    for fit, image in zip(fits, images):
+        assert fit.psnr > 25
+        np.testing.assert_allclose(fit.render(), image, atol=0.5)
+
+
+@pytest.mark.parametrize(
+    "starts, message",
+    [
+        ([None, None], "Received: starts of 2"),
+        ("disk", "Received: starts of str"),
+        ([3.0], "Received: starts[0]=float"),
+        ([[("triangle", np.zeros(10))]], "starts[0][0]"),
+        ([[("disk", np.zeros(3))]], "Received: params of shape (3,)"),
+        ([[("disk", np.full(5, np.nan))]], "Received: params of shape (5,)"),
+        ([[("disk", np.zeros(5))] * 3], "Received: 3 shapes"),
+        ([SceneFit("disk", np.zeros(7, "float32"), np.zeros(3, "float32"), 8, 8, 3, 1.0, 0.0, 0.0, 0.0)],
+         "Received: a SceneFit of 8x8x3"),
+    ],
+)
+def test_bad_starts_raise_keras_style_errors(starts, message):
+    with pytest.raises(ValueError, match="Expected") as info:
+        fit_scene(np.zeros((1, 8, 8, 1)), kinds="disk", max_shapes=2, starts=starts)
+    assert message in str(info.value)
 
 
 @pytest.mark.slow  # the whole search: ~11 s on TensorFlow with compilation (load 9)
