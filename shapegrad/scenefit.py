@@ -922,12 +922,16 @@ class _Search:
             for i, scene, l, r in zip(moving, fitted, losses, recons):
                 scenes[i], loss[i], recon[i] = scene, l, r
             # A given shape of the background's colour (a guess that covers the background) only carves:
-            # dropped, as the search would never have added it, and the rest refitted once.
+            # dropped, as the search would never have added it, and the rest refitted once. The colour of
+            # the border is the reference (the fitted background may have drifted to a shape's colour, the
+            # big shape of the background's colour on top of it), and the background starts there again.
             dropped = []
             for i in moving:
-                kept = [(k, p) for k, p in scenes[i].shapes if self._contrast(k, p, scenes[i].background)]
+                border = _border_color(self.coarse[i]).astype("float32")
+                kept = [(k, p) for k, p in scenes[i].shapes
+                        if self._contrast(k, p, border) and self._contrast(k, p, scenes[i].background)]
                 if len(kept) < len(scenes[i].shapes):
-                    scenes[i] = Scene(kept, scenes[i].background.copy())
+                    scenes[i] = Scene(kept, border)
                     dropped.append(i)
             moving = [i for i in dropped if scenes[i].shapes]
         for i in [i for i in given if not scenes[i].shapes]:  # a background alone
