@@ -364,6 +364,10 @@ def _add_encode(subparsers):
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="image files and/or folders (searched recursively)")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--refine-steps", type=int, default=100, help="Adam steps refining each guess (0 = off; default 100)")
+    p.add_argument("--search", action=argparse.BooleanOptionalAction, default=True,
+                   help="continue the scene search of `shapegrad fit` from the encoder's shapes: adds the shapes it "
+                   "missed, revises kinds and depth order, drops the spurious ones (default); --no-search only "
+                   "refines the encoder's shapes (--refine-steps)")
     p.add_argument("--batch-size", type=int, default=32, help="images per batch (default 32)")
     p.add_argument("--force", action="store_true", help="overwrite existing OUT/<stem> folders")
     return p
@@ -387,7 +391,8 @@ def _run_encode(args, encoder):
     from shapegrad import encode
 
     result = encode.encode_files(encoder, args.inputs, args.out, refine_steps=args.refine_steps,
-                                 batch_size=args.batch_size, force=args.force, progress=sys.stderr.isatty())
+                                 batch_size=args.batch_size, force=args.force, progress=sys.stderr.isatty(),
+                                 search=args.search)
     ok = [r for r in result["rows"] if r[5] == "ok"]
     psnr = sum(float(r[3]) for r in ok) / max(len(ok), 1)
     print(

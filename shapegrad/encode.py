@@ -12,12 +12,19 @@ Encoding one image: bring it to the run's channels (grey repeated, colour to
 luma), letterbox it to ``N x N``, run the encoder (batched), keep the shapes
 whose opacity is >= :data:`KEEP_OPACITY` (an encoder trained on a superset
 ``disk*M,box*M,...`` switches unneeded shapes off; if none is kept, the most
-opaque one is), refine them, opaque, and the background colour by
-``refine_steps`` Adam steps on the image loss through the compiled scene
-engine (:class:`shapegrad.scenefit.SceneEngine`: one compiled loop per
-encoder, every image of a batch at once; 0 = the encoder's guess as it is),
-and map the parameters back to the image's own ``H x W`` (undoing the
-letterbox), where the PSNR is measured.
+opaque one is), map them back to the image's own ``H x W`` (undoing the
+letterbox) and continue the scene search of :func:`shapegrad.fit_scene`
+from them (``starts=``; the default, ``search=True``): the encoder's shapes
+are refined together, shapes it missed are added where the residual asks
+for them (up to the run's maximum count, of the run's kinds), depth order
+and kinds are revised and shapes that do not earn their place dropped, by
+the rules of ``fit_scene``. ``search=False``: only refine the kept shapes,
+opaque, and the background colour by ``refine_steps`` Adam steps on the
+image loss through the compiled scene engine
+(:class:`shapegrad.scenefit.SceneEngine`: one compiled loop per encoder,
+every image of a batch at once) in the ``N x N`` frame, then map them back.
+``refine_steps=0``: the encoder's guess as it is. The PSNR is measured at
+the image's size.
 
 Example (a tiny run; skipped by the doctest run, it trains for ~20 s):
     >>> import shapegrad, numpy as np  # doctest: +SKIP
@@ -200,7 +207,7 @@ class Encoder:
         return box.apply(image), image, box
 
     def encode(self, images, refine_steps=100, batch_size=32, sharpness=REFINE_SHARPNESS, learning_rate=0.05,
-               keep_opacity=None, refine_resolution=None):
+               keep_opacity=None, refine_resolution=None, search=True):
         """Encode ``images`` (a sequence of ``(H, W, C)`` arrays in ``[0, 1]``, any sizes); a list of :class:`Encoded`.
 
         The encoder's guess (shapes with opacity >= ``keep_opacity``, back to
@@ -216,9 +223,24 @@ class Encoder:
         ``refine_steps=0``: the encoder's guess as it is (opacities and the
         run's background and softness kept). ``keep_opacity``: default
         :data:`KEEP_OPACITY` (superset encoders) or :data:`KEEP_PRESENCE` (slot encoders).
+
+        ``search=True`` (the default): instead of refining the guess, continue the scene
+        search of :func:`shapegrad.fit_scene` from it (``starts=``), on each
+        image at its own size, with the run's kinds and at most its number of
+        shapes: shapes the encoder missed are added where the residual asks
+        for them, depth order and kinds are revised, shapes that do not earn
+        their place are dropped (``sharpness``, ``learning_rate`` and
+        ``refine_resolution`` then do not apply, nor the number of
+        ``refine_steps``: the search's own schedule does; ``refine_steps=0``
+        still means the encoder's guess as it is). ``kept`` is then the
+        count found. ``search`` may also be a dict of :func:`~shapegrad.fit_scene`
+        options (``{"polish_steps": 50}``): a search with those settings.
+        ``search=False``: the refinement above.
         """
         from shapegrad import metrics
 
+        if not (isinstance(search, bool) or isinstance(search, dict)):
+            raise ValueError(f"Expected search to be True, False or a dict of fit_scene options. Received: search={search!r}")
         if keep_opacity is None:
             keep_opacity = KEEP_PRESENCE if self.slots is not None else KEEP_OPACITY
         size = self.resolution if refine_resolution is None else int(refine_resolution)
@@ -228,7 +250,10 @@ class Encoder:
             prepared = [self.prepare(im) for im in images[start : start + batch_size]]
             boxed = np.stack([p[0] for p in prepared])
             guess = self.model.predict(boxed, verbose=0, batch_size=batch_size)
-            if refine_steps > 0:
+            search_now = search is not False and refine_steps > 0
+            if search_now:
+                chunk = self._search(guess, prepared, keep_opacity, {} if search is True else search)
+            elif refine_steps > 0:
                 if size != self.resolution:
                     boxes = [data.Letterbox(im.shape[0], im.shape[1], size) for _, im, _ in prepared]
                     prepared = [(b.apply(im), im, b) for (_, im, _), b in zip(prepared, boxes)]
@@ -236,16 +261,53 @@ class Encoder:
                 scenes = self.refine(guess, frames, refine_steps, batch_size, sharpness, learning_rate, keep_opacity)
             else:
                 scenes = [self._scene(row, keep_opacity) for row in guess]
-            chunk = []
-            for scene, (_, image, box) in zip(scenes, prepared):
-                renderer, mapped = self._to_image(scene, box)
-                recon = keras.ops.convert_to_numpy(renderer(mapped))
-                psnr = float(metrics.psnr(recon, image[None])[0])
-                chunk.append(Encoded(renderer, mapped, scene.kept, box.height, box.width, psnr, 0.0))
+            if not search_now:
+                chunk = []
+                for scene, (_, image, box) in zip(scenes, prepared):
+                    renderer, mapped = self._to_image(scene, box)
+                    recon = keras.ops.convert_to_numpy(renderer(mapped))
+                    psnr = float(metrics.psnr(recon, image[None])[0])
+                    chunk.append(Encoded(renderer, mapped, scene.kept, box.height, box.width, psnr, 0.0))
             share = (time.perf_counter() - t0) / len(chunk)
             for e in chunk:
                 e.seconds = share
             out += chunk
+        return out
+
+    def search_space(self):
+        """``(kinds, max_shapes)`` of what this encoder reads: the scene search's (``encode(search=True)``)."""
+        spec = self.renderer.spec
+        if self.slots is not None:
+            return tuple(self.slots.kinds), int(self.slots.slots)
+        return tuple(dict.fromkeys(kind for kind, _ in spec.shapes)), int(spec.num_shapes)
+
+    def _search(self, guess, prepared, keep_opacity, options):
+        """``fit_scene`` on each image at its own size, started from the encoder's kept shapes; ``[Encoded]``."""
+        from shapegrad import metrics
+        from shapegrad.scenefit import fit_scene
+
+        kinds, most = self.search_space()
+        starts = []
+        for row, (_, _, box) in zip(guess, prepared):
+            found = self._scene(row, keep_opacity)
+            renderer, mapped = self._to_image(found, box)
+            sizes = [self._Render(kind, 8, channels=self.channels).spec.size for kind, _ in found.shapes]
+            cuts = np.cumsum([0] + sizes)
+            starts.append([(kind, mapped[0, a:b]) for (kind, _), a, b in zip(found.shapes, cuts[:-1], cuts[1:])])
+        images = [image for _, image, _ in prepared]
+        options = dict(dict(composite=self.info.get("composite", "over")), **options)
+        fits = fit_scene(images, kinds=kinds, max_shapes=most, starts=starts, **options)
+        out = []
+        for fit, image in zip(fits, images):
+            renderer, params = fit.renderer(self.info.get("composite", "over")), fit.params[None]
+            if renderer is None:  # nothing stands out: the background alone, as one transparent shape
+                renderer = self._Render(kinds[0], (fit.height, fit.width), channels=self.channels,
+                                        background=np.asarray(fit.background, np.float64).round(5).tolist())
+                params = np.full((1, renderer.spec.size), 0.5, np.float32)
+                params[0, -1] = 0.0
+            recon = keras.ops.convert_to_numpy(renderer(params))
+            psnr = float(metrics.psnr(recon, image[None])[0])
+            out.append(Encoded(renderer, params, fit.count, fit.height, fit.width, psnr, 0.0))
         return out
 
     def _engine(self, batch, size):
@@ -316,7 +378,7 @@ class _Found:
         self.shapes, self.background, self.softness, self.kept = shapes, background, softness, kept
 
 
-def encode_files(encoder, inputs, out, refine_steps=100, batch_size=32, force=False, progress=True):
+def encode_files(encoder, inputs, out, refine_steps=100, batch_size=32, force=False, progress=True, search=True):
     """Encode every image among ``inputs`` (files and/or folders) into ``out``; returns a summary dict.
 
     Per image ``out/<stem>/params.json`` (readable by ``shapegrad render``;
@@ -329,6 +391,7 @@ def encode_files(encoder, inputs, out, refine_steps=100, batch_size=32, force=Fa
     reconstructions). Two images with the same stem get ``<stem>``,
     ``<stem>-2``, ...
 
+    ``search``, ``refine_steps``: as in :meth:`Encoder.encode`.
     ``encoder``: an :class:`Encoder` or a path to ``encoder.keras``. An
     existing ``out/<stem>`` is left alone unless ``force`` (the others are
     still done). Returns ``{"encoded": n, "unreadable": [(path, why)],
@@ -362,7 +425,8 @@ def encode_files(encoder, inputs, out, refine_steps=100, batch_size=32, force=Fa
             except ValueError as error:  # listed as readable, but does not decode
                 rows.append([path, "", "", "", "", f"skipped: unreadable ({error})"])
                 print(f"skipped unreadable {path}: {error}", file=sys.stderr)
-        results = encoder.encode(images, refine_steps=refine_steps, batch_size=batch_size) if images else []
+        results = (encoder.encode(images, refine_steps=refine_steps, batch_size=batch_size, search=search)
+                   if images else [])
         for path, image, e in zip(paths, images, results):
             folder = os.path.join(out, folders[path])
             files.write_image_outputs(folder, data.to_channels(image, encoder.channels), e.renderer, e.params,

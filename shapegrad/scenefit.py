@@ -773,8 +773,9 @@ def _blob(image, recon, threshold, background, contrast):
 class _Search:
     """Greedy forward selection over a batch of same-size images (see the module docstring)."""
 
-    def __init__(self, images, kinds, max_shapes, fixed, factor, options):
+    def __init__(self, images, kinds, max_shapes, fixed, factor, options, starts=None):
         self.images = np.asarray(images, np.float32)
+        self.starts = starts  # per image a Scene at full resolution (or None): the search continues from it
         b, h, w, c = self.images.shape
         self.kinds, self.max_shapes, self.fixed, self.f, self.o = kinds, max_shapes, fixed, factor, options
         self.coarse = _downsample(self.images, factor)
@@ -836,6 +837,8 @@ class _Search:
         scenes = [Scene([], _border_color(im).astype("float32")) for im in self.images]
         recon = np.broadcast_to(np.stack([s.background for s in scenes])[:, None, None], self.coarse.shape).copy()
         loss = ((self.coarse - recon) ** 2).mean(axis=(1, 2, 3))
+        if self.starts is not None:
+            scenes, loss, recon = self._start(scenes, loss, recon)
         active = np.ones(b, bool)
         for _ in range(self.max_shapes):
             if not active.any():
@@ -903,12 +906,45 @@ class _Search:
             scenes, loss = self._prune(scenes, loss)
         return self._polish(scenes)
 
+    def _start(self, scenes, loss, recon):
+        """The given starts at the search resolution, refined together (all shapes moving) as a joint
+        fit is: the scenes that the search then continues from (one more shape, reorder, rekind, prune)."""
+        o = self.o
+        given = [i for i, start in enumerate(self.starts) if start is not None]
+        for i in given:
+            scenes[i] = self._to_coarse(self.starts[i])
+        moving = [i for i in given if scenes[i].shapes]
+        for rest in range(2):
+            if not moving:
+                break
+            fitted, losses, recons = self._fit([scenes[i] for i in moving], moving, o["joint_steps"],
+                                               o["sharpness"][0] if rest == 0 else 0.7 * o["sharpness"][1], lr=0.5)
+            for i, scene, l, r in zip(moving, fitted, losses, recons):
+                scenes[i], loss[i], recon[i] = scene, l, r
+            # A given shape of the background's colour (a guess that covers the background) only carves:
+            # dropped, as the search would never have added it, and the rest refitted once. The colour of
+            # the border is the reference (the fitted background may have drifted to a shape's colour, the
+            # big shape of the background's colour on top of it), and the background starts there again.
+            dropped = []
+            for i in moving:
+                border = _border_color(self.coarse[i]).astype("float32")
+                kept = [(k, p) for k, p in scenes[i].shapes
+                        if self._contrast(k, p, border) and self._contrast(k, p, scenes[i].background)]
+                if len(kept) < len(scenes[i].shapes):
+                    scenes[i] = Scene(kept, border)
+                    dropped.append(i)
+            moving = [i for i in dropped if scenes[i].shapes]
+        for i in [i for i in given if not scenes[i].shapes]:  # a background alone
+            recon[i] = np.broadcast_to(scenes[i].background, recon[i].shape)
+            loss[i] = ((self.coarse[i] - recon[i]) ** 2).mean()
+        return scenes, loss, recon
+
     def _stands_out(self, scene):
         """Whether every shape's colour differs from the background by ``min_contrast`` (else it only carves)."""
-        return all(
-            np.abs(_with_color(self.engine, k, p, None)[1] - scene.background).max() >= self.o["min_contrast"]
-            for k, p in scene.shapes
-        )
+        return all(self._contrast(k, p, scene.background) for k, p in scene.shapes)
+
+    def _contrast(self, kind, params, background):
+        return np.abs(_with_color(self.engine, kind, params, None)[1] - background).max() >= self.o["min_contrast"]
 
     def _remaining(self, scene):
         if self.fixed is None:
@@ -1022,6 +1058,23 @@ class _Search:
                 scenes[i], loss[i] = fitted[best], losses[best]
         return scenes, loss
 
+    def _to_coarse(self, scene):
+        """A full-resolution scene at the search resolution (the inverse of :meth:`_to_full`)."""
+        if self.f == 1:
+            return scene.copy()
+        f, shapes = self.f, []
+        for kind, p in scene.shapes:
+            coarse, full = self.geo[kind], _Geometry(self.full, kind)
+            q = np.asarray(p, np.float64).copy()
+            for field, sl in coarse.fields:
+                if field.kind == "position":
+                    x = field.to_natural(p[sl], full.resolution)
+                    q[sl] = field.from_natural((x - (f - 1) / 2.0) / f, coarse.resolution)
+                elif field.kind == "size":
+                    q[sl] = field.from_natural(field.to_natural(p[sl], full.resolution) / f, coarse.resolution)
+            shapes.append((kind, q.astype("float32")))
+        return Scene(shapes, np.asarray(scene.background, np.float32).copy())
+
     def _to_full(self, scenes):
         if self.f == 1:
             return scenes
@@ -1130,7 +1183,7 @@ def _search_spec(kinds, max_shapes, shapes):
     return kinds, _positive_int("max_shapes", DEFAULT_MAX_SHAPES if max_shapes is None else max_shapes), None
 
 
-def fit_scene(images, kinds=None, max_shapes=None, shapes=None, **options):
+def fit_scene(images, kinds=None, max_shapes=None, shapes=None, starts=None, **options):
     """Fit a scene of primitives to every image: kinds, count, depth order and parameters.
 
     Args:
@@ -1144,6 +1197,20 @@ def fit_scene(images, kinds=None, max_shapes=None, shapes=None, **options):
             (``"disk*2,box"``, as ``Render`` reads them), in a depth order
             that the fit finds. Giving ``shapes`` with ``kinds`` or
             ``max_shapes`` is a ``ValueError``.
+        starts: optional list, one entry per image, of shapes to start the
+            search from instead of an empty scene (e.g. an encoder's guess,
+            or an earlier fit): ``None`` (start empty), a list of
+            ``(kind, params)`` pairs back to front, ``params`` ``(P_k,)``
+            normalised as in ``Render(kind, (H, W), channels=C)`` (geometry,
+            ``C`` colour numbers, an opacity, which is held at 1; the
+            background starts as the median of the border), or a
+            :class:`SceneFit` of that image (its shapes and background). The
+            given shapes are refined together first; then the search goes on
+            as from scratch: more shapes where the residual asks for them
+            (up to ``max_shapes``), depth swaps, kind changes, pruning (a
+            given shape that does not earn its gain is dropped) and the
+            polish. Kinds must be among ``kinds`` (with ``shapes``: within
+            its counts), at most ``max_shapes`` per image.
         **options: search settings (defaults in ``_DEFAULTS``): ``steps``
             (Adam steps per added shape), ``order_steps``, ``polish_steps``,
             ``learning_rate``, ``sharpness`` (start, end of the search, px^-1),
@@ -1155,6 +1222,18 @@ def fit_scene(images, kinds=None, max_shapes=None, shapes=None, **options):
 
     Returns:
         A list of :class:`SceneFit`, one per image, in order.
+
+    Example (continue from shapes one already has: here a disk guessed a few
+    pixels off, and a box it missed, which the search adds):
+        >>> import numpy as np
+        >>> from skimage.draw import disk, polygon
+        >>> image = np.full((32, 32, 3), 0.1, "float32")
+        >>> rr, cc = disk((12, 12), 6, shape=(32, 32)); image[rr, cc] = (0.9, 0.2, 0.2)
+        >>> rr, cc = polygon([16, 16, 28, 28], [16, 28, 28, 16], shape=(32, 32)); image[rr, cc] = (0.2, 0.3, 0.9)
+        >>> guess = [("disk", np.array([0.42, 0.35, 0.15, 0.8, 0.3, 0.3, 1.0], "float32"))]  # row, col, radius, rgb, opacity
+        >>> fits = fit_scene(image[None], kinds=("disk", "box"), max_shapes=3, starts=[guess])
+        >>> fits[0].shapes, bool(fits[0].psnr > 28)
+        ('disk,box', True)
     """
     unknown = set(options) - set(_DEFAULTS)
     if unknown:
@@ -1175,6 +1254,7 @@ def fit_scene(images, kinds=None, max_shapes=None, shapes=None, **options):
             raise ValueError(f"Expected images[{k}] to be a finite (H, W, C) array with H, W >= 4. "
                              f"Received: shape={a.shape}")
         arrays.append(a)
+    starts = _check_starts(starts, arrays, kinds, max_shapes, fixed)
     groups = {}
     for k, a in enumerate(arrays):
         groups.setdefault(a.shape, []).append(k)
@@ -1188,11 +1268,74 @@ def fit_scene(images, kinds=None, max_shapes=None, shapes=None, **options):
         start = time.perf_counter()
         h, w, c = shape
         factor = 2 if max(h, w) > o["coarse_above"] else 1
-        search = _Search(np.stack([arrays[k] for k in index]), kinds, max_shapes, fixed, factor, o)
+        search = _Search(np.stack([arrays[k] for k in index]), kinds, max_shapes, fixed, factor, o,
+                         None if starts is None else [starts[k] for k in index])
         scenes, losses = search.run()
         seconds = (time.perf_counter() - start) / len(index)
         for k, scene, loss, noise in zip(index, scenes, losses, search.noise):
             out[k] = _result(scene, loss, noise, h, w, c, o["final_sharpness"], seconds)
+    return out
+
+
+def _check_starts(starts, arrays, kinds, max_shapes, fixed):
+    """``starts`` of :func:`fit_scene` checked: per image a full-resolution :class:`Scene` or None (or None for all)."""
+    if starts is None:
+        return None
+    if not isinstance(starts, (list, tuple)) or len(starts) != len(arrays):
+        n = len(starts) if isinstance(starts, (list, tuple)) else type(starts).__name__
+        raise ValueError(f"Expected starts to be a list with one entry per image ({len(arrays)}). Received: starts of {n}")
+    out = []
+    for k, (start, image) in enumerate(zip(starts, arrays)):
+        h, w, c = image.shape
+        where = f"starts[{k}]"
+        if start is None:
+            out.append(None)
+            continue
+        background = None
+        if isinstance(start, (SceneFit, Scene)):
+            if isinstance(start, SceneFit):
+                if (start.height, start.width, start.channels) != (h, w, c):
+                    raise ValueError(f"Expected {where} to be a SceneFit of a {h}x{w}x{c} image like images[{k}]. "
+                                     f"Received: a SceneFit of {start.height}x{start.width}x{start.channels}")
+                sizes = [Render(kind, 8, channels=c).spec.size for kind in start.kinds]
+                cuts = np.cumsum([0] + sizes)
+                pairs = [(kind, start.params[a:b]) for kind, a, b in zip(start.kinds, cuts[:-1], cuts[1:])]
+            else:
+                pairs = list(start.shapes)
+            background = np.asarray(start.background, np.float32).reshape(-1)
+            if background.shape != (c,) or not np.isfinite(background).all():
+                raise ValueError(f"Expected the background of {where} to be {c} finite numbers. "
+                                 f"Received: background={start.background!r}")
+        elif isinstance(start, (list, tuple)):
+            pairs = list(start)
+        else:
+            raise ValueError(f"Expected {where} to be None, a list of (kind, params) pairs or a SceneFit. "
+                             f"Received: {where}={type(start).__name__}")
+        shapes = []
+        for j, pair in enumerate(pairs):
+            if not isinstance(pair, (list, tuple)) or len(pair) != 2 or pair[0] not in kinds:
+                raise ValueError(f"Expected {where}[{j}] to be a (kind, params) pair with kind among {list(kinds)}. "
+                                 f"Received: {where}[{j}]={pair!r}")
+            kind = pair[0]
+            size = Render(kind, 8, channels=c).spec.size
+            params = np.asarray(pair[1], np.float32)
+            if params.shape != (size,) or not np.isfinite(params).all():
+                raise ValueError(f"Expected {where}[{j}] params to be {size} finite numbers (a {kind} of Render with "
+                                 f"channels={c}). Received: params of shape {params.shape}")
+            shapes.append((kind, params.copy()))
+        if len(shapes) > max_shapes:
+            raise ValueError(f"Expected at most max_shapes={max_shapes} shapes in {where}. "
+                             f"Received: {len(shapes)} shapes")
+        if fixed is not None:
+            shapes_text = ",".join(f"{kind}*{n}" for kind, n in fixed.items())
+            for kind in dict.fromkeys(kind for kind, _ in shapes):
+                have = sum(1 for other, _ in shapes if other == kind)
+                if have > fixed[kind]:
+                    raise ValueError(f"Expected at most {fixed[kind]} {kind} in {where}, as shapes={shapes_text!r} says. "
+                                     f"Received: {have}")
+        if background is None:
+            background = _border_color(image).astype("float32")
+        out.append(Scene(shapes, background))
     return out
 
 

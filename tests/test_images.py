@@ -179,7 +179,9 @@ def test_encode_writes_per_image_files_that_render_at_the_images_size(tmp_path, 
     paths = make_folder(tmp_path / "in", count=8)
     enc = save_untrained(str(tmp_path / "encoder.keras"))
     out = tmp_path / "out"
-    status, io_ = run_cli("encode", enc, tmp_path / "in", "--out", out, "--refine-steps", "3", capsys=capsys)
+    # --no-search: refinement only (the search compiles its engines per image size: the next test runs it).
+    status, io_ = run_cli("encode", enc, tmp_path / "in", "--out", out, "--refine-steps", "3", "--no-search",
+                          capsys=capsys)
     assert status == 0, io_.err
     assert "encoded 8 image(s)" in io_.out
     rows = (out / "summary.csv").read_text().splitlines()
@@ -201,6 +203,26 @@ def test_encode_writes_per_image_files_that_render_at_the_images_size(tmp_path, 
         assert abs(psnr - meta["psnr_db"]) < 0.5
 
 
+def test_encode_searches_on_from_the_encoders_guess_at_the_images_size(tmp_path, capsys):
+    """An untrained slot encoder guesses badly; the search from its guess (the default) finds the disk and
+    the box of each image, at the image's own size, and the command writes it (params.json renders back)."""
+    rng = np.random.default_rng(5)
+    os.makedirs(tmp_path / "in")
+    for i in range(2):
+        Image.fromarray((_scene(rng, 18, 22) * 255).astype(np.uint8)).save(tmp_path / "in" / f"im{i}.png")
+    enc = shapegrad.Encoder.load(save_untrained_slots(str(tmp_path / "s.keras")))
+    images = [files.read_image(str(tmp_path / "in" / f"im{i}.png")) for i in range(2)]
+    quick = dict(steps=40, joint_steps=40, order_steps=30, polish_steps=40)
+    guess = enc.encode(images, refine_steps=0)
+    found = enc.encode(images, search=quick)
+    for g, e in zip(guess, found):
+        assert (e.height, e.width) == (18, 22) and e.render().shape == (18, 22, 3)
+        assert e.psnr > 25 and e.psnr > g.psnr + 5, (g.psnr, e.psnr)
+        assert sorted(k for k, _ in e.renderer.shapes) == ["box", "disk"] and e.kept == 2
+    with pytest.raises(ValueError, match="Received: search='yes'"):
+        enc.encode(images, search="yes")
+
+
 def test_encode_python_api_maps_back_and_keeps_switched_off_shapes_out(tmp_path):
     enc = shapegrad.Encoder.load(save_untrained(str(tmp_path / "e.keras")))
     images = [np.zeros((30, 50, 1), "float32"), np.ones((12, 12, 3), "float32")]
@@ -220,7 +242,7 @@ def test_encode_refines_the_guess_through_one_compiled_scene_engine(tmp_path):
     rng = np.random.default_rng(3)
     images = [_scene(rng, 16, 16).astype("float32") for _ in range(3)]
     guess = enc.encode(images, refine_steps=0, keep_opacity=0.0)
-    refined = enc.encode(images, refine_steps=40, batch_size=2, keep_opacity=0.0, refine_resolution=16)
+    refined = enc.encode(images, refine_steps=40, batch_size=2, keep_opacity=0.0, refine_resolution=16, search=False)
     for g, r in zip(guess, refined):
         assert r.psnr > g.psnr + 2.0, (g.psnr, r.psnr)
         assert r.renderer.spec.num_shapes == g.renderer.spec.num_shapes == 4  # every shape kept (threshold 0)

@@ -11,7 +11,7 @@ from skimage.draw import disk, ellipse, polygon
 
 from helpers import BACKEND, jit
 from shapegrad import _autodiff
-from shapegrad.scenefit import Scene, SceneEngine, fit_scene, noise_level
+from shapegrad.scenefit import Scene, SceneEngine, SceneFit, _check_starts, fit_scene, noise_level
 
 # Few steps, tiny images: enough for these scenes, fast on every backend.
 QUICK = dict(steps=40, joint_steps=40, order_steps=30, polish_steps=40)
@@ -106,6 +106,69 @@ def test_unknown_count_and_kinds_of_skimage_scenes_and_the_simpler_kind():
         assert fit.psnr > 25 and fit.params.dtype == np.float32 and np.isfinite(fit.params).all()
         np.testing.assert_allclose(fit.render(), image, atol=0.5)
         assert fit.renderer().spec.size == fit.params.size
+
+
+def test_a_start_is_continued_its_missed_shape_added_its_background_coloured_shape_dropped():
+    """Fast (one small image, two kinds): from a guessed disk a few px off and a box of the background's
+    colour, the search drops the box, moves the disk and adds the box it missed."""
+    background = (0.1, 0.15, 0.2)
+    image = _canvas((20, 20), background)
+    _disk(image, (6, 6), 4, (0.9, 0.8, 0.2))
+    _box(image, 10, 9, 17, 18, (0.2, 0.8, 0.3))
+    guess = ("disk", np.array([7.5 / 20, 7.0 / 20, 3.0 / 20, 0.7, 0.6, 0.3, 1.0], "float32"))
+    carving = ("box", np.array([0.7, 0.25, 0.2, 0.2, 1.0, 0.0, 0.0, *background, 1.0], "float32"))
+    (fit,) = fit_scene(image[None], kinds="disk,box", max_shapes=2, starts=[[carving, guess]],
+                       **QUICK)
+    assert sorted(fit.kinds) == ["box", "disk"] and fit.psnr > 25, fit.psnr
+    np.testing.assert_allclose(fit.render(), image, atol=0.5)
+
+
+@pytest.mark.slow  # ~10 s on TensorFlow with compilation (load 5)
+def test_starts_are_continued_missed_shapes_added_background_coloured_ones_dropped():
+    """The search goes on from given shapes: a missed box is added next to a guessed disk; a given box of
+    the background's colour (it only carves) is dropped; a SceneFit and None (start empty) are starts too."""
+    background = (0.1, 0.15, 0.2)
+    missed, spurious, empty = _canvas(), _canvas(), _canvas()
+    _disk(missed, (7, 7), 4.5, (0.9, 0.8, 0.2))
+    _box(missed, 12, 11, 20, 21, (0.2, 0.8, 0.3))
+    _disk(spurious, (12, 12), 5, (0.9, 0.2, 0.6))
+    _disk(empty, (10, 13), 5, (0.3, 0.9, 0.9))
+    guess = ("disk", np.array([8.5 / 24, 8.0 / 24, 3.5 / 24, 0.7, 0.6, 0.3, 1.0], "float32"))  # a few px off
+    carving = ("box", np.array([0.25, 0.25, 0.3, 0.3, 1.0, 0.0, 0.0, *background, 1.0], "float32"))
+    disk = ("disk", np.array([0.5, 0.5, 0.2, 0.9, 0.2, 0.6, 1.0], "float32"))
+    earlier = SceneFit("disk", disk[1], np.float32(background), 24, 24, 3, 1.0, 0.0, 0.0, 0.0)
+    images = [missed, spurious, empty]  # three 24 x 24 images, as above: the same compiled engine
+    fits = fit_scene(np.stack(images), kinds=("disk", "box", "ellipse"), max_shapes=3,
+                     starts=[[guess], [carving, disk], None], **QUICK)
+    assert sorted(fits[0].kinds) == ["box", "disk"]
+    assert [f.kinds for f in fits[1:]] == [("disk",)] * 2
+    for fit, image in zip(fits, images):
+        assert fit.psnr > 25
+        np.testing.assert_allclose(fit.render(), image, atol=0.5)
+    # A SceneFit is read as its shapes and background (the same start as [disk], with that background).
+    (scene,) = _check_starts([earlier], [spurious], ("disk", "box"), 3, None)
+    assert [k for k, _ in scene.shapes] == ["disk"] and np.array_equal(scene.shapes[0][1], disk[1])
+    np.testing.assert_array_equal(scene.background, np.float32(background))
+
+
+@pytest.mark.parametrize(
+    "starts, message",
+    [
+        ([None, None], "Received: starts of 2"),
+        ("disk", "Received: starts of str"),
+        ([3.0], "Received: starts[0]=float"),
+        ([[("triangle", np.zeros(10))]], "starts[0][0]"),
+        ([[("disk", np.zeros(3))]], "Received: params of shape (3,)"),
+        ([[("disk", np.full(5, np.nan))]], "Received: params of shape (5,)"),
+        ([[("disk", np.zeros(5))] * 3], "Received: 3 shapes"),
+        ([SceneFit("disk", np.zeros(7, "float32"), np.zeros(3, "float32"), 8, 8, 3, 1.0, 0.0, 0.0, 0.0)],
+         "Received: a SceneFit of 8x8x3"),
+    ],
+)
+def test_bad_starts_raise_keras_style_errors(starts, message):
+    with pytest.raises(ValueError, match="Expected") as info:
+        fit_scene(np.zeros((1, 8, 8, 1)), kinds="disk", max_shapes=2, starts=starts)
+    assert message in str(info.value)
 
 
 @pytest.mark.slow  # the whole search: ~11 s on TensorFlow with compilation (load 9)
