@@ -299,6 +299,7 @@ def test_gradients_match_finite_differences_float64(float64):
     check_gradients(jit(lambda x: ops.sum(layer(x) * weights)), [x], samples=20, rtol=1e-4, atol=1e-7)
 
 
+@pytest.mark.slow  # each kernel's backward pass is checked against autodiff on every backend in test_sdf.py
 def test_same_image_and_gradient_as_the_autodiff_renderer(float64):
     """The kernels' hand-written backward passes and the channel planes against the old path.
 
