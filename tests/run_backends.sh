@@ -16,7 +16,12 @@ run_one() {  # backend [pytest args...]
     shift
     [ "$b" = "$slow" ] && marks=""
     echo "=== KERAS_BACKEND=$b ==="
-    KERAS_BACKEND=$b TF_CPP_MIN_LOG_LEVEL=${TF_CPP_MIN_LOG_LEVEL:-3} "$py" -m pytest -q -m "$marks" "$@"
+    # JAX: a compilation cache for this run, so the same program compiled by many tests
+    # (each its own jit wrapper, the same HLO) is compiled once.
+    local cache=()
+    [ "$b" = jax ] && cache=(JAX_COMPILATION_CACHE_DIR="$PWD/.test-logs/jax-cache"
+        JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS=0 JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES=0)
+    env "${cache[@]}" KERAS_BACKEND=$b TF_CPP_MIN_LOG_LEVEL=${TF_CPP_MIN_LOG_LEVEL:-3} "$py" -m pytest -q -m "$marks" "$@"
 }
 
 if [ "$jobs" -le 1 ]; then
