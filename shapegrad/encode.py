@@ -291,7 +291,7 @@ class Encoder:
         for row, (_, _, box) in zip(guess, prepared):
             found = self._scene(row, keep_opacity)
             renderer, mapped = self._to_image(found, box)
-            sizes = [self._Render(kind, 8, channels=self.channels).spec.size for kind, _ in found.shapes]
+            sizes = [size for _, count, _, size in renderer.spec.groups for _ in range(count)]
             cuts = np.cumsum([0] + sizes)
             starts.append([(kind, mapped[0, a:b]) for (kind, _), a, b in zip(found.shapes, cuts[:-1], cuts[1:])])
         images = [image for _, image, _ in prepared]
