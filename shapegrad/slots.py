@@ -41,7 +41,7 @@ from keras import ops
 
 from shapegrad import _validate
 from shapegrad.models import fields_for
-from shapegrad.primitives import format_shapes, parse_shapes
+from shapegrad.primitives import RenderSpec, format_shapes, parse_shapes
 from shapegrad.render import Render
 
 __all__ = ["SlotRender"]
@@ -90,7 +90,7 @@ class SlotRender(keras.layers.Layer):
                        for k in kinds}
         first = self._alpha[kinds[0]]
         self.resolution, self.height, self.width = first.resolution, first.height, first.width
-        self._specs = {k: Render(k, resolution, channels=self.channels).spec for k in kinds}
+        self._specs = {k: RenderSpec(k, resolution, self.channels) for k in kinds}
         self._geometry = {k: self._specs[k].size - self.channels - 1 for k in kinds}
         self.slot_size = 1 + len(kinds) + sum(self._geometry.values()) + self.channels
         self.size = self.channels + self.slots * self.slot_size
