@@ -711,8 +711,9 @@ class PolygonKernel:
     Per edge the nearest point's parameter ``h`` (held fixed: envelope rule);
     the magnitude is the smallest edge distance, the sign the even-odd crossing
     test (comparisons only). The gradient goes to the two ends of the nearest
-    edge, ``(1 - h)`` and ``h`` of it; where several edges are equally near it
-    is shared equally among them (as autodiff of ``min`` shares it).
+    edge, ``(1 - h)`` and ``h`` of it; where several edges are equally near, to
+    the first of them (a subgradient: at a vertex shared by two edges the result is
+    the same either way, and elsewhere such ties are a set of measure zero).
     """
 
     def __init__(self, height, width, vertices):
@@ -758,17 +759,21 @@ class PolygonKernel:
         return ops.where(inside, -length, length), ()
 
     def backward(self, params, saved, d, w):
+        # Per pixel, the nearest edge (the first of equally near ones) is selected once, with its
+        # h and offset q; each vertex then sums over its two edges' pixels. Measured (JAX jit, CPU,
+        # 64 px, batch 64): 1.4x faster for one triangle and 3x for three than the per-edge sums,
+        # which XLA recomputed from the whole geometry once per sum (12 sums for a triangle).
         edges = self._edges(params)
-        parts = [self._nearest(*edge) for edge in edges]
-        nearest = parts[0][3]
-        for part in parts[1:]:
-            nearest = safe._minimum(nearest, part[3])
-        chosen = [ops.cast(part[3] == nearest, w.dtype) for part in parts]
-        count = chosen[0]
-        for c in chosen[1:]:
-            count = count + c
-        weight = w / count  # count >= 1: the minimum is one of them
-        signed_weight = ops.where(d < 0, -weight, weight)
+        nearest = h = q0 = q1 = index = None
+        for j, edge in enumerate(edges):
+            hj, q0j, q1j, length2 = self._nearest(*edge)
+            if nearest is None:
+                nearest, h, q0, q1, index = length2, hj, q0j, q1j, ops.zeros_like(length2)
+                continue
+            closer = length2 < nearest
+            nearest = ops.where(closer, length2, nearest)
+            h, q0, q1 = ops.where(closer, hj, h), ops.where(closer, q0j, q0), ops.where(closer, q1j, q1)
+            index = ops.where(closer, float(j), index)
         # Outward normals of the edges, for pixels exactly on one (q = 0); orientation from the
         # shoelace area (translation-invariant, so computed on the vertices).
         n = self.vertices
@@ -779,19 +784,21 @@ class PolygonKernel:
             term = a0 * b1 - a1 * b0
             area = term if area is None else area + term
         orient = ops.where(area < 0, -ops.ones_like(area), ops.ones_like(area))
-        grads = [ops.zeros_like(p) for p in params]
-        for j, ((_, _, e0, e1, _), (h, q0, q1, length2), c) in enumerate(zip(edges, parts, chosen)):
-            inv, ok = _inverse_length(length2)
+        out0 = out1 = None
+        for j, (_, _, e0, e1, _) in enumerate(edges):
             e_inv, _ = _inverse_length(e0 * e0 + e1 * e1)
-            out0, out1 = orient * e1 * e_inv, -orient * e0 * e_inv
-            m = c * signed_weight * inv
-            g0 = ops.where(ok, m * q0, c * weight * out0)
-            g1 = ops.where(ok, m * q1, c * weight * out1)
-            a0, a1 = _pixel_sum(g0), _pixel_sum(g1)
-            b0, b1 = _pixel_sum(g0 * h), _pixel_sum(g1 * h)
-            k = (j + 1) % n
-            grads[2 * j] = grads[2 * j] - (a0 - b0)
-            grads[2 * j + 1] = grads[2 * j + 1] - (a1 - b1)
-            grads[2 * k] = grads[2 * k] - b0
-            grads[2 * k + 1] = grads[2 * k + 1] - b1
+            n0, n1 = orient * e1 * e_inv, -orient * e0 * e_inv  # per shape, (B, K, 1, 1)
+            if out0 is None:
+                out0, out1 = ops.zeros_like(index) + n0, ops.zeros_like(index) + n1
+            else:
+                out0, out1 = ops.where(index == j, n0, out0), ops.where(index == j, n1, out1)
+        inv, ok = _inverse_length(nearest)
+        m = ops.where(d < 0, -w, w) * inv
+        g0 = ops.where(ok, m * q0, w * out0)
+        g1 = ops.where(ok, m * q1, w * out1)
+        grads = []
+        for k in range(n):
+            # Vertex k is the start of edge k (share 1 - h) and the end of edge k - 1 (share h).
+            share = ops.where(index == k, 1.0 - h, 0.0) + ops.where(index == (k - 1) % n, h, 0.0)
+            grads += [-_pixel_sum(g0 * share), -_pixel_sum(g1 * share)]
         return tuple(grads)
