@@ -118,6 +118,9 @@ def _add_train(subparsers):
     p.add_argument("--refine-steps", type=int, default=100, help="test-time refinement steps (0 = off)")
     p.add_argument("--test-size", type=int, default=256)
     p.add_argument("--width", type=int, default=16, help="encoder base width (default 16)")
+    p.add_argument("--architecture", choices=("cnn", "spatial"), default="cnn",
+                   help="encoder: cnn (dense head on a flattened feature map) or spatial (one attention map per "
+                        "shape, soft-argmax positions; Render scenes)")
     p.add_argument("--noise", type=float, default=0.0, help="Gaussian noise on training inputs")
     p.add_argument("--steps-per-epoch", type=int, default=100, help="steps between checkpoints (default 100)")
     p.add_argument("--seed", type=int, default=0)
@@ -226,6 +229,7 @@ def _run_train(args, task):
             refine_steps=args.refine_steps,
             test_size=args.test_size,
             width=args.width,
+            architecture=args.architecture,
             noise=args.noise,
             steps_per_epoch=args.steps_per_epoch,
             seed=args.seed,
@@ -248,6 +252,7 @@ def _run_train(args, task):
         supervised=args.supervised,
         guide=args.guide,
         guide_decay=args.guide_decay,
+        architecture=args.architecture,
         seconds=args.seconds,
         learning_rate=args.learning_rate,
         anneal_start=args.anneal_start,

@@ -33,7 +33,8 @@ kind); shapes of different kinds are never exchanged. The loss of an image is
 the mean of its shapes' costs. It is 0 at the truth and at every equivalent
 reading of it, and its gradient is finite everywhere (directions go through
 :func:`shapegrad.safe.safe_normalize`; zero-size shapes and coincident vertices
-are ordinary inputs); it has kinks only where two readings cost the same (and
+are ordinary inputs; values beyond ``FAR = 1e12`` are read as ``FAR``, as the
+renderers do, so that the squares stay finite); it has kinks only where two readings cost the same (and
 at ``a = b`` in a box's corner radius).
 
 Why not compare rendered moments (area, centroid, second moments of each
@@ -63,7 +64,7 @@ import keras
 from keras import ops
 
 from shapegrad import _validate, safe
-from shapegrad.primitives import RenderSpec
+from shapegrad.primitives import FAR, RenderSpec
 
 __all__ = ["MAX_PERMUTED", "guide_loss", "shape_descriptor", "GuideWeight", "GuideLoss"]
 
@@ -117,7 +118,8 @@ def shape_descriptor(kind, fields, params):
         sizes = get(name)
         parts = [get("center"), *_axes_tensor(sizes, get("direction"))]
         if kind == "box":
-            parts.append(get("corner") * ops.minimum(sizes[..., :1], sizes[..., 1:2]))
+            # the corner radius; the fraction read in [0, 1] as the renderer does
+            parts.append(ops.clip(get("corner"), 0.0, 1.0) * ops.minimum(sizes[..., :1], sizes[..., 1:2]))
         return ops.concatenate(parts, axis=-1), [list(range(sum(p.shape[-1] for p in parts)))]
     if kind == "triangle" or kind.startswith("polygon"):
         vertices = get("vertices")
@@ -166,8 +168,10 @@ def guide_loss(spec, pred, true):
     """
     if not isinstance(spec, RenderSpec):
         raise ValueError(f"Expected spec to be a RenderSpec (a renderer's .spec). Received: spec={spec!r}")
+    # As the renderers do, read parameters beyond FAR as FAR (squares of FAR stay finite in float32).
     pred = ops.convert_to_tensor(pred)
-    true = ops.cast(ops.convert_to_tensor(true), pred.dtype)
+    pred = ops.clip(pred, -FAR, FAR)
+    true = ops.clip(ops.cast(ops.convert_to_tensor(true), pred.dtype), -FAR, FAR)
     total = 0.0
     for prim, count, start, size in spec.groups:
         if count > MAX_PERMUTED:

@@ -43,7 +43,7 @@ import numpy as np
 from shapegrad import _validate, distribute, doctor, files, fit, metrics, plots
 from shapegrad.data import ConeDataset, SceneDataset
 from shapegrad.guide import GuideLoss, GuideWeight
-from shapegrad.models import Annealed, build_autoencoder, build_encoder, fields_for
+from shapegrad.models import ENCODERS, Annealed, build_autoencoder, build_encoder, build_spatial_encoder, fields_for
 from shapegrad.models import pyramid_mse  # noqa: F401  (importable from here, as before)
 
 __all__ = ["Task", "ImageTask", "superset_shapes", "train", "train_images", "evaluate", "OUTPUTS"]
@@ -90,8 +90,13 @@ class Task:
         return metrics.parameter_errors(pred, true, self.renderer.spec)
 
     # Hooks that train() calls; ImageTask overrides them.
-    def build_encoder(self, width):
-        return build_encoder((self.resolution, self.resolution, self.channels), self.fields, width=width)
+    def build_encoder(self, width, architecture="cnn"):
+        shape = (self.resolution, self.resolution, self.channels)
+        if architecture == "spatial":
+            if tuple(self.fields) != fields_for(self.renderer.spec):  # a slot decoder reads no spec layout
+                raise ValueError(f"Expected architecture='cnn' with a slot decoder. Received: architecture={architecture!r}")
+            return build_spatial_encoder(shape, self.renderer.spec, width=width)
+        return build_encoder(shape, self.fields, width=width)
 
     def validation_set(self, seed):
         """``(images, params)`` the per-epoch validation scores (params None: image scores only)."""
@@ -286,6 +291,7 @@ def train(
     refine_steps=100,
     test_size=256,
     width=16,
+    architecture="cnn",
     noise=0.0,
     steps_per_epoch=100,
     channels=1,
@@ -330,6 +336,10 @@ def train(
         refine_steps: test-time refinement steps (0 = encoder only).
         test_size: test images (a fixed seed, disjoint from training).
         width: base width of the encoder's convolutions.
+        architecture: ``"cnn"`` (:func:`shapegrad.models.build_encoder`: a
+            flattened feature map read by a dense head) or ``"spatial"``
+            (:func:`shapegrad.models.build_spatial_encoder`: one attention map
+            per shape, positions read by soft-argmax; ``Render`` scenes).
         noise: Gaussian noise on the training inputs.
         channels: colour channels of a Render scene (1 or 3).
         devices: train data-parallel on this many devices
@@ -348,6 +358,7 @@ def train(
         if isinstance(guide_decay, bool) or not isinstance(guide_decay, (int, float)) or not 0 <= guide_decay <= 1:
             raise ValueError(f"Expected guide_decay to be in [0, 1]. Received: guide_decay={guide_decay!r}")
     _validate.one_of("loss", loss, ("mse", "pyramid"))
+    _validate.one_of("architecture", architecture, ENCODERS)
     if not 0 < anneal_start <= 1:
         raise ValueError(f"Expected anneal_start to be in (0, 1]. Received: anneal_start={anneal_start!r}")
     if not 0 <= anneal <= 1:
@@ -365,7 +376,7 @@ def train(
 
     with distribute.data_parallel(devices, batch_size):
         keras.utils.set_random_seed(seed)
-        encoder = task.build_encoder(width)
+        encoder = task.build_encoder(width, architecture)
         targets = "params" if supervised else "images" if guide is None else "guided"
         data = task.dataset(batch_size, steps_per_epoch, seed, targets, noise)
         val_images, val_params = task.validation_set(seed)
@@ -427,6 +438,8 @@ def train(
         loss="params" if supervised else loss,
         guide=guide,
         guide_decay=guide_decay if guide is not None else None,
+        architecture=architecture,
+        width=width,
         stopped_by_time_budget=budget.stopped_early,
         train_loss=[float(v) for v in whole["loss"]],
         test_size=test_size,
@@ -560,10 +573,10 @@ class ImageTask(Task):
 
         return encode.encoder_info(self.renderer, kinds=self.kinds, max_shapes=self.max_shapes, decoder=self.decoder)
 
-    def build_encoder(self, width):
+    def build_encoder(self, width, architecture="cnn"):
         from shapegrad import encode
 
-        return encode.with_info(super().build_encoder(width), self.info())
+        return encode.with_info(super().build_encoder(width, architecture), self.info())
 
     def dataset(self, batch_size, batches, seed, targets="images", noise=0.0, fresh=True):
         from shapegrad import data
