@@ -25,7 +25,9 @@ bezier      ``p0, p1, p2`` (minimum over ``p0 <-> p2``), half-width
 cone        apex, unit axis, half-angle (no symmetry: a cone's axis has period 360)
 =========== ================================================================================
 
-plus, for ``Render`` parameters, the colour and the opacity. Each shape's cost
+plus, for ``Render`` parameters, the colour premultiplied by the opacity (what
+the image shows of a shape that nothing covers over a black background; the
+two apart are seen only where shapes overlap) and the opacity. Each shape's cost
 is the sum of the squared differences of those numbers. Several shapes of one
 kind (``"disk*2"``) are matched by the cheapest permutation of the kind's
 shapes (every permutation is tried: at most :data:`MAX_PERMUTED` copies of a
@@ -151,8 +153,10 @@ def _shape_cost(prim, spec, pred, true):
         target = d_true if reading == list(range(d_true.shape[-1])) else ops.take(d_true, reading, axis=-1)
         costs.append(ops.sum((d_pred - target) ** 2, axis=-1))
     cost = costs[0] if len(costs) == 1 else ops.min(ops.stack(costs, axis=-1), axis=-1)
-    if spec.appearance:  # colour and opacity: no symmetry
-        cost = cost + ops.sum((pred[..., geometric:] - true[..., geometric:]) ** 2, axis=-1)
+    if spec.appearance:  # colour premultiplied by opacity (what the image shows), and opacity: no symmetry
+        shown_p = pred[..., geometric:-1] * ops.clip(pred[..., -1:], 0.0, 1.0)  # opacity read in [0, 1], as drawn
+        shown_t = true[..., geometric:-1] * ops.clip(true[..., -1:], 0.0, 1.0)
+        cost = cost + ops.sum((shown_p - shown_t) ** 2, axis=-1) + (pred[..., -1] - true[..., -1]) ** 2
     return cost
 
 

@@ -219,7 +219,8 @@ def build_spatial_encoder(input_shape, spec, width=16, dense=128, name="encoder"
     the whole 64 px image), then one logit map per shape of ``spec`` (a
     :class:`~shapegrad.primitives.RenderSpec`: ``Render(...).spec``) and a
     :class:`SpatialReadout`: per shape, where its map points (soft-argmax)
-    and the features there. Each shape's parameters come from its own dense
+    and the features there, with the image's own colour there (block means).
+    Each shape's parameters come from its own dense
     layers on that, the anchor and the image's mean features; an
     :class:`AnchoredHead` places its position fields around the anchor. The
     shapes of a scene are told apart by kind (one map per shape), not by a
@@ -235,7 +236,10 @@ def build_spatial_encoder(input_shape, spec, width=16, dense=128, name="encoder"
         x = layers.Conv2D(channels, 3, strides=stride, dilation_rate=dilation, padding="same", activation="relu",
                           name=f"conv{k}")(x)
     logits = layers.Conv2D(spec.num_shapes, 1, name="where")(x)
-    read = SpatialReadout(name="readout")([x, logits])  # (B, K, 2 + F)
+    # The readout also pools the image itself (block means at the map's size): a shape's colour where it is.
+    factor = input_shape[0] // x.shape[1]
+    colour = layers.AveragePooling2D(factor, name="colour")(inputs) if factor > 1 else inputs
+    read = SpatialReadout(name="readout")([layers.Concatenate(name="what")([x, colour]), logits])  # (B, K, 2 + F + C)
     context = layers.GlobalAveragePooling2D(name="context")(x)
     raws = []
     for k in range(spec.num_shapes):

@@ -70,10 +70,12 @@ def test_copies_of_a_kind_are_matched_by_the_cheapest_permutation():
         for i, j in enumerate(perm):
             read[:, i * size : (i + 1) * size] = true[:, j * size : (j + 1) * size]
         np.testing.assert_allclose(loss(spec, read, true), 0.0, atol=1e-6)
-    # Against an independent computation: the per-shape costs of the disks (all numbers compared as they are)
-    # and the cheapest permutation, plus the box's cost, over the 4 shapes.
+    # Against an independent computation: the per-shape costs of the disks (centre, radius, colour x opacity,
+    # opacity) and the cheapest permutation, plus the box's cost, over the 4 shapes.
     pred = spec.sample(8, seed=1)
-    disks_p, disks_t = pred[:, :15].reshape(8, 3, 5), true[:, :15].reshape(8, 3, 5)
+    disks_p, disks_t = pred[:, :15].reshape(8, 3, 5).copy(), true[:, :15].reshape(8, 3, 5).copy()
+    disks_p[..., 3] *= disks_p[..., 4]
+    disks_t[..., 3] *= disks_t[..., 4]
     cost = ((disks_p[:, :, None] - disks_t[:, None]) ** 2).sum(-1)
     best = np.min([sum(cost[:, i, p[i]] for i in range(3)) for p in itertools.permutations(range(3))], axis=0)
     box_only = RenderSpec("box", 32, channels=1)
@@ -155,11 +157,12 @@ def test_weight_falls_to_zero_over_the_ramp_and_carries_no_gradient():
     np.testing.assert_allclose(to_numpy(loss_fn(true, y)), 0.5 * loss(spec, y[:, :-1], true).mean(), rtol=1e-6)
 
 
-@pytest.mark.slow  # ~10 s: compiles the two-output model
+@pytest.mark.slow  # ~10 s: compiles the two-output model (the spatial encoder, the guide)
 def test_train_with_guide_writes_a_run(tmp_path):
     m = train(str(tmp_path), shapes="disk,box,triangle", channels=3, resolution=16, steps=4, steps_per_epoch=2,
-              batch_size=8, test_size=8, refine_steps=0, width=4, verbose=0, guide=1.0, loss="pyramid")
-    assert m["guide"] == 1.0 and m["guide_decay"] == 0.5 and m["steps"] == 4
+              batch_size=8, test_size=8, refine_steps=0, width=4, verbose=0, guide=1.0, loss="pyramid",
+              architecture="spatial")
+    assert m["guide"] == 1.0 and m["guide_decay"] == 0.5 and m["steps"] == 4 and m["architecture"] == "spatial"
     assert all(np.isfinite(m["train_loss"])) and 0 <= m["iou"] <= 1
     saved = json.loads((tmp_path / "metrics.json").read_text())
     assert saved["guide"] == 1.0
@@ -177,6 +180,8 @@ def test_train_guide_refuses_what_it_cannot_guide(tmp_path):
         train(str(tmp_path / "c"), shapes="disk", resolution=16, guide=-2)
     with pytest.raises(ValueError, match="Received: guide_decay=2"):
         train(str(tmp_path / "d"), shapes="disk", resolution=16, guide=1, guide_decay=2)
+    with pytest.raises(ValueError, match="Received: architecture='unet'"):
+        train(str(tmp_path / "e"), shapes="disk", resolution=16, architecture="unet")
 
 
 def test_cli_guide_errors_are_one_line_and_status_2(tmp_path, capsys):
