@@ -3,12 +3,12 @@
 This module re-exports the public names and, by importing :mod:`shapegrad.layers`,
 :mod:`shapegrad.render` and :mod:`shapegrad.models`, registers every Keras class a
 saved ``.keras`` file of ours may hold (``Cones``, ``Render``, ``CoordinateChannels``,
-``ParameterHead``, ``Annealed``, :mod:`shapegrad.slots`' ``SlotRender`` and :mod:`shapegrad.encode`'s ``EncoderInfo``), so ``keras.saving.load_model`` needs only
+``ParameterHead``, ``SpatialReadout``, ``AnchoredHead``, ``Annealed``, :mod:`shapegrad.guide`'s ``GuideWeight``, :mod:`shapegrad.slots`' ``SlotRender`` and :mod:`shapegrad.encode`'s ``EncoderInfo``), so ``keras.saving.load_model`` needs only
 ``import shapegrad``.
 """
 
 from shapegrad import _startup  # noqa: F401 - first: the command line's quiet TensorFlow start-up
-from shapegrad import doctor, encode, models, primitives, raster, safe, sdf
+from shapegrad import doctor, encode, guide, models, primitives, raster, safe, sdf
 from shapegrad.encode import Encoder, encode_files
 from shapegrad.layers import Cones
 from shapegrad.models import Annealed
@@ -42,6 +42,7 @@ __all__ = [
     "doctor",
     "encode",
     "encode_files",
+    "guide",
     "models",
     "primitives",
     "raster",

@@ -118,10 +118,19 @@ def _add_train(subparsers):
     p.add_argument("--refine-steps", type=int, default=100, help="test-time refinement steps (0 = off)")
     p.add_argument("--test-size", type=int, default=256)
     p.add_argument("--width", type=int, default=16, help="encoder base width (default 16)")
+    p.add_argument("--architecture", choices=("cnn", "spatial"), default="cnn",
+                   help="encoder: cnn (dense head on a flattened feature map) or spatial (one attention map per "
+                        "shape, soft-argmax positions; Render scenes)")
     p.add_argument("--noise", type=float, default=0.0, help="Gaussian noise on training inputs")
     p.add_argument("--steps-per-epoch", type=int, default=100, help="steps between checkpoints (default 100)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--supervised", action="store_true", help="train on true parameters (baseline)")
+    p.add_argument("--guide", type=float, default=None, metavar="W",
+                   help="synthetic Render scenes: add W x a per-shape loss against the true parameters "
+                        "(blind to each shape's symmetries), decaying to 0 (see --guide-decay)")
+    p.add_argument("--guide-decay", type=float, default=None, metavar="F",
+                   help="fraction of the steps over which the guide's weight falls to 0 (default: the anneal "
+                        "fraction, 0.5; 0 = constant)")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--force", action="store_true", help="overwrite existing outputs in --out")
     return p
@@ -134,6 +143,8 @@ def _check_train(args):
         args.shapes = args.shapes or "cone"
     else:
         _check_train_images(args)
+    if args.guide is not None or args.guide_decay is not None:
+        _check_train_guide(args)
     for name in ("resolution", "steps", "batch_size", "test_size", "width", "steps_per_epoch", "devices"):
         _positive_int(args, name)
     _positive_int(args, "refine_steps", minimum=0)
@@ -158,6 +169,20 @@ def _check_train(args):
             print(f"shapegrad train: skipped unreadable {path}: {why}", file=sys.stderr)
         return task
     return None
+
+
+def _check_train_guide(args):
+    if args.images is not None:
+        raise UsageError("--guide needs the parameters of synthetic scenes; --images has none")
+    if args.shapes == "cone":
+        raise UsageError("--guide is for Render scenes (e.g. --shapes disk,box,triangle); the cone trains with --supervised")
+    if args.supervised:
+        raise UsageError("--guide adds to the image loss; --supervised has none (give one of them)")
+    if args.guide is None:
+        raise UsageError("--guide-decay needs --guide W")
+    _number(args, "guide", 0)
+    if args.guide_decay is not None:
+        _number(args, "guide_decay", 0, 1, low_open=False)
 
 
 def _check_train_images(args):
@@ -204,6 +229,7 @@ def _run_train(args, task):
             refine_steps=args.refine_steps,
             test_size=args.test_size,
             width=args.width,
+            architecture=args.architecture,
             noise=args.noise,
             steps_per_epoch=args.steps_per_epoch,
             seed=args.seed,
@@ -224,6 +250,9 @@ def _run_train(args, task):
         steps=args.steps,
         batch_size=args.batch_size,
         supervised=args.supervised,
+        guide=args.guide,
+        guide_decay=args.guide_decay,
+        architecture=args.architecture,
         seconds=args.seconds,
         learning_rate=args.learning_rate,
         anneal_start=args.anneal_start,

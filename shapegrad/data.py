@@ -58,7 +58,7 @@ class _Synthetic(keras.utils.PyDataset):
         super().__init__(**kwargs)
         self.batch_size = _validate.positive_int("batch_size", batch_size)
         self.batches = _validate.positive_int("batches", batches)
-        self.targets = _validate.one_of("targets", targets, ("images", "params"))
+        self.targets = _validate.one_of("targets", targets, ("images", "params", "guided"))
         if isinstance(noise, bool) or not isinstance(noise, (int, float)) or not 0 <= noise < 1:
             raise ValueError(f"Expected noise to be a number in [0, 1). Received: noise={noise!r}")
         self.noise = float(noise)
@@ -85,6 +85,8 @@ class _Synthetic(keras.utils.PyDataset):
         if self.noise:
             noise = self._rng(index, 1).normal(0, self.noise, images.shape)
             inputs = np.clip(images + noise, 0, 1).astype("float32")
+        if self.targets == "guided":  # the image loss and the guide loss (shapegrad.guide)
+            return inputs, (images, params)
         return inputs, (images if self.targets == "images" else params)
 
 
@@ -101,12 +103,14 @@ class SceneDataset(_Synthetic):
         batches: batches per epoch.
         seed: the dataset's seed; batch ``i`` of epoch ``e`` uses ``(seed, e, i)``.
         targets: what ``__getitem__`` returns beside the images: ``"images"``
-            (self-supervised: the images again) or ``"params"`` (supervised).
+            (self-supervised: the images again), ``"params"`` (supervised) or
+            ``"guided"`` (both, as the tuple ``(images, params)``: the targets of
+            ``train(guide=...)``'s two outputs).
         noise: standard deviation of Gaussian pixel noise added to the inputs
             (targets stay clean), clipped to ``[0, 1]``.
         fresh: draw new batches every epoch (training) instead of the same ones.
 
-    ``__getitem__`` returns ``(images, images)`` or ``(images, params)`` with
+    ``__getitem__`` returns ``(images, images)``, ``(images, params)`` or ``(images, (images, params))`` with
     images ``(batch, H, W, C)`` in ``[0, 1]`` and params ``(batch, P)``.
     """
 

@@ -31,6 +31,10 @@ __all__ = [
     "ParameterHead",
     "Annealed",
     "build_encoder",
+    "SpatialReadout",
+    "AnchoredHead",
+    "build_spatial_encoder",
+    "ENCODERS",
     "build_autoencoder",
     "pyramid_mse",
 ]
@@ -136,6 +140,120 @@ def build_encoder(input_shape, fields, width=16, depth=4, dense=256, name="encod
     x = layers.Dense(dense, activation="relu")(x)
     raw = layers.Dense(head.size, name="raw")(x)
     return keras.Model(inputs, head(raw), name=name)
+
+
+@keras.saving.register_keras_serializable(package="shapegrad")
+class SpatialReadout(layers.Layer):
+    """Where each shape is, read from a feature map: a spatial softmax per shape (soft-argmax).
+
+    Inputs ``[features (B, h, w, F), logits (B, h, w, K)]``; output ``(B, K, 2 + F)``:
+    for each of the ``K`` logit maps, its softmax over the ``h w`` cells
+    weights the cells' centres ``((i + 1/2) / h, (j + 1/2) / w)`` (the
+    shape's expected position, as fractions of the image, row first) and the
+    features (what is there). Translation-equivariant, and smooth in the
+    logits: a position is read to sub-cell accuracy.
+    """
+
+    def compute_output_shape(self, input_shapes):
+        features, logits = input_shapes
+        return (features[0], logits[-1], 2 + features[-1])
+
+    def call(self, inputs):
+        features, logits = inputs
+        h, w, k = logits.shape[1], logits.shape[2], logits.shape[3]
+        flat = ops.reshape(logits, (-1, h * w, k))
+        weights = ops.softmax(flat, axis=1)  # (B, hw, K)
+        rows = (ops.cast(ops.arange(h), weights.dtype) + 0.5) / h
+        cols = (ops.cast(ops.arange(w), weights.dtype) + 0.5) / w
+        grid = ops.reshape(ops.stack(ops.meshgrid(rows, cols, indexing="ij"), axis=-1), (h * w, 2))
+        where = ops.einsum("bnk,nc->bkc", weights, grid)
+        what = ops.einsum("bnk,bnf->bkf", weights, ops.reshape(features, (-1, h * w, features.shape[-1])))
+        return ops.concatenate([where, what], axis=-1)
+
+
+@keras.saving.register_keras_serializable(package="shapegrad")
+class AnchoredHead(ParameterHead):
+    """A :class:`ParameterHead` whose position fields are offsets from each shape's anchor.
+
+    Inputs ``[raw (B, P), anchors (B, K, 2)]``. A position field of shape
+    ``k`` (``anchors_of[i] = k`` for field ``i``; ``-1``: not anchored, as
+    :class:`ParameterHead`) is ``anchor_k + reach * tanh(raw)`` for each of
+    its points (a centre, or every vertex of a polygon), so a shape starts
+    where the encoder's attention for it is and its points spread from there.
+    """
+
+    def __init__(self, fields, anchors_of, reach=0.5, **kwargs):
+        super().__init__(fields, **kwargs)
+        self.anchors_of = tuple(int(a) for a in anchors_of)
+        if len(self.anchors_of) != len(self.fields):
+            raise ValueError(f"Expected one anchor per field ({len(self.fields)}). Received: anchors_of={anchors_of!r}")
+        self.reach = float(reach)
+
+    def compute_output_shape(self, input_shapes):
+        return input_shapes[0]
+
+    def call(self, inputs):
+        raw, anchors = inputs
+        base = super().call(raw)
+        parts, start = [], 0
+        for (_, size, _), anchor in zip(self.fields, self.anchors_of):
+            x = base[:, start : start + size]
+            if anchor >= 0:
+                point = anchors[:, anchor, :]
+                x = ops.tile(point, (1, size // 2)) + self.reach * ops.tanh(raw[:, start : start + size])
+            parts.append(x)
+            start += size
+        return ops.concatenate(parts, axis=-1)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(anchors_of=list(self.anchors_of), reach=self.reach)
+        return config
+
+
+def build_spatial_encoder(input_shape, spec, width=16, dense=128, name="encoder"):
+    """A CNN that finds each shape of ``spec`` with its own attention map: images ``(B, H, W, C)`` -> ``(B, P)``.
+
+    Coordinate channels, two stride-2 3x3 convolutions (to ``H / 4``) with a
+    3x3 one after each and two dilated ones (dilation 2 and 4: each cell sees
+    the whole 64 px image), then one logit map per shape of ``spec`` (a
+    :class:`~shapegrad.primitives.RenderSpec`: ``Render(...).spec``) and a
+    :class:`SpatialReadout`: per shape, where its map points (soft-argmax)
+    and the features there, with the image's own colour there (block means).
+    Each shape's parameters come from its own dense
+    layers on that, the anchor and the image's mean features; an
+    :class:`AnchoredHead` places its position fields around the anchor. The
+    shapes of a scene are told apart by kind (one map per shape), not by a
+    fixed place in a flattened feature vector.
+    """
+    fields = fields_for(spec)
+    anchors_of = [s.shape if s.field.kind == "position" else -1 for s in spec.slices]
+    inputs = keras.Input(input_shape, name="images")
+    x = CoordinateChannels(name="coords")(inputs)
+    for k, (channels, stride, dilation) in enumerate(
+        [(width, 2, 1), (2 * width, 1, 1), (2 * width, 2, 1), (4 * width, 1, 1), (4 * width, 1, 2), (4 * width, 1, 4)]
+    ):
+        x = layers.Conv2D(channels, 3, strides=stride, dilation_rate=dilation, padding="same", activation="relu",
+                          name=f"conv{k}")(x)
+    logits = layers.Conv2D(spec.num_shapes, 1, name="where")(x)
+    # The readout also pools the image itself (block means at the map's size): a shape's colour where it is.
+    factor = input_shape[0] // x.shape[1]
+    colour = layers.AveragePooling2D(factor, name="colour")(inputs) if factor > 1 else inputs
+    read = SpatialReadout(name="readout")([layers.Concatenate(name="what")([x, colour]), logits])  # (B, K, 2 + F + C)
+    context = layers.GlobalAveragePooling2D(name="context")(x)
+    raws = []
+    for k in range(spec.num_shapes):
+        size = sum(s.stop - s.start for s in spec.fields_of(k))
+        shape_k = layers.Concatenate(name=f"shape{k}_in")([layers.Flatten()(read[:, k : k + 1, :]), context])
+        h = layers.Dense(dense, activation="relu", name=f"shape{k}_dense")(shape_k)
+        raws.append(layers.Dense(size, name=f"shape{k}_raw")(h))
+    raw = layers.Concatenate(name="raw")(raws) if len(raws) > 1 else raws[0]
+    anchors = read[:, :, :2]
+    return keras.Model(inputs, AnchoredHead(fields, anchors_of, name="head")([raw, anchors]), name=name)
+
+
+# The encoders train() can build: "cnn" (build_encoder) and "spatial" (build_spatial_encoder, Render scenes).
+ENCODERS = ("cnn", "spatial")
 
 
 @keras.saving.register_keras_serializable(package="shapegrad")

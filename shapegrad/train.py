@@ -13,7 +13,12 @@ pixels away from the boundary:
   parameters to sub-pixel accuracy, again with the image loss only.
 
 ``supervised=True`` trains the same encoder on the true parameters instead (a
-baseline that needs labels).
+baseline that needs labels). ``guide=W`` (synthetic ``Render`` scenes only)
+keeps the image loss and adds ``W`` times :func:`shapegrad.guide.guide_loss`
+against the generator's parameters, a per-shape loss blind to each shape's
+symmetries, its weight falling to 0 over the ``guide_decay`` fraction of the
+steps, so that training ends self-supervised; it uses labels that only
+synthetic scenes have.
 
 Outputs in ``out``: ``encoder.keras``, ``metrics.json``, ``reconstructions.png``,
 ``curves.png``; while training, ``backup/`` holds the checkpoint from which a
@@ -37,7 +42,8 @@ import numpy as np
 
 from shapegrad import _validate, distribute, doctor, files, fit, metrics, plots
 from shapegrad.data import ConeDataset, SceneDataset
-from shapegrad.models import Annealed, build_autoencoder, build_encoder, fields_for
+from shapegrad.guide import GuideLoss, GuideWeight
+from shapegrad.models import ENCODERS, Annealed, build_autoencoder, build_encoder, build_spatial_encoder, fields_for
 from shapegrad.models import pyramid_mse  # noqa: F401  (importable from here, as before)
 
 __all__ = ["Task", "ImageTask", "superset_shapes", "train", "train_images", "evaluate", "OUTPUTS"]
@@ -84,8 +90,13 @@ class Task:
         return metrics.parameter_errors(pred, true, self.renderer.spec)
 
     # Hooks that train() calls; ImageTask overrides them.
-    def build_encoder(self, width):
-        return build_encoder((self.resolution, self.resolution, self.channels), self.fields, width=width)
+    def build_encoder(self, width, architecture="cnn"):
+        shape = (self.resolution, self.resolution, self.channels)
+        if architecture == "spatial":
+            if tuple(self.fields) != fields_for(self.renderer.spec):  # a slot decoder reads no spec layout
+                raise ValueError(f"Expected architecture='cnn' with a slot decoder. Received: architecture={architecture!r}")
+            return build_spatial_encoder(shape, self.renderer.spec, width=width)
+        return build_encoder(shape, self.fields, width=width)
 
     def validation_set(self, seed):
         """``(images, params)`` the per-epoch validation scores (params None: image scores only)."""
@@ -226,6 +237,30 @@ def evaluate(encoder, task, images, params, refine_steps=100, batch=256):
     return summary(refined), summary(pred), pred, refined
 
 
+def _check_guide(task, guide, supervised):
+    from shapegrad.render import Render
+
+    if isinstance(task, ImageTask):
+        raise ValueError(f"Expected guide=None with images: the guide needs the parameters of synthetic scenes. "
+                         f"Received: guide={guide!r}")
+    if not isinstance(task.renderer, Render):
+        raise ValueError(f"Expected a Render scene with guide (the Cones layer trains well with supervised=True). "
+                         f"Received: shapes={task.shapes!r}, guide={guide!r}")
+    if supervised:
+        raise ValueError(f"Expected guide=None with supervised=True (which trains on the parameters alone). "
+                         f"Received: guide={guide!r}")
+    _validate.positive_number("guide", guide)
+
+
+def _guided(encoder, renderer, weight, ramp_steps):
+    """The encoder–decoder with a second output: the parameters and the guide's weight (:class:`GuideWeight`)."""
+    renderer.trainable = False
+    inputs = keras.Input(encoder.input_shape[1:], name="images")
+    params = encoder(inputs)
+    outputs = [renderer(params), GuideWeight(weight, ramp_steps, name="guide")(params)]
+    return keras.Model(inputs, outputs, name="guided")
+
+
 def _check_out(out, force):
     existing = [name for name in OUTPUTS if os.path.exists(os.path.join(out, name))]
     resuming = os.path.isdir(os.path.join(out, "backup"))
@@ -251,9 +286,12 @@ def train(
     anneal_start=0.1,
     anneal=0.5,
     loss="mse",
+    guide=None,
+    guide_decay=None,
     refine_steps=100,
     test_size=256,
     width=16,
+    architecture="cnn",
     noise=0.0,
     steps_per_epoch=100,
     channels=1,
@@ -287,9 +325,21 @@ def train(
         anneal_start: initial fraction of the decoder's sharpness (1 = off).
         anneal: fraction of the steps over which the sharpness reaches 1.
         loss: ``"mse"`` or ``"pyramid"`` (:func:`pyramid_mse`), for the image loss.
+        guide: optional weight ``W > 0`` of the guide loss
+            (:func:`shapegrad.guide.guide_loss` against the true parameters of
+            the synthetic scenes; ``Render`` scenes only, not with
+            ``supervised``, images or ``"cone"``). The training loss is the
+            image loss plus ``w * guide_loss``, ``w`` falling linearly from
+            ``W`` to 0 over the first ``guide_decay`` fraction of the steps.
+        guide_decay: that fraction, in ``[0, 1]`` (None: ``anneal``; 0: ``w = W``
+            throughout).
         refine_steps: test-time refinement steps (0 = encoder only).
         test_size: test images (a fixed seed, disjoint from training).
         width: base width of the encoder's convolutions.
+        architecture: ``"cnn"`` (:func:`shapegrad.models.build_encoder`: a
+            flattened feature map read by a dense head) or ``"spatial"``
+            (:func:`shapegrad.models.build_spatial_encoder`: one attention map
+            per shape, positions read by soft-argmax; ``Render`` scenes).
         noise: Gaussian noise on the training inputs.
         channels: colour channels of a Render scene (1 or 3).
         devices: train data-parallel on this many devices
@@ -302,7 +352,13 @@ def train(
     resolution, shapes = task.resolution, task.shapes
     if supervised and isinstance(task, ImageTask):
         raise ValueError("Expected supervised=False with images: they have no parameter labels. Received: supervised=True")
+    if guide is not None:
+        _check_guide(task, guide, supervised)
+        guide_decay = anneal if guide_decay is None else guide_decay
+        if isinstance(guide_decay, bool) or not isinstance(guide_decay, (int, float)) or not 0 <= guide_decay <= 1:
+            raise ValueError(f"Expected guide_decay to be in [0, 1]. Received: guide_decay={guide_decay!r}")
     _validate.one_of("loss", loss, ("mse", "pyramid"))
+    _validate.one_of("architecture", architecture, ENCODERS)
     if not 0 < anneal_start <= 1:
         raise ValueError(f"Expected anneal_start to be in (0, 1]. Received: anneal_start={anneal_start!r}")
     if not 0 <= anneal <= 1:
@@ -320,8 +376,9 @@ def train(
 
     with distribute.data_parallel(devices, batch_size):
         keras.utils.set_random_seed(seed)
-        encoder = task.build_encoder(width)
-        data = task.dataset(batch_size, steps_per_epoch, seed, "params" if supervised else "images", noise)
+        encoder = task.build_encoder(width, architecture)
+        targets = "params" if supervised else "images" if guide is None else "guided"
+        data = task.dataset(batch_size, steps_per_epoch, seed, targets, noise)
         val_images, val_params = task.validation_set(seed)
         warmup = min(steps // 10, 500)
         schedule = keras.optimizers.schedules.CosineDecay(
@@ -333,11 +390,13 @@ def train(
             model.compile(optimizer=keras.optimizers.Adam(schedule), loss="mse")
         else:
             annealed = Annealed(task.renderer, start=anneal_start, ramp_steps=anneal * steps, name="renderer")
-            model = build_autoencoder(encoder, annealed)
-            model.compile(
-                optimizer=keras.optimizers.Adam(schedule),
-                loss=pyramid_mse if loss == "pyramid" else "mse",
-            )
+            image_loss = pyramid_mse if loss == "pyramid" else "mse"
+            if guide is None:
+                model = build_autoencoder(encoder, annealed)
+            else:
+                model = _guided(encoder, annealed, guide, guide_decay * steps)
+                image_loss = [image_loss, GuideLoss(task.renderer.spec)]
+            model.compile(optimizer=keras.optimizers.Adam(schedule), loss=image_loss)
         budget = _TimeBudget(seconds)
         guard = doctor.NaNGuard(os.path.join(out, "nan-report"))
         run_history = _RunHistory(os.path.join(out, "backup", "history.json"), started)
@@ -377,6 +436,10 @@ def train(
         refine_seconds=round(time.perf_counter() - t0, 1),
         anneal_start=anneal_start,
         loss="params" if supervised else loss,
+        guide=guide,
+        guide_decay=guide_decay if guide is not None else None,
+        architecture=architecture,
+        width=width,
         stopped_by_time_budget=budget.stopped_early,
         train_loss=[float(v) for v in whole["loss"]],
         test_size=test_size,
@@ -394,7 +457,7 @@ def train(
         task.render(refined[shown]),
         labels=("input", "encoder's guess", f"refined ({refine_steps} steps)"),
     )
-    mode = "supervised" if supervised else "self-supervised"
+    mode = "supervised" if supervised else "self-supervised" if guide is None else f"guided ({guide:g})"
     title = f"{shapes} {resolution}px, {mode}"
     plots.save_curves(os.path.join(out, "curves.png"), whole, title=title)
     return result
@@ -510,10 +573,10 @@ class ImageTask(Task):
 
         return encode.encoder_info(self.renderer, kinds=self.kinds, max_shapes=self.max_shapes, decoder=self.decoder)
 
-    def build_encoder(self, width):
+    def build_encoder(self, width, architecture="cnn"):
         from shapegrad import encode
 
-        return encode.with_info(super().build_encoder(width), self.info())
+        return encode.with_info(super().build_encoder(width, architecture), self.info())
 
     def dataset(self, batch_size, batches, seed, targets="images", noise=0.0, fresh=True):
         from shapegrad import data

@@ -12,17 +12,30 @@ from helpers import to_numpy
 import pytest
 
 from shapegrad import Cones, Render, SlotRender
-from shapegrad.models import Annealed, build_autoencoder, build_encoder, fields_for
+from shapegrad.models import (
+    AnchoredHead,
+    Annealed,
+    SpatialReadout,
+    build_autoencoder,
+    build_encoder,
+    build_spatial_encoder,
+    fields_for,
+)
 
 
 def test_saved_models_load_after_a_plain_import(tmp_path):
     x = np.random.default_rng(0).uniform(0, 1, (2, 16, 16, 1)).astype("float32")
     expected = {}
     slots = SlotRender("disk,box", 2, 16, channels=1, presence_prior=0.01)
-    for name, renderer in (("cones", Cones(16)), ("scene", Render("disk,box", 16)), ("slots", slots)):
+    renderers = (("cones", Cones(16)), ("scene", Render("disk,box", 16)), ("slots", slots),
+                 ("spatial", Render("disk,triangle", 16)))
+    for name, renderer in renderers:
         keras.utils.set_random_seed(0)
         fields = renderer.fields() if name == "slots" else fields_for(renderer.spec)
-        encoder = build_encoder((16, 16, 1), fields, width=4)
+        if name == "spatial":
+            encoder = build_spatial_encoder((16, 16, 1), renderer.spec, width=4, dense=8)
+        else:
+            encoder = build_encoder((16, 16, 1), fields, width=4)
         model = build_autoencoder(encoder, Annealed(renderer, start=0.5, ramp_steps=4, name="renderer"))
         encoder.save(tmp_path / f"{name}_encoder.keras")
         model.save(tmp_path / f"{name}_autoencoder.keras")
@@ -53,7 +66,7 @@ def test_saved_models_load_after_a_plain_import(tmp_path):
         [sys.executable, "-c", script, str(tmp_path)], capture_output=True, text=True, env=env, timeout=300
     )
     assert done.returncode == 0, done.stderr[-3000:]
-    assert done.stdout.count("loaded") == 6
+    assert done.stdout.count("loaded") == 8
 
 
 def test_moved_names_stay_importable_under_their_saved_names():
@@ -123,3 +136,50 @@ def test_slot_render_rejects_bad_arguments():
         SlotRender("disk", 0, 8)
     with pytest.raises(ValueError, match="presence_prior"):
         SlotRender("disk", 2, 8, presence_prior=-1.0)
+
+
+def test_spatial_readout_reads_where_each_map_points_and_what_is_there():
+    rng = np.random.default_rng(0)
+    features = rng.normal(size=(2, 8, 4, 3)).astype("float32")
+    logits = np.zeros((2, 8, 4, 2), "float32")
+    logits[0, 5, 1, 0] = logits[0, 2, 3, 1] = logits[1, 0, 0, 0] = 60.0  # sharp peaks (softmax weight ~1)
+    out = to_numpy(SpatialReadout()([features, logits]))
+    assert out.shape == (2, 2, 5)
+    np.testing.assert_allclose(out[0, 0, :2], [5.5 / 8, 1.5 / 4], atol=1e-6)
+    np.testing.assert_allclose(out[0, 1, :2], [2.5 / 8, 3.5 / 4], atol=1e-6)
+    np.testing.assert_allclose(out[0, 0, 2:], features[0, 5, 1], atol=1e-5)
+    np.testing.assert_allclose(out[1, 1, :2], [0.5, 0.5], atol=1e-6)  # a flat map: the mean of the cells
+    np.testing.assert_allclose(out[1, 1, 2:], features[1].mean((0, 1)), atol=1e-5)
+
+
+def test_anchored_head_places_points_around_their_shape_anchor():
+    spec = Render("disk,triangle", 16, channels=1).spec
+    fields = fields_for(spec)
+    anchors_of = [s.shape if s.field.kind == "position" else -1 for s in spec.slices]
+    head = AnchoredHead(fields, anchors_of)
+    raw = np.zeros((1, spec.size), "float32")
+    anchors = np.array([[[0.25, 0.75], [0.6, 0.4]]], "float32")
+    out = to_numpy(head([raw, anchors]))[0]
+    np.testing.assert_allclose(out[0:2], [0.25, 0.75], atol=1e-7)  # the disk's centre
+    np.testing.assert_allclose(out[5:11], [0.6, 0.4] * 3, atol=1e-7)  # every vertex of the triangle
+    np.testing.assert_allclose(out[2:5], 0.5, atol=1e-7)  # radius, colour, opacity: sigmoid(0)
+    raw[0, 5] = 100.0
+    assert abs(to_numpy(head([raw, anchors]))[0, 5] - (0.6 + 0.5)) < 1e-6  # at most `reach` from the anchor
+    with pytest.raises(ValueError, match="Received: anchors_of"):
+        AnchoredHead(fields, anchors_of[:-1])
+
+
+def test_spatial_encoder_emits_valid_parameters_with_finite_gradients():
+    from helpers import assert_finite, value_and_grad
+
+    spec = Render("disk,box,triangle", 32, channels=3).spec
+    keras.utils.set_random_seed(1)
+    encoder = build_spatial_encoder((32, 32, 3), spec, width=4, dense=8)
+    x = np.random.default_rng(0).uniform(0, 1, (3, 32, 32, 3)).astype("float32")
+    out = to_numpy(encoder(x))
+    assert out.shape == (3, spec.size) and np.isfinite(out).all()
+    box_direction = out[:, spec.get(1, "direction").slice]
+    np.testing.assert_allclose(np.linalg.norm(box_direction, axis=1), 1.0, rtol=1e-5)
+    value, (grad,) = value_and_grad(lambda images: keras.ops.sum(encoder(images)), x)
+    assert_finite("spatial encoder", value, grad)
+    assert np.abs(grad).max() > 0
