@@ -65,7 +65,7 @@ import itertools
 import keras
 from keras import ops
 
-from shapegrad import _validate, safe
+from shapegrad import _validate, render, safe
 from shapegrad.primitives import FAR, RenderSpec
 
 __all__ = ["MAX_PERMUTED", "guide_loss", "shape_descriptor", "GuideWeight", "GuideLoss"]
@@ -87,6 +87,13 @@ def _take(x, start, size):
 
 
 def _unit(direction):
+    """The unit vector as the renderers read it: a direction shorter than theirs reads as (1, 0), gradient 0.
+
+    The true gradient of a unit vector grows like ``1 / |d|``; times a size
+    difference of up to ``FAR`` and the loss's own factor it would overflow
+    float32 for the tiniest directions (|d| = 1e-30 with a half-size of 1e8 did).
+    """
+    direction = render._clean_direction(direction)
     return safe.safe_normalize(direction, fallback=ops.convert_to_tensor([1.0, 0.0], direction.dtype))
 
 
