@@ -118,7 +118,9 @@ def _add_train(subparsers):
     p.add_argument("--refine-steps", type=int, default=100, help="test-time refinement steps (0 = off)")
     p.add_argument("--test-size", type=int, default=256)
     p.add_argument("--width", type=int, default=16, help="encoder base width (default 16)")
-    p.add_argument("--architecture", choices=("cnn", "spatial"), default="cnn",
+    from shapegrad.models import ENCODERS
+
+    p.add_argument("--architecture", choices=ENCODERS, default="cnn",
                    help="encoder: cnn (dense head on a flattened feature map) or spatial (one attention map per "
                         "shape, soft-argmax positions; Render scenes)")
     p.add_argument("--noise", type=float, default=0.0, help="Gaussian noise on training inputs")
