@@ -17,10 +17,18 @@ Also timed: the combined gradient in three compiled pieces (encoder forward with
 renderer's gradient, the encoder's backward): the same numbers, to show how much of the
 renderer's in-step cost comes from compiling everything as one program.
 
+Also checked: whether XLA's concurrency-optimised CPU scheduler can be turned off for the scene
+step's program alone (``jax.jit(..., compiler_options={SCHEDULER: False})``; process-wide it is
+``XLA_FLAGS=--xla_cpu_enable_concurrency_optimized_scheduler=false``). The script compiles the
+step both ways and compares the optimised programs; only if they differ is the per-program step
+timed (row "scheduler off, this program only"). In jax 0.10.2 the option is accepted but the
+compiled program is the same, instruction for instruction, so there is nothing to time.
+
     KERAS_BACKEND=jax .venv/bin/python benchmarks/train_step.py
 """
 
 import os
+import re
 
 os.environ.setdefault("KERAS_BACKEND", "jax")
 
@@ -35,9 +43,19 @@ from shapegrad.train import Task  # noqa: E402
 from shapegrad.bench import naive_cones, time_interleaved  # noqa: E402
 
 B, N = 64, 64
+SCHEDULER = "xla_cpu_enable_concurrency_optimized_scheduler"
 
 
-def steps(encoder, renderers, images, params):
+def same_program(a, b, *args):
+    """Whether two jitted functions compile to the same optimised HLO (source locations aside)."""
+
+    def text(f):
+        return re.sub(r", metadata=\{[^}]*\}|^\d+ \{file_name_id.*$", "", f.lower(*args).compile().as_text(), flags=re.M)
+
+    return text(a) == text(b)
+
+
+def steps(encoder, renderers, images, params, scheduler_check=False):
     """Compiled gradient steps: encoder + each renderer (image loss), encoder + a costless renderer,
     encoder alone (parameter loss), the first renderer alone, and encoder + first renderer split in three jits."""
     weights = [v.value for v in encoder.trainable_variables]
@@ -51,9 +69,17 @@ def steps(encoder, renderers, images, params):
         return lambda w: jnp.mean((render(predict(w)) - x) ** 2)
 
     out = {}
+    jitted = {}
     for name, render in renderers.items():
-        step = jax.jit(jax.grad(image_loss(render)))
+        jitted[name] = step = jax.jit(jax.grad(image_loss(render)))
         out[f"encoder + {name}"] = lambda step=step: step(weights)
+    if scheduler_check:
+        first = next(iter(renderers))
+        step_off = jax.jit(jax.grad(image_loss(renderers[first])), compiler_options={SCHEDULER: False})
+        if same_program(jitted[first], step_off, weights):
+            print(f"{first} step: compiler_options={{{SCHEDULER!r}: False}} compiles the same program as the default")
+        else:
+            out[f"encoder + {first}, scheduler off, this program only"] = lambda: step_off(weights)
     # A renderer that costs (almost) nothing: a fixed linear map of the parameters, broadcast to the image.
     mix = jnp.asarray(np.random.default_rng(0).normal(size=(y.shape[-1], x.shape[-1])).astype("float32") * 0.01)
     costless = jax.jit(jax.grad(image_loss(lambda p: jnp.broadcast_to((p @ mix)[:, None, None, :], x.shape))))
@@ -95,4 +121,4 @@ report("cone", *steps(build_encoder((N, N, 1), CONE_FIELDS), renderers, images, 
 # The scene task: encoder + Render("disk,box,triangle", 3 channels).
 task = Task("disk,box,triangle", N, 3)
 images, params = task.dataset(B, 1, 0).sample(0)
-report("scene", *steps(build_encoder((N, N, 3), task.fields), {"Render": task.renderer}, images, params))
+report("scene", *steps(build_encoder((N, N, 3), task.fields), {"Render": task.renderer}, images, params, scheduler_check=True))
