@@ -232,19 +232,6 @@ def _angle_margin(grid, a, d, s, n):
     return ops.where(dot >= 0, math.pi * s - folded, folded - math.pi * (1.0 - s))
 
 
-# Row blocks the pixel sums of Cones' backward pass are folded into, per backend (see
-# _pixel_sums); 1 (no folding) elsewhere. Measured, 64 px, batch 256, one process interleaved:
-# TensorFlow-XLA 1.3-1.7x faster with 4 blocks (16 about the same, 2 and 8 less); JAX-jit, whose
-# pixel sums already read their operands in one pass, 1.3-1.7x slower; PyTorch eager unchanged.
-_SUM_BLOCKS = {"tensorflow": 4}
-
-
-def _row_blocks(height):
-    """How many equal row blocks :func:`_pixel_sums` folds an image of ``height`` rows into."""
-    want = _SUM_BLOCKS.get(keras.backend.backend(), 1)
-    return max(b for b in range(1, want + 1) if height % b == 0)
-
-
 def _pixel_sums(w, grid, a, e, n):
     """The four per-sample pixel sums of :func:`_angle_image`'s backward pass, each ``(B,)``.
 
@@ -252,8 +239,9 @@ def _pixel_sums(w, grid, a, e, n):
     ``sum(w * sgn * r0 / |r|^2)`` with ``r = p - c`` and ``sgn = sign(e x r)``;
     the apex pixel (``|r|^2`` negligible) adds 0 to the last two.
 
-    The image is cut into equal row blocks whose terms are added elementwise
-    before the sum (the same sum in another order). TensorFlow's XLA on CPU
+    The image is cut into equal row blocks (``sdf._row_blocks``: 4 on
+    TensorFlow, else 1) whose terms are added elementwise before the sum (the
+    same sum in another order). TensorFlow's XLA on CPU
     writes every summed map to memory and reads it back (a reduce-window tree),
     and each of the four maps was its own image-sized buffer; folded, the
     per-pixel terms are computed where they are added and only a map of one
@@ -261,7 +249,7 @@ def _pixel_sums(w, grid, a, e, n):
     per block from the pixel grid instead of being kept from the forward pass.
     """
     height = height_width(n)[0]
-    blocks = _row_blocks(height)
+    blocks = sdf._row_blocks(height)
     rows = height // blocks
     totals = None
     for b in range(blocks):

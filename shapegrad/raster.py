@@ -21,7 +21,7 @@ Example:
 
 from keras import ops
 
-from shapegrad import safe
+from shapegrad import safe, sdf
 
 __all__ = [
     "COMPOSITES",
@@ -311,6 +311,9 @@ def shape_alpha(kernel, params, opacity, softness):
     (the logistic's derivative from its value: nothing but ``c`` and ``d`` is
     kept), then the kernel's own sums over the pixels (nearest points held
     fixed); ``dL/dopacity = sum(g c)``, ``dL/dsoftness = -sum(dL/dd * d) / softness``.
+    On TensorFlow the per-pixel terms of all these sums are computed on row
+    blocks and added elementwise before one sum per parameter (see
+    ``sdf._SUM_BLOCKS``): XLA on CPU writes every summed map to memory.
     Every division in the kernels is guarded, so the gradient is finite
     wherever the values are.
     """
@@ -327,9 +330,23 @@ def shape_alpha(kernel, params, opacity, softness):
                 (upstream,) = upstream_args
             g = ops.cast(upstream, cov.dtype)
             w = g * opacity * (cov * (1.0 - cov)) * slope  # dL/dd
-            grads = kernel.backward(params, saved, d, w)
-            d_opacity = ops.sum(g * cov, axis=(-2, -1), keepdims=True)
-            d_softness = -ops.sum(w * d) / softness
+            # The kernel's terms and those of dL/dopacity and dL/dsoftness, folded over row blocks
+            # (sdf._row_blocks: 4 on TensorFlow, else 1), then summed over the pixels.
+            height = kernel.pixels[0]
+            blocks = sdf._row_blocks(height) if kernel.fold_rows else 1
+            rows = height // blocks
+            totals = None
+            for b in range(blocks):
+                part = slice(b * rows, (b + 1) * rows)
+                wb, db = w[..., part, :], d[..., part, :]
+                terms = kernel.rows(b * rows, (b + 1) * rows).terms(
+                    params, tuple(s[..., part, :] for s in saved), db, wb
+                )
+                terms += (g[..., part, :] * cov[..., part, :], wb * db)
+                totals = terms if totals is None else tuple(t + u for t, u in zip(totals, terms))
+            sums = [sdf._pixel_sum(t) for t in totals]
+            grads = kernel.gradients(params, sums[:-2])
+            d_opacity, d_softness = sums[-2], -ops.sum(sums[-1]) / softness
             return tuple(grads) + (d_opacity, ops.reshape(d_softness, ops.shape(softness)))
 
         return cov * opacity, grad

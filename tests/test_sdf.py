@@ -456,6 +456,27 @@ def test_kernel_matches_the_distance_function_and_its_autodiff(kind, float64):
         np.testing.assert_allclose(to_numpy(a), b, rtol=1e-9, atol=1e-9, err_msg=f"{kind} parameter {k}")
 
 
+@pytest.mark.parametrize("kind", KERNELS)
+def test_kernel_on_row_blocks_is_the_kernel_on_those_rows(kind, float64):
+    """``kernel.rows(a, b)`` draws rows a..b-1 of the image, and its terms are those rows' terms (float64)."""
+    n = 8
+    rng = np.random.default_rng(len(kind) + 2)
+    params = [ops.convert_to_tensor(p) for p in _kernel_params(kind, rng, n=n)]
+    w = ops.convert_to_tensor(rng.normal(size=(2, 2, n, n)))
+    kernel = _kernel(kind, n)
+    d, saved = kernel.forward(*params)
+    whole = [to_numpy(t) for t in kernel.terms(params, saved, d, w)]
+    for start, stop in ((0, 3), (3, 4), (4, 8), (2, 6)):
+        block = kernel.rows(start, stop)
+        assert block.pixels == (stop - start, n) and kernel.pixels == (n, n)
+        d_block, saved_block = block.forward(*params)
+        np.testing.assert_allclose(to_numpy(d_block), to_numpy(d)[..., start:stop, :], rtol=1e-12, atol=1e-12)
+        part = tuple(s[..., start:stop, :] for s in saved)
+        for k, t in enumerate(block.terms(params, part, d[..., start:stop, :], w[..., start:stop, :])):
+            expected = np.broadcast_to(whole[k], to_numpy(d).shape)[..., start:stop, :]
+            np.testing.assert_allclose(to_numpy(t), expected, rtol=1e-12, atol=1e-12, err_msg=f"{kind} term {k}")
+
+
 @st.composite
 def _kernel_case(draw_, kind, batch=8):
     """Adversarial parameters ``(batch, 1, 1, 1)`` within Render's range (|v| <= 1e13 px), hazards hit exactly."""
