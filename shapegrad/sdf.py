@@ -544,8 +544,9 @@ def _pixel_sum(x):
 # in another order. TensorFlow's XLA on CPU writes every summed map to memory and reduces it in a
 # separate pass, so folded only a map of one block per sum is written. Measured, 64 px, one
 # process interleaved: Cones (batch 256) TensorFlow-XLA 1.3-1.7x faster with 4 blocks (16 about
-# the same, 2 and 8 less), JAX-jit 1.3-1.7x slower, PyTorch eager unchanged; Render see
-# shape_alpha.
+# the same, 2 and 8 less), JAX-jit 1.3-1.7x slower, PyTorch eager unchanged. Render (batch 32,
+# TensorFlow): disk, box and triangle alone 1.3-1.4x faster, the ellipse 1.4x slower (so
+# EllipseKernel.fold_rows is False), the mixed scene 1-8 % faster (benchmarks/results.md).
 _SUM_BLOCKS = {"tensorflow": 4}
 
 
