@@ -144,6 +144,15 @@ def _logit(x, eps=1e-4):
     return np.log(x) - np.log1p(-x)
 
 
+# A fitted opacity is ``sigmoid(_OPACITY_GAIN * raw)``: its logit moves this many times as fast as the
+# other raw parameters (Adam's steps are about the learning rate whatever the gradient's scale), so
+# that a polish of 100 steps can take it from its start (at most _OPACITY_START) to 0.6 and back.
+_OPACITY_GAIN = 4.0
+# A fitted opacity starts at most here: from 1 (the logit's cap, 9.2) the sigmoid is flat and the
+# opacity could not come down within a polish.
+_OPACITY_START = 0.95
+
+
 @dataclasses.dataclass
 class Scene:
     """Host-side scene of the engine.
@@ -244,14 +253,18 @@ class SceneEngine:
     # ---- the compiled part: backend tensors only --------------------------------------
 
     def _images(self, raws, bg_raw, ctx, depth, sharpness):
-        below, use_below, above_t, above_p = ctx
+        below, use_below, above_t, above_p, free = ctx
         alphas, colors = [], []
         c, dtype = self.channels, "float32"
-        for kind, raw in zip(self.kinds, raws):
+        for kind, raw, f in zip(self.kinds, raws, free):
             p = self._heads[kind](raw)
             g = self._geometry[kind]
-            ones = ops.ones((ops.shape(p)[0], 2), dtype)  # colour 1, opacity 1
-            alphas.append(_draw(self._alpha[kind], ops.concatenate([p[:, :g], ones], axis=1), sharpness))
+            ones = ops.ones((ops.shape(p)[0], 2), dtype)  # colour 1, opacity 1: the coverage
+            coverage = _draw(self._alpha[kind], ops.concatenate([p[:, :g], ones], axis=1), sharpness)
+            # The opacity: exactly 1 where it is held (f = 0; its gradient is then 0), else the sigmoid of
+            # its raw number (finite, with a finite gradient, for any raw).
+            opacity = 1.0 - f * (1.0 - ops.sigmoid(_OPACITY_GAIN * raw[:, -1:]))
+            alphas.append(coverage * opacity[:, :, None, None])
             colors.append(p[:, g : g + c])
         alphas.append(ops.zeros((1, self.height, self.width, 1), dtype))  # the last row: no shape
         colors.append(ops.zeros((1, c), dtype))
@@ -351,26 +364,33 @@ class SceneEngine:
         chunks.append(current)
         return chunks
 
-    def _pack(self, scenes, images, train):
+    def _pack(self, scenes, images, train, opacity):
         """Tables of one chunk: raws, masks, bg_raw, context, depth, images (padded to the fixed sizes)."""
         h, w, c = self.height, self.width, self.channels
         rows = {k: [] for k in self.kinds}
         moving = {k: [] for k in self.kinds}
+        loose = {k: [] for k in self.kinds}
         depth = np.full((self.batch, self.max_depth), -1, np.int64)
         for b, scene in enumerate(scenes):
             for d, (kind, params) in enumerate(scene.shapes):
                 depth[b, d] = sum(self.instances for k in self.kinds[: self.kinds.index(kind)]) + len(rows[kind])
                 rows[kind].append(np.asarray(params, np.float32))
                 moving[kind].append(1.0 if train is None or d in train[b] else 0.0)
-        raws, masks = [], []
+                loose[kind].append(1.0 if opacity[b] else 0.0)
+        raws, masks, free = [], [], []
         for kind in self.kinds:
             table = np.full((self.instances, self.sizes[kind]), 0.5, np.float32)
             mask = np.zeros((self.instances, 1), np.float32)
+            f = np.zeros((self.instances, 1), np.float32)
             if rows[kind]:
                 table[: len(rows[kind])] = np.stack(rows[kind])
                 mask[: len(rows[kind]), 0] = moving[kind]
-            raws.append(self._raw(kind, table))
+                f[: len(rows[kind]), 0] = loose[kind]
+            raw = self._raw(kind, table)
+            raw[:, -1] = _logit(np.clip(table[:, -1], 0.02, _OPACITY_START)) / _OPACITY_GAIN
+            raws.append(raw)
             masks.append(mask)
+            free.append(f)
         depth[depth < 0] = self.instances * len(self.kinds)  # the empty row
         bg = np.full((self.batch, c), 0.5, np.float32)
         below = np.zeros((self.batch, h, w, c), np.float32)
@@ -385,7 +405,7 @@ class SceneEngine:
             if scene.above is not None:
                 above_t[b], above_p[b] = scene.above
             target[b] = images[b]
-        ctx = (below, use_below, above_t, above_p)
+        ctx = (below, use_below, above_t, above_p, tuple(free))
         return tuple(raws), tuple(masks), bg, ctx, depth.astype("int32"), target
 
     def _raw(self, kind, params):
@@ -396,23 +416,30 @@ class SceneEngine:
             start += size
         return np.concatenate(raw, axis=1).astype("float32")
 
-    def _unpack(self, scenes, raws, bg_raw):
+    def _unpack(self, scenes, raws, bg_raw, opacity):
         params = {k: keras.ops.convert_to_numpy(self._heads[k](r)) for k, r in zip(self.kinds, raws)}
+        opacities = {k: 1.0 / (1.0 + np.exp(-_OPACITY_GAIN * keras.ops.convert_to_numpy(r)[:, -1].astype(np.float64)))
+                     for k, r in zip(self.kinds, raws)}
         bg = np.clip(keras.ops.convert_to_numpy(bg_raw), 0.0, 1.0)
         out, counters = [], {k: 0 for k in self.kinds}
         for b, scene in enumerate(scenes):
             shapes = []
             for kind, _ in scene.shapes:
                 p = params[kind][counters[kind]].astype("float32")
-                p[self._geometry[kind] :] = np.clip(p[self._geometry[kind] :], 0.0, 1.0)
-                p[-1] = 1.0
+                g = self._geometry[kind]
+                if opacity[b]:
+                    p[g : g + self.channels], p[-1] = _fold(p[g : g + self.channels], opacities[kind][counters[kind]])
+                else:
+                    p[-1] = 1.0
+                p[g:] = np.clip(p[g:], 0.0, 1.0)
                 shapes.append((kind, p))
                 counters[kind] += 1
             background = scene.background if scene.below is not None else bg[b].astype("float32")
             out.append(Scene(shapes, background, scene.below, scene.above))
         return out
 
-    def fit(self, scenes, images, steps=100, learning_rate=0.05, sharpness=(0.25, 1.0), anneal=0.6, train=None):
+    def fit(self, scenes, images, steps=100, learning_rate=0.05, sharpness=(0.25, 1.0), anneal=0.6, train=None,
+            opacity=False):
         """Refine every scene against its image.
 
         Args:
@@ -424,6 +451,13 @@ class SceneEngine:
                 geometrically over the first ``anneal`` fraction of the steps.
             train: optional ``B`` collections of depth positions that move
                 (the others stay; the background always moves).
+            opacity: whether the shapes' opacities are fitted too: a bool
+                for every scene, or ``B`` bools. False: held at exactly 1
+                (whatever the scene says). True: each starts from its
+                scene's opacity (capped at 0.95, from where a sigmoid can
+                still move) and moves with the rest; a colour above 1 is
+                folded into the opacity on the way out (``opacity x colour``
+                kept, the colour's largest channel brought to 1).
 
         Returns:
             ``(scenes, loss (B,), images (B, H, W, C))``: the refined scenes,
@@ -440,15 +474,21 @@ class SceneEngine:
         s0, s1 = (float(v) for v in sharpness)
         if not (s0 > 0 and s1 > 0):
             raise ValueError(f"Expected sharpness to be two numbers > 0. Received: sharpness={sharpness!r}")
+        if isinstance(opacity, (bool, np.bool_)):
+            opacity = [bool(opacity)] * len(scenes)
+        if not isinstance(opacity, (list, tuple, np.ndarray)) or len(opacity) != len(scenes):
+            raise ValueError(f"Expected opacity to be a bool or one bool per scene ({len(scenes)}). "
+                             f"Received: opacity={opacity!r}")
         args = tuple(np.float32(v) for v in (learning_rate, s0, s1, anneal))
         with _torch_threads(1):
-            return self._fit_chunks(scenes, images, steps, train, args)
+            return self._fit_chunks(scenes, images, steps, train, [bool(v) for v in opacity], args)
 
-    def _fit_chunks(self, scenes, images, steps, train, args):
+    def _fit_chunks(self, scenes, images, steps, train, opacity, args):
         out, losses, recons = [], [], []
         for chunk in self._chunks(scenes):
             part = [scenes[b] for b in chunk]
-            tables = self._pack(part, images[chunk], None if train is None else [train[b] for b in chunk])
+            tables = self._pack(part, images[chunk], None if train is None else [train[b] for b in chunk],
+                                [opacity[b] for b in chunk])
             raws, masks, bg_raw, ctx, depth, target = keras.tree.map_structure(ops.convert_to_tensor, tables)
             if self.loop == "compiled":
                 raws, bg_raw, loss, recon = self._run_compiled(raws, bg_raw, masks, ctx, depth, target, np.int32(steps),
@@ -458,7 +498,7 @@ class SceneEngine:
                 for i in range(steps + 1):  # the last step only evaluates (see _update)
                     state = self._step_compiled(state, np.int32(i), ctx, depth, target, masks, np.int32(steps), *args)
                 raws, bg_raw, loss, recon = state[0], state[1], state[6], state[7]
-            out.extend(self._unpack(part, raws, bg_raw))
+            out.extend(self._unpack(part, raws, bg_raw, [opacity[b] for b in chunk]))
             losses.append(keras.ops.convert_to_numpy(loss)[: len(part)])
             recons.append(keras.ops.convert_to_numpy(recon)[: len(part)])
         return out, np.concatenate(losses).astype(np.float64), np.concatenate(recons)
@@ -1095,6 +1135,9 @@ class _Search:
         return out
 
     def _polish(self, scenes):
+        """Every scene refined at full resolution with sharp edges, opaque and (option ``opacity``) with its
+        opacities fitted too; the translucent fit is kept where it earns its parameters (the rule for
+        translucency, module docstring)."""
         o = self.o
         if self._warming is not None:
             self._warming.join()
@@ -1103,12 +1146,30 @@ class _Search:
         loss = ((self.images - np.stack([s.background for s in scenes])[:, None, None]) ** 2).mean(axis=(1, 2, 3))
         if nonempty:
             start = o["sharpness"][1] / self.f
-            fitted, losses, _ = self.full.fit([scenes[i] for i in nonempty], self.images[nonempty],
-                                              steps=o["polish_steps"], learning_rate=0.3 * o["learning_rate"],
-                                              sharpness=(start, o["final_sharpness"]), anneal=0.5)
-            for i, s, l in zip(nonempty, fitted, losses):
-                scenes[i], loss[i] = s, l
+            items = [scenes[i] for i in nonempty]
+            copies = 2 if o["opacity"] else 1  # opaque, then translucent
+            free = [False] * len(items) + [True] * len(items) * (copies - 1)
+            fitted, losses, _ = self.full.fit(items * copies, self.images[nonempty * copies], steps=o["polish_steps"], learning_rate=0.3 * o["learning_rate"],
+                                              sharpness=(start, o["final_sharpness"]), anneal=0.5, opacity=free)
+            h, w, c = self.images.shape[1:]
+            n = h * w * c
+            price = np.maximum(math.log(n) * self.noise**2 * o["bic_weight"], o["simpler_px"] * c * o["min_contrast"] ** 2)
+            for k, i in enumerate(nonempty):
+                t = k + len(items)  # its translucent fit
+                gain = (losses[k] - losses[t]) * n if copies == 2 else -np.inf
+                best = t if gain > price[i] * len(items[k].shapes) else k
+                scenes[i], loss[i] = fitted[best], losses[best]
         return scenes, loss
+
+
+def _fold(color, opacity):
+    """``(colour, opacity)`` of a fitted shape with its colour's largest channel brought down to 1 (if above),
+    the excess moved into the opacity (up to 1): ``opacity x colour`` kept where it can be (over black,
+    the image the fit drew)."""
+    color = np.asarray(color, np.float64)
+    top = max(float(color.max()), 1.0)
+    folded = min(float(opacity) * top, 1.0)
+    return (color * float(opacity) / max(folded, 1e-12)).astype("float32"), np.float32(folded)
 
 
 def _with_color(engine, kind, params, value):
@@ -1160,6 +1221,7 @@ _DEFAULTS = dict(
     rekind=True,
     prune=True,
     composite="over",
+    opacity=True,
 )
 
 
