@@ -116,6 +116,10 @@ __all__ = ["DEFAULT_KINDS", "SceneEngine", "SceneFit", "fit_scene", "noise_level
 
 DEFAULT_KINDS = ("disk", "box", "triangle", "ellipse")
 DEFAULT_MAX_SHAPES = 5
+# The final edge sharpnesses tried per image (option ``soft_edges``), as fractions of ``final_sharpness``.
+_EDGE_LADDER = (1.0, 0.64, 0.4)
+# ... and a softer one is taken when it lowers the error of the search's scene below this fraction.
+_EDGE_MARGIN = 0.9
 
 # Table sizes are rounded up to this ladder (about 25 % apart), so that the
 # compiled loop sees few distinct shapes over a search.
@@ -1135,31 +1139,55 @@ class _Search:
         return out
 
     def _polish(self, scenes):
-        """Every scene refined at full resolution with sharp edges, opaque and (option ``opacity``) with its
-        opacities fitted too; the translucent fit is kept where it earns its parameters (the rule for
-        translucency, module docstring)."""
+        """Every scene refined at full resolution, opaque and (option ``opacity``) with its opacities fitted
+        too: the translucent fit is kept where it earns its parameters (the rule for translucency, module
+        docstring). Edges sharpen to each image's own sharpness (option ``soft_edges``): ``(scenes, loss)``,
+        and ``self.edges`` ``(B,)``."""
         o = self.o
         if self._warming is not None:
             self._warming.join()
         scenes = self._to_full(scenes)
         nonempty = [i for i, s in enumerate(scenes) if s.shapes]
         loss = ((self.images - np.stack([s.background for s in scenes])[:, None, None]) ** 2).mean(axis=(1, 2, 3))
-        if nonempty:
-            start = o["sharpness"][1] / self.f
+        self.edges = np.full(len(scenes), float(o["final_sharpness"]))
+        if not nonempty:
+            return scenes, loss
+        if o["soft_edges"]:  # the ladder's sharpness that draws the search's scene closest to the image
+            ladder = o["final_sharpness"] * np.array(_EDGE_LADDER)
             items = [scenes[i] for i in nonempty]
-            copies = 2 if o["opacity"] else 1  # opaque, then translucent
-            free = [False] * len(items) + [True] * len(items) * (copies - 1)
-            fitted, losses, _ = self.full.fit(items * copies, self.images[nonempty * copies], steps=o["polish_steps"], learning_rate=0.3 * o["learning_rate"],
-                                              sharpness=(start, o["final_sharpness"]), anneal=0.5, opacity=free)
-            h, w, c = self.images.shape[1:]
-            n = h * w * c
-            price = np.maximum(math.log(n) * self.noise**2 * o["bic_weight"], o["simpler_px"] * c * o["min_contrast"] ** 2)
-            for k, i in enumerate(nonempty):
-                t = k + len(items)  # its translucent fit
-                gain = (losses[k] - losses[t]) * n if copies == 2 else -np.inf
-                best = t if gain > price[i] * len(items[k].shapes) else k
-                scenes[i], loss[i] = fitted[best], losses[best]
+            errors = [((self.full.render(items, s) - self.images[nonempty]) ** 2).mean(axis=(1, 2, 3)) for s in ladder]
+            errors = np.stack(errors)
+            # Sharp unless a softer edge draws it 10 % closer: the search's scene is only roughly in place
+            # (at half resolution), which a softer edge blurs over (module docstring).
+            softer = errors.min(axis=0) < _EDGE_MARGIN * errors[0]
+            self.edges[nonempty] = np.where(softer, ladder[np.argmin(errors, axis=0)], ladder[0])
+        h, w, c = self.images.shape[1:]
+        n = h * w * c
+        price = np.maximum(math.log(n) * self.noise**2 * o["bic_weight"], o["simpler_px"] * c * o["min_contrast"] ** 2)
+        for edge in np.unique(self.edges[nonempty]):
+            group = [i for i in nonempty if self.edges[i] == edge]
+            fitted, losses, _ = self.full.fit([scenes[i] for i in group], self.images[group], steps=o["polish_steps"],
+                                              learning_rate=0.3 * o["learning_rate"],
+                                              sharpness=(min(o["sharpness"][1] / self.f, edge), edge), anneal=0.5,
+                                              opacity=o["opacity"])
+            if o["opacity"]:  # each shape made opaque in the colour it shows over the background, if that costs little
+                opaque = [Scene([(kind, _opaque(self.full, kind, p, f.background)) for kind, p in f.shapes], f.background)
+                          for f in fitted]
+                _, flat, _ = self.full.fit(opaque, self.images[group], steps=0, sharpness=(edge, edge))
+                for k, i in enumerate(group):
+                    if (flat[k] - losses[k]) * n <= price[i] * len(fitted[k].shapes):
+                        fitted[k], losses[k] = opaque[k], flat[k]
+            for k, i in enumerate(group):
+                scenes[i], loss[i] = fitted[k], losses[k]
         return scenes, loss
+
+
+def _opaque(engine, kind, params, background):
+    """``params`` with opacity 1 and the colour it showed over ``background``: ``o c + (1 - o) background``."""
+    p, color = _with_color(engine, kind, params, None)
+    p = _with_color(engine, kind, p, p[-1] * color + (1.0 - p[-1]) * np.asarray(background, np.float32))
+    p[-1] = 1.0
+    return p
 
 
 def _fold(color, opacity):
@@ -1222,6 +1250,7 @@ _DEFAULTS = dict(
     prune=True,
     composite="over",
     opacity=True,
+    soft_edges=True,
 )
 
 
@@ -1334,8 +1363,8 @@ def fit_scene(images, kinds=None, max_shapes=None, shapes=None, starts=None, **o
                          None if starts is None else [starts[k] for k in index])
         scenes, losses = search.run()
         seconds = (time.perf_counter() - start) / len(index)
-        for k, scene, loss, noise in zip(index, scenes, losses, search.noise):
-            out[k] = _result(scene, loss, noise, h, w, c, o["final_sharpness"], seconds)
+        for k, scene, loss, noise, edge in zip(index, scenes, losses, search.noise, search.edges):
+            out[k] = _result(scene, loss, noise, h, w, c, edge, seconds)
     return out
 
 
