@@ -169,7 +169,7 @@ def _opacity(raw, free):
     exactly 0), else ``sigmoid(_OPACITY_GAIN * raw)``: finite, with a finite
     gradient, for any finite raw (the sigmoid saturates, it never divides).
     """
-    return 1.0 - free * (1.0 - ops.sigmoid(_OPACITY_GAIN * raw))
+    return 1.0 - ops.multiply(free, 1.0 - ops.sigmoid(_OPACITY_GAIN * raw))
 
 
 def _resolution(height, width):

@@ -9,9 +9,14 @@ import numpy as np
 import pytest
 from skimage.draw import disk, ellipse, polygon
 
-from helpers import BACKEND, jit
+from hypothesis import given
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
+
+from helpers import BACKEND, adversarial_array, assert_finite, check_gradients, jit, to_numpy, value_and_grad
 from shapegrad import _autodiff
-from shapegrad.scenefit import Scene, SceneEngine, SceneFit, _check_starts, fit_scene, noise_level
+from shapegrad.scenefit import (_OPACITY_GAIN, Scene, SceneEngine, SceneFit, _check_starts, _opacity, fit_scene,
+                                noise_level)
 
 # Few steps, tiny images: enough for these scenes, fast on every backend.
 QUICK = dict(steps=40, joint_steps=40, order_steps=30, polish_steps=40)
@@ -229,31 +234,25 @@ def test_engine_checks_images_and_scenes():
         engine.fit([two], np.zeros((1, 8, 8, 1)))
 
 
-@pytest.mark.parametrize("raw", [-1e30, -40.0, -0.3, 0.0, 0.7, 40.0, 1e30])
-def test_opacity_is_exactly_one_when_held_and_has_finite_float64_gradients(raw):
-    """The engine's opacity ``1 - free (1 - sigmoid(G raw))``: held (free 0) it is exactly 1 with gradient
-    exactly 0; free, its gradient matches central differences in float64 (away from saturation) and is
-    finite for any raw."""
-    from shapegrad.scenefit import _OPACITY_GAIN, _opacity
+def test_opacity_is_exactly_one_when_held_and_matches_float64_finite_differences(float64):
+    """The engine's opacity ``1 - free (1 - sigmoid(G raw))``: held (free 0) exactly 1 with gradient exactly 0;
+    free, autodiff matches float64 central differences and the closed form ``G s (1 - s)``."""
+    raw = np.array([[-2.0], [-0.3], [0.0], [0.7], [1.5]], np.float64)
+    held, free = np.zeros_like(raw), np.ones_like(raw)
+    value, (grad,) = value_and_grad(lambda r: keras.ops.sum(_opacity(r, held)), raw)
+    assert float(value) == raw.size and (np.asarray(grad) == 0.0).all()
+    check_gradients(lambda r: keras.ops.sum(_opacity(r, free)), [raw], rtol=1e-6)
+    _, (grad,) = value_and_grad(lambda r: keras.ops.sum(_opacity(r, free)), raw)
+    s = 1.0 / (1.0 + np.exp(-_OPACITY_GAIN * raw))
+    np.testing.assert_allclose(np.asarray(grad), _OPACITY_GAIN * s * (1 - s), rtol=1e-9)
 
-    x = np.array([[raw]], np.float64)
-    for free in (0.0, 1.0):
-        f = np.array([[free]], np.float64)
-        value, _, (grad,) = _autodiff.value_and_grad_with_aux(
-            lambda r: (keras.ops.sum(_opacity(r, f)), None), keras.ops.convert_to_tensor(x, "float64"))
-        grad = np.asarray(grad, np.float64)
-        assert np.isfinite(value) and np.isfinite(grad).all()
-        if free == 0.0:
-            assert float(value) == 1.0 and float(grad[0, 0]) == 0.0
-            continue
-        assert 0.0 <= float(value) <= 1.0
-        if abs(raw) < 10:
-            h = 1e-6
-            up = keras.ops.convert_to_numpy(_opacity(keras.ops.convert_to_tensor(x + h, "float64"), f))
-            down = keras.ops.convert_to_numpy(_opacity(keras.ops.convert_to_tensor(x - h, "float64"), f))
-            np.testing.assert_allclose(grad, (up - down) / (2 * h), rtol=1e-6)
-            s = 1.0 / (1.0 + np.exp(-_OPACITY_GAIN * raw))
-            np.testing.assert_allclose(grad[0, 0], _OPACITY_GAIN * s * (1 - s), rtol=1e-9)
+
+@given(raw=adversarial_array((4, 1)), free=hnp.arrays(np.float32, (4, 1), elements=st.sampled_from([0.0, 1.0])))
+def test_property_opacity_and_its_gradient_are_finite_and_in_range(raw, free):
+    value, (grad,) = value_and_grad(lambda r: keras.ops.sum(_opacity(r, free)), raw)
+    assert_finite("opacity", value, grad)
+    o = to_numpy(_opacity(raw, free))
+    assert ((o >= 0) & (o <= 1)).all() and (o[free == 0] == 1.0).all()
 
 
 def test_engine_fits_a_translucent_shape_and_holds_opacity_at_one_when_told():
