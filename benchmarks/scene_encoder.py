@@ -20,8 +20,9 @@ this prints, on the run's test images:
         --mode search exact scratch
 
 IoU: ``metrics.iou`` of the drawing against the image (pixels off the background by > 0.5 in some
-channel), as ``train.evaluate``. The fits are drawn by their own ``Render`` (opacity 1, the search's
-final sharpness); the scenes' shapes have opacities 0.6-1, so the PSNR of a fit is bounded by that.
+channel), as ``train.evaluate``. The fits are drawn by their own ``Render`` (their opacities and edge
+sharpness: the polish fits both, ``fit_scene(opacity=, soft_edges=)``); ``--opaque`` measures the
+search as it was before (``opacity=False, soft_edges=False``: opaque shapes, edges of ``final_sharpness``).
 """
 
 import argparse
@@ -83,6 +84,8 @@ def main(argv=None):
     p.add_argument("--resolution", type=int, default=64)
     p.add_argument("--channels", type=int, default=3)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--opaque", action="store_true",
+                   help="fit_scene(opacity=False, soft_edges=False): opaque shapes, sharp edges (as before)")
     p.add_argument("--json", help="write the figures to this JSON file")
     args = p.parse_args(argv)
 
@@ -123,6 +126,8 @@ def main(argv=None):
     for mode in args.mode:
         options = dict(shapes=",".join(f"{k}*{c}" for k, c in spec.shapes)) if mode == "exact" else dict(
             kinds=kinds, max_shapes=spec.num_shapes)
+        if args.opaque:
+            options.update(opacity=False, soft_edges=False)
         given = None if mode == "scratch" else starts
         times = []
         for _ in range(2 if args.warm else 1):
