@@ -453,7 +453,8 @@ class SceneEngine:
 
     def _unpack(self, scenes, raws, bg_raw, opacity):
         params = {k: keras.ops.convert_to_numpy(self._heads[k](r)) for k, r in zip(self.kinds, raws)}
-        opacities = {k: 1.0 / (1.0 + np.exp(-_OPACITY_GAIN * keras.ops.convert_to_numpy(r)[:, -1].astype(np.float64)))
+        # sigmoid(gain * raw) written with tanh: no overflow warning for a very negative raw.
+        opacities = {k: 0.5 + 0.5 * np.tanh(0.5 * _OPACITY_GAIN * keras.ops.convert_to_numpy(r)[:, -1].astype(np.float64))
                      for k, r in zip(self.kinds, raws)}
         bg = np.clip(keras.ops.convert_to_numpy(bg_raw), 0.0, 1.0)
         out, counters = [], {k: 0 for k in self.kinds}
