@@ -249,11 +249,9 @@ def _pixel_sums(w, grid, a, e, n):
     per block from the pixel grid instead of being kept from the forward pass.
     """
     height = height_width(n)[0]
-    blocks = sdf._row_blocks(height)
-    rows = height // blocks
-    totals = None
-    for b in range(blocks):
-        part = slice(b * rows, (b + 1) * rows)
+
+    def block(start, stop):
+        part = slice(start, stop)
         wb = w[:, part]
         r0, r1 = _offsets(grid[:, part], a, n)
         sgn = ops.sign(e[:, None, None, 0] * r1 - e[:, None, None, 1] * r0)
@@ -264,8 +262,9 @@ def _pixel_sums(w, grid, a, e, n):
         apex = safe._negligible(r2)
         inv_r2 = ops.where(apex, ops.zeros_like(r2), 1.0 / ops.where(apex, ops.ones_like(r2), r2))
         ws = wb * sgn
-        terms = (wb, ws, -ws * (r1 * inv_r2), ws * (r0 * inv_r2))
-        totals = terms if totals is None else tuple(t + u for t, u in zip(totals, terms))
+        return wb, ws, -ws * (r1 * inv_r2), ws * (r0 * inv_r2)
+
+    totals = sdf._fold_rows(height, sdf._row_blocks(height), block)
     return tuple(ops.sum(t, axis=(1, 2)) for t in totals)
 
 

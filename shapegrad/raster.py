@@ -332,18 +332,14 @@ def shape_alpha(kernel, params, opacity, softness):
             w = g * opacity * (cov * (1.0 - cov)) * slope  # dL/dd
             # The kernel's terms and those of dL/dopacity and dL/dsoftness, folded over row blocks
             # (sdf._row_blocks: 4 on TensorFlow, else 1), then summed over the pixels.
-            height = kernel.pixels[0]
-            blocks = sdf._row_blocks(height) if kernel.fold_rows else 1
-            rows = height // blocks
-            totals = None
-            for b in range(blocks):
-                part = slice(b * rows, (b + 1) * rows)
+            def block(start, stop):
+                part = slice(start, stop)
                 wb, db = w[..., part, :], d[..., part, :]
-                terms = kernel.rows(b * rows, (b + 1) * rows).terms(
-                    params, tuple(s[..., part, :] for s in saved), db, wb
-                )
-                terms += (g[..., part, :] * cov[..., part, :], wb * db)
-                totals = terms if totals is None else tuple(t + u for t, u in zip(totals, terms))
+                terms = kernel.rows(start, stop).terms(params, tuple(s[..., part, :] for s in saved), db, wb)
+                return terms + (g[..., part, :] * cov[..., part, :], wb * db)
+
+            height = kernel.pixels[0]
+            totals = sdf._fold_rows(height, sdf._row_blocks(height) if kernel.fold_rows else 1, block)
             sums = [sdf._pixel_sum(t) for t in totals]
             grads = kernel.gradients(params, sums[:-2])
             d_opacity, d_softness = sums[-2], -ops.sum(sums[-1]) / softness

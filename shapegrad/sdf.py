@@ -556,6 +556,21 @@ def _row_blocks(height):
     return max(b for b in range(1, want + 1) if height % b == 0)
 
 
+def _fold_rows(height, blocks, block_terms):
+    """Per-pixel term maps of ``blocks`` equal row blocks of an image, added elementwise.
+
+    ``block_terms(start, stop)`` gives a tuple of maps for rows ``start, ..., stop - 1``;
+    the result is the same tuple for one block's rows, the blocks added (see
+    :data:`_SUM_BLOCKS`). Its pixel sums are those of the whole image's terms.
+    """
+    rows = height // blocks
+    totals = None
+    for b in range(blocks):
+        terms = block_terms(b * rows, (b + 1) * rows)
+        totals = terms if totals is None else tuple(t + u for t, u in zip(totals, terms))
+    return totals
+
+
 def _inverse_length(length2):
     """``1 / sqrt(length2)`` where ``length2`` is a normal number, else 0 (no infinity, no NaN)."""
     ok = length2 >= safe._tiny(length2)
