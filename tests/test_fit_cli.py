@@ -85,10 +85,12 @@ def _fake_fit_scene(images, kinds=None, max_shapes=None, shapes=None, **options)
     one disk at the image's centre, of its own size and channels."""
     from shapegrad.scenefit import SceneFit
 
-    (image,) = images
-    h, w, c = image.shape
-    params = np.array([0.5, 0.5, 0.25, *([0.8] * c), 1.0], "float32")
-    return [SceneFit("disk", params, np.zeros(c, "float32"), h, w, c, 1.0, 0.0, 40.0, 0.0)]
+    out = []
+    for image in images:
+        h, w, c = image.shape
+        params = np.array([0.5, 0.5, 0.25, *([0.8] * c), 1.0], "float32")
+        out.append(SceneFit("disk", params, np.zeros(c, "float32"), h, w, c, 1.0, 0.0, 40.0, 0.0))
+    return out
 
 
 def test_existing_stem_is_kept_without_force_and_the_others_are_done(tmp_path, monkeypatch):
@@ -170,3 +172,32 @@ def test_cli_exit_0_summary_columns_and_progress_on_stderr(tmp_path, capsys, mon
                                                                               ("12x20", "disk", "1", "ok")]
     renderer, params = files.load_params(str(tmp_path / "out" / "b" / "params.json"))
     assert (renderer.height, renderer.width, renderer.channels, params.shape) == (20, 12, 1, (1, 5))
+
+
+def test_images_of_one_size_are_fitted_together_and_an_interrupted_run_keeps_its_batches(tmp_path, monkeypatch):
+    """20 images of one size go in two equal batches of 10 (one compiled batch size), another size alone,
+    a 3x3 image is skipped (not a crash); a kill in the third batch keeps the files and summary rows of the
+    first two."""
+    from shapegrad import scenefit
+
+    calls = []
+
+    def recording(images, **kwargs):
+        calls.append([im.shape for im in images])
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return _fake_fit_scene(images, **kwargs)
+
+    monkeypatch.setattr(scenefit, "fit_scene", recording)
+    for k in range(20):
+        _save(tmp_path / "in" / f"s{k:02d}.png", _scene((16, 24)))
+    _save(tmp_path / "in" / "t.png", _scene((20, 12)))
+    _save(tmp_path / "in" / "tiny.png", _scene((3, 3)))
+    out = tmp_path / "out"
+    with pytest.raises(KeyboardInterrupt):
+        fit.fit_files([str(tmp_path / "in")], str(out), shapes="disk", progress=False)
+    assert [len(c) for c in calls] == [10, 10, 1] and {s for c in calls[:2] for s in c} == {(16, 24, 3)}
+    rows = {os.path.basename(r["file"]): r["status"] for r in _summary(out)}
+    assert sum(status == "ok" for status in rows.values()) == 20 and "t.png" not in rows
+    assert rows["tiny.png"] == "skipped: 3x3 is smaller than 4 px a side"
+    assert all((out / f"s{k:02d}" / "params.json").exists() for k in range(20)) and not (out / "t").exists()
