@@ -194,6 +194,8 @@ def main(argv=None):
     p.add_argument("--baseline", type=int, default=0, help="images for today's fit_images (slow)")
     p.add_argument("--seed", type=int, default=SEED)
     p.add_argument("--warm", action="store_true", help="fit the images twice; report the second time too")
+    p.add_argument("--one-by-one", action="store_true",
+                   help="also fit the images one call each (warm: after one call that compiles), as fit_files did")
     p.add_argument("--json", help="write the results here")
     p.add_argument("--example", metavar="PNG", help="only write the README's example image here, then exit")
     args = p.parse_args(argv)
@@ -212,6 +214,11 @@ def main(argv=None):
         res = summary(rows, seconds)
         if args.warm:  # the same call again: the compiled loops are cached, so this is the search alone
             res["seconds_per_image_warm"] = run_scenefit(data)[1]
+        if args.one_by_one:
+            run_scenefit(data[:1])  # compiles the engines of a batch of one
+            single = [run_scenefit([d]) for d in data]
+            res["seconds_per_image_one_by_one"] = float(np.mean([s for _, s in single]))
+            res["psnr_mean_one_by_one"] = float(np.mean([r[0]["psnr"] for r, _ in single]))
         out["runs"][f"fit_scene {size[0]}x{size[1]}"] = dict(res, rows=rows)
         print(f"fit_scene {size[0]}x{size[1]} (kinds and count unknown): " + json.dumps(res), flush=True)
         if args.baseline and size[0] == size[1]:

@@ -282,8 +282,9 @@ def _add_fit(subparsers):
         help="fit primitives (kinds and count found) to images by gradient descent",
         description="Fit a scene of primitives to each image (any size, grey or colour): how many shapes, of "
         "which kinds, in which depth order. Per image OUT/<stem>/params.json (for shapegrad render), overlay.png, "
-        "shapes.svg; one OUT/summary.csv. Unreadable files, images larger than "
-        f"{_FIT_MAX_SIDE} px a side and existing OUT/<stem> folders (without --force) are skipped with a warning. "
+        "shapes.svg; one OUT/summary.csv. Images larger than --max-side are fitted shrunk to it (params.json and "
+        "shapes.svg at their own size). Unreadable files, images under 4 px a side and existing OUT/<stem> "
+        "folders (without --force) are skipped with a warning. "
         "Exit status: 0 all fitted, 1 some skipped, 2 bad arguments.",
     )
     p.add_argument("inputs", nargs="+", metavar="IMAGE_OR_FOLDER", help="PNG/JPEG files and/or folders (recursive)")
@@ -293,6 +294,8 @@ def _add_fit(subparsers):
     p.add_argument("--shapes", default=None,
                    help="fit exactly these shapes instead, e.g. 'disk*2,box' (not with --kinds or --max-shapes)")
     p.add_argument("--force", action="store_true", help="overwrite existing OUT/<stem> folders")
+    p.add_argument("--max-side", type=int, default=_FIT_MAX_SIDE,
+                   help=f"fit larger images shrunk to this many px on their longer side (default {_FIT_MAX_SIDE})")
     return p
 
 
@@ -302,6 +305,8 @@ _FIT_MAX_SIDE = 512  # = shapegrad.fit.MAX_SIDE (not imported: --help stays ligh
 def _check_fit(args):
     if args.max_shapes is not None and args.max_shapes < 1:
         raise UsageError(f"Expected --max-shapes to be a positive integer. Received: --max-shapes={args.max_shapes}")
+    if args.max_side < 4:
+        raise UsageError(f"Expected --max-side to be an integer >= 4. Received: --max-side={args.max_side}")
     if os.path.exists(args.out) and not os.path.isdir(args.out):
         raise UsageError(f"Expected --out to be a folder. Received: --out={args.out!r} (a file)")
     from shapegrad import data, fit
@@ -314,10 +319,9 @@ def _check_fit(args):
             message = re.sub(rf"(?<![\w-]){name}\b", _flag(name), message)
         raise UsageError(message) from None
     scan = data.scan_images(args.inputs)  # ValueError for a missing input
-    if not any(fit.fittable(size) for size in scan.sizes):
-        large = sum(max(size) > fit.MAX_SIDE for size in scan.sizes)
-        tiny = sum(min(size) < 4 for size in scan.sizes)
-        what = f"{len(scan.skipped)} unreadable, {large} larger than {fit.MAX_SIDE} px a side, {tiny} smaller than 4"
+    if not any(fit.fittable(size, args.max_side) for size in scan.sizes):
+        tiny = sum(not fit.fittable(size, args.max_side) for size in scan.sizes)
+        what = f"{len(scan.skipped)} unreadable, {tiny} under 4 px a side"
         raise UsageError(f"no image to fit in {' '.join(args.inputs)} ({what})")
 
 
@@ -325,7 +329,7 @@ def _run_fit(args, _):
     from shapegrad import fit
 
     result = fit.fit_files(args.inputs, args.out, kinds=args.kinds, max_shapes=args.max_shapes, shapes=args.shapes,
-                           force=args.force, progress=True)
+                           force=args.force, progress=True, max_side=args.max_side)
     ok = [r for r in result["rows"] if r[-1] == "ok"]
     psnr = sum(float(r[4]) for r in ok) / max(len(ok), 1)
     seconds = sum(float(r[5]) for r in ok) / max(len(ok), 1)

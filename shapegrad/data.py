@@ -266,30 +266,35 @@ class Letterbox:
     (j - left + 0.5) W / w - 0.5)`` of the image (pixel centres, as the
     resampling maps them); lengths scale by ``sqrt(H W / (h w))``.
 
+    ``pad=False``: no frame, the resize alone (the frame is the ``h x w``
+    image, ``top = left = 0``), as ``shapegrad fit`` shrinks a large image.
+
     Example:
         >>> box = Letterbox(40, 80, 16)
         >>> (box.inner, box.top, box.left)
         ((8, 16), 4, 0)
+        >>> Letterbox(40, 80, 16, pad=False).apply(np.zeros((40, 80, 3))).shape
+        (8, 16, 3)
     """
 
     rule = "letterbox"
 
-    def __init__(self, height, width, resolution):
+    def __init__(self, height, width, resolution, pad=True):
         self.height, self.width = int(height), int(width)
         self.resolution = n = int(resolution)
         longer = max(self.height, self.width)
         self.inner = (max(1, round(self.height * n / longer)), max(1, round(self.width * n / longer)))
-        self.top = (n - self.inner[0]) // 2
-        self.left = (n - self.inner[1]) // 2
+        self.frame = (n, n) if pad else self.inner
+        self.top = (self.frame[0] - self.inner[0]) // 2
+        self.left = (self.frame[1] - self.inner[1]) // 2
 
     def apply(self, image):
-        """``(H, W, C)`` -> ``(N, N, C)`` float32, padded with the border colour."""
+        """``(H, W, C)`` -> ``(N, N, C)`` float32, padded with the border colour (``pad=False``: ``(h, w, C)``)."""
         from PIL import Image
 
         image = np.asarray(image, np.float32)
         h, w = self.inner
-        n = self.resolution
-        out = np.empty((n, n, image.shape[-1]), np.float32)
+        out = np.empty((*self.frame, image.shape[-1]), np.float32)
         out[:] = border_color(image)
         for c in range(image.shape[-1]):
             plane = Image.fromarray(np.ascontiguousarray(image[..., c]), mode="F")

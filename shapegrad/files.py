@@ -332,7 +332,7 @@ def output_folders(paths, out, force):
     return folders, todo, existing
 
 
-def write_image_outputs(folder, pixels, renderer, params, /, **extra):
+def write_image_outputs(folder, pixels, renderer, params, /, full=None, **extra):
     """The per-image files of ``shapegrad fit`` and ``shapegrad encode`` in ``folder``.
 
     ``params.json`` (:func:`save_params` of ``renderer`` and ``(1, P)``
@@ -340,7 +340,10 @@ def write_image_outputs(folder, pixels, renderer, params, /, **extra):
     ``overlay.png`` (``pixels``, the image ``(H, W, C)`` with each shape's outline, scaled
     up by an integer so that its longer side is about 256 px) and
     ``shapes.svg``. ``renderer`` may be None (no shape found): then only the
-    overlay (the image alone) is written. Returns the paths written.
+    overlay (the image alone) is written. ``full``: ``(renderer, params)``
+    of the same shapes at another size (an image fitted shrunk, at its own
+    size), for ``params.json`` and ``shapes.svg``; the overlay stays at
+    ``pixels``' size. Returns the paths written.
     """
     from shapegrad import fit, plots
 
@@ -348,9 +351,10 @@ def write_image_outputs(folder, pixels, renderer, params, /, **extra):
     written = []
     if renderer is not None:
         row = np.asarray(params, np.float32).reshape(1, -1)
-        written.append(save_params(os.path.join(folder, "params.json"), renderer, row, **extra))
+        saved, saved_row = (full[0], np.asarray(full[1], np.float32).reshape(1, -1)) if full else (renderer, row)
+        written.append(save_params(os.path.join(folder, "params.json"), saved, saved_row, **extra))
         outlines = fit._outlines(renderer, row[0])
-        written.append(write_text(os.path.join(folder, "shapes.svg"), to_svg(renderer, row[0])))
+        written.append(write_text(os.path.join(folder, "shapes.svg"), to_svg(saved, saved_row[0])))
     else:
         outlines = np.zeros((0, *pixels.shape[:2]), bool)
     scale = max(1, 256 // max(pixels.shape[:2]))

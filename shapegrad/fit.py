@@ -375,16 +375,27 @@ def _outlines(renderer, row):
     return np.stack(masks)
 
 
-MAX_SIDE = 512  # fit_files refuses (skips) images larger than this many pixels a side
+MAX_SIDE = 512  # fit_files fits a larger image on a copy shrunk to this many pixels on its longer side
 SUMMARY_COLUMNS = ("file", "size", "kinds", "count", "psnr_db", "seconds", "status")
 
 
-def fittable(size):
-    """Whether ``fit_files`` fits an image of ``size`` ``(H, W)``: 4 to :data:`MAX_SIDE` px a side."""
-    return 4 <= min(size) and max(size) <= MAX_SIDE
+def fitted_size(size, max_side=MAX_SIDE):
+    """The size ``(h, w)`` at which ``fit_files`` fits an image of ``size`` ``(H, W)``: its own, or shrunk
+    (proportions kept, :class:`shapegrad.data.Letterbox` with ``pad=False``) to ``max_side`` on its longer side."""
+    from shapegrad import data
+
+    if max(size) <= max_side:
+        return tuple(size)
+    return data.Letterbox(*size, max_side, pad=False).inner
 
 
-def fit_files(inputs, out, kinds=None, max_shapes=None, shapes=None, force=False, progress=True, **options):
+def fittable(size, max_side=MAX_SIDE):
+    """Whether ``fit_files`` fits an image of ``size`` ``(H, W)``: at least 4 px a side at its fitted size."""
+    return min(fitted_size(size, max_side)) >= 4
+
+
+def fit_files(inputs, out, kinds=None, max_shapes=None, shapes=None, force=False, progress=True, max_side=MAX_SIDE,
+              **options):
     """Fit a scene of primitives to every image among ``inputs`` (files and/or folders); write into ``out``.
 
     Each image is fitted by :func:`shapegrad.scenefit.fit_scene` (kinds and
@@ -405,12 +416,18 @@ def fit_files(inputs, out, kinds=None, max_shapes=None, shapes=None, force=False
     one row per file with the columns :data:`SUMMARY_COLUMNS` (``kinds`` back
     to front; ``status`` is ``ok`` or ``skipped: <why>``).
 
+    An image larger than ``max_side`` px a side is fitted on a copy shrunk
+    to ``max_side`` on its longer side (:func:`fitted_size`); its
+    ``params.json`` and ``shapes.svg`` are at the image's own size (the
+    parameters are normalised, so they carry over; edges keep the fitted
+    sharpness in pixels), its ``overlay.png`` and ``psnr_db`` at the fitted
+    size, recorded as ``fitted_size``.
+
     Nothing is lost to bad input: a file that is not a readable image, an
-    image larger than :data:`MAX_SIDE` px a side (refused, not downscaled:
-    downscale it yourself first) and an image whose ``out/<stem>`` exists
-    (unless ``force``) are skipped with a warning on stderr and a row in
-    the summary; the others are still fitted. A progress bar over images
-    goes to stderr when ``progress``.
+    image under 4 px a side (at its fitted size) and an image whose
+    ``out/<stem>`` exists (unless ``force``) are skipped with a warning on
+    stderr and a row in the summary; the others are still fitted. A
+    progress bar over images goes to stderr when ``progress``.
 
     Args:
         inputs: a path or a list of image files and/or folders (searched
@@ -421,6 +438,8 @@ def fit_files(inputs, out, kinds=None, max_shapes=None, shapes=None, force=False
         shapes: exactly these shapes instead of ``kinds``/``max_shapes``
             (giving both is a ``ValueError``).
         force: overwrite existing ``out/<stem>`` folders.
+        progress: show a progress bar on stderr.
+        max_side: fit larger images shrunk to this many pixels on their longer side.
         **options: search settings of ``fit_scene`` (e.g. ``steps``).
 
     Returns:
@@ -455,13 +474,14 @@ def fit_files(inputs, out, kinds=None, max_shapes=None, shapes=None, force=False
 
     check_fit_options(kinds, max_shapes, shapes, options)
     scan = data.scan_images(inputs)  # ValueError for a missing input
-    large = [(p, s) for p, s in zip(scan.paths, scan.sizes) if max(s) > MAX_SIDE]
-    tiny = [(p, s) for p, s in zip(scan.paths, scan.sizes) if min(s) < 4]
-    usable = [p for p, s in zip(scan.paths, scan.sizes) if fittable(s)]
+    if isinstance(max_side, bool) or not isinstance(max_side, int) or max_side < 4:
+        raise ValueError(f"Expected max_side to be an integer >= 4. Received: max_side={max_side!r}")
+    tiny = [(p, s) for p, s in zip(scan.paths, scan.sizes) if not fittable(s, max_side)]
+    usable = [p for p, s in zip(scan.paths, scan.sizes) if fittable(s, max_side)]
     if not usable:
-        what = (f"{len(scan.skipped)} unreadable, {len(large)} larger than {MAX_SIDE} px a side, "
-                f"{len(tiny)} smaller than 4 px a side" if scan.skipped or large or tiny else "no image files")
-        raise ValueError(f"Expected PNG/JPEG images of at most {MAX_SIDE} px a side. Received: {list(inputs) if not isinstance(inputs, str) else [inputs]!r} ({what})")
+        what = (f"{len(scan.skipped)} unreadable, {len(tiny)} under 4 px a side"
+                if scan.skipped or tiny else "no image files")
+        raise ValueError(f"Expected PNG/JPEG images of at least 4 px a side. Received: {list(inputs) if not isinstance(inputs, str) else [inputs]!r} ({what})")
     skipped, rows = [], {}
 
     def skip(path, why, size=""):
@@ -474,10 +494,10 @@ def fit_files(inputs, out, kinds=None, max_shapes=None, shapes=None, force=False
     others = _other_files(inputs, data.IMAGE_EXTENSIONS)
     for path in others:
         skip(path, "not a PNG/JPEG file")
-    for path, (h, w) in large:
-        skip(path, f"{w}x{h} is larger than {MAX_SIDE} px a side (downscale it first)", f"{w}x{h}")
     for path, (h, w) in tiny:
-        skip(path, f"{w}x{h} is smaller than 4 px a side", f"{w}x{h}")
+        at = fitted_size((h, w), max_side)
+        skip(path, f"{w}x{h} is smaller than 4 px a side" + (f" (fitted at {at[1]}x{at[0]})" if at != (h, w) else ""),
+             f"{w}x{h}")
     folders, todo, existing = files.output_folders(usable, out, force)
     for path in existing:
         skip(path, f"{os.path.join(out, folders[path])} exists (use --force to overwrite)")
@@ -489,29 +509,49 @@ def fit_files(inputs, out, kinds=None, max_shapes=None, shapes=None, force=False
         return table
 
     bar = keras.utils.Progbar(len(todo), unit_name="image") if progress and todo else None
-    fitted = 0
-    for chunk in _chunks(todo, dict(zip(scan.paths, scan.sizes))):
+    done = 0
+    sizes = {p: fitted_size(s, max_side) for p, s in zip(scan.paths, scan.sizes)}
+    for chunk in _chunks(todo, sizes):
         images = {}
         for path in chunk:
             try:
                 images[path] = files.read_image(path)
             except ValueError as error:  # listed as readable, but does not decode
                 skip(path, f"unreadable ({error})")
-                continue
-        if images:
-            found = fit_scene(list(images.values()), kinds=kinds, max_shapes=max_shapes, shapes=shapes, **options)
-        for (path, image), one in zip(images.items(), found if images else ()):
+        shrunk = {p: data.Letterbox(*im.shape[:2], max_side, pad=False) for p, im in images.items()
+                  if max(im.shape[:2]) > max_side}
+        fitted = {p: shrunk[p].apply(im) if p in shrunk else im for p, im in images.items()}
+        found = fit_scene(list(fitted.values()), kinds=kinds, max_shapes=max_shapes, shapes=shapes,
+                          **options) if fitted else []
+        for (path, image), one in zip(fitted.items(), found):
+            extra = dict(image=path, psnr_db=round(float(one.psnr), 3), seconds=round(one.seconds, 3),
+                         noise=round(float(one.noise), 6))
+            full = None
+            if path in shrunk:
+                full = _at_size(one, shrunk[path])
+                extra["fitted_size"] = [one.height, one.width]
             files.write_image_outputs(os.path.join(out, folders[path]), image, one.renderer(), one.params,
-                                      image=path, psnr_db=round(float(one.psnr), 3), seconds=round(one.seconds, 3),
-                                      noise=round(float(one.noise), 6))
-            rows[path] = [path, f"{one.width}x{one.height}", one.shapes, one.count, f"{one.psnr:.2f}",
-                          f"{one.seconds:.2f}", "ok"]
-            fitted += 1
+                                      full=full, **extra)
+            h, w = images[path].shape[:2]
+            rows[path] = [path, f"{w}x{h}", one.shapes, one.count, f"{one.psnr:.2f}", f"{one.seconds:.2f}", "ok"]
+            done += 1
         write_summary()  # after every batch: a killed run's summary lists what it finished
         if bar:
             with contextlib.redirect_stdout(sys.stderr):  # Progbar prints to stdout; keep stdout for results
                 bar.add(len(chunk))
-    return {"fitted": fitted, "skipped": skipped, "rows": write_summary()}
+    return {"fitted": done, "skipped": skipped, "rows": write_summary()}
+
+
+def _at_size(found, box):
+    """``(Render, (1, P) params)`` of the fit ``found`` (made at ``box.inner``) at the image's own size."""
+    import dataclasses
+
+    full = dataclasses.replace(found, height=box.height, width=box.width)
+    renderer = full.renderer()
+    if renderer is None:
+        return None
+    params = box.to_image(found.renderer().spec, found.params[None], renderer.spec)
+    return renderer, params
 
 
 def _chunks(paths, sizes):

@@ -5,6 +5,7 @@ engine of a size is compiled; the end-to-end CLI run with the default search is 
 """
 
 import csv
+import json
 import os
 
 import numpy as np
@@ -112,19 +113,21 @@ def test_existing_stem_is_kept_without_force_and_the_others_are_done(tmp_path, m
     assert result["fitted"] == 1 and (out / "a" / "params.json").exists()
 
 
-def test_exit_codes_and_the_huge_image_rule(tmp_path, capsys):
+def test_exit_codes_and_the_tiny_image_rule(tmp_path, capsys):
     ok = _save(tmp_path / "in" / "ok.png", _scene((16, 24)))
-    big = _save(tmp_path / "big.png", np.zeros((8, fit.MAX_SIDE + 1, 3)))
+    tiny = _save(tmp_path / "tiny.png", np.zeros((3, 30, 3)))
     assert cli._FIT_MAX_SIDE == fit.MAX_SIDE
     out = tmp_path / "out"
     (out / "ok").mkdir(parents=True)
     # nothing fittable at all: bad arguments, before any work
-    assert cli.main(["fit", big, "--out", str(out)]) == 2
-    assert f"larger than {fit.MAX_SIDE} px a side" in capsys.readouterr().err
-    # the huge image skipped with its reason, the existing one skipped: 1, and the summary says so
-    assert cli.main(["fit", ok, big, "--out", str(out)]) == 1
+    assert cli.main(["fit", tiny, "--out", str(out)]) == 2
+    assert "1 under 4 px a side" in capsys.readouterr().err
+    assert cli.main(["fit", ok, "--out", str(out), "--max-side", "3"]) == 2
+    assert "Received: --max-side=3" in capsys.readouterr().err
+    # the tiny image skipped with its reason, the existing one skipped: 1, and the summary says so
+    assert cli.main(["fit", ok, tiny, "--out", str(out)]) == 1
     err = capsys.readouterr().err
-    assert f"{fit.MAX_SIDE + 1}x8 is larger than {fit.MAX_SIDE} px a side" in err and "exists" in err
+    assert "30x3 is smaller than 4 px a side" in err and "exists" in err
     assert [r["status"].split(":")[0] for r in _summary(out)] == ["skipped", "skipped"]
     with pytest.raises(ValueError, match="Received: kinds=\\('disk', 'star'\\)"):
         fit.fit_files(ok, str(out), kinds="disk,star")
@@ -201,3 +204,30 @@ def test_images_of_one_size_are_fitted_together_and_an_interrupted_run_keeps_its
     assert sum(status == "ok" for status in rows.values()) == 20 and "t.png" not in rows
     assert rows["tiny.png"] == "skipped: 3x3 is smaller than 4 px a side"
     assert all((out / f"s{k:02d}" / "params.json").exists() for k in range(20)) and not (out / "t").exists()
+
+
+def test_a_large_image_is_fitted_shrunk_and_its_params_are_at_its_own_size(tmp_path, monkeypatch):
+    """A 40x64 image with max_side=16 is fitted at 10x16; params.json renders at 40x64, and the
+    fit's disk (at the small image's point (5, 8), radius 2.5 px) is mapped back: radius 10 px."""
+    from shapegrad import scenefit
+
+    sizes = []
+
+    def recording(images, **kwargs):
+        sizes.extend(im.shape for im in images)
+        return _fake_fit_scene(images, **kwargs)
+
+    monkeypatch.setattr(scenefit, "fit_scene", recording)
+    path = _save(tmp_path / "big.png", _scene((40, 64)))
+    out = tmp_path / "out"
+    result = fit.fit_files(path, str(out), shapes="disk", progress=False, max_side=16)
+    assert result["fitted"] == 1 and sizes == [(10, 16, 3)] and result["rows"][0][1] == "64x40"
+    renderer, params = files.load_params(str(out / "big" / "params.json"))
+    meta = json.loads((out / "big" / "params.json").read_text())
+    assert (renderer.height, renderer.width) == (40, 64) and meta["fitted_size"] == [10, 16]
+    (disk,) = meta["natural"][0]
+    # the point (5, 8) of the 10x16 image is (5.5 * 4 - 0.5, 8.5 * 4 - 0.5) here (pixel centres map to pixel centres)
+    np.testing.assert_allclose(disk["center"], [21.5, 33.5], atol=1e-3)
+    np.testing.assert_allclose(disk["radius"], [10.0], atol=1e-3)
+    assert files.read_image(str(out / "big" / "overlay.png")).shape[:2] == (10 * 16, 16 * 16)
+    assert 'width="64"' in (out / "big" / "shapes.svg").read_text()
