@@ -292,3 +292,20 @@ def test_fit_scene_finds_a_translucent_disk_over_a_box():
     assert abs(disk_params[-1] - 0.7) < 0.05, disk_params
     assert fit.psnr > 30, fit.psnr
     np.testing.assert_allclose(fit.render(), image, atol=0.5)
+
+
+def test_a_shape_pruned_as_redundant_frees_its_place_for_a_missed_one():
+    """Issue 13 (29 of the 256 benchmark scenes): a start with two shapes on one (the joint fit cannot move
+    a guess across the image) and the other shape missed. The search is full, so it adds nothing; the
+    pruning drops the redundant shape; then the forward step runs again and adds the missed box (before,
+    the search ended with one shape: ``rounds=0``)."""
+    image = _canvas((20, 20))
+    _disk(image, (5, 5), 3.5, (0.9, 0.8, 0.2))
+    _box(image, 12, 12, 18, 18, (0.2, 0.8, 0.3))  # far from the disk: no shape there to slide onto it
+    twice = [("disk", np.array([5.5 / 20, 5.0 / 20, 3.5 / 20, 0.9, 0.8, 0.2, 1.0], "float32")),
+             ("disk", np.array([4.5 / 20, 5.5 / 20, 3.0 / 20, 0.9, 0.8, 0.2, 1.0], "float32"))]
+    fits = [fit_scene(image[None], kinds="disk,box", max_shapes=2, starts=[twice], rounds=r, **QUICK)[0]
+            for r in (0, 1)]
+    assert [sorted(f.kinds) for f in fits] == [["disk"], ["box", "disk"]], [f.kinds for f in fits]
+    assert fits[1].psnr > 25, fits[1].psnr
+    np.testing.assert_allclose(fits[1].render(), image, atol=0.5)
