@@ -1083,7 +1083,8 @@ class _Search:
         return np.asarray(center, np.float64), 2.0 * math.sqrt(max(np.linalg.eigvalsh(cov).max(), 0.0)) * 1.8
 
     def _reorder(self, scenes, loss, which):
-        """Try swapping the depth of every pair of overlapping shapes of the images ``which``; keep what lowers the error."""
+        """Try swapping the depth of every pair of overlapping shapes of the images ``which``; keep what lowers
+        the error."""
         o = self.o
         items, owner = [], []
         for i in which:
@@ -1155,7 +1156,8 @@ class _Search:
         return points if len(points) >= 3 else None
 
     def _prune(self, scenes, loss, which):
-        """Drop a shape of the images ``which`` whose removal raises the error by less than the gain of one more shape."""
+        """Drop a shape of the images ``which`` whose removal raises the error by less than the gain of one
+        more shape."""
         o = self.o
         items, owner, dropped = [], [], []
         for i in which:
