@@ -1418,6 +1418,8 @@ def fit_scene(images, kinds=None, max_shapes=None, shapes=None, starts=None, **o
     o = dict(_DEFAULTS, **options)
     if o["composite"] not in raster.COMPOSITES:
         raise ValueError(f"Expected composite to be one of {list(raster.COMPOSITES)}. Received: composite={o['composite']!r}")
+    if isinstance(o["rounds"], bool) or not isinstance(o["rounds"], (int, np.integer)) or o["rounds"] < 0:
+        raise ValueError(f"Expected rounds to be a non-negative integer. Received: rounds={o['rounds']!r}")
     kinds, max_shapes, fixed = _search_spec(kinds, max_shapes, shapes)
     if isinstance(images, np.ndarray) and images.ndim == 4:
         images = list(images)

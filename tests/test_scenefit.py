@@ -210,6 +210,8 @@ def test_noise_level_reads_noise_and_ignores_hard_edges():
         (lambda: fit_scene(np.zeros((8, 8))), "Received: images"),
         (lambda: fit_scene([np.full((8, 8, 1), np.nan)]), "Received: shape=(8, 8, 1)"),
         (lambda: fit_scene(np.zeros((1, 8, 8, 1)), speed=3), "Received: ['speed']"),
+        (lambda: fit_scene(np.zeros((1, 8, 8, 1)), rounds=-1), "Received: rounds=-1"),
+        (lambda: fit_scene(np.zeros((1, 8, 8, 1)), rounds=0.5), "Received: rounds=0.5"),
         (lambda: fit_scene(np.zeros((1, 8, 8, 1)), shapes="disk", kinds="box"), "Received: shapes='disk', kinds='box'"),
         (lambda: fit_scene(np.zeros((1, 8, 8, 1)), shapes="disk", max_shapes=2), "Received: shapes='disk', max_shapes=2"),
         (lambda: SceneEngine(("disk",), 8, 8, 1, max_depth=0, batch=1), "Received: max_depth=0"),
