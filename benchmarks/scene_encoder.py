@@ -87,6 +87,8 @@ def main(argv=None):
     p.add_argument("--opaque", action="store_true",
                    help="fit_scene(opacity=False, soft_edges=False): opaque shapes, sharp edges (as before)")
     p.add_argument("--json", help="write the figures to this JSON file")
+    p.add_argument("--dump", help="write per-image figures of each refinement to this .npz file (IoU, PSNR, "
+                                  "shapes found, fitted shapes and params, the true params): for diagnosis")
     args = p.parse_args(argv)
 
     import keras
@@ -123,6 +125,7 @@ def main(argv=None):
         result["encoder"] = dict(iou=float(iou.mean()), iou_median=float(np.median(iou)), psnr=float(psnr.mean()),
                                  seconds_per_image=seconds, errors=errors)
         starts = _starts(task, pred)
+    per_image = {}
     for mode in args.mode:
         options = dict(shapes=",".join(f"{k}*{c}" for k, c in spec.shapes)) if mode == "exact" else dict(
             kinds=kinds, max_shapes=spec.num_shapes)
@@ -141,7 +144,13 @@ def main(argv=None):
         result[mode] = dict(iou=float(iou.mean()), iou_median=float(np.median(iou)), iou_worst=float(iou.min()),
                             psnr=float(psnr.mean()), seconds_per_image=times[-1], seconds_per_image_first=times[0],
                             iou_below_097=int((iou < 0.97).sum()))
+        per_image[mode] = dict(iou=iou, psnr=psnr, counts=counts, shapes=np.array([f.shapes for f in fits]),
+                               params=np.array([f.params for f in fits], dtype=object),
+                               background=np.stack([f.background for f in fits]))
     print(f"load {os.getloadavg()[0]:.2f} at the end", flush=True)
+    if args.dump:
+        flat = {f"{mode}_{k}": v for mode, d in per_image.items() for k, v in d.items()}
+        np.savez(args.dump, true_params=params, **flat)
     if args.json:
         with open(args.json, "w") as f:
             json.dump(result, f, indent=2)
