@@ -137,7 +137,7 @@ def build_encoder(input_shape, fields, width=16, depth=4, dense=256, name="encod
     if colors != "head":
         _check_colors(colors, renderer, getattr(renderer, "spec", None))
         if tuple(fields) != fields_for(renderer.spec):
-            raise ValueError(f"Expected the fields of renderer.spec with colors='solve'. Received: fields={fields!r}")
+            raise ValueError(f"Expected the fields of renderer.spec with colors={colors!r}. Received: fields={fields!r}")
     head = ParameterHead(fields, name="head")
     inputs = keras.Input(input_shape, name="images")
     x = CoordinateChannels(name="coords")(inputs)
@@ -147,8 +147,8 @@ def build_encoder(input_shape, fields, width=16, depth=4, dense=256, name="encod
     x = layers.Dense(dense, activation="relu")(x)
     raw = layers.Dense(head.size, name="raw")(x)
     params = head(raw)
-    if colors == "solve":
-        params = ColorSolve(renderer, name="colors")([params, inputs])
+    if colors != "head":
+        params = ColorSolve(renderer, gradient=colors == "solve", name="colors")([params, inputs])
     return keras.Model(inputs, params, name=name)
 
 
@@ -267,23 +267,24 @@ def build_spatial_encoder(input_shape, spec, width=16, dense=128, name="encoder"
     raw = layers.Concatenate(name="raw")(raws) if len(raws) > 1 else raws[0]
     anchors = read[:, :, :2]
     params = AnchoredHead(fields, anchors_of, name="head")([raw, anchors])
-    if colors == "solve":
-        params = ColorSolve(renderer, name="colors")([params, inputs])
+    if colors != "head":
+        params = ColorSolve(renderer, gradient=colors == "solve", name="colors")([params, inputs])
     return keras.Model(inputs, params, name=name)
 
 
-# Where an encoder's colours come from: its head ("head") or a ColorSolve from the image ("solve").
-COLORS = ("head", "solve")
+# Where an encoder's colours come from: its head ("head") or a ColorSolve from the image, the gradient
+# flowing through the solve into the geometry ("solve") or the solved colours held constant ("solve-fixed").
+COLORS = ("head", "solve", "solve-fixed")
 
 
 def _check_colors(colors, renderer, spec):
     _validate.one_of("colors", colors, COLORS)
-    if colors == "solve":
+    if colors != "head":
         from shapegrad.render import Render
 
         if not isinstance(renderer, Render) or spec is None or renderer.spec.size != spec.size or \
                 renderer.shapes != spec.shapes:
-            raise ValueError(f"Expected renderer to be the Render of the encoder's spec with colors='solve'. "
+            raise ValueError(f"Expected renderer to be the Render of the encoder's spec with colors={colors!r}. "
                              f"Received: renderer={renderer!r}")
 
 
@@ -310,6 +311,11 @@ class ColorSolve(layers.Layer):
             shapes, resolution ``H x W``, channels ``C``, softness, composite
             and background are used; frozen).
         iterations, scale, ridge: as :func:`shapegrad.raster.solve_colors`.
+        gradient: ``True``: the gradient flows through the solve into the
+            geometry and opacities; ``False``: the solved colours are constants
+            to the gradient (``stop_gradient``), so a loss on the colours
+            teaches nothing and the geometry learns only from how the image
+            drawn with them looks.
 
     Example:
         >>> import numpy as np
@@ -325,7 +331,7 @@ class ColorSolve(layers.Layer):
         True
     """
 
-    def __init__(self, renderer, iterations=3, scale=0.1, ridge=1e-3, **kwargs):
+    def __init__(self, renderer, iterations=3, scale=0.1, ridge=1e-3, gradient=True, **kwargs):
         from shapegrad.render import Render
 
         super().__init__(**kwargs)
@@ -340,6 +346,9 @@ class ColorSolve(layers.Layer):
         if isinstance(ridge, bool) or not isinstance(ridge, (int, float)) or not ridge >= 0:
             raise ValueError(f"Expected ridge to be a number >= 0. Received: ridge={ridge!r}")
         self.ridge = float(ridge)
+        if not isinstance(gradient, bool):
+            raise ValueError(f"Expected gradient to be True or False. Received: gradient={gradient!r}")
+        self.gradient = gradient
 
     def build(self, input_shapes):
         params, images = input_shapes
@@ -359,6 +368,8 @@ class ColorSolve(layers.Layer):
         colors = raster.solve_colors(alphas, images, prior, self.renderer.background, self.renderer.composite,
                                      self.iterations, self.scale, self.ridge)
         colors = ops.cast(ops.clip(colors, 0.0, 1.0), params.dtype)
+        if not self.gradient:
+            colors = ops.stop_gradient(colors)
         parts, start = [], 0
         for s in self.renderer.spec.slices:
             if s.field.kind == "color":
@@ -373,7 +384,7 @@ class ColorSolve(layers.Layer):
     def get_config(self):
         config = super().get_config()
         config.update(renderer=keras.saving.serialize_keras_object(self.renderer), iterations=self.iterations,
-                      scale=self.scale, ridge=self.ridge)
+                      scale=self.scale, ridge=self.ridge, gradient=self.gradient)
         return config
 
     @classmethod

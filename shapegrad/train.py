@@ -347,11 +347,12 @@ def train(
             flattened feature map read by a dense head) or ``"spatial"``
             (:func:`shapegrad.models.build_spatial_encoder`: one attention map
             per shape, positions read by soft-argmax; ``Render`` scenes).
-        colors: ``"head"`` (the encoder's head predicts the colours) or
-            ``"solve"`` (``Render`` decoders: the encoder ends with a
-            :class:`shapegrad.models.ColorSolve`, the colours solved from the
-            image given its geometry and opacities, so the saved encoder
-            predicts those).
+        colors: ``"head"`` (the encoder's head predicts the colours),
+            ``"solve"`` or ``"solve-fixed"`` (``Render`` decoders: the encoder
+            ends with a :class:`shapegrad.models.ColorSolve`, the colours
+            solved from the image given its geometry and opacities, so the
+            saved encoder predicts those; the gradient flows through the solve
+            into the geometry, or with ``"solve-fixed"`` not).
         noise: Gaussian noise on the training inputs.
         channels: colour channels of a Render scene (1 or 3).
         devices: train data-parallel on this many devices

@@ -298,4 +298,23 @@ def test_solved_colours_are_an_option_of_the_builders_and_of_train():
         ColorSolve(Cones(16))
     encoder = Task("disk,box", 16, channels=3).build_encoder(4, "cnn", colors="solve")
     assert isinstance(encoder.get_layer("colors"), ColorSolve)
-    assert encoder(np.zeros((1, 16, 16, 3), "float32")).shape == (1, render.spec.size)
+    assert encoder.output_shape == (None, render.spec.size)
+
+
+def test_color_solve_without_gradient_holds_the_solved_colours_constant():
+    from helpers import jit, value_and_grad
+
+    render = Render("disk,box", 12, channels=3)
+    true = render.spec.sample(2, seed=4)
+    images = to_numpy(render(true))
+    colour = np.zeros(render.spec.size, "float32")
+    for k in range(2):
+        colour[render.spec.get(k, "color").slice] = 1.0
+    colour = keras.ops.convert_to_tensor(colour)
+    grads = {}
+    for gradient in (True, False):
+        layer = ColorSolve.from_config(ColorSolve(render, gradient=gradient).get_config())  # the flag is saved
+        assert layer.gradient is gradient
+        _, (grads[gradient],) = value_and_grad(jit(lambda x: keras.ops.sum(layer([x, images]) * colour)), true)
+    assert np.abs(grads[True]).max() > 0  # the solved colours move with the geometry
+    np.testing.assert_array_equal(grads[False], 0.0)

@@ -252,7 +252,7 @@ def test_solve_colors_gradients_match_finite_differences(mode, float64):
     alphas, _, image = _shapes_and_image(rng, mode, b=1, k=3, h=4, c=2, bg=(0.1, 0.2))
     image = image + rng.normal(0, 0.05, image.shape)  # residuals: the reweighting's gradient is exercised
     prior = rng.uniform(0.2, 0.8, (1, 3, 2))
-    probe = rng.normal(size=(1, 3, 2))
+    probe = ops.convert_to_tensor(rng.normal(size=(1, 3, 2)))
     check_gradients(
         lambda a, i, p: ops.sum(raster.solve_colors(a, i, p, [0.1, 0.2], mode, iterations=2) * probe),
         [alphas, image, prior], samples=8, rtol=1e-5,
