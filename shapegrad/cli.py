@@ -151,6 +151,10 @@ def _check_train(args):
         _check_train_images(args)
     if args.guide is not None or args.guide_decay is not None:
         _check_train_guide(args)
+    if args.colors != "head" and (args.shapes == "cone" or (args.images is not None and args.kinds is not None
+                                                              and args.decoder == "slots")):
+        raise UsageError(f"--colors {args.colors} solves the colours of a Render scene (--shapes SPEC, or --kinds "
+                         f"with --decoder superset); not of the cone or of slots")
     for name in ("resolution", "steps", "batch_size", "test_size", "width", "steps_per_epoch", "devices"):
         _positive_int(args, name)
     _positive_int(args, "refine_steps", minimum=0)
