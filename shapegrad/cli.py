@@ -125,8 +125,8 @@ def _add_train(subparsers):
                         "shape, soft-argmax positions; Render scenes)")
     p.add_argument("--colors", choices=COLORS, default="head",
                    help="where the encoder's colours come from: its head (default), or solved from the image "
-                        "given its geometry and opacities (least squares; Render decoders), the gradient flowing "
-                        "through the solve (solve) or not (solve-fixed)")
+                        "given its geometry and opacities (least squares; Render decoders), held constant in the "
+                        "gradient (solve) or with the gradient flowing through the solve (solve-grad)")
     p.add_argument("--noise", type=float, default=0.0, help="Gaussian noise on training inputs")
     p.add_argument("--steps-per-epoch", type=int, default=100, help="steps between checkpoints (default 100)")
     p.add_argument("--seed", type=int, default=0)

@@ -348,11 +348,13 @@ def train(
             (:func:`shapegrad.models.build_spatial_encoder`: one attention map
             per shape, positions read by soft-argmax; ``Render`` scenes).
         colors: ``"head"`` (the encoder's head predicts the colours),
-            ``"solve"`` or ``"solve-fixed"`` (``Render`` decoders: the encoder
+            ``"solve"`` or ``"solve-grad"`` (``Render`` decoders: the encoder
             ends with a :class:`shapegrad.models.ColorSolve`, the colours
             solved from the image given its geometry and opacities, so the
-            saved encoder predicts those; the gradient flows through the solve
-            into the geometry, or with ``"solve-fixed"`` not).
+            saved encoder predicts those; held constant in the gradient, or
+            with ``"solve-grad"`` the gradient flows through the solve into
+            the geometry, which trained worse, see
+            :func:`shapegrad.models.build_spatial_encoder`).
         noise: Gaussian noise on the training inputs.
         channels: colour channels of a Render scene (1 or 3).
         devices: train data-parallel on this many devices

@@ -298,6 +298,9 @@ def test_solved_colours_are_an_option_of_the_builders_and_of_train():
         ColorSolve(Cones(16))
     encoder = Task("disk,box", 16, channels=3).build_encoder(4, "cnn", colors="solve")
     assert isinstance(encoder.get_layer("colors"), ColorSolve)
+    assert encoder.get_layer("colors").gradient is False  # "solve" holds the colours constant; it trained better
+    grad = build_spatial_encoder((16, 16, 3), render.spec, width=4, dense=8, colors="solve-grad", renderer=render)
+    assert grad.get_layer("colors").gradient is True
     assert encoder.output_shape == (None, render.spec.size)
 
 
