@@ -3,7 +3,7 @@
 This module re-exports the public names and, by importing :mod:`shapegrad.layers`,
 :mod:`shapegrad.render` and :mod:`shapegrad.models`, registers every Keras class a
 saved ``.keras`` file of ours may hold (``Cones``, ``Render``, ``CoordinateChannels``,
-``ParameterHead``, ``SpatialReadout``, ``AnchoredHead``, ``Annealed``, :mod:`shapegrad.guide`'s ``GuideWeight``, :mod:`shapegrad.slots`' ``SlotRender`` and :mod:`shapegrad.encode`'s ``EncoderInfo``), so ``keras.saving.load_model`` needs only
+``ParameterHead``, ``SpatialReadout``, ``AnchoredHead``, ``ColorSolve``, ``Annealed``, :mod:`shapegrad.guide`'s ``GuideWeight``, :mod:`shapegrad.slots`' ``SlotRender`` and :mod:`shapegrad.encode`'s ``EncoderInfo``), so ``keras.saving.load_model`` needs only
 ``import shapegrad``.
 """
 

@@ -118,11 +118,15 @@ def _add_train(subparsers):
     p.add_argument("--refine-steps", type=int, default=100, help="test-time refinement steps (0 = off)")
     p.add_argument("--test-size", type=int, default=256)
     p.add_argument("--width", type=int, default=16, help="encoder base width (default 16)")
-    from shapegrad.models import ENCODERS
+    from shapegrad.models import COLORS, ENCODERS
 
     p.add_argument("--architecture", choices=ENCODERS, default="cnn",
                    help="encoder: cnn (dense head on a flattened feature map) or spatial (one attention map per "
                         "shape, soft-argmax positions; Render scenes)")
+    p.add_argument("--colors", choices=COLORS, default="head",
+                   help="where the encoder's colours come from: its head (default), or solved from the image "
+                        "given its geometry and opacities (least squares; Render decoders), held constant in the "
+                        "gradient (solve) or with the gradient flowing through the solve (solve-grad)")
     p.add_argument("--noise", type=float, default=0.0, help="Gaussian noise on training inputs")
     p.add_argument("--steps-per-epoch", type=int, default=100, help="steps between checkpoints (default 100)")
     p.add_argument("--seed", type=int, default=0)
@@ -147,6 +151,10 @@ def _check_train(args):
         _check_train_images(args)
     if args.guide is not None or args.guide_decay is not None:
         _check_train_guide(args)
+    if args.colors != "head" and (args.shapes == "cone" or (args.images is not None and args.kinds is not None
+                                                              and args.decoder == "slots")):
+        raise UsageError(f"--colors {args.colors} solves the colours of a Render scene (--shapes SPEC, or --kinds "
+                         f"with --decoder superset); not of the cone or of slots")
     for name in ("resolution", "steps", "batch_size", "test_size", "width", "steps_per_epoch", "devices"):
         _positive_int(args, name)
     _positive_int(args, "refine_steps", minimum=0)
@@ -232,6 +240,7 @@ def _run_train(args, task):
             test_size=args.test_size,
             width=args.width,
             architecture=args.architecture,
+            colors=args.colors,
             noise=args.noise,
             steps_per_epoch=args.steps_per_epoch,
             seed=args.seed,
@@ -255,6 +264,7 @@ def _run_train(args, task):
         guide=args.guide,
         guide_decay=args.guide_decay,
         architecture=args.architecture,
+        colors=args.colors,
         seconds=args.seconds,
         learning_rate=args.learning_rate,
         anneal_start=args.anneal_start,

@@ -311,18 +311,7 @@ class Render(keras.layers.Layer):
         the edges from soft to sharp (:class:`shapegrad.models.Annealed`)
         without re-tracing.
         """
-        dtype = "float64" if self.compute_dtype == "float64" else "float32"
-        if sharpness is None:
-            softness = safe._as_dtype(self.softness, dtype)
-        else:
-            softness = 1.0 / safe._as_dtype(sharpness, dtype)
-        x = ops.clip(ops.cast(inputs, dtype), -FAR, FAR)
-        colors = ops.convert_to_tensor(self._color_mask())
-        # Colours to [0, 1] like opacities (a colour of 1e30 made a float16 image inf); gradient 0 outside.
-        x = ops.where(colors, ops.where(x > 1.0, 1.0, ops.where(x < 0.0, 0.0, x)), x)
-        if self.height != self.width:
-            # Positions are (H v0, W v1) px; the distances take everything in units of min(H, W).
-            x = x * ops.convert_to_tensor(self._position_scale(), dtype)
+        dtype, x, softness = self._prepare(inputs, sharpness)
         # The image is composited as C planes (B, H, W) (raster.paint_planes: XLA on CPU is
         # several times faster on those than on (B, H, W, C)) and stacked at the end.
         colour = self.background if isinstance(self.background, tuple) else (self.background,) * self.channels
@@ -349,6 +338,50 @@ class Render(keras.layers.Layer):
                     state = raster.paint_planes(self.composite, state, alphas[:, i], rgb)
         image = ops.stack(raster.finish_planes(self.composite, state, background), axis=-1)
         return ops.cast(image, self.compute_dtype)
+
+    def _prepare(self, inputs, sharpness):
+        """``(dtype, x, softness)``: the parameters clipped and scaled as the distances take them."""
+        dtype = "float64" if self.compute_dtype == "float64" else "float32"
+        if sharpness is None:
+            softness = safe._as_dtype(self.softness, dtype)
+        else:
+            softness = 1.0 / safe._as_dtype(sharpness, dtype)
+        x = ops.clip(ops.cast(inputs, dtype), -FAR, FAR)
+        colors = ops.convert_to_tensor(self._color_mask())
+        # Colours to [0, 1] like opacities (a colour of 1e30 made a float16 image inf); gradient 0 outside.
+        x = ops.where(colors, ops.where(x > 1.0, 1.0, ops.where(x < 0.0, 0.0, x)), x)
+        if self.height != self.width:
+            # Positions are (H v0, W v1) px; the distances take everything in units of min(H, W).
+            x = x * ops.convert_to_tensor(self._position_scale(), dtype)
+        return dtype, x, softness
+
+    def alphas(self, inputs, sharpness=None):
+        """Each shape's ``opacity * coverage`` and colour, before compositing.
+
+        ``inputs`` ``(B, P)`` as for :meth:`call`. Returns ``(alphas, colors)``:
+        ``(B, K, H, W)`` and ``(B, K, C)`` (colours clipped to ``[0, 1]`` as drawn),
+        the ``K`` shapes in the order of ``spec`` (back to front for ``"over"``),
+        in float32 (float64 for a float64 layer). Compositing them with
+        :func:`shapegrad.raster.composite` (mode ``composite``, ``axis=1``, the
+        layer's background) gives the layer's image.
+
+        Example:
+            >>> layer = Render("disk*2", resolution=8, channels=3)
+            >>> a, c = layer.alphas(layer.spec.sample(2, seed=0))
+            >>> tuple(a.shape), tuple(c.shape)
+            ((2, 2, 8, 8), (2, 2, 3))
+        """
+        self._check(inputs.shape)
+        _, x, softness = self._prepare(inputs, sharpness)
+        alphas, colors = [], []
+        for schema, count, start, size in self.spec.groups:
+            group = ops.reshape(x[:, start : start + count * size], (-1, count, size))
+            a, c = _alphas(_drawable(schema), self.resolution, self.channels, group, softness)
+            alphas.append(a)
+            colors.append(c)
+        if len(alphas) == 1:
+            return alphas[0], colors[0]
+        return ops.concatenate(alphas, axis=1), ops.concatenate(colors, axis=1)
 
     def _color_mask(self):
         """``(P,)`` booleans: True on the colour fields."""

@@ -43,7 +43,7 @@ import numpy as np
 from shapegrad import _validate, distribute, doctor, files, fit, metrics, plots
 from shapegrad.data import ConeDataset, SceneDataset
 from shapegrad.guide import GuideLoss, GuideWeight
-from shapegrad.models import ENCODERS, Annealed, build_autoencoder, build_encoder, build_spatial_encoder, fields_for
+from shapegrad.models import COLORS, ENCODERS, Annealed, build_autoencoder, build_encoder, build_spatial_encoder, fields_for
 from shapegrad.models import pyramid_mse  # noqa: F401  (importable from here, as before)
 
 __all__ = ["Task", "ImageTask", "superset_shapes", "train", "train_images", "evaluate", "OUTPUTS"]
@@ -90,13 +90,19 @@ class Task:
         return metrics.parameter_errors(pred, true, self.renderer.spec)
 
     # Hooks that train() calls; ImageTask overrides them.
-    def build_encoder(self, width, architecture="cnn"):
+    def build_encoder(self, width, architecture="cnn", colors="head"):
+        from shapegrad.render import Render
+
         shape = (self.resolution, self.resolution, self.channels)
+        if colors != "head" and not isinstance(self.renderer, Render):
+            raise ValueError(f"Expected colors='head' with a Cones or slot decoder (the solve needs a Render). "
+                             f"Received: colors={colors!r}")
+        renderer = self.renderer if colors != "head" else None
         if architecture == "spatial":
             if tuple(self.fields) != fields_for(self.renderer.spec):  # a slot decoder reads no spec layout
                 raise ValueError(f"Expected architecture='cnn' with a slot decoder. Received: architecture={architecture!r}")
-            return build_spatial_encoder(shape, self.renderer.spec, width=width)
-        return build_encoder(shape, self.fields, width=width)
+            return build_spatial_encoder(shape, self.renderer.spec, width=width, colors=colors, renderer=renderer)
+        return build_encoder(shape, self.fields, width=width, colors=colors, renderer=renderer)
 
     def validation_set(self, seed):
         """``(images, params)`` the per-epoch validation scores (params None: image scores only)."""
@@ -292,6 +298,7 @@ def train(
     test_size=256,
     width=16,
     architecture="cnn",
+    colors="head",
     noise=0.0,
     steps_per_epoch=100,
     channels=1,
@@ -340,6 +347,14 @@ def train(
             flattened feature map read by a dense head) or ``"spatial"``
             (:func:`shapegrad.models.build_spatial_encoder`: one attention map
             per shape, positions read by soft-argmax; ``Render`` scenes).
+        colors: ``"head"`` (the encoder's head predicts the colours),
+            ``"solve"`` or ``"solve-grad"`` (``Render`` decoders: the encoder
+            ends with a :class:`shapegrad.models.ColorSolve`, the colours
+            solved from the image given its geometry and opacities, so the
+            saved encoder predicts those; held constant in the gradient, or
+            with ``"solve-grad"`` the gradient flows through the solve into
+            the geometry, which trained worse, see
+            :func:`shapegrad.models.build_spatial_encoder`).
         noise: Gaussian noise on the training inputs.
         channels: colour channels of a Render scene (1 or 3).
         devices: train data-parallel on this many devices
@@ -359,6 +374,7 @@ def train(
             raise ValueError(f"Expected guide_decay to be in [0, 1]. Received: guide_decay={guide_decay!r}")
     _validate.one_of("loss", loss, ("mse", "pyramid"))
     _validate.one_of("architecture", architecture, ENCODERS)
+    _validate.one_of("colors", colors, COLORS)
     if not 0 < anneal_start <= 1:
         raise ValueError(f"Expected anneal_start to be in (0, 1]. Received: anneal_start={anneal_start!r}")
     if not 0 <= anneal <= 1:
@@ -376,7 +392,7 @@ def train(
 
     with distribute.data_parallel(devices, batch_size):
         keras.utils.set_random_seed(seed)
-        encoder = task.build_encoder(width, architecture)
+        encoder = task.build_encoder(width, architecture, colors)
         targets = "params" if supervised else "images" if guide is None else "guided"
         data = task.dataset(batch_size, steps_per_epoch, seed, targets, noise)
         val_images, val_params = task.validation_set(seed)
@@ -439,6 +455,7 @@ def train(
         guide=guide,
         guide_decay=guide_decay if guide is not None else None,
         architecture=architecture,
+        colors=colors,
         width=width,
         stopped_by_time_budget=budget.stopped_early,
         train_loss=[float(v) for v in whole["loss"]],
@@ -573,10 +590,10 @@ class ImageTask(Task):
 
         return encode.encoder_info(self.renderer, kinds=self.kinds, max_shapes=self.max_shapes, decoder=self.decoder)
 
-    def build_encoder(self, width, architecture="cnn"):
+    def build_encoder(self, width, architecture="cnn", colors="head"):
         from shapegrad import encode
 
-        return encode.with_info(super().build_encoder(width, architecture), self.info())
+        return encode.with_info(super().build_encoder(width, architecture, colors), self.info())
 
     def dataset(self, batch_size, batches, seed, targets="images", noise=0.0, fresh=True):
         from shapegrad import data

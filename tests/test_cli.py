@@ -67,6 +67,8 @@ def test_bad_argument_is_one_line_and_exit_2_from_a_subprocess(tmp_path):
         (["gallery", "--resolution", "0"], "--resolution"),
         (["doctor", "x:y", "--input", "{tmp}/none.npy"], "cannot import"),
         (["train", "--steps", "two", "--out", "{tmp}/o"], "--steps"),
+        (["train", "--colors", "solve", "--out", "{tmp}/o"], "--colors solve"),  # the cone has no colours
+        (["train", "--colors", "paint", "--out", "{tmp}/o"], "--colors"),
     ],
 )
 def test_bad_arguments_are_one_line_and_exit_2(argv, message, tmp_path, capsys):

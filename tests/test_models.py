@@ -15,6 +15,7 @@ from shapegrad import Cones, Render, SlotRender
 from shapegrad.models import (
     AnchoredHead,
     Annealed,
+    ColorSolve,
     SpatialReadout,
     build_autoencoder,
     build_encoder,
@@ -28,12 +29,15 @@ def test_saved_models_load_after_a_plain_import(tmp_path):
     expected = {}
     slots = SlotRender("disk,box", 2, 16, channels=1, presence_prior=0.01)
     renderers = (("cones", Cones(16)), ("scene", Render("disk,box", 16)), ("slots", slots),
-                 ("spatial", Render("disk,triangle", 16)))
+                 ("spatial", Render("disk,triangle", 16)), ("solve", Render("disk,triangle", 16, background=0.1)))
     for name, renderer in renderers:
         keras.utils.set_random_seed(0)
         fields = renderer.fields() if name == "slots" else fields_for(renderer.spec)
         if name == "spatial":
             encoder = build_spatial_encoder((16, 16, 1), renderer.spec, width=4, dense=8)
+        elif name == "solve":  # colours solved from the image: a ColorSolve inside the saved encoder
+            encoder = build_spatial_encoder((16, 16, 1), renderer.spec, width=4, dense=8, colors="solve",
+                                            renderer=renderer)
         else:
             encoder = build_encoder((16, 16, 1), fields, width=4)
         model = build_autoencoder(encoder, Annealed(renderer, start=0.5, ramp_steps=4, name="renderer"))
@@ -66,7 +70,7 @@ def test_saved_models_load_after_a_plain_import(tmp_path):
         [sys.executable, "-c", script, str(tmp_path)], capture_output=True, text=True, env=env, timeout=300
     )
     assert done.returncode == 0, done.stderr[-3000:]
-    assert done.stdout.count("loaded") == 8
+    assert done.stdout.count("loaded") == 10
 
 
 def test_moved_names_stay_importable_under_their_saved_names():
@@ -183,3 +187,137 @@ def test_spatial_encoder_emits_valid_parameters_with_finite_gradients():
     value, (grad,) = value_and_grad(lambda images: keras.ops.sum(encoder(images)), x)
     assert_finite("spatial encoder", value, grad)
     assert np.abs(grad).max() > 0
+
+
+# --------------------------------------------------------------------------- colours solved from the image
+
+
+def _grey_guess(render, true):
+    guess = np.array(true, copy=True)
+    for k in range(render.spec.num_shapes):
+        guess[:, render.spec.get(k, "color").slice] = 0.5
+    return guess
+
+
+def test_color_solve_recovers_the_colours_and_passes_everything_else():
+    render = Render("disk,box,triangle", 24, channels=3, background=[0.2, 0.1, 0.0])
+    true = render.spec.sample(4, seed=3)
+    images = to_numpy(render(true))
+    guess = _grey_guess(render, true)
+    solved = to_numpy(ColorSolve(render)([guess, images]))
+    colors = np.zeros(render.spec.size, bool)
+    for k in range(3):
+        colors[render.spec.get(k, "color").slice] = True
+    np.testing.assert_array_equal(solved[:, ~colors], guess[:, ~colors])
+    visible = (to_numpy(render.alphas(true)[0]) > 0.5).sum(axis=(2, 3)) > 10  # (B, K): shapes that show
+    err = np.abs(solved[:, colors] - true[:, colors]).reshape(4, 3, 3).max(axis=2)
+    assert (err[visible] < 0.01).all(), err
+    drawn = to_numpy(render(solved))
+    assert np.abs(drawn - images).max() < 0.01
+
+
+def test_color_solve_gradients_match_finite_differences_float64(float64):
+    from helpers import check_gradients, jit
+
+    render = Render("disk,box", 10, channels=2, softness=2.0, dtype="float64")
+    layer = ColorSolve(render, dtype="float64")
+    true = render.spec.sample(1, seed=5).astype(np.float64)
+    images = to_numpy(render(true)) + np.random.default_rng(0).normal(0, 0.05, (1, 10, 10, 2))
+    probe = keras.ops.convert_to_tensor(np.random.default_rng(1).normal(size=(1, render.spec.size)))
+    guess = _grey_guess(render, true) + 0.01  # geometry a little off: residuals everywhere
+    check_gradients(jit(lambda x: keras.ops.sum(layer([x, images]) * probe)), [guess], samples=16, rtol=1e-4,
+                    atol=1e-7)
+
+
+_SOLVE_LAYER_STEP = {}
+
+
+def _color_solve_step():
+    """The compiled value and gradient of a ColorSolve in front of its Render (one trace for every example)."""
+    if not _SOLVE_LAYER_STEP:
+        from shapegrad._autodiff import jit, traced_value_and_grad
+
+        render = Render("disk,box,triangle", 8, channels=3)
+        layer = ColorSolve(render)
+
+        def fn(x, images):
+            out = layer([x, images])
+            return keras.ops.sum(render(out)) + keras.ops.sum(out), out
+
+        _SOLVE_LAYER_STEP["step"] = (render, jit(traced_value_and_grad(fn, wrt=1)))
+    return _SOLVE_LAYER_STEP["step"]
+
+
+from hypothesis import given  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from helpers import adversarial_array  # noqa: E402
+
+
+@given(
+    x=adversarial_array((2, 28)),  # Render("disk,box,triangle", channels=3).spec.size
+    images=adversarial_array((2, 8, 8, 3), low=-1e30, high=1e30),
+    layout=st.sampled_from(["free", "transparent", "identical", "covered"]),
+)
+def test_property_color_solve_finite_on_degenerate_parameters(x, images, layout):
+    from helpers import assert_finite
+
+    render, step = _color_solve_step()
+    spec = render.spec
+    x = np.array(x, copy=True)
+    if layout == "transparent":  # every opacity 0: nothing shows
+        for k in range(3):
+            x[:, spec.get(k, "opacity").slice] = 0.0
+    elif layout == "identical":  # the box drawn where the disk is, as large: no triangle
+        x[:, spec.get(1, "center").slice] = x[:, spec.get(0, "center").slice]
+        x[:, spec.get(1, "half_size").slice] = np.repeat(x[:, spec.get(0, "radius").slice], 2, axis=1)
+        x[:, spec.get(2, "opacity").slice] = 0.0
+    elif layout == "covered":  # the triangle, in front, an opaque one over the whole image
+        x[:, spec.get(2, "vertices").slice] = [-2.0, -2.0, -2.0, 5.0, 5.0, -2.0]
+        x[:, spec.get(2, "opacity").slice] = 1.0
+    value, out, (grad,) = step(x, images)
+    assert_finite(f"ColorSolve {layout}", to_numpy(value), to_numpy(out), to_numpy(grad))
+    out = to_numpy(out)
+    for k in range(3):
+        assert (out[:, spec.get(k, "color").slice] >= 0).all() and (out[:, spec.get(k, "color").slice] <= 1).all()
+
+
+def test_solved_colours_are_an_option_of_the_builders_and_of_train():
+    from shapegrad.train import Task
+
+    render = Render("disk,box", 16, channels=3)
+    with pytest.raises(ValueError, match="Received: colors='paint'"):
+        build_spatial_encoder((16, 16, 3), render.spec, width=4, dense=8, colors="paint")
+    with pytest.raises(ValueError, match="Received: renderer=None"):
+        build_spatial_encoder((16, 16, 3), render.spec, width=4, dense=8, colors="solve")
+    with pytest.raises(ValueError, match="Received: fields="):
+        build_encoder((16, 16, 3), fields_for(render.spec), width=4, colors="solve", renderer=Render("disk", 16))
+    with pytest.raises(ValueError, match="Received: colors='solve'"):
+        Task("cone", 16).build_encoder(4, "cnn", colors="solve")
+    with pytest.raises(ValueError, match="Received: renderer="):
+        ColorSolve(Cones(16))
+    encoder = Task("disk,box", 16, channels=3).build_encoder(4, "cnn", colors="solve")
+    assert isinstance(encoder.get_layer("colors"), ColorSolve)
+    assert encoder.get_layer("colors").gradient is False  # "solve" holds the colours constant; it trained better
+    grad = build_spatial_encoder((16, 16, 3), render.spec, width=4, dense=8, colors="solve-grad", renderer=render)
+    assert grad.get_layer("colors").gradient is True
+    assert encoder.output_shape == (None, render.spec.size)
+
+
+def test_color_solve_without_gradient_holds_the_solved_colours_constant():
+    from helpers import jit, value_and_grad
+
+    render = Render("disk,box", 12, channels=3)
+    true = render.spec.sample(2, seed=4)
+    images = to_numpy(render(true))
+    colour = np.zeros(render.spec.size, "float32")
+    for k in range(2):
+        colour[render.spec.get(k, "color").slice] = 1.0
+    colour = keras.ops.convert_to_tensor(colour)
+    grads = {}
+    for gradient in (True, False):
+        layer = ColorSolve.from_config(ColorSolve(render, gradient=gradient).get_config())  # the flag is saved
+        assert layer.gradient is gradient
+        _, (grads[gradient],) = value_and_grad(jit(lambda x: keras.ops.sum(layer([x, images]) * colour)), true)
+    assert np.abs(grads[True]).max() > 0  # the solved colours move with the geometry
+    np.testing.assert_array_equal(grads[False], 0.0)

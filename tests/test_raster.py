@@ -188,3 +188,122 @@ def test_shape_alpha_row_block_fold_gives_the_same_gradients(kind, float64, monk
 
     for k, (folded, plain) in enumerate(zip(grads(4), grads(1))):
         np.testing.assert_allclose(folded, plain, rtol=1e-12, atol=1e-12, err_msg=f"{kind} argument {k}")
+
+
+# ------------------------------------------ colours solved from an image (issue 13)
+
+
+def _shapes_and_image(rng, mode="over", b=2, k=3, h=6, c=3, bg=(0.1, 0.2, 0.3)):
+    alphas = rng.uniform(0.05, 0.95, (b, k, h, h))
+    colors = rng.uniform(0.1, 0.9, (b, k, c))
+    return alphas, colors, np.asarray(raster.composite(alphas, colors, background=bg, mode=mode))
+
+
+@pytest.mark.parametrize("mode", ["over", "union"])
+def test_composite_weights_redraw_the_composite(mode, float64):
+    alphas, colors, image = _shapes_and_image(np.random.default_rng(0), mode)
+    w, clear = (to_numpy(t) for t in raster.composite_weights(alphas, mode))
+    redrawn = np.einsum("bkhw,bkc->bhwc", w, colors) + clear[..., None] * np.float64([0.1, 0.2, 0.3])
+    np.testing.assert_allclose(redrawn, to_numpy(image), rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(clear, np.prod(1 - alphas, axis=1), rtol=1e-12)
+
+
+@pytest.mark.parametrize("mode", ["over", "union"])
+@pytest.mark.parametrize("iterations", [0, 3])
+def test_solve_colors_recovers_the_colours_that_drew_the_image(mode, iterations, float64):
+    alphas, colors, image = _shapes_and_image(np.random.default_rng(1), mode)
+    solved = to_numpy(raster.solve_colors(alphas, image, background=[0.1, 0.2, 0.3], mode=mode,
+                                          iterations=iterations, ridge=0.0))
+    # NumPy reference: the normal equations with the ridge's 0.01 floor (pulling toward a prior of 0).
+    w, clear = (to_numpy(t).reshape(2, 3, -1) for t in raster.composite_weights(alphas, mode))
+    y = to_numpy(image).reshape(2, -1, 3) - clear.reshape(2, -1, 1) * np.float64([0.1, 0.2, 0.3])
+    reference = np.linalg.solve(np.einsum("bkn,bln->bkl", w, w) + 0.01 * np.eye(3), np.einsum("bkn,bnc->bkc", w, y))
+    # Reweighting only sees the floor's tiny residuals (weights within ~1e-4 of 1).
+    np.testing.assert_allclose(solved, reference, atol=1e-9 if iterations == 0 else 1e-4)
+    np.testing.assert_allclose(solved, colors, atol=0.02)
+
+
+def test_solve_colors_reweighting_ignores_pixels_the_geometry_gets_wrong(float64):
+    # Shape 0 (colour 0.8) covers the left half; the image also has 4 background pixels inside it.
+    alphas = np.zeros((1, 1, 8, 8))
+    alphas[0, 0, :, :4] = 1.0
+    image = np.where(alphas[0, 0, :, :, None] > 0, 0.8, 0.0)[None]
+    image[0, :4, 0] = 0.0
+    plain = to_numpy(raster.solve_colors(alphas, image, iterations=0))[0, 0, 0]
+    robust = to_numpy(raster.solve_colors(alphas, image, iterations=3))[0, 0, 0]
+    assert plain == pytest.approx(0.8 * 28 / 32, abs=1e-3)  # the mean of what is under the shape
+    assert abs(robust - 0.8) < 0.02 < abs(plain - 0.8)
+
+
+def test_solve_colors_keeps_the_prior_of_a_shape_that_shows_nowhere(float64):
+    alphas = np.zeros((1, 3, 4, 4))
+    alphas[0, 0] = 1.0  # shape 0 everywhere, hidden behind the opaque shape 2; shape 1 empty
+    alphas[0, 2] = 1.0
+    image = np.full((1, 4, 4, 2), 0.6)
+    prior = np.float64([[[0.3, 0.4], [0.5, 0.1], [0.9, 0.9]]])
+    solved = to_numpy(raster.solve_colors(alphas, image, prior))
+    np.testing.assert_allclose(solved[0, :2], prior[0, :2], atol=1e-12)
+    np.testing.assert_allclose(solved[0, 2], [0.6, 0.6], atol=1e-3)  # the ridge: 0.9 weighs 0.015 against 16 px
+
+
+@pytest.mark.parametrize("mode", ["over", "union"])
+def test_solve_colors_gradients_match_finite_differences(mode, float64):
+    rng = np.random.default_rng(3)
+    alphas, _, image = _shapes_and_image(rng, mode, b=1, k=3, h=4, c=2, bg=(0.1, 0.2))
+    image = image + rng.normal(0, 0.05, image.shape)  # residuals: the reweighting's gradient is exercised
+    prior = rng.uniform(0.2, 0.8, (1, 3, 2))
+    probe = ops.convert_to_tensor(rng.normal(size=(1, 3, 2)))
+    check_gradients(
+        lambda a, i, p: ops.sum(raster.solve_colors(a, i, p, [0.1, 0.2], mode, iterations=2) * probe),
+        [alphas, image, prior], samples=8, rtol=1e-5,
+    )
+
+
+_DEGENERATE_ALPHA = [0.0, 1.0, 0.5, 1e-30, 1e-7, 1.0 - 2**-24]
+_SOLVE_STEP = {}  # mode -> compiled (value, solved colours, gradients): one trace per mode, not per example
+
+
+def _solve_step(mode):
+    if mode not in _SOLVE_STEP:
+        from shapegrad._autodiff import jit, traced_value_and_grad
+
+        def fn(a, i, p):
+            colors = raster.solve_colors(a, i, p, 0.5, mode)
+            return ops.sum(colors), colors
+
+        _SOLVE_STEP[mode] = jit(traced_value_and_grad(fn))
+    return _SOLVE_STEP[mode]
+
+
+@given(
+    alphas=hnp.arrays(np.float32, (2, 3, 3, 3), elements=st.sampled_from(_DEGENERATE_ALPHA)),
+    image=adversarial_array((2, 3, 3, 2), low=-1e30, high=1e30),
+    prior=adversarial_array((2, 3, 2), low=-1e30, high=1e30),
+    layout=st.sampled_from(["free", "zero", "identical", "covered"]),
+    mode=st.sampled_from(["over", "union"]),
+)
+def test_property_solve_colors_finite_on_degenerate_inputs(alphas, image, prior, layout, mode):
+    if layout == "zero":  # no shape anywhere
+        alphas = np.zeros_like(alphas)
+    elif layout == "identical":  # three copies of one shape
+        alphas = np.repeat(alphas[:, :1], 3, axis=1)
+    elif layout == "covered":  # the front shape opaque over everything
+        alphas = alphas.copy()
+        alphas[:, 2] = 1.0
+    value, solved, grads = _solve_step(mode)(alphas, image, prior)
+    solved = to_numpy(solved)
+    assert_finite(f"solve_colors {layout} {mode}", to_numpy(value), solved, *(to_numpy(g) for g in grads))
+    if layout == "zero":  # nothing shows: every shape keeps its prior (clipped to [0, 1])
+        np.testing.assert_allclose(solved, np.clip(prior, 0, 1), atol=1e-6)
+
+
+def test_solve_colors_rejects_bad_arguments():
+    alphas, image = np.zeros((1, 1, 2, 2), "float32"), np.zeros((1, 2, 2, 1), "float32")
+    with pytest.raises(ValueError, match="Received: iterations=-1"):
+        raster.solve_colors(alphas, image, iterations=-1)
+    with pytest.raises(ValueError, match="Received: scale=0"):
+        raster.solve_colors(alphas, image, scale=0)
+    with pytest.raises(ValueError, match="Received: ridge=-0.1"):
+        raster.solve_colors(alphas, image, ridge=-0.1)
+    with pytest.raises(ValueError, match="Received: mode='add'"):
+        raster.solve_colors(alphas, image, mode="add")
