@@ -476,8 +476,9 @@ def fit_files(inputs, out, kinds=None, max_shapes=None, shapes=None, force=False
     scan = data.scan_images(inputs)  # ValueError for a missing input
     if isinstance(max_side, bool) or not isinstance(max_side, int) or max_side < 4:
         raise ValueError(f"Expected max_side to be an integer >= 4. Received: max_side={max_side!r}")
-    tiny = [(p, s) for p, s in zip(scan.paths, scan.sizes) if not fittable(s, max_side)]
-    usable = [p for p, s in zip(scan.paths, scan.sizes) if fittable(s, max_side)]
+    sizes = {p: fitted_size(s, max_side) for p, s in zip(scan.paths, scan.sizes)}  # the size each is fitted at
+    tiny = [(p, s) for p, s in zip(scan.paths, scan.sizes) if min(sizes[p]) < 4]
+    usable = [p for p in scan.paths if min(sizes[p]) >= 4]
     if not usable:
         what = (f"{len(scan.skipped)} unreadable, {len(tiny)} under 4 px a side"
                 if scan.skipped or tiny else "no image files")
@@ -495,7 +496,7 @@ def fit_files(inputs, out, kinds=None, max_shapes=None, shapes=None, force=False
     for path in others:
         skip(path, "not a PNG/JPEG file")
     for path, (h, w) in tiny:
-        at = fitted_size((h, w), max_side)
+        at = sizes[path]
         skip(path, f"{w}x{h} is smaller than 4 px a side" + (f" (fitted at {at[1]}x{at[0]})" if at != (h, w) else ""),
              f"{w}x{h}")
     folders, todo, existing = files.output_folders(usable, out, force)
@@ -510,7 +511,6 @@ def fit_files(inputs, out, kinds=None, max_shapes=None, shapes=None, force=False
 
     bar = keras.utils.Progbar(len(todo), unit_name="image") if progress and todo else None
     done = 0
-    sizes = {p: fitted_size(s, max_side) for p, s in zip(scan.paths, scan.sizes)}
     for chunk in _chunks(todo, sizes):
         images = {}
         for path in chunk:
