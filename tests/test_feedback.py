@@ -44,7 +44,7 @@ def test_nudge_moves_each_field_kind_within_its_range():
 def test_nudge_gradients_match_finite_differences_float64(float64):
     params, delta = _nudge_input(seed=1)
     layer = Nudge(KINDS, reach=0.2, dtype="float64")
-    probe = np.random.default_rng(2).normal(size=params.shape)
+    probe = keras.ops.convert_to_tensor(np.random.default_rng(2).normal(size=params.shape))
     check_gradients(jit(lambda p, d: keras.ops.sum(layer([p, d]) * probe)), [params, delta], samples=16)
 
 
@@ -143,6 +143,7 @@ def test_feedback_encoder_learns_and_keeps_its_output_through_save_and_load(tmp_
     np.testing.assert_allclose(to_numpy(loaded(images)), to_numpy(encoder(images)), atol=1e-5)
 
 
+@pytest.mark.slow
 def test_train_with_feedback_starts_from_a_trained_encoder_and_freezes_it(tmp_path):
     from shapegrad.train import train
 
