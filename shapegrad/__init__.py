@@ -3,7 +3,7 @@
 This module re-exports the public names and, by importing :mod:`shapegrad.layers`,
 :mod:`shapegrad.render` and :mod:`shapegrad.models`, registers every Keras class a
 saved ``.keras`` file of ours may hold (``Cones``, ``Render``, ``CoordinateChannels``,
-``ParameterHead``, ``SpatialReadout``, ``AnchoredHead``, ``ColorSolve``, ``Annealed``, :mod:`shapegrad.guide`'s ``GuideWeight``, :mod:`shapegrad.slots`' ``SlotRender`` and :mod:`shapegrad.encode`'s ``EncoderInfo``), so ``keras.saving.load_model`` needs only
+``ParameterHead``, ``SpatialReadout``, ``AnchoredHead``, ``ColorSolve``, ``Annealed``, :mod:`shapegrad.feedback`'s ``DrawGuess``, ``MaskedMean`` and ``Nudge``, :mod:`shapegrad.guide`'s ``GuideWeight``, :mod:`shapegrad.slots`' ``SlotRender`` and :mod:`shapegrad.encode`'s ``EncoderInfo``), so ``keras.saving.load_model`` needs only
 ``import shapegrad``.
 """
 
@@ -15,6 +15,7 @@ from shapegrad.models import Annealed
 from shapegrad.primitives import RenderSpec
 from shapegrad.render import Render
 from shapegrad.scenefit import SceneFit, fit_scene  # after Render: scenefit imports it
+from shapegrad import feedback  # noqa: E402 - after models and render, which it builds on
 from shapegrad.slots import SlotRender
 from shapegrad.safe import (
     angle_between,
@@ -42,6 +43,7 @@ __all__ = [
     "doctor",
     "encode",
     "encode_files",
+    "feedback",
     "guide",
     "models",
     "primitives",

@@ -127,6 +127,12 @@ def _add_train(subparsers):
                    help="where the encoder's colours come from: its head (default), or solved from the image "
                         "given its geometry and opacities (least squares; Render decoders), held constant in the "
                         "gradient (solve) or with the gradient flowing through the solve (solve-grad)")
+    p.add_argument("--feedback", type=int, default=0, metavar="N",
+                   help="N learnt feedback steps after the encoder: each draws the current guess, compares it with "
+                        "the image and corrects it (Render decoders; default 0)")
+    p.add_argument("--init", metavar="ENCODER",
+                   help="start from a trained encoder.keras (with --feedback it stays frozen and only the feedback "
+                        "steps learn)")
     p.add_argument("--noise", type=float, default=0.0, help="Gaussian noise on training inputs")
     p.add_argument("--steps-per-epoch", type=int, default=100, help="steps between checkpoints (default 100)")
     p.add_argument("--seed", type=int, default=0)
@@ -155,9 +161,14 @@ def _check_train(args):
                                                               and args.decoder == "slots")):
         raise UsageError(f"--colors {args.colors} solves the colours of a Render scene (--shapes SPEC, or --kinds "
                          f"with --decoder superset); not of the cone or of slots")
+    if args.feedback and (args.shapes == "cone" or (args.images is not None and args.kinds is not None
+                                                    and args.decoder == "slots")):
+        raise UsageError("--feedback draws the guess with a Render (--shapes SPEC, or --kinds with --decoder "
+                         "superset); not the cone or slots")
     for name in ("resolution", "steps", "batch_size", "test_size", "width", "steps_per_epoch", "devices"):
         _positive_int(args, name)
     _positive_int(args, "refine_steps", minimum=0)
+    _positive_int(args, "feedback", minimum=0)
     _number(args, "seconds", 0)
     _number(args, "learning_rate", 0)
     _number(args, "anneal_start", 0, 1)
@@ -177,8 +188,17 @@ def _check_train(args):
                                decoder=args.decoder if args.kinds is not None else "superset")
         for path, why in task.scan.skipped:
             print(f"shapegrad train: skipped unreadable {path}: {why}", file=sys.stderr)
-        return task
-    return None
+    else:
+        task = None
+    if args.init is not None:  # loaded here for its errors (exit 2), again by train()
+        from shapegrad import train
+
+        check = task if task is not None else train.Task(args.shapes, args.resolution, args.channels)
+        try:
+            train.load_init(args.init, check)
+        except ValueError as error:
+            raise UsageError(str(error).replace("init=", "--init=").replace("Expected init", "Expected --init")) from None
+    return task
 
 
 def _check_train_guide(args):
@@ -241,6 +261,8 @@ def _run_train(args, task):
             width=args.width,
             architecture=args.architecture,
             colors=args.colors,
+            feedback=args.feedback,
+            init=args.init,
             noise=args.noise,
             steps_per_epoch=args.steps_per_epoch,
             seed=args.seed,
@@ -265,6 +287,8 @@ def _run_train(args, task):
         guide_decay=args.guide_decay,
         architecture=args.architecture,
         colors=args.colors,
+        feedback=args.feedback,
+        init=args.init,
         seconds=args.seconds,
         learning_rate=args.learning_rate,
         anneal_start=args.anneal_start,

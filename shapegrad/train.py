@@ -267,6 +267,46 @@ def _guided(encoder, renderer, weight, ramp_steps):
     return keras.Model(inputs, outputs, name="guided")
 
 
+def _check_feedback(task):
+    from shapegrad.render import Render
+
+    if not isinstance(task.renderer, Render):
+        raise ValueError(f"Expected a Render decoder with feedback (its steps draw the parameters): synthetic "
+                         f"scenes or images with shapes / decoder='superset'. Received: shapes={task.shapes!r}")
+
+
+def load_init(init, task):
+    """The encoder ``train(init=...)`` starts from: ``init`` (a path or a Keras model), checked against ``task``.
+
+    Raises ``ValueError`` naming ``init`` when it cannot be loaded or does not
+    map the task's images ``(H, W, C)`` to its renderer's parameters. An
+    encoder of the user's images gets the task's metadata if it lacks it.
+    """
+    model = init
+    if isinstance(init, (str, os.PathLike)):
+        if not os.path.isfile(init):
+            raise ValueError(f"Expected init to be a trained encoder file. Received: init={os.fspath(init)!r} (no such file)")
+        try:
+            model = keras.saving.load_model(init)
+        except Exception as error:  # noqa: BLE001 - Keras raises many kinds for a foreign or broken file
+            first = (str(error).strip().splitlines() or [type(error).__name__])[0]
+            raise ValueError(f"Expected init to be a Keras model file. Received: init={os.fspath(init)!r} "
+                             f"({first[:200]})") from None
+    if not isinstance(model, keras.Model):
+        raise ValueError(f"Expected init to be a Keras model or its file. Received: init={init!r}")
+    shape = (task.resolution, task.resolution, task.channels)
+    size = len(task.fields) and sum(n for _, n, _ in task.fields)
+    if tuple(model.input_shape[1:]) != shape or tuple(model.output_shape[1:]) != (size,):
+        raise ValueError(f"Expected init to map images {shape} to the {size} parameters of shapes={task.shapes!r}. "
+                         f"Received: init with input shape {model.input_shape} and output shape {model.output_shape}")
+    if isinstance(task, ImageTask):
+        from shapegrad import encode
+
+        if encode._find_info(model) is None:
+            model = encode.with_info(model, task.info())
+    return model
+
+
 def _check_out(out, force):
     existing = [name for name in OUTPUTS if os.path.exists(os.path.join(out, name))]
     resuming = os.path.isdir(os.path.join(out, "backup"))
@@ -299,6 +339,8 @@ def train(
     width=16,
     architecture="cnn",
     colors="head",
+    feedback=0,
+    init=None,
     noise=0.0,
     steps_per_epoch=100,
     channels=1,
@@ -355,6 +397,15 @@ def train(
             with ``"solve-grad"`` the gradient flows through the solve into
             the geometry, which trained worse, see
             :func:`shapegrad.models.build_spatial_encoder`).
+        feedback: learnt feedback steps after the encoder
+            (:func:`shapegrad.feedback.build_feedback_encoder`: each draws the
+            current guess, compares it with the image and corrects it; ``Render``
+            decoders). 0: none.
+        init: a trained encoder to start from (a path to ``encoder.keras`` or a
+            Keras model, images of this task -> its parameters), instead of a
+            new one (``width``, ``architecture``, ``colors`` then describe only
+            new parts). With ``feedback`` it is frozen and only the feedback
+            steps learn; without, it is trained further.
         noise: Gaussian noise on the training inputs.
         channels: colour channels of a Render scene (1 or 3).
         devices: train data-parallel on this many devices
@@ -375,6 +426,13 @@ def train(
     _validate.one_of("loss", loss, ("mse", "pyramid"))
     _validate.one_of("architecture", architecture, ENCODERS)
     _validate.one_of("colors", colors, COLORS)
+    if isinstance(feedback, bool) or not isinstance(feedback, int) or feedback < 0:
+        raise ValueError(f"Expected feedback to be an integer >= 0. Received: feedback={feedback!r}")
+    if feedback:
+        _check_feedback(task)
+    init_from = os.fspath(init) if isinstance(init, (str, os.PathLike)) else getattr(init, "name", None)
+    if init is not None:
+        init = load_init(init, task)
     if not 0 < anneal_start <= 1:
         raise ValueError(f"Expected anneal_start to be in (0, 1]. Received: anneal_start={anneal_start!r}")
     if not 0 <= anneal <= 1:
@@ -392,7 +450,12 @@ def train(
 
     with distribute.data_parallel(devices, batch_size):
         keras.utils.set_random_seed(seed)
-        encoder = task.build_encoder(width, architecture, colors)
+        encoder = task.build_encoder(width, architecture, colors) if init is None else init
+        if feedback:
+            from shapegrad.feedback import build_feedback_encoder
+
+            encoder.trainable = init is None
+            encoder = build_feedback_encoder(encoder, task.renderer, feedback, width=width)
         targets = "params" if supervised else "images" if guide is None else "guided"
         data = task.dataset(batch_size, steps_per_epoch, seed, targets, noise)
         val_images, val_params = task.validation_set(seed)
@@ -456,6 +519,8 @@ def train(
         guide_decay=guide_decay if guide is not None else None,
         architecture=architecture,
         colors=colors,
+        feedback=feedback,
+        init=init_from,
         width=width,
         stopped_by_time_budget=budget.stopped_early,
         train_loss=[float(v) for v in whole["loss"]],

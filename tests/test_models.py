@@ -29,7 +29,8 @@ def test_saved_models_load_after_a_plain_import(tmp_path):
     expected = {}
     slots = SlotRender("disk,box", 2, 16, channels=1, presence_prior=0.01)
     renderers = (("cones", Cones(16)), ("scene", Render("disk,box", 16)), ("slots", slots),
-                 ("spatial", Render("disk,triangle", 16)), ("solve", Render("disk,triangle", 16, background=0.1)))
+                 ("spatial", Render("disk,triangle", 16)), ("solve", Render("disk,triangle", 16, background=0.1)),
+                 ("feedback", Render("disk,box", 16)))
     for name, renderer in renderers:
         keras.utils.set_random_seed(0)
         fields = renderer.fields() if name == "slots" else fields_for(renderer.spec)
@@ -38,6 +39,11 @@ def test_saved_models_load_after_a_plain_import(tmp_path):
         elif name == "solve":  # colours solved from the image: a ColorSolve inside the saved encoder
             encoder = build_spatial_encoder((16, 16, 1), renderer.spec, width=4, dense=8, colors="solve",
                                             renderer=renderer)
+        elif name == "feedback":  # shapegrad.feedback's layers around a nested encoder
+            from shapegrad.feedback import build_feedback_encoder
+
+            encoder = build_feedback_encoder(build_encoder((16, 16, 1), fields, width=4), renderer, steps=1, width=4,
+                                             dense=8)
         else:
             encoder = build_encoder((16, 16, 1), fields, width=4)
         model = build_autoencoder(encoder, Annealed(renderer, start=0.5, ramp_steps=4, name="renderer"))
@@ -70,7 +76,7 @@ def test_saved_models_load_after_a_plain_import(tmp_path):
         [sys.executable, "-c", script, str(tmp_path)], capture_output=True, text=True, env=env, timeout=300
     )
     assert done.returncode == 0, done.stderr[-3000:]
-    assert done.stdout.count("loaded") == 10
+    assert done.stdout.count("loaded") == 12
 
 
 def test_moved_names_stay_importable_under_their_saved_names():
