@@ -129,7 +129,8 @@ def _add_train(subparsers):
                         "gradient (solve) or with the gradient flowing through the solve (solve-grad)")
     p.add_argument("--feedback", type=int, default=0, metavar="N",
                    help="N learnt feedback steps after the encoder: each draws the current guess, compares it with "
-                        "the image and corrects it (Render decoders; default 0)")
+                        "the image and corrects it (Render decoders; default 0). Without --init the encoder and the "
+                        "steps train together")
     p.add_argument("--init", metavar="ENCODER",
                    help="start from a trained encoder.keras (with --feedback it stays frozen and only the feedback "
                         "steps learn)")
@@ -161,14 +162,15 @@ def _check_train(args):
                                                               and args.decoder == "slots")):
         raise UsageError(f"--colors {args.colors} solves the colours of a Render scene (--shapes SPEC, or --kinds "
                          f"with --decoder superset); not of the cone or of slots")
+    _positive_int(args, "feedback", minimum=0)
     if args.feedback and (args.shapes == "cone" or (args.images is not None and args.kinds is not None
                                                     and args.decoder == "slots")):
-        raise UsageError("--feedback draws the guess with a Render (--shapes SPEC, or --kinds with --decoder "
-                         "superset); not the cone or slots")
+        what = "--shapes cone" if args.shapes == "cone" else "--decoder slots"
+        raise UsageError(f"--feedback draws the guess with a Render (--shapes SPEC, or --kinds with --decoder "
+                         f"superset). Received: --feedback={args.feedback} with {what}")
     for name in ("resolution", "steps", "batch_size", "test_size", "width", "steps_per_epoch", "devices"):
         _positive_int(args, name)
     _positive_int(args, "refine_steps", minimum=0)
-    _positive_int(args, "feedback", minimum=0)
     _number(args, "seconds", 0)
     _number(args, "learning_rate", 0)
     _number(args, "anneal_start", 0, 1)
@@ -194,10 +196,7 @@ def _check_train(args):
         from shapegrad import train
 
         check = task if task is not None else train.Task(args.shapes, args.resolution, args.channels)
-        try:
-            train.load_init(args.init, check)
-        except ValueError as error:
-            raise UsageError(str(error).replace("init=", "--init=").replace("Expected init", "Expected --init")) from None
+        train.load_init(args.init, check, name="--init")  # a ValueError naming --init: exit 2
     return task
 
 

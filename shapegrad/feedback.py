@@ -41,8 +41,8 @@ from shapegrad.models import ColorSolve, CoordinateChannels, SpatialReadout
 
 __all__ = ["DrawGuess", "MaskedMean", "Nudge", "build_feedback_encoder"]
 
-# A fraction field stays this far inside (0, 1) before its logit is taken (a sigmoid's output can round to 0 or 1).
-_EDGE = 1e-4
+# Below this, Nudge's fraction update has no defined value (x = 0 or 1 against an underflowed sigmoid): x stays.
+_TINY = 1e-30
 
 
 @keras.saving.register_keras_serializable(package="shapegrad")
@@ -125,17 +125,28 @@ class Nudge(layers.Layer):
     - ``"direction"``: ``normalize(x + delta)`` (:func:`shapegrad.safe.safe_normalize`;
       the zero vector gives axis 0);
     - every other kind (sizes, angles, colours, opacities, in ``[0, 1]``):
-      ``sigmoid(logit(x) + delta)``, with ``x`` first moved ``1e-4`` inside
-      ``(0, 1)`` so that the logit is finite.
+      ``sigmoid(logit(x) + delta)``, computed as
+      ``x s / (x s + (1 - x) (1 - s))`` with ``s = sigmoid(delta)``: no
+      logit, so ``x = 0`` and ``1`` (a saturated sigmoid's output, a shape
+      switched off) stay exact, with a finite gradient; where both terms
+      underflow (``|delta| > ~88`` at ``x = 0`` or ``1``) ``x`` is kept.
 
-    ``delta = 0`` returns ``params`` (to within that ``1e-4``).
+    ``delta = 0`` returns ``params`` (directions: if they are unit vectors).
+
+    Example:
+        >>> import numpy as np
+        >>> layer = Nudge([("position", 2), ("size", 1)], reach=0.1)
+        >>> out = layer([np.float32([[0.5, 0.5, 0.0]]), np.float32([[100.0, -100.0, 3.0]])])
+        >>> np.round(keras.ops.convert_to_numpy(out), 4).tolist()  # moved at most 0.1; a size of 0 stays 0
+        [[0.6, 0.4, 0.0]]
     """
 
     def __init__(self, kinds, reach=0.15, **kwargs):
         super().__init__(**kwargs)
         self.kinds = tuple((str(k), int(n)) for k, n in kinds)
         for kind, size in self.kinds:
-            _validate.positive_int(f"size of a {kind} field", size)
+            if size < 1:
+                raise ValueError(f"Expected every field size to be a positive integer. Received: kinds={kinds!r}")
         self.reach = _validate.positive_number("reach", reach)
         self.size = sum(n for _, n in self.kinds)
 
@@ -143,7 +154,7 @@ class Nudge(layers.Layer):
         for shape in input_shapes:
             if shape[-1] != self.size:
                 raise ValueError(f"Expected params and delta with {self.size} features (the fields' sizes). "
-                                 f"Received: input shapes {[tuple(s) for s in input_shapes]}")
+                                 f"Received: input_shapes={[tuple(s) for s in input_shapes]}")
         self.built = True
 
     def compute_output_shape(self, input_shapes):
@@ -158,9 +169,11 @@ class Nudge(layers.Layer):
                 x = x + self.reach * ops.tanh(d)
             elif kind == "direction":
                 x = safe.safe_normalize(x + d, fallback=ops.one_hot(0, size, dtype=x.dtype))
-            else:
-                x = ops.clip(x, _EDGE, 1.0 - _EDGE)  # safe before the logit (a saturated sigmoid gives 0 or 1)
-                x = ops.sigmoid(ops.log(x) - ops.log1p(-x) + d)
+            else:  # sigmoid(logit(x) + d), written without the logit: exact and smooth at x = 0 and 1
+                up, down = x * ops.sigmoid(d), (1.0 - x) * ops.sigmoid(-d)
+                total = up + down  # 0 only where a sigmoid underflows (|d| > ~88 in float32) at x = 0 or 1
+                ok = ops.abs(total) > _TINY
+                x = ops.where(ok, up / ops.where(ok, total, 1.0), x)
             parts.append(x)
             start += size
         return ops.concatenate(parts, axis=-1)
@@ -184,9 +197,20 @@ def build_feedback_encoder(encoder, renderer, steps=2, width=16, dense=128, reac
         steps: feedback steps (weights shared between them).
         width: base width of each step's CNN (3x3 convolutions of ``width``,
             ``2 width``, ``4 width`` channels at ``H/2`` and ``H/4``, the last
-            two dilated so that each cell sees the whole 64 px image).
+            two dilated: a receptive field of 67 px; the mean features over the
+            map are the global context).
         dense: units of each shape's hidden layer.
         reach: the most a position moves per step (:class:`Nudge`).
+        name: the model's name.
+
+    Returns:
+        A Keras model, images ``(B, H, W, C)`` -> parameters ``(B, P)``, with
+        ``encoder`` inside it (see the module's example).
+
+    Raises:
+        ValueError: ``renderer`` is not a ``Render``, ``encoder`` is not a Keras
+        model of its images and parameters, or ``steps``, ``width``, ``dense``
+        are not positive integers.
 
     Each step reads ``[image, drawing, image - drawing, alphas, coordinates]``;
     per shape, its masked mean features, a soft-argmax readout of its own

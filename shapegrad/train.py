@@ -267,43 +267,68 @@ def _guided(encoder, renderer, weight, ramp_steps):
     return keras.Model(inputs, outputs, name="guided")
 
 
-def _check_feedback(task):
+def _check_feedback(task, feedback):
     from shapegrad.render import Render
 
     if not isinstance(task.renderer, Render):
         raise ValueError(f"Expected a Render decoder with feedback (its steps draw the parameters): synthetic "
-                         f"scenes or images with shapes / decoder='superset'. Received: shapes={task.shapes!r}")
+                         f"scenes or images with shapes / decoder='superset'. Received: feedback={feedback!r} with "
+                         f"shapes={task.shapes!r}")
 
 
-def load_init(init, task):
+def load_init(init, task, name="init"):
     """The encoder ``train(init=...)`` starts from: ``init`` (a path or a Keras model), checked against ``task``.
 
-    Raises ``ValueError`` naming ``init`` when it cannot be loaded or does not
-    map the task's images ``(H, W, C)`` to its renderer's parameters. An
-    encoder of the user's images gets the task's metadata if it lacks it.
+    Returns a new model (loaded from the file, or a copy of the model with its
+    weights), so the caller's model is never changed. Raises ``ValueError``
+    naming ``name`` (``"init"``; the command line passes ``"--init"``) when it
+    cannot be loaded, does not map the task's images ``(H, W, C)`` to its
+    renderer's parameters, draws other shapes (a ``Render`` inside it, as in
+    ``ColorSolve``), or carries the metadata of other images (an encoder of
+    the user's images: shapes, resolution, channels, decoder, kinds, maximum
+    count and background must be the task's). An encoder of the user's images
+    that carries no metadata gets the task's.
     """
-    model = init
     if isinstance(init, (str, os.PathLike)):
-        if not os.path.isfile(init):
-            raise ValueError(f"Expected init to be a trained encoder file. Received: init={os.fspath(init)!r} (no such file)")
+        path = os.fspath(init)
+        if not os.path.isfile(path):
+            why = "a folder" if os.path.isdir(path) else "no such file"
+            raise ValueError(f"Expected {name} to be a trained encoder file. Received: {name}={path!r} ({why})")
         try:
-            model = keras.saving.load_model(init)
+            model = keras.saving.load_model(path)
         except Exception as error:  # noqa: BLE001 - Keras raises many kinds for a foreign or broken file
             first = (str(error).strip().splitlines() or [type(error).__name__])[0]
-            raise ValueError(f"Expected init to be a Keras model file. Received: init={os.fspath(init)!r} "
-                             f"({first[:200]})") from None
-    if not isinstance(model, keras.Model):
-        raise ValueError(f"Expected init to be a Keras model or its file. Received: init={init!r}")
+            raise ValueError(f"Expected {name} to be a Keras model file. Received: {name}={path!r} ({first[:200]})") \
+                from None
+    elif isinstance(init, keras.Model):
+        model = keras.models.clone_model(init)
+        model.set_weights(init.get_weights())
+    else:
+        raise ValueError(f"Expected {name} to be a Keras model or its file. Received: {name}={init!r}")
     shape = (task.resolution, task.resolution, task.channels)
-    size = len(task.fields) and sum(n for _, n, _ in task.fields)
+    size = sum(n for _, n, _ in task.fields)
     if tuple(model.input_shape[1:]) != shape or tuple(model.output_shape[1:]) != (size,):
-        raise ValueError(f"Expected init to map images {shape} to the {size} parameters of shapes={task.shapes!r}. "
-                         f"Received: init with input shape {model.input_shape} and output shape {model.output_shape}")
-    if isinstance(task, ImageTask):
-        from shapegrad import encode
+        raise ValueError(f"Expected {name} to map images {shape} to the {size} parameters of shapes={task.shapes!r}. "
+                         f"Received: {name} with input shape {model.input_shape} and output shape "
+                         f"{model.output_shape}")
+    from shapegrad import encode
+    from shapegrad.render import Render
 
-        if encode._find_info(model) is None:
-            model = encode.with_info(model, task.info())
+    drawn = [layer.renderer.shapes for layer in model._flatten_layers(include_self=False, recursive=True)
+             if isinstance(getattr(layer, "renderer", None), Render)]
+    if isinstance(task.renderer, Render) and any(shapes != task.renderer.shapes for shapes in drawn):
+        raise ValueError(f"Expected {name} to draw the task's shapes ({task.shapes!r}). Received: {name} drawing "
+                         f"{drawn[0]!r}")
+    if isinstance(task, ImageTask):
+        info, want = encode._find_info(model), task.info()
+        if info is None:
+            return encode.with_info(model, want)
+        differ = [k for k in ("shapes", "resolution", "channels", "decoder", "kinds", "max_shapes") if info.get(k) != want[k]]
+        if not np.allclose(info.get("background", []), want["background"], atol=0.02):
+            differ.append("background")
+        if differ:
+            raise ValueError(f"Expected {name} to encode images like these ({', '.join(f'{k}={want[k]!r}' for k in differ)}). "
+                             f"Received: {name} with {', '.join(f'{k}={info.get(k)!r}' for k in differ)}")
     return model
 
 
@@ -403,9 +428,11 @@ def train(
             decoders). 0: none.
         init: a trained encoder to start from (a path to ``encoder.keras`` or a
             Keras model, images of this task -> its parameters), instead of a
-            new one (``width``, ``architecture``, ``colors`` then describe only
-            new parts). With ``feedback`` it is frozen and only the feedback
-            steps learn; without, it is trained further.
+            new one (``width`` then sizes only the feedback steps;
+            ``architecture`` and ``colors`` are unused). With ``feedback`` it is
+            frozen and only the feedback steps learn; without, it is trained
+            further. ``feedback`` without ``init`` trains a new encoder and the
+            steps together. See :func:`load_init` for what is checked.
         noise: Gaussian noise on the training inputs.
         channels: colour channels of a Render scene (1 or 3).
         devices: train data-parallel on this many devices
@@ -429,10 +456,10 @@ def train(
     if isinstance(feedback, bool) or not isinstance(feedback, int) or feedback < 0:
         raise ValueError(f"Expected feedback to be an integer >= 0. Received: feedback={feedback!r}")
     if feedback:
-        _check_feedback(task)
+        _check_feedback(task, feedback)
     init_from = os.fspath(init) if isinstance(init, (str, os.PathLike)) else getattr(init, "name", None)
     if init is not None:
-        init = load_init(init, task)
+        load_init(init, task)  # its errors before any work; loaded again inside the devices' scope
     if not 0 < anneal_start <= 1:
         raise ValueError(f"Expected anneal_start to be in (0, 1]. Received: anneal_start={anneal_start!r}")
     if not 0 <= anneal <= 1:
@@ -450,7 +477,8 @@ def train(
 
     with distribute.data_parallel(devices, batch_size):
         keras.utils.set_random_seed(seed)
-        encoder = task.build_encoder(width, architecture, colors) if init is None else init
+        # Inside the scope: under tf.distribute / JAX sharding its variables must be the strategy's.
+        encoder = task.build_encoder(width, architecture, colors) if init is None else load_init(init, task)
         if feedback:
             from shapegrad.feedback import build_feedback_encoder
 
@@ -517,8 +545,8 @@ def train(
         loss="params" if supervised else loss,
         guide=guide,
         guide_decay=guide_decay if guide is not None else None,
-        architecture=architecture,
-        colors=colors,
+        architecture=architecture if init is None else None,  # an init encoder is what it is
+        colors=colors if init is None else None,
         feedback=feedback,
         init=init_from,
         width=width,

@@ -73,6 +73,9 @@ def test_bad_argument_is_one_line_and_exit_2_from_a_subprocess(tmp_path):
         (["train", "--shapes", "disk", "--feedback", "-1", "--out", "{tmp}/o"], "--feedback=-1"),
         (["train", "--shapes", "disk", "--init", "{tmp}/none.keras", "--out", "{tmp}/o"], "--init="),
         (["train", "--shapes", "disk", "--init", "{tmp}/ok.png", "--out", "{tmp}/o"], "Expected --init"),
+        (["train", "--images", "{tmp}", "--kinds", "disk", "--max-shapes", "1", "--feedback", "1", "--out",
+          "{tmp}/o"], "--decoder slots"),
+        (["train", "--shapes", "disk", "--init", "{tmp}", "--out", "{tmp}/o"], "(a folder)"),
     ],
 )
 def test_bad_arguments_are_one_line_and_exit_2(argv, message, tmp_path, capsys):

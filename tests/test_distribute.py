@@ -28,6 +28,10 @@ SCRIPT = textwrap.dedent(
         m = train(f"{sys.argv[2]}/run{n}", resolution=16, steps=6, steps_per_epoch=2, batch_size=16,
                   test_size=16, refine_steps=0, width=4, devices=n, verbose=0)
         out[n] = {"loss": m["train_loss"], "devices": m["devices"], "iou": m["encoder_only"]["iou"]}
+    # Started from a trained encoder: loaded inside the devices' scope (its variables are the strategy's).
+    m = train(f"{sys.argv[2]}/init4", resolution=16, steps=2, steps_per_epoch=2, batch_size=16, test_size=16,
+              refine_steps=0, width=4, devices=4, init=f"{sys.argv[2]}/run1/encoder.keras", verbose=0)
+    out["init"] = m["train_loss"]
     print("RESULT" + json.dumps(out))
     """
 )
@@ -54,6 +58,7 @@ def test_four_simulated_devices_match_one(tmp_path):
     # gradient summed instead of averaged over 4 devices changes the loss by percents).
     np.testing.assert_allclose(four["loss"], one["loss"], rtol=1e-3)
     assert json.load(open(tmp_path / "run4" / "metrics.json"))["devices"] == 4
+    assert np.isfinite(result["init"]).all()
 
 
 def test_devices_errors_name_the_problem(tmp_path):

@@ -29,7 +29,7 @@ def test_nudge_moves_each_field_kind_within_its_range():
     params, delta = _nudge_input()
     layer = Nudge(KINDS, reach=0.1)
     same = to_numpy(layer([params, np.zeros_like(delta)]))
-    np.testing.assert_allclose(same, params, atol=2e-4)  # zero correction: unchanged (to the 1e-4 margin)
+    np.testing.assert_allclose(same, params, atol=1e-6)  # zero correction: unchanged
     moved = to_numpy(layer([params, 50 * delta]))
     positions = [0, 1, 3, 4]
     assert (np.abs(moved[:, positions] - params[:, positions]) <= 0.1 + 1e-6).all()  # at most reach per step
@@ -46,6 +46,20 @@ def test_nudge_gradients_match_finite_differences_float64(float64):
     layer = Nudge(KINDS, reach=0.2, dtype="float64")
     probe = keras.ops.convert_to_tensor(np.random.default_rng(2).normal(size=params.shape))
     check_gradients(jit(lambda p, d: keras.ops.sum(layer([p, d]) * probe)), [params, delta], samples=16)
+
+
+def test_nudge_at_fractions_0_and_1_stays_put_with_the_true_gradient_float64(float64):
+    """A shape switched off (opacity exactly 0) stays off, and its gradient is exp(delta), not a clipped 0."""
+    params, delta = _nudge_input(seed=3, batch=2)
+    params[:, [2, 5, 6, 9]] = [[0.0, 1.0, 0.0, 1.0], [1.0, 0.0, 1.0, 0.0]]
+    layer = Nudge(KINDS, dtype="float64")
+    out = to_numpy(layer([params.astype("float64"), delta.astype("float64")]))
+    np.testing.assert_array_equal(out[:, [2, 5, 6, 9]], params[:, [2, 5, 6, 9]])
+    probe = keras.ops.convert_to_tensor(np.random.default_rng(5).normal(size=params.shape))
+    check_gradients(jit(lambda p, d: keras.ops.sum(layer([p, d]) * probe)), [params, delta], samples=20)
+    _, (grad, _) = value_and_grad(lambda p, d: keras.ops.sum(layer([p, d])[:, 2]), params.astype("float64"),
+                                  delta.astype("float64"))
+    np.testing.assert_allclose(grad[0, 2], np.exp(delta[0, 2]), rtol=1e-6)  # d/dx sigmoid(logit x + d) at x = 0
 
 
 @given(params=adversarial_array((2, 10)), delta=adversarial_array((2, 10)),
@@ -118,6 +132,8 @@ def test_feedback_encoder_checks_its_arguments():
         build_feedback_encoder(base, render, steps=0)
     with pytest.raises(ValueError, match="Received: encoder="):
         build_feedback_encoder("encoder.keras", render)
+    one, three = (build_feedback_encoder(base, render, steps=n, width=4, dense=8) for n in (1, 3))
+    assert len(one.weights) == len(three.weights)  # the steps share their weights
 
 
 def test_feedback_encoder_learns_and_keeps_its_output_through_save_and_load(tmp_path):
@@ -156,8 +172,11 @@ def test_train_with_feedback_starts_from_a_trained_encoder_and_freezes_it(tmp_pa
     assert np.isfinite(result["iou"])
     second = keras.saving.load_model(tmp_path / "second" / "encoder.keras")
     inner = [layer for layer in second.layers if isinstance(layer, keras.Model)][0]
+    assert len(first.weights) == len(inner.weights)
     for a, b in zip(first.weights, inner.weights):  # the init encoder was frozen
         np.testing.assert_array_equal(to_numpy(a), to_numpy(b))
+    deltas = [w for w in second.weights if "delta" in w.path and w.path.endswith("kernel")]
+    assert deltas and all(np.abs(to_numpy(w)).max() > 0 for w in deltas)  # the steps learnt (they start at 0)
     assert json.loads((tmp_path / "second" / "metrics.json").read_text())["feedback"] == 1
     with pytest.raises(ValueError, match="Received: init="):
         train(str(tmp_path / "third"), feedback=1, init=str(tmp_path / "nothing.keras"), **common)
@@ -169,3 +188,27 @@ def test_train_with_feedback_starts_from_a_trained_encoder_and_freezes_it(tmp_pa
     with pytest.raises(ValueError, match="Expected a Render decoder with feedback"):
         train(str(tmp_path / "third"), feedback=1, **dict(common, shapes="cone", architecture="cnn", colors="head",
                                                           channels=1))
+
+
+def test_init_of_the_users_images_must_encode_images_like_them(tmp_path):
+    """An encoder of one folder's images (its metadata: shapes, background...) cannot start training on another's."""
+    from PIL import Image
+
+    from shapegrad import encode
+    from shapegrad.train import ImageTask, load_init
+
+    for name, value in (("black", 0), ("white", 255)):
+        (tmp_path / name).mkdir()
+        for k in range(2):
+            pixels = np.full((16, 16, 3), value, np.uint8)
+            pixels[4:9, 4 + k : 9 + k] = 128
+            Image.fromarray(pixels).save(tmp_path / name / f"{k}.png")
+    black = ImageTask(str(tmp_path / "black"), shapes="disk,box", resolution=16)
+    white = ImageTask(str(tmp_path / "white"), shapes="disk,box", resolution=16)
+    model = black.build_encoder(4, "cnn")
+    kept = load_init(model, black)
+    assert kept is not model and encode._find_info(kept) == encode._find_info(model)  # a copy, its metadata
+    with pytest.raises(ValueError, match="background"):
+        load_init(model, white)
+    with pytest.raises(ValueError, match="Received: --init with"):
+        load_init(model, ImageTask(str(tmp_path / "black"), shapes="box,disk", resolution=16), name="--init")
