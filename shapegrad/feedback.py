@@ -41,8 +41,9 @@ from shapegrad.models import ColorSolve, CoordinateChannels, SpatialReadout
 
 __all__ = ["DrawGuess", "MaskedMean", "Nudge", "build_feedback_encoder"]
 
-# Below this, Nudge's fraction update has no defined value (x = 0 or 1 against an underflowed sigmoid): x stays.
-_TINY = 1e-30
+# Below this, Nudge's fraction update keeps x: at x = 0 or 1 against a sigmoid that underflows it has no
+# defined value, and its gradient divides by the square of the denominator (1e-20 squared flushes to 0 in float32).
+_TINY = 1e-15
 
 
 @keras.saving.register_keras_serializable(package="shapegrad")
@@ -128,8 +129,9 @@ class Nudge(layers.Layer):
       ``sigmoid(logit(x) + delta)``, computed as
       ``x s / (x s + (1 - x) (1 - s))`` with ``s = sigmoid(delta)``: no
       logit, so ``x = 0`` and ``1`` (a saturated sigmoid's output, a shape
-      switched off) stay exact, with a finite gradient; where both terms
-      underflow (``|delta| > ~88`` at ``x = 0`` or ``1``) ``x`` is kept.
+      switched off) stay exact, with a finite gradient; where the
+      denominator is below ``1e-15`` (``x`` within that of 0 or 1 and
+      ``|delta| > ~35``) ``x`` is kept.
 
     ``delta = 0`` returns ``params`` (directions: if they are unit vectors).
 
@@ -171,7 +173,7 @@ class Nudge(layers.Layer):
                 x = safe.safe_normalize(x + d, fallback=ops.one_hot(0, size, dtype=x.dtype))
             else:  # sigmoid(logit(x) + d), written without the logit: exact and smooth at x = 0 and 1
                 up, down = x * ops.sigmoid(d), (1.0 - x) * ops.sigmoid(-d)
-                total = up + down  # 0 only where a sigmoid underflows (|d| > ~88 in float32) at x = 0 or 1
+                total = up + down  # tiny only near x = 0 or 1 against a huge |d| (sigmoid(-35) = 6e-16)
                 ok = ops.abs(total) > _TINY
                 x = ops.where(ok, up / ops.where(ok, total, 1.0), x)
             parts.append(x)

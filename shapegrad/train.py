@@ -317,8 +317,10 @@ def load_init(init, task, name="init"):
     drawn = [layer.renderer.shapes for layer in model._flatten_layers(include_self=False, recursive=True)
              if isinstance(getattr(layer, "renderer", None), Render)]
     if isinstance(task.renderer, Render) and any(shapes != task.renderer.shapes for shapes in drawn):
+        from shapegrad.primitives import format_shapes
+
         raise ValueError(f"Expected {name} to draw the task's shapes ({task.shapes!r}). Received: {name} drawing "
-                         f"{drawn[0]!r}")
+                         f"{format_shapes(drawn[0])!r}")
     if isinstance(task, ImageTask):
         info, want = encode._find_info(model), task.info()
         if info is None:
