@@ -36,7 +36,7 @@ Example:
 import keras
 from keras import layers, ops
 
-from shapegrad import _validate, safe
+from shapegrad import _validate, raster, safe
 from shapegrad.models import ColorSolve, CoordinateChannels, SpatialReadout
 
 __all__ = ["DrawGuess", "MaskedMean", "Nudge", "build_feedback_encoder"]
@@ -75,10 +75,11 @@ class DrawGuess(layers.Layer):
 
     def call(self, params):
         params = ops.stop_gradient(params)
-        drawn = self.renderer(params)
-        alphas, _ = self.renderer.alphas(params)
-        alphas = ops.cast(ops.transpose(alphas, (0, 2, 3, 1)), drawn.dtype)
-        return ops.stop_gradient(ops.concatenate([drawn, alphas], axis=-1))
+        r = self.renderer
+        alphas, colors = r.alphas(params)  # the image is their composite: the shapes are drawn once
+        background = ops.convert_to_tensor(r.background, alphas.dtype)
+        drawn = raster.composite(alphas, colors, None, background, r.composite, axis=1)
+        return ops.stop_gradient(ops.concatenate([drawn, ops.transpose(alphas, (0, 2, 3, 1))], axis=-1))
 
     def get_config(self):
         config = super().get_config()
