@@ -22,6 +22,7 @@ Example:
 """
 
 import copy
+import functools
 import math
 
 import keras
@@ -400,7 +401,7 @@ def _ellipse_nearest(local, radii):
     then used with the true radii, which keeps the error small (see above).
     """
     p = ops.abs(local)
-    return _ellipse_nearest_components(p[..., 0], p[..., 1], radii[..., 0], radii[..., 1])
+    return _ellipse_nearest_components(p[..., 0], p[..., 1], radii[..., 0], radii[..., 1], unroll=True)
 
 
 _BEZIER_NEWTON = 8
@@ -724,10 +725,9 @@ class EllipseKernel(_Kernel):
         tx, ty = _ellipse_nearest_components(ops.abs(x), ops.abs(y), a, b)
         q0, q1 = x - sx * a * tx, y - sy * b * ty
         # Exact inside test on scaled values (as _ellipse): x^2 b^2 + y^2 a^2 < a^2 b^2.
-        s = safe._maximum(a, b)
-        s = ops.where(s > 0, s, ops.ones_like(s))
-        xn, yn = ops.clip(x / s, -1e15, 1e15), ops.clip(y / s, -1e15, 1e15)
-        an, bn = a / s, b / s
+        inv_s = _inverse_scale(safe._maximum(a, b))  # per shape: no division per pixel
+        xn, yn = ops.clip(x * inv_s, -1e15, 1e15), ops.clip(y * inv_s, -1e15, 1e15)
+        an, bn = a * inv_s, b * inv_s
         an2, bn2 = an * an, bn * bn
         inside = xn * xn * bn2 + yn * yn * an2 < an2 * bn2
         length = ops.sqrt(q0 * q0 + q1 * q1)
@@ -738,15 +738,15 @@ class EllipseKernel(_Kernel):
         tx, ty = saved
         r0, r1, x, y, sx, sy = self._local(c0, c1, u0, u1)
         q0, q1 = x - sx * a * tx, y - sy * b * ty
-        inv, ok = _inverse_length(q0 * q0 + q1 * q1)
-        signed = ops.where(d < 0, -inv, inv)
-        # On the boundary (q = 0): the outward normal, along (x / a^2, y / b^2) ~ (b tx, a ty).
-        m0, m1 = sx * b * tx, sy * a * ty
-        m_inv, m_ok = _inverse_length(m0 * m0 + m1 * m1)
-        n0 = ops.where(m_ok, m0 * m_inv, ops.ones_like(m0))
-        n1 = m1 * m_inv
-        g0 = ops.where(ok, q0 * signed, n0)
-        g1 = ops.where(ok, q1 * signed, n1)
+        ok = q0 * q0 + q1 * q1 >= safe._tiny(q0)
+        # The gradient direction: sign(d) q / |q|; on the boundary (q = 0) the outward normal,
+        # along (x / a^2, y / b^2) ~ (b tx, a ty); (1, 0) if that is 0 too. One square root a
+        # pixel: the vector is chosen first, then normalised.
+        v0, v1 = ops.where(ok, q0, sx * b * tx), ops.where(ok, q1, sy * a * ty)
+        inv, v_ok = _inverse_length(v0 * v0 + v1 * v1)
+        inv = ops.where(ok & (d < 0), -inv, inv)
+        g0 = ops.where(v_ok, v0 * inv, ops.ones_like(v0))
+        g1 = v1 * inv
         return _frame_terms(w, r0, r1, g0, g1) + (w * g0 * sx * tx, w * g1 * sy * ty)
 
     def gradients(self, params, sums):
@@ -755,32 +755,112 @@ class EllipseKernel(_Kernel):
         return dc0, dc1, -sums[4], -sums[5], du0, du1
 
 
-def _ellipse_nearest_components(px, py, a, b):
-    """:func:`_ellipse_nearest` on separate maps ``|x|, |y|`` and radii ``a, b``: the one copy of the iteration."""
-    s = safe._maximum(safe._maximum(px, py), safe._maximum(a, b))
-    s = ops.where(s > 0, s, ops.ones_like(s))
-    px, py, a, b = px / s, py / s, a / s, b / s
-    a = safe._maximum(a, _ELLIPSE_FLOOR * ops.ones_like(a))
-    b = safe._maximum(b, _ELLIPSE_FLOOR * ops.ones_like(b))
+def _inverse_scale(s):
+    """``1 / s`` where ``s`` (>= 0) is a normal number, else 1: the reciprocal of a subnormal overflows."""
+    ok = s >= safe._tiny(s)
+    return ops.where(ok, 1.0 / ops.where(ok, s, ops.ones_like(s)), ops.ones_like(s))
+
+
+def _fixed_loop(count, step, start, unroll=False):
+    """``ops.fori_loop(0, count, step, start)``; on TensorFlow a ``tf.while_loop`` with ``maximum_iterations``.
+
+    XLA compiles a TensorFlow loop inside a gradient tape only with a fixed
+    trip count (the tape keeps per-step accumulators), which Keras' loop does
+    not set. A ``tf.function(jit_compile=True)`` called under a tape outside it
+    cannot hand those accumulators out at all, so code that autodiff may trace
+    (the points form, :func:`_ellipse`) asks for ``unroll``: a Python loop.
+    """
+    if unroll:
+        for i in range(count):
+            start = step(i, start)
+        return start
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        def body(i, value):
+            return i + 1, step(i, value)
+
+        return tf.while_loop(lambda i, _: i < count, body, (0, start), maximum_iterations=count)[1]
+    return ops.fori_loop(0, count, step, start)
+
+
+def _ellipse_nearest_components(px, py, a, b, unroll=False):
+    """:func:`_ellipse_nearest` on separate maps ``|x|, |y|`` and radii ``a, b``: the one copy of the iteration.
+
+    Chatfield's step from the nearest-point estimate ``t = (tx, ty)`` (unit,
+    >= 0) is: evolute point ``e = (c tx^3 / a, -c ty^3 / b)``, ``c = a^2 - b^2``;
+    ``r = (a tx, b ty) - e``, ``q = p - e``; ``t' = clip((q |r| / |q| + e) / (a, b), 0, 1)``,
+    normalised (:func:`_chatfield_step`). All steps but the last are computed on
+    one map, ``u = tan(angle / 2)`` of ``t`` (:func:`_half_angle_step`), with two
+    square roots and two divisions instead of three and seven; the last step is
+    the plain one, whose rounding sets the float32 precision of the point (the
+    half-angle form alone left the gradient of pixels within 1e-3 px of the
+    boundary up to 5x noisier). Measured: an ellipse's forward+backward 1.3x
+    faster on TensorFlow-XLA and JAX-jit, the same point to float32 rounding
+    (float64: 1e-12). The half-angle steps run in a loop (:func:`_fixed_loop`):
+    unrolled, XLA on CPU re-derived each step's ``u`` from all the earlier steps'
+    maps in every later fusion.
+    """
+    inv_s = _inverse_scale(safe._maximum(safe._maximum(px, py), safe._maximum(a, b)))
+    px, py = px * inv_s, py * inv_s
+    a = safe._maximum(a * inv_s, _ELLIPSE_FLOOR * ops.ones_like(px))
+    b = safe._maximum(b * inv_s, _ELLIPSE_FLOOR * ops.ones_like(px))
+    start = (math.sqrt(2.0) - 1.0) * ops.ones_like(px)  # tan(pi / 8): t = (1, 1) / sqrt(2)
+    step = functools.partial(_half_angle_step, px, py, a, b, start)
+    u = _fixed_loop(_ELLIPSE_ITERATIONS - 1, lambda _, u: step(u), start, unroll)
+    uu = u * u
+    inv_d = 1.0 / (1.0 + uu)
+    return _chatfield_step(px, py, a, b, (1.0 - uu) * inv_d, 2.0 * u * inv_d)
+
+
+def _half_angle_step(px, py, a, b, start, u):
+    """Chatfield's step on ``u = tan(angle / 2)``: ``t = (X, Y) / D``, ``(X, Y, D) = (1 - u^2, 2u, 1 + u^2)``.
+
+    Every term of the step shares the factor ``1 / D^3``, so ``|r| / |q|`` is
+    one ratio free of it, and ``t'`` is known up to a positive factor, which is
+    all ``u' = t'_y / (|t'| + t'_x)`` needs; the clip at 1 becomes a clip at that
+    factor, ``a^2 b^2 D^3``. ``t' = 0`` gives ``start`` back.
+    """
+    one = ops.ones_like(u)
+    a2, b2 = a * a, b * b
+    c = a2 - b2
+    uu = u * u
+    x, y, d = 1.0 - uu, 2.0 * u, 1.0 + uu
+    d2 = d * d
+    d3 = d2 * d
+    cx3, cy3 = c * x * x * x, c * y * y * y
+    # r and q times a b D^3, each component over its radius (the ratio only needs that).
+    rx, ry = a2 * x * d2 - cx3, b2 * y * d2 + cy3
+    qx, qy = px * a * d3 - cx3, py * b * d3 + cy3
+    num = b2 * rx * rx + a2 * ry * ry
+    den = b2 * qx * qx + a2 * qy * qy
+    ok = den > 0
+    k = ops.where(ok, ops.sqrt(num / ops.where(ok, den, one)), ops.zeros_like(den))  # |r| / |q|
+    top = a2 * b2 * d3
+    tx = ops.clip(b2 * (qx * k + cx3), 0.0, top)  # t' a^2 b^2 D^3
+    ty = ops.clip(a2 * (qy * k - cy3), 0.0, top)
+    half = ops.sqrt(tx * tx + ty * ty) + tx
+    ok = half > 0
+    return ops.where(ok, ty / ops.where(ok, half, one), start)
+
+
+def _chatfield_step(px, py, a, b, tx, ty):
+    """One step of Chatfield's evolute iteration on ``t = (tx, ty)`` (see :func:`_ellipse_nearest_components`)."""
     one = ops.ones_like(px)
-    tx = ty = math.sqrt(0.5) * one
     c = a * a - b * b
-    for _ in range(_ELLIPSE_ITERATIONS):
-        ex = c * tx * tx * tx / a
-        ey = -c * ty * ty * ty / b
-        rx, ry = a * tx - ex, b * ty - ey
-        qx, qy = px - ex, py - ey
-        rr = safe.safe_sqrt(rx * rx + ry * ry)
-        qq = safe.safe_sqrt(qx * qx + qy * qy)
-        k = safe.safe_div(rr, qq)
-        tx = ops.clip((qx * k + ex) / a, 0.0, 1.0)
-        ty = ops.clip((qy * k + ey) / b, 0.0, 1.0)
-        t = safe.safe_sqrt(tx * tx + ty * ty)
-        zero = t == 0
-        t = ops.where(zero, one, t)
-        tx = ops.where(zero, math.sqrt(0.5) * one, tx / t)
-        ty = ops.where(zero, math.sqrt(0.5) * one, ty / t)
-    return tx, ty
+    ex = c * tx * tx * tx / a
+    ey = -c * ty * ty * ty / b
+    rx, ry = a * tx - ex, b * ty - ey
+    qx, qy = px - ex, py - ey
+    rr = safe.safe_sqrt(rx * rx + ry * ry)
+    qq = safe.safe_sqrt(qx * qx + qy * qy)
+    k = safe.safe_div(rr, qq)
+    tx = ops.clip((qx * k + ex) / a, 0.0, 1.0)
+    ty = ops.clip((qy * k + ey) / b, 0.0, 1.0)
+    t = safe.safe_sqrt(tx * tx + ty * ty)
+    zero = t == 0
+    t = ops.where(zero, one, t)
+    return ops.where(zero, math.sqrt(0.5) * one, tx / t), ops.where(zero, math.sqrt(0.5) * one, ty / t)
 
 
 class PolygonKernel(_Kernel):
@@ -870,8 +950,9 @@ class PolygonKernel(_Kernel):
                 out0, out1 = ops.zeros_like(index) + n0, ops.zeros_like(index) + n1
             else:
                 out0, out1 = ops.where(index == j, n0, out0), ops.where(index == j, n1, out1)
-        inv, ok = _inverse_length(nearest)
-        m = ops.where(d < 0, -w, w) * inv
+        # w sign(d) / |q| as w / d: one division a pixel (d = +-sqrt(nearest), from the forward pass).
+        ok = nearest >= safe._tiny(nearest)
+        m = w / ops.where(ok, d, ops.ones_like(d))
         g0 = ops.where(ok, m * q0, w * out0)
         g1 = ops.where(ok, m * q1, w * out1)
         terms = ()
