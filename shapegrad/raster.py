@@ -284,9 +284,45 @@ def paint_planes(mode, state, alpha, colors):
     """:func:`paint` on channel planes: ``alpha`` ``(B, H, W)``, ``colors`` ``C`` values broadcastable to it."""
     alpha = ops.convert_to_tensor(alpha)
     if mode == "over":
-        return tuple(alpha * c + (1.0 - alpha) * image for image, c in zip(state, colors))
+        return tuple(_tint(alpha, c) + (1.0 - alpha) * image for image, c in zip(state, colors))
     clear, weight = state[:2]
-    return (clear * (1.0 - alpha), weight + alpha) + tuple(p + alpha * c for p, c in zip(state[2:], colors))
+    return (clear * (1.0 - alpha), weight + alpha) + tuple(p + _tint(alpha, c) for p, c in zip(state[2:], colors))
+
+
+def _tint(alpha, color):
+    """``alpha * color``: a map ``(B, H, W)`` times one value per image; on TensorFlow, a folded backward.
+
+    The colour's gradient is a pixel sum, ``sum(g * alpha)``, one per shape and
+    channel (12 for four shapes in colour). TensorFlow's XLA on CPU writes each
+    summed map to memory and reduces it in a separate pass, so there it is
+    folded over the row blocks of :func:`shapegrad.sdf._row_blocks` (the blocks'
+    products added elementwise, then one sum: the same sum in another order).
+    Measured (TensorFlow-XLA, 64 px, batch 32, ``disk,box,triangle,ellipse`` in
+    colour): the colours' gradients were 1.4 of 7.6 ms of the forward+backward.
+    Elsewhere, or for a colour of another shape, the plain product.
+    """
+    color = ops.convert_to_tensor(color, alpha.dtype)
+    height = alpha.shape[-2]
+    blocks = sdf._row_blocks(height) if len(alpha.shape) == 3 and height else 1
+    if blocks == 1 or tuple(color.shape) != (alpha.shape[0], 1, 1):
+        return alpha * color
+
+    @ops.custom_gradient
+    def tint(alpha, color):
+        def grad(*upstream_args, upstream=None):
+            if upstream is None:
+                (upstream,) = upstream_args
+            g = ops.cast(upstream, alpha.dtype)
+
+            def block(start, stop):
+                return (g[:, start:stop] * alpha[:, start:stop],)
+
+            (folded,) = sdf._fold_rows(height, blocks, block)
+            return g * color, ops.sum(folded, axis=(-2, -1), keepdims=True)
+
+        return alpha * color, grad
+
+    return tint(alpha, color)
 
 
 def finish_planes(mode, state, background):

@@ -307,3 +307,30 @@ def test_solve_colors_rejects_bad_arguments():
         raster.solve_colors(alphas, image, ridge=-0.1)
     with pytest.raises(ValueError, match="Received: mode='add'"):
         raster.solve_colors(alphas, image, mode="add")
+
+
+@pytest.mark.parametrize("mode", ["over", "union"])
+def test_paint_planes_folded_colour_gradient_is_the_plain_one(mode, float64, monkeypatch):
+    """The row-block fold of the colour's pixel sum (TensorFlow's, forced here on every backend) changes no gradient."""
+    from shapegrad import sdf
+
+    rng = np.random.default_rng(5)
+    alpha, weights = rng.uniform(0, 1, (2, 8, 8)), rng.normal(size=(3, 2, 8, 8))
+    colors = [rng.uniform(0, 1, (2, 1, 1)) for _ in range(3)]
+    state = raster.start_planes(mode, [rng.uniform(0, 1, (2, 8, 8)) for _ in range(3)])
+
+    def loss(alpha, *colors):
+        planes = raster.paint_planes(mode, state, alpha, colors)
+        return sum(ops.sum(p * ops.convert_to_tensor(w)) for p, w in zip(planes[-3:], weights))
+
+    results = {}
+    for blocks in (1, 4):
+        from keras import backend
+
+        monkeypatch.setattr(sdf, "_SUM_BLOCKS", {backend.backend(): blocks})
+        results[blocks] = value_and_grad(loss, alpha, *colors)
+    np.testing.assert_allclose(results[4][0], results[1][0], rtol=1e-12)
+    for folded, plain in zip(results[4][1], results[1][1]):
+        np.testing.assert_allclose(folded, plain, rtol=1e-12, atol=1e-12)
+    # and against finite differences (a kink-free function of alpha and the colours)
+    check_gradients(loss, [alpha] + colors)
