@@ -807,7 +807,9 @@ def _ellipse_nearest_components(px, py, a, b, unroll=False):
         tx, ty = _half_angle_step(px, py, a, b, u)
         half = ops.sqrt(tx * tx + ty * ty) + tx  # u' = ty' / (|t'| + tx'), whatever t''s length
         ok = half > 0
-        return ops.where(ok, ty / ops.where(ok, half, ops.ones_like(half)), start)  # t' = 0: the start
+        # u is in [0, 1] (the angle in [0, pi / 2]); the clip only catches squares that underflowed.
+        u = ops.clip(ty / ops.where(ok, half, ops.ones_like(half)), 0.0, 1.0)
+        return ops.where(ok, u, start)  # t' = 0: the start
 
     u = _fixed_loop(_ELLIPSE_ITERATIONS - 1, step, start, unroll)
     tx, ty = _half_angle_step(px, py, a, b, u)
