@@ -158,16 +158,14 @@ def _check_train(args):
         _check_train_images(args)
     if args.guide is not None or args.guide_decay is not None:
         _check_train_guide(args)
-    if args.colors != "head" and (args.shapes == "cone" or (args.images is not None and args.kinds is not None
-                                                              and args.decoder == "slots")):
+    other = _not_a_render(args)
+    if args.colors != "head" and other:
         raise UsageError(f"--colors {args.colors} solves the colours of a Render scene (--shapes SPEC, or --kinds "
                          f"with --decoder superset); not of the cone or of slots")
     _positive_int(args, "feedback", minimum=0)
-    if args.feedback and (args.shapes == "cone" or (args.images is not None and args.kinds is not None
-                                                    and args.decoder == "slots")):
-        what = "--shapes cone" if args.shapes == "cone" else "--decoder slots"
+    if args.feedback and other:
         raise UsageError(f"--feedback draws the guess with a Render (--shapes SPEC, or --kinds with --decoder "
-                         f"superset). Received: --feedback={args.feedback} with {what}")
+                         f"superset). Received: --feedback={args.feedback} with {other}")
     for name in ("resolution", "steps", "batch_size", "test_size", "width", "steps_per_epoch", "devices"):
         _positive_int(args, name)
     _positive_int(args, "refine_steps", minimum=0)
@@ -198,6 +196,15 @@ def _check_train(args):
         check = task if task is not None else train.Task(args.shapes, args.resolution, args.channels)
         train.load_init(args.init, check, name="--init")  # a ValueError naming --init: exit 2
     return task
+
+
+def _not_a_render(args):
+    """The option that makes the trained decoder something other than a Render scene, or None."""
+    if args.shapes == "cone":
+        return "--shapes cone"
+    if args.images is not None and args.kinds is not None and args.decoder == "slots":
+        return "--decoder slots"
+    return None
 
 
 def _check_train_guide(args):

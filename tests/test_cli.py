@@ -69,7 +69,7 @@ def test_bad_argument_is_one_line_and_exit_2_from_a_subprocess(tmp_path):
         (["train", "--steps", "two", "--out", "{tmp}/o"], "--steps"),
         (["train", "--colors", "solve", "--out", "{tmp}/o"], "--colors solve"),  # the cone has no colours
         (["train", "--colors", "paint", "--out", "{tmp}/o"], "--colors"),
-        (["train", "--feedback", "2", "--out", "{tmp}/o"], "--feedback"),  # the cone is not a Render
+        (["train", "--feedback", "2", "--out", "{tmp}/o"], "--feedback=2 with --shapes cone"),  # not a Render
         (["train", "--shapes", "disk", "--feedback", "-1", "--out", "{tmp}/o"], "--feedback=-1"),
         (["train", "--shapes", "disk", "--init", "{tmp}/none.keras", "--out", "{tmp}/o"], "--init="),
         (["train", "--shapes", "disk", "--init", "{tmp}/ok.png", "--out", "{tmp}/o"], "Expected --init"),
