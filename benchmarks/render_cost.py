@@ -13,6 +13,10 @@ and the ratio of each to a Cones pixel (the target of issue 15: Render <= 3x), p
 
     KERAS_BACKEND=jax .venv/bin/python benchmarks/render_cost.py
     KERAS_BACKEND=tensorflow .venv/bin/python benchmarks/render_cost.py --per-kind
+    KERAS_BACKEND=tensorflow .venv/bin/python benchmarks/render_cost.py --per-kind --keep-freed-memory
+
+``--keep-freed-memory``: glibc keeps large freed blocks for reuse, as the command line runs
+(:func:`shapegrad.allocator.keep_freed_memory`); without it, glibc's defaults.
 """
 
 import argparse
@@ -25,6 +29,7 @@ import numpy as np  # noqa: E402
 from keras import ops  # noqa: E402
 
 from shapegrad import bench  # noqa: E402
+from shapegrad.allocator import keep_freed_memory  # noqa: E402
 from shapegrad.layers import Cones  # noqa: E402
 from shapegrad.render import Render  # noqa: E402
 
@@ -60,7 +65,9 @@ def main():
     parser.add_argument("--round-seconds", type=float, default=0.3, help="about this many seconds per round")
     parser.add_argument("--per-kind", action="store_true", help="also each kind of --shapes alone")
     parser.add_argument("--no-naive", action="store_true", help="skip the naive baselines")
+    parser.add_argument("--keep-freed-memory", action="store_true", help="glibc keeps freed blocks (as the CLI runs)")
     args = parser.parse_args()
+    kept = args.keep_freed_memory and keep_freed_memory()
     n = args.resolution
 
     # name -> (step, args, shape-pixels per call)
@@ -92,7 +99,8 @@ def main():
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     print(
         f"{keras.backend.backend()} ({compile_mode}), {n} px, Cones batch {args.cones_batch}, Render batch "
-        f"{args.batch}, {args.channels} channels; median of {args.rounds} interleaved rounds; load {load:.2f}"
+        f"{args.batch}, {args.channels} channels; median of {args.rounds} interleaved rounds; load {load:.2f}; "
+        f"freed memory {'kept' if kept else 'returned (allocator defaults)'}"
     )
     print("| step | ms per call | M (shape-)pixels/s | ns per (shape-)pixel | x Cones pixel | first call s |")
     print("|---|---|---|---|---|---|")

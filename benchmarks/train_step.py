@@ -25,8 +25,14 @@ timed (row "scheduler off, this program only"). In jax 0.10.2 the option is acce
 compiled program is the same, instruction for instruction, so there is nothing to time.
 
     KERAS_BACKEND=jax .venv/bin/python benchmarks/train_step.py
+    KERAS_BACKEND=jax .venv/bin/python benchmarks/train_step.py --keep-freed-memory
+
+``--keep-freed-memory``: glibc keeps large freed blocks for reuse, as the command line runs
+(:func:`shapegrad.allocator.keep_freed_memory`). Without it (glibc's defaults) every call maps
+its temporary buffer afresh: a page fault per 4 KB page, a large part of the scene step.
 """
 
+import argparse
 import os
 import re
 
@@ -37,6 +43,7 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
 from shapegrad import Cones  # noqa: E402
+from shapegrad.allocator import keep_freed_memory  # noqa: E402
 from shapegrad.models import CONE_FIELDS, build_encoder  # noqa: E402
 from shapegrad.data import ConeDataset  # noqa: E402
 from shapegrad.train import Task  # noqa: E402
@@ -112,6 +119,10 @@ def report(title, calls, first, rounds=7, iters=5):
     )
 
 
+parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+parser.add_argument("--keep-freed-memory", action="store_true", help="glibc keeps freed blocks (as the CLI runs)")
+kept = parser.parse_args().keep_freed_memory and keep_freed_memory()
+print(f"JAX {jax.__version__}, batch {B}, {N} px; freed memory {'kept' if kept else 'returned (allocator defaults)'}")
 print("| step | time | rate |\n|---|---|---|")
 cones = Cones(N)
 images, params = ConeDataset(N, B, 1, seed=0).sample(0)

@@ -8,7 +8,8 @@ saved ``.keras`` file of ours may hold (``Cones``, ``Render``, ``CoordinateChann
 """
 
 from shapegrad import _startup  # noqa: F401 - first: the command line's quiet TensorFlow start-up
-from shapegrad import doctor, encode, guide, models, primitives, raster, safe, sdf
+from shapegrad import allocator, doctor, encode, guide, models, primitives, raster, safe, sdf
+from shapegrad.allocator import keep_freed_memory
 from shapegrad.encode import Encoder, encode_files
 from shapegrad.layers import Cones
 from shapegrad.models import Annealed
@@ -39,12 +40,14 @@ __all__ = [
     "SceneFit",
     "SlotRender",
     "angle_between",
+    "allocator",
     "fit_scene",
     "doctor",
     "encode",
     "encode_files",
     "feedback",
     "guide",
+    "keep_freed_memory",
     "models",
     "primitives",
     "raster",
