@@ -31,6 +31,7 @@ __all__ = [
     "finish",
     "finish_planes",
     "over",
+    "over_planes",
     "paint",
     "paint_planes",
     "pixel_grid",
@@ -324,6 +325,81 @@ def _tint(alpha, color):
         return alpha * color, grad
 
     return tint(alpha, color)
+
+
+def over_planes(alphas, colors, background):
+    """"over" compositing of ``K`` shapes on ``C`` channel planes, as one op: the image ``(B, H, W, C)``.
+
+    ``alphas``: ``K`` maps ``(B, H, W)``, back to front; ``colors``: ``K``
+    lists of ``C`` values ``(B, 1, 1)``; ``background``: ``C`` maps
+    ``(B, H, W)``. The same image as folding :func:`paint_planes` over the
+    shapes and stacking the planes (:func:`over`'s multiply-add per shape and
+    channel). Backward (hand-written): with ``s_k`` the planes under shape
+    ``k`` and ``g`` the incoming gradient, from the front shape back:
+    ``dL/dalpha_k = sum_c g_c (color_kc - s_kc)``, ``dL/dcolor_kc = sum(g_c alpha_k)``
+    over the pixels, then ``g_c <- g_c (1 - alpha_k)``; what is left of ``g``
+    is the background's. The planes under each shape are recomputed from the
+    alphas (a multiply-add each), so the op keeps nothing but its inputs,
+    where autodiff through the fold kept every shape's ``C`` planes.
+    On TensorFlow the colours' pixel sums are folded over row blocks (as
+    :func:`_tint`).
+
+    Example:
+        >>> import numpy as np
+        >>> a = [np.ones((1, 1, 1), "float32"), np.full((1, 1, 1), 0.5, "float32")]
+        >>> red, blue = [np.float32([[[1.0]]]), np.float32([[[0.0]]])], [np.float32([[[0.0]]]), np.float32([[[1.0]]])]
+        >>> np.asarray(over_planes(a, [red, blue], [np.zeros((1, 1, 1), "float32")] * 2))[0, 0, 0].tolist()
+        [0.5, 0.5]
+    """
+    k_shapes, channels = len(alphas), len(background)
+    alphas = [ops.convert_to_tensor(a) for a in alphas]
+    dtype = alphas[0].dtype
+    flat = [ops.convert_to_tensor(c, dtype) for cs in colors for c in cs]
+    background = [ops.convert_to_tensor(b, dtype) for b in background]
+
+    def planes_under(a, cols, bg):
+        """``[s_0, ..., s_K]``: the ``C`` planes under each shape, and the image (the last)."""
+        state, under = list(bg), [tuple(bg)]
+        for k in range(k_shapes):
+            state = [a[k] * cols[k * channels + c] + (1.0 - a[k]) * state[c] for c in range(channels)]
+            under.append(tuple(state))
+        return under
+
+    @ops.custom_gradient
+    def composite(*args):
+        a, cols, bg = args[:k_shapes], args[k_shapes:-channels], args[-channels:]
+
+        def grad(*upstream_args, upstream=None):
+            if upstream is None:
+                (upstream,) = upstream_args
+            g = ops.cast(upstream, dtype)
+            g = [g[..., c] for c in range(channels)]
+            under = planes_under(a, cols, bg)
+            height = a[0].shape[-2]
+            blocks = sdf._row_blocks(height) if len(a[0].shape) == 3 and height else 1
+            d_alpha, d_cols = [None] * k_shapes, [None] * (k_shapes * channels)
+            for k in reversed(range(k_shapes)):
+                d_alpha[k] = sum(g[c] * (cols[k * channels + c] - under[k][c]) for c in range(channels))
+
+                def block(start, stop, k=k, g=g):
+                    return tuple(g[c][:, start:stop] * a[k][:, start:stop] for c in range(channels))
+
+                folded = sdf._fold_rows(height, blocks, block) if blocks > 1 else tuple(gc * a[k] for gc in g)
+                for c in range(channels):
+                    d_cols[k * channels + c] = _sum_like(folded[c], cols[k * channels + c])
+                g = [gc * (1.0 - a[k]) for gc in g]
+            d_bg = [_sum_like(gc, b) for gc, b in zip(g, bg)]
+            return tuple(d_alpha) + tuple(d_cols) + tuple(d_bg)
+
+        return ops.stack(planes_under(a, cols, bg)[-1], axis=-1), grad
+
+    return composite(*alphas, *flat, *background)
+
+
+def _sum_like(x, like):
+    """``x`` summed over the axes on which ``like`` has size 1 (a broadcast input's gradient)."""
+    axes = tuple(i for i, (n, m) in enumerate(zip(x.shape, like.shape)) if m == 1 and n != 1)
+    return ops.sum(x, axis=axes, keepdims=True) if axes else x
 
 
 def finish_planes(mode, state, background):

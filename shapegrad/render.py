@@ -317,9 +317,20 @@ class Render(keras.layers.Layer):
         colour = self.background if isinstance(self.background, tuple) else (self.background,) * self.channels
         plane_shape = (ops.shape(x)[0], self.height, self.width)
         background = [ops.broadcast_to(ops.convert_to_tensor(b, dtype), plane_shape) for b in colour]
-        state = raster.start_planes(self.composite, background)
         backend = keras.backend.backend()
         recompute = self.recompute if self.recompute != "auto" else self.spec.num_shapes >= _AUTO_RECOMPUTE
+        if self.composite == "over" and not recompute:
+            # Every shape's alpha, then one op for the compositing (raster.over_planes: its backward
+            # recomputes the planes under each shape instead of keeping them; 1.09-1.13x on JAX).
+            alphas, rgbs = [], []
+            for schema, count, start, size in self.spec.groups:
+                group = ops.reshape(x[:, start : start + count * size], (-1, count, size))
+                a, colors = _alphas(_drawable(schema), self.resolution, self.channels, group, softness)
+                for i in range(count):
+                    alphas.append(a[:, i])
+                    rgbs.append([colors[:, i, c][:, None, None] for c in range(self.channels)])
+            return ops.cast(raster.over_planes(alphas, rgbs, background), self.compute_dtype)
+        state = raster.start_planes(self.composite, background)
         for schema, count, start, size in self.spec.groups:
             prim = _drawable(schema)
             group = ops.reshape(x[:, start : start + count * size], (-1, count, size))

@@ -334,3 +334,71 @@ def test_paint_planes_folded_colour_gradient_is_the_plain_one(mode, float64, mon
         np.testing.assert_allclose(folded, plain, rtol=1e-12, atol=1e-12)
     # and against finite differences (a kink-free function of alpha and the colours)
     check_gradients(loss, [alpha] + colors)
+
+
+def _over_planes_inputs(rng, k=3, c=3, b=2, h=8):
+    alphas = rng.uniform(0, 1, (k, b, h, h))
+    alphas[0, 0, :2], alphas[1, 1, 3:5] = 1.0, 0.0  # opaque and empty pixels
+    colors = rng.uniform(0, 1, (k * c, b, 1, 1))
+    background = rng.uniform(0, 1, (c, b, h, h))
+    weights = rng.normal(size=(b, h, h, c))
+    return list(alphas) + list(colors) + list(background), weights
+
+
+def _composite_loss(weights, k, c, fused):
+    """sum(weights * image) of over_planes, or of paint_planes folded over the shapes and stacked."""
+
+    def loss(*args):
+        alphas, flat, background = args[:k], args[k : k + k * c], args[k + k * c :]
+        colors = [flat[i * c : (i + 1) * c] for i in range(k)]
+        if fused:
+            image = raster.over_planes(alphas, colors, background)
+        else:
+            state = raster.start_planes("over", background)
+            for a, rgb in zip(alphas, colors):
+                state = raster.paint_planes("over", state, a, rgb)
+            image = ops.stack(raster.finish_planes("over", state, background), axis=-1)
+        return ops.sum(image * ops.convert_to_tensor(weights))
+
+    return loss
+
+
+@pytest.mark.parametrize("blocks", [1, 4])
+def test_over_planes_is_the_fold_of_paint_planes(blocks, float64, monkeypatch):
+    """The fused op's image and hand-written gradient are autodiff's through the fold (row blocks forced)."""
+    from keras import backend
+
+    from shapegrad import sdf
+
+    monkeypatch.setattr(sdf, "_SUM_BLOCKS", {backend.backend(): blocks})
+    args, weights = _over_planes_inputs(np.random.default_rng(7))
+    fused = value_and_grad(_composite_loss(weights, 3, 3, True), *args)
+    plain = value_and_grad(_composite_loss(weights, 3, 3, False), *args)
+    np.testing.assert_allclose(fused[0], plain[0], rtol=1e-12)
+    for k, (f, p) in enumerate(zip(fused[1], plain[1])):
+        assert f.shape == np.shape(args[k])
+        np.testing.assert_allclose(f, p, rtol=1e-10, atol=1e-12, err_msg=f"argument {k}")
+    check_gradients(_composite_loss(weights, 3, 3, True), args)
+
+
+def test_over_planes_values_match_the_numpy_painter():
+    rng = np.random.default_rng(8)
+    cov, col, opa = _random(rng, b=2, k=3, h=5, c=2)
+    alphas = [(cov[:, k] * opa[:, k, None, None]).astype("float32") for k in range(3)]
+    colors = [[col[:, k, c, None, None].astype("float32") for c in range(2)] for k in range(3)]
+    image = to_numpy(raster.over_planes(alphas, colors, [np.full((2, 5, 5), 0.25, "float32")] * 2))
+    np.testing.assert_allclose(image, _painter(cov, col, opa, 0.25), atol=1e-6)
+
+
+@given(
+    st.lists(st.sampled_from([0.0, 1.0, 1e-30, 1e-7, 0.5, 1.0 - 1e-7]), min_size=2 * 4 * 4 * 2, max_size=2 * 4 * 4 * 2),
+    st.lists(st.sampled_from([0.0, 1.0, 1e-30, 0.3]), min_size=2 * 2 * 2, max_size=2 * 2 * 2),
+)
+def test_property_over_planes_finite_at_degenerate_alphas(alpha_values, color_values):
+    """Opaque, empty and nearly so: the fused op's values and gradients are finite (multiply-adds only)."""
+    alphas = list(np.float32(alpha_values).reshape(2, 2, 4, 4))
+    flat = list(np.float32(color_values).reshape(4, 2, 1, 1))
+    background = [np.full((2, 4, 4), 0.5, "float32")] * 2
+    weights = np.ones((2, 4, 4, 2), "float32")
+    value, grads = value_and_grad(_composite_loss(weights, 2, 2, True), *alphas, *flat, *background)
+    assert_finite("over_planes", value, *grads)
