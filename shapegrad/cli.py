@@ -21,7 +21,7 @@ keras is imported). Keras and the library are imported lazily, inside the
 sub-commands, so ``--help`` parses without them. Before a sub-command starts,
 large freed memory blocks are kept for reuse (:func:`shapegrad.allocator.keep_freed_memory`:
 on glibc, XLA's per-step buffers then cost no page faults; the scene
-training step 1.7x faster on JAX), unless the user set glibc's malloc
+training step 1.2-1.7x faster on JAX), unless the user set glibc's malloc
 through the environment.
 
 Example:
