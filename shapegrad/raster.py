@@ -397,7 +397,10 @@ def over_planes(alphas, colors, background):
 
 
 def _sum_like(x, like):
-    """``x`` summed over the axes on which ``like`` has size 1 (a broadcast input's gradient)."""
+    """``x`` summed to the shape of ``like``, which broadcast to it: a broadcast input's gradient."""
+    extra = len(x.shape) - len(like.shape)
+    if extra:
+        x = ops.sum(x, axis=tuple(range(extra)))
     axes = tuple(i for i, (n, m) in enumerate(zip(x.shape, like.shape)) if m == 1 and n != 1)
     return ops.sum(x, axis=axes, keepdims=True) if axes else x
 

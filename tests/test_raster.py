@@ -402,3 +402,18 @@ def test_property_over_planes_finite_at_degenerate_alphas(alpha_values, color_va
     weights = np.ones((2, 4, 4, 2), "float32")
     value, grads = value_and_grad(_composite_loss(weights, 2, 2, True), *alphas, *flat, *background)
     assert_finite("over_planes", value, *grads)
+
+
+def test_over_planes_gradients_of_broadcast_colours_and_background(float64):
+    """Scalar colours and a (1, 1, 1) background broadcast against (B, H, W): gradients keep their shapes."""
+    rng = np.random.default_rng(9)
+    alphas = [rng.uniform(0, 1, (2, 4, 4)) for _ in range(2)]
+    colors, background = [np.float64(0.3), np.float64(0.8)], np.full((1, 1, 1), 0.5)
+    weights = rng.normal(size=(2, 4, 4, 1))
+
+    def loss(a0, a1, c0, c1, bg):
+        return ops.sum(raster.over_planes([a0, a1], [[c0], [c1]], [bg]) * ops.convert_to_tensor(weights))
+
+    _, grads = value_and_grad(loss, *alphas, *colors, background)
+    assert [np.shape(g) for g in grads] == [(2, 4, 4), (2, 4, 4), (), (), (1, 1, 1)]
+    check_gradients(loss, alphas + colors + [background])
