@@ -304,9 +304,7 @@ def _tint(alpha, color):
     Elsewhere, or for a colour of another shape, the plain product.
     """
     color = ops.convert_to_tensor(color, alpha.dtype)
-    height = alpha.shape[-2]
-    blocks = sdf._row_blocks(height) if len(alpha.shape) == 3 and height else 1
-    if blocks == 1 or tuple(color.shape) != (alpha.shape[0], 1, 1):
+    if _color_blocks(alpha) == 1 or tuple(color.shape) != (alpha.shape[0], 1, 1):
         return alpha * color
 
     @ops.custom_gradient
@@ -315,16 +313,32 @@ def _tint(alpha, color):
             if upstream is None:
                 (upstream,) = upstream_args
             g = ops.cast(upstream, alpha.dtype)
-
-            def block(start, stop):
-                return (g[:, start:stop] * alpha[:, start:stop],)
-
-            (folded,) = sdf._fold_rows(height, blocks, block)
-            return g * color, ops.sum(folded, axis=(-2, -1), keepdims=True)
+            (d_color,) = _color_sums([g], alpha)
+            return g * color, d_color
 
         return alpha * color, grad
 
     return tint(alpha, color)
+
+
+def _color_blocks(alpha):
+    """Row blocks for the colours' pixel sums of a map ``(B, H, W)``: ``sdf._row_blocks``, else 1."""
+    height = alpha.shape[-2]
+    return sdf._row_blocks(height) if len(alpha.shape) == 3 and height else 1
+
+
+def _color_sums(maps, alpha):
+    """``sum(m * alpha)`` over the pixels for each map ``m``, each ``(B, 1, 1)``: a colour's gradient.
+
+    Folded over :func:`_color_blocks` row blocks (TensorFlow; see :func:`_tint`).
+    """
+    blocks = _color_blocks(alpha)
+
+    def block(start, stop):
+        return tuple(m[:, start:stop] * alpha[:, start:stop] for m in maps)
+
+    terms = sdf._fold_rows(alpha.shape[-2], blocks, block) if blocks > 1 else tuple(m * alpha for m in maps)
+    return [sdf._pixel_sum(t) for t in terms]
 
 
 def over_planes(alphas, colors, background):
@@ -375,18 +389,11 @@ def over_planes(alphas, colors, background):
             g = ops.cast(upstream, dtype)
             g = [g[..., c] for c in range(channels)]
             under = planes_under(a, cols, bg)
-            height = a[0].shape[-2]
-            blocks = sdf._row_blocks(height) if len(a[0].shape) == 3 and height else 1
             d_alpha, d_cols = [None] * k_shapes, [None] * (k_shapes * channels)
             for k in reversed(range(k_shapes)):
                 d_alpha[k] = sum(g[c] * (cols[k * channels + c] - under[k][c]) for c in range(channels))
-
-                def block(start, stop, k=k, g=g):
-                    return tuple(g[c][:, start:stop] * a[k][:, start:stop] for c in range(channels))
-
-                folded = sdf._fold_rows(height, blocks, block) if blocks > 1 else tuple(gc * a[k] for gc in g)
-                for c in range(channels):
-                    d_cols[k * channels + c] = _sum_like(folded[c], cols[k * channels + c])
+                for c, d_color in enumerate(_color_sums(g, a[k])):
+                    d_cols[k * channels + c] = _sum_like(d_color, cols[k * channels + c])
                 g = [gc * (1.0 - a[k]) for gc in g]
             d_bg = [_sum_like(gc, b) for gc, b in zip(g, bg)]
             return tuple(d_alpha) + tuple(d_cols) + tuple(d_bg)

@@ -323,17 +323,14 @@ class Render(keras.layers.Layer):
             # Every shape's alpha, then one op for the compositing (raster.over_planes: its backward
             # recomputes the planes under each shape instead of keeping them; 1.09-1.13x on JAX).
             alphas, rgbs = [], []
-            for schema, count, start, size in self.spec.groups:
-                group = ops.reshape(x[:, start : start + count * size], (-1, count, size))
-                a, colors = _alphas(_drawable(schema), self.resolution, self.channels, group, softness)
-                for i in range(count):
+            for a, colors in self._group_alphas(x, softness):
+                for i in range(a.shape[1]):
                     alphas.append(a[:, i])
-                    rgbs.append([colors[:, i, c][:, None, None] for c in range(self.channels)])
+                    rgbs.append(_rgb(colors[:, i], self.channels))
             return ops.cast(raster.over_planes(alphas, rgbs, background), self.compute_dtype)
         state = raster.start_planes(self.composite, background)
-        for schema, count, start, size in self.spec.groups:
+        for schema, count, group in self._groups(x):
             prim = _drawable(schema)
-            group = ops.reshape(x[:, start : start + count * size], (-1, count, size))
             paint = functools.partial(_paint_shape, prim, self.resolution, self.channels, self.composite)
             if recompute and count > 1 and backend in _SCAN_BACKENDS:
                 state = _scan(keras.remat(paint), state, ops.transpose(group, (1, 0, 2)), softness)
@@ -345,8 +342,7 @@ class Render(keras.layers.Layer):
                 # Every shape of the group at once, (B, count, H, W).
                 alphas, colors = _alphas(prim, self.resolution, self.channels, group, softness)
                 for i in range(count):
-                    rgb = [colors[:, i, c][:, None, None] for c in range(self.channels)]
-                    state = raster.paint_planes(self.composite, state, alphas[:, i], rgb)
+                    state = raster.paint_planes(self.composite, state, alphas[:, i], _rgb(colors[:, i], self.channels))
         image = ops.stack(raster.finish_planes(self.composite, state, background), axis=-1)
         return ops.cast(image, self.compute_dtype)
 
@@ -384,15 +380,22 @@ class Render(keras.layers.Layer):
         """
         self._check(inputs.shape)
         _, x, softness = self._prepare(inputs, sharpness)
-        alphas, colors = [], []
-        for schema, count, start, size in self.spec.groups:
-            group = ops.reshape(x[:, start : start + count * size], (-1, count, size))
-            a, c = _alphas(_drawable(schema), self.resolution, self.channels, group, softness)
-            alphas.append(a)
-            colors.append(c)
+        alphas, colors = zip(*self._group_alphas(x, softness))
         if len(alphas) == 1:
             return alphas[0], colors[0]
         return ops.concatenate(alphas, axis=1), ops.concatenate(colors, axis=1)
+
+    def _groups(self, x):
+        """``(schema, count, parameters (B, count, size))`` of each group of ``spec``, from prepared ``x``."""
+        for schema, count, start, size in self.spec.groups:
+            yield schema, count, ops.reshape(x[:, start : start + count * size], (-1, count, size))
+
+    def _group_alphas(self, x, softness):
+        """``(alphas (B, count, H, W), colours (B, count, C))`` of each group, from prepared ``x``."""
+        return [
+            _alphas(_drawable(schema), self.resolution, self.channels, group, softness)
+            for schema, _, group in self._groups(x)
+        ]
 
     def _color_mask(self):
         """``(P,)`` booleans: True on the colour fields."""
@@ -454,7 +457,12 @@ def _alphas(prim, n, channels, params, softness):
 def _paint_shape(prim, n, channels, mode, params, softness, *state):
     """Composite one shape, its parameters ``(B, size)``, onto the compositing ``state`` (channel planes)."""
     alpha, color = _alphas(prim, n, channels, params[:, None], softness)
-    return raster.paint_planes(mode, state, alpha[:, 0], [color[:, 0, c][:, None, None] for c in range(channels)])
+    return raster.paint_planes(mode, state, alpha[:, 0], _rgb(color[:, 0], channels))
+
+
+def _rgb(color, channels):
+    """One shape's colour ``(B, C)`` as ``C`` values ``(B, 1, 1)``, one per channel plane."""
+    return [color[:, c][:, None, None] for c in range(channels)]
 
 
 # Backends whose compiled loops keep only the loop state per iteration (XLA via
