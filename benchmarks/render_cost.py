@@ -98,7 +98,7 @@ def main():
     cones_cost = seconds["Cones"] / jobs["Cones"][2]
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     print(
-        f"{keras.backend.backend()} ({compile_mode}), {n} px, Cones batch {args.cones_batch}, Render batch "
+        f"{keras.backend.backend()} ({compile_mode}) on {bench.device_name()}, {n} px, Cones batch {args.cones_batch}, Render batch "
         f"{args.batch}, {args.channels} channels; median of {args.rounds} interleaved rounds; load {load:.2f}; "
         f"freed memory {'kept' if kept else 'returned (allocator defaults)'}"
     )

@@ -14,6 +14,24 @@ import numpy as np
 __all__ = ["value_and_grad", "value_and_grad_with_aux", "jit", "traced_value_and_grad"]
 
 
+def torch_leaf(a, dtype=None, requires_grad=False):
+    """A fresh PyTorch tensor with the value of ``a``, on the device Keras computes on (a GPU if there is one).
+
+    ``a`` is a NumPy array, anything ``np.asarray`` takes, or a tensor on any
+    device; its dtype is kept unless ``dtype`` is given. A plain
+    ``torch.tensor(numpy_array)`` lands on the CPU, where Keras' constants on a
+    GPU cannot meet it ("Expected all tensors to be on the same device").
+    """
+    import torch
+
+    device = keras.ops.convert_to_tensor(0.0).device
+    if isinstance(a, torch.Tensor):
+        t = a.detach().to(device=device, dtype=dtype or a.dtype)
+    else:
+        t = torch.tensor(np.asarray(a), device=device, dtype=dtype)
+    return t.requires_grad_(requires_grad)
+
+
 def value_and_grad(fn, *args):
     """Evaluate ``fn(*args)`` (a scalar) and its gradient with respect to every argument.
 
@@ -79,7 +97,7 @@ def value_and_grad_with_aux(fn, *args):
     if backend == "torch":
         import torch
 
-        xs = [torch.tensor(np.asarray(a), requires_grad=True) for a in args]
+        xs = [torch_leaf(a, requires_grad=True) for a in args]
         y, aux = fn(*xs)
         if xs and y.requires_grad:
             grads = torch.autograd.grad(y, xs, allow_unused=True)
@@ -140,7 +158,7 @@ def traced_value_and_grad(fn, wrt=None):
 
         def g(*args):
             xs, rest = split(args)
-            leaves = [torch.as_tensor(t).detach().requires_grad_(True) for t in tree.flatten(xs)]
+            leaves = [torch_leaf(t, requires_grad=True) for t in tree.flatten(xs)]
             with torch.enable_grad():
                 y, aux = fn(*tree.pack_sequence_as(xs, leaves), *rest)
                 grads = torch.autograd.grad(y, leaves, allow_unused=True)

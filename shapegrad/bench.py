@@ -50,6 +50,7 @@ __all__ = [
     "capped_batch",
     "cycle_shapes",
     "default_max_work",
+    "device_name",
     "grad_step",
     "naive_cones",
     "naive_render",
@@ -295,12 +296,23 @@ def _torch_peak_bytes(step, args, warm=False):
     Each profiled operator's own allocations count from its start and its own
     frees from its end, so the figure is the peak at operator granularity
     (rounded up, never down), relative to what was live before the call.
-    Unless ``warm``, ``step`` is called once first, unprofiled.
+    Unless ``warm``, ``step`` is called once first, unprofiled. On a GPU
+    (arguments on CUDA): ``torch.cuda.max_memory_allocated`` over the call.
     """
+    import torch
     from torch.profiler import ProfilerActivity, profile
 
     if not warm:  # lazily built constants and caches are not the step's
         _block(step(*args))
+    if any(isinstance(a, torch.Tensor) and a.is_cuda for a in args):
+        # On a GPU the profiler's CPU events see none of it: the caching allocator's own peak.
+        torch.cuda.synchronize()
+        before = torch.cuda.memory_allocated()
+        torch.cuda.reset_peak_memory_stats()
+        out = step(*args)
+        del out
+        torch.cuda.synchronize()
+        return int(torch.cuda.max_memory_allocated() - before)
     with _quiet_stderr(), profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
         out = step(*args)
         del out
@@ -374,6 +386,32 @@ def _row(spec, count, resolution, batch, compile_mode, **values):
     ):
         row[key] = values.get(key)
     return row
+
+
+def device_name():
+    """The device the current backend computes on, in words: ``"cpu"`` or the accelerator's name.
+
+    Example:
+        >>> from shapegrad import bench
+        >>> isinstance(bench.device_name(), str)
+        True
+    """
+    backend = keras.backend.backend()
+    if backend == "jax":
+        import jax
+
+        device = jax.devices()[0]
+        return "cpu" if device.platform == "cpu" else device.device_kind
+    if backend == "torch":
+        import torch
+
+        return torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        gpus = tf.config.list_logical_devices("GPU")
+        return gpus[0].name if gpus else "cpu"
+    return "cpu"
 
 
 def _compile_mode():

@@ -235,6 +235,8 @@ def start_state(mode, background):
 
 def paint(mode, state, alpha, color):
     """Fold one shape into ``state``: ``alpha`` ``(B, H, W, 1)``, ``color`` broadcastable to the image."""
+    alpha = ops.convert_to_tensor(alpha)
+    color = ops.convert_to_tensor(color, alpha.dtype)  # a NumPy colour meets tensors on the same device
     if mode == "over":
         (image,) = state
         return (alpha * color + (1.0 - alpha) * image,)
@@ -248,7 +250,7 @@ def finish(mode, state, background):
         return state[0]
     clear, weight, painted = state
     mean_scale = (1.0 - clear) / safe._maximum(weight, safe._as_dtype(_UNION_FLOOR, weight.dtype))
-    return mean_scale * painted + clear * background
+    return mean_scale * painted + clear * ops.convert_to_tensor(background, clear.dtype)
 
 
 def composite(coverages, colors, opacities=None, background=0.0, mode="over", axis=1):
@@ -418,7 +420,7 @@ def finish_planes(mode, state, background):
         return tuple(state)
     clear, weight = state[:2]
     mean_scale = (1.0 - clear) / safe._maximum(weight, safe._as_dtype(_UNION_FLOOR, weight.dtype))
-    return tuple(mean_scale * p + clear * b for p, b in zip(state[2:], background))
+    return tuple(mean_scale * p + clear * ops.convert_to_tensor(b, clear.dtype) for p, b in zip(state[2:], background))
 
 
 def shape_alpha(kernel, params, opacity, softness):

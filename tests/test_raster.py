@@ -196,7 +196,7 @@ def test_shape_alpha_row_block_fold_gives_the_same_gradients(kind, float64, monk
 def _shapes_and_image(rng, mode="over", b=2, k=3, h=6, c=3, bg=(0.1, 0.2, 0.3)):
     alphas = rng.uniform(0.05, 0.95, (b, k, h, h))
     colors = rng.uniform(0.1, 0.9, (b, k, c))
-    return alphas, colors, np.asarray(raster.composite(alphas, colors, background=bg, mode=mode))
+    return alphas, colors, to_numpy(raster.composite(alphas, colors, background=bg, mode=mode))
 
 
 @pytest.mark.parametrize("mode", ["over", "union"])

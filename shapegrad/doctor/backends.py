@@ -32,6 +32,8 @@ import warnings
 import keras
 import numpy as np
 
+from shapegrad._autodiff import torch_leaf
+
 __all__ = ["Site", "locate_forward", "locate_backward"]
 
 # Frames inside these are library code, not the user's.
@@ -347,7 +349,7 @@ def _torch_forward(fn, args):
                     found.append(_site("forward", name, _frames_from(traceback.extract_stack()[:-1])))
             return out
 
-    xs = [torch.tensor(np.asarray(a)) for a in args]
+    xs = [torch_leaf(a) for a in args]
     with torch.no_grad(), FirstNonFinite():
         fn(*xs)
     return found[0] if found else None
@@ -356,7 +358,7 @@ def _torch_forward(fn, args):
 def _torch_backward(fn, args, cotangents):
     import torch
 
-    xs = [torch.tensor(np.asarray(a), requires_grad=True) for a in args]
+    xs = [torch_leaf(a, requires_grad=True) for a in args]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         with torch.autograd.detect_anomaly(check_nan=False):
@@ -399,7 +401,7 @@ def _torch_backward(fn, args, cotangents):
         torch.autograd.grad(
             [y for y, _ in pairs],
             [x for x in xs],
-            grad_outputs=[torch.as_tensor(np.asarray(c), dtype=y.dtype) for y, c in pairs],
+            grad_outputs=[torch_leaf(c, dtype=y.dtype) for y, c in pairs],
             allow_unused=True,
         )
     finally:
