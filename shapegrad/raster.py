@@ -13,9 +13,10 @@ Conventions:
 
 Example:
     >>> import numpy as np
+    >>> from keras import ops
     >>> from shapegrad import raster
     >>> cov = raster.coverage(np.array([-10.0, 0.0, 10.0], "float32"))
-    >>> [round(v, 4) for v in np.asarray(cov).tolist()]
+    >>> [round(v, 4) for v in ops.convert_to_numpy(cov).tolist()]
     [1.0, 0.5, 0.0]
 """
 
@@ -55,7 +56,8 @@ def pixel_grid(height, width, dtype="float32"):
 
     Example:
         >>> import numpy as np
-        >>> np.asarray(pixel_grid(2, 3))[1, 2].tolist()
+        >>> from keras import ops
+        >>> ops.convert_to_numpy(pixel_grid(2, 3))[1, 2].tolist()
         [1.0, 2.0]
     """
     rows = ops.cast(ops.arange(height), dtype)
@@ -86,7 +88,8 @@ def coverage(signed_distance, softness=1.0):
 
     Example:
         >>> import numpy as np
-        >>> [round(v, 3) for v in np.asarray(coverage(np.array([-0.55, 0.55], "float32"))).tolist()]
+        >>> from keras import ops
+        >>> [round(v, 3) for v in ops.convert_to_numpy(coverage(np.array([-0.55, 0.55], "float32"))).tolist()]
         [0.9, 0.1]
     """
     d = ops.convert_to_tensor(signed_distance)
@@ -170,9 +173,10 @@ def over(coverages, colors, opacities=None, background=0.0, axis=1):
 
     Example:
         >>> import numpy as np
+        >>> from keras import ops
         >>> cov = np.ones((1, 2, 1, 1), "float32")  # two shapes covering one pixel
         >>> col = np.array([[[1.0, 0.0, 0.0], [0.0, 0.0, 1.0]]], "float32")
-        >>> np.asarray(over(cov, col, opacities=np.array([[1.0, 0.5]], "float32")))[0, 0, 0].tolist()
+        >>> ops.convert_to_numpy(over(cov, col, opacities=np.array([[1.0, 0.5]], "float32")))[0, 0, 0].tolist()
         [0.5, 0.0, 0.5]
     """
     alphas, cols = _prepare(coverages, colors, opacities, axis)
@@ -203,9 +207,10 @@ def soft_union(coverages, colors, opacities=None, background=0.0, axis=1):
 
     Example:
         >>> import numpy as np
+        >>> from keras import ops
         >>> cov = np.full((1, 2, 1, 1), 0.5, "float32")
         >>> col = np.array([[[1.0], [0.0]]], "float32")
-        >>> np.asarray(soft_union(cov, col))[0, 0, 0].tolist()
+        >>> ops.convert_to_numpy(soft_union(cov, col))[0, 0, 0].tolist()
         [0.375]
     """
     alphas, cols = _prepare(coverages, colors, opacities, axis)
@@ -362,9 +367,10 @@ def over_planes(alphas, colors, background):
 
     Example:
         >>> import numpy as np
+        >>> from keras import ops
         >>> a = [np.ones((1, 1, 1), "float32"), np.full((1, 1, 1), 0.5, "float32")]
         >>> red, blue = [np.float32([[[1.0]]]), np.float32([[[0.0]]])], [np.float32([[[0.0]]]), np.float32([[[1.0]]])]
-        >>> np.asarray(over_planes(a, [red, blue], [np.zeros((1, 1, 1), "float32")] * 2))[0, 0, 0].tolist()
+        >>> ops.convert_to_numpy(over_planes(a, [red, blue], [np.zeros((1, 1, 1), "float32")] * 2))[0, 0, 0].tolist()
         [0.5, 0.5]
     """
     k_shapes, channels = len(alphas), len(background)
@@ -503,8 +509,9 @@ def composite_weights(alphas, mode="over"):
 
     Example:
         >>> import numpy as np
+        >>> from keras import ops
         >>> w, clear = composite_weights(np.float32([[[[0.5]], [[0.5]]]]))  # two half-opaque shapes, one pixel
-        >>> np.asarray(w)[0, :, 0, 0].tolist(), float(np.asarray(clear)[0, 0, 0])
+        >>> ops.convert_to_numpy(w)[0, :, 0, 0].tolist(), float(ops.convert_to_numpy(clear)[0, 0, 0])
         ([0.25, 0.5], 0.25)
     """
     alphas = ops.convert_to_tensor(alphas)
@@ -576,11 +583,12 @@ def solve_colors(alphas, images, prior=None, background=0.0, mode="over", iterat
 
     Example:
         >>> import numpy as np
+        >>> from keras import ops
         >>> alphas = np.zeros((1, 2, 4, 4), "float32")
         >>> alphas[0, 0, :, :2] = 1.0  # shape 0 on the left half, shape 1 on the bottom rows, in front
         >>> alphas[0, 1, 2:] = 1.0
         >>> image = over(alphas, np.float32([[[0.2, 0.4, 0.6], [0.9, 0.1, 0.5]]]))
-        >>> np.round(np.asarray(solve_colors(alphas, image)), 3).tolist()
+        >>> np.round(ops.convert_to_numpy(solve_colors(alphas, image)), 3).tolist()
         [[[0.2, 0.4, 0.6], [0.9, 0.1, 0.5]]]
     """
     if isinstance(iterations, bool) or not isinstance(iterations, int) or iterations < 0:

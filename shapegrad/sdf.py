@@ -13,11 +13,12 @@ Conventions (shared by every function here and by the layers):
 
 Example:
     >>> import numpy as np
+    >>> from keras import ops
     >>> from shapegrad import sdf
     >>> p = np.array([[0.0, 5.0], [0.0, -5.0]], "float32")
     >>> d = sdf.cone(p, apex=np.zeros(2, "float32"), axis=np.array([0.0, 1.0], "float32"),
     ...              half_angle=np.float32(np.pi / 4))
-    >>> np.asarray(d).tolist()
+    >>> ops.convert_to_numpy(d).tolist()
     [-3.535533905029297, 5.0]
 """
 
@@ -169,7 +170,8 @@ def disk(points, center, radius):
 
     Example:
         >>> import numpy as np
-        >>> np.asarray(disk(np.array([[0.0, 0.0], [0.0, 5.0]], "float32"), np.zeros(2, "float32"), 2.0)).tolist()
+        >>> from keras import ops
+        >>> ops.convert_to_numpy(disk(np.array([[0.0, 0.0], [0.0, 5.0]], "float32"), np.zeros(2, "float32"), 2.0)).tolist()
         [-2.0, 3.0]
     """
     points = _tensor(points)
@@ -198,8 +200,9 @@ def segment(points, a, b, half_width):
 
     Example:
         >>> import numpy as np
+        >>> from keras import ops
         >>> p = np.array([[0.0, 5.0], [3.0, 12.0]], "float32")
-        >>> np.asarray(segment(p, np.zeros(2, "float32"), np.array([0.0, 10.0], "float32"), 1.0)).tolist()
+        >>> ops.convert_to_numpy(segment(p, np.zeros(2, "float32"), np.array([0.0, 10.0], "float32"), 1.0)).tolist()
         [-1.0, 2.605551242828369]
     """
     points = _tensor(points)
@@ -235,8 +238,9 @@ def box(points, center, half_size, angle=0.0, corner_radius=0.0):
 
     Example:
         >>> import numpy as np
+        >>> from keras import ops
         >>> p = np.array([[0.0, 0.0], [0.0, 5.0], [4.0, 5.0]], "float32")
-        >>> np.asarray(box(p, np.zeros(2, "float32"), np.array([1.0, 2.0], "float32"))).tolist()
+        >>> ops.convert_to_numpy(box(p, np.zeros(2, "float32"), np.array([1.0, 2.0], "float32"))).tolist()
         [-1.0, 3.0, 4.242640495300293]
     """
     points = _tensor(points)
@@ -280,8 +284,9 @@ def polygon(points, vertices):
 
     Example:
         >>> import numpy as np
+        >>> from keras import ops
         >>> tri = np.array([[0.0, 0.0], [4.0, 0.0], [0.0, 4.0]], "float32")
-        >>> np.asarray(polygon(np.array([[1.0, 1.0], [-2.0, 1.0]], "float32"), tri)).tolist()
+        >>> ops.convert_to_numpy(polygon(np.array([[1.0, 1.0], [-2.0, 1.0]], "float32"), tri)).tolist()
         [-1.0, 2.0]
     """
     points = _tensor(points)
@@ -351,9 +356,10 @@ def ellipse(points, center, radii, angle=0.0):
 
     Example:
         >>> import numpy as np
+        >>> from keras import ops
         >>> p = np.array([[0.0, 0.0], [0.0, 5.0], [7.0, 0.0]], "float32")
         >>> d = ellipse(p, np.zeros(2, "float32"), np.array([4.0, 2.0], "float32"))
-        >>> [round(v, 4) for v in np.asarray(d).tolist()]
+        >>> [round(v, 4) for v in ops.convert_to_numpy(d).tolist()]
         [-2.0, 3.0, 3.0]
     """
     points = _tensor(points)
@@ -431,9 +437,10 @@ def bezier(points, p0, p1, p2, half_width):
 
     Example:
         >>> import numpy as np
+        >>> from keras import ops
         >>> c = [np.array(v, "float32") for v in ([0.0, 0.0], [4.0, 4.0], [0.0, 8.0])]
         >>> d = bezier(np.array([[2.0, 4.0], [6.0, 4.0]], "float32"), *c, 0.5)
-        >>> [round(v, 4) for v in np.asarray(d).tolist()]
+        >>> [round(v, 4) for v in ops.convert_to_numpy(d).tolist()]
         [-0.5, 3.5]
     """
     points = _tensor(points)
