@@ -24,7 +24,12 @@ def torch_leaf(a, dtype=None, requires_grad=False):
     """
     import torch
 
-    device = keras.ops.convert_to_tensor(0.0).device
+    try:  # Keras' own choice (honours ``keras.device`` scopes), without making a tensor to ask
+        from keras.src.backend.torch.core import get_device
+
+        device = get_device()
+    except ImportError:  # a Keras that moved it: ask a tensor
+        device = keras.ops.convert_to_tensor(0.0).device
     if isinstance(a, torch.Tensor):
         t = a.detach().to(device=device, dtype=dtype or a.dtype)
     else:
