@@ -405,7 +405,8 @@ def device_name():
     if backend == "torch":
         import torch
 
-        return torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"
+        device = ops.convert_to_tensor(0.0).device  # where Keras computes (KERAS_TORCH_DEVICE, keras.device)
+        return torch.cuda.get_device_name(device) if device.type == "cuda" else device.type
     if backend == "tensorflow":
         import tensorflow as tf
 
