@@ -14,6 +14,15 @@ import numpy as np
 __all__ = ["value_and_grad", "value_and_grad_with_aux", "jit", "traced_value_and_grad"]
 
 
+def torch_device():
+    """The PyTorch device Keras computes on (``KERAS_TORCH_DEVICE``, a GPU if there is one, ``keras.device`` scopes)."""
+    try:  # Keras' own choice, without making a tensor to ask (on a GPU, a synchronous copy)
+        from keras.src.backend.torch.core import get_device
+    except ImportError:  # a Keras that moved it: ask a tensor
+        return keras.ops.convert_to_tensor(0.0).device
+    return get_device()
+
+
 def torch_leaf(a, dtype=None, requires_grad=False):
     """A fresh PyTorch tensor with the value of ``a``, on the device Keras computes on (a GPU if there is one).
 
@@ -24,12 +33,7 @@ def torch_leaf(a, dtype=None, requires_grad=False):
     """
     import torch
 
-    try:  # Keras' own choice (honours ``keras.device`` scopes), without making a tensor to ask
-        from keras.src.backend.torch.core import get_device
-
-        device = get_device()
-    except ImportError:  # a Keras that moved it: ask a tensor
-        device = keras.ops.convert_to_tensor(0.0).device
+    device = torch_device()
     if isinstance(a, torch.Tensor):
         t = a.detach().to(device=device, dtype=dtype or a.dtype)
     else:

@@ -405,7 +405,9 @@ def device_name():
     if backend == "torch":
         import torch
 
-        device = ops.convert_to_tensor(0.0).device  # where Keras computes (KERAS_TORCH_DEVICE, keras.device)
+        from shapegrad._autodiff import torch_device
+
+        device = torch.device(torch_device())
         return torch.cuda.get_device_name(device) if device.type == "cuda" else device.type
     if backend == "tensorflow":
         import tensorflow as tf
