@@ -559,9 +559,12 @@ def _pixel_sum(x):
 _SUM_BLOCKS = {"tensorflow": 4}
 
 
-def _row_blocks(height):
-    """How many equal row blocks the pixel sums of an image of ``height`` rows are folded into."""
-    want = _SUM_BLOCKS.get(keras.backend.backend(), 1)
+def _row_blocks(height, table=None):
+    """How many equal row blocks the pixel sums of an image of ``height`` rows are folded into.
+
+    ``table``: blocks wanted per backend (default :data:`_SUM_BLOCKS`); the most that divide ``height``.
+    """
+    want = (_SUM_BLOCKS if table is None else table).get(keras.backend.backend(), 1)
     return max(b for b in range(1, want + 1) if height % b == 0)
 
 

@@ -328,6 +328,7 @@ def test_paint_planes_folded_colour_gradient_is_the_plain_one(mode, float64, mon
         from keras import backend
 
         monkeypatch.setattr(sdf, "_SUM_BLOCKS", {backend.backend(): blocks})
+        monkeypatch.setattr(raster, "_COLOR_SUM_BLOCKS", {backend.backend(): blocks})
         results[blocks] = value_and_grad(loss, alpha, *colors)
     np.testing.assert_allclose(results[4][0], results[1][0], rtol=1e-12)
     for folded, plain in zip(results[4][1], results[1][1]):
@@ -371,6 +372,7 @@ def test_over_planes_is_the_fold_of_paint_planes(blocks, float64, monkeypatch):
     from shapegrad import sdf
 
     monkeypatch.setattr(sdf, "_SUM_BLOCKS", {backend.backend(): blocks})
+    monkeypatch.setattr(raster, "_COLOR_SUM_BLOCKS", {backend.backend(): blocks})
     args, weights = _over_planes_inputs(np.random.default_rng(7))
     fused = value_and_grad(_composite_loss(weights, 3, 3, True), *args)
     plain = value_and_grad(_composite_loss(weights, 3, 3, False), *args)
