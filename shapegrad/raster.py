@@ -303,7 +303,7 @@ def _tint(alpha, color):
     The colour's gradient is a pixel sum, ``sum(g * alpha)``, one per shape and
     channel (12 for four shapes in colour). TensorFlow's XLA on CPU writes each
     summed map to memory and reduces it in a separate pass, so there it is
-folded over row blocks (:data:`_COLOR_SUM_BLOCKS`: the blocks' products
+    folded over row blocks (:data:`_COLOR_SUM_BLOCKS`: the blocks' products
     added elementwise, then one sum: the same sum in another order).
     Measured (TensorFlow-XLA, 64 px, batch 32, ``disk,box,triangle,ellipse`` in
     colour): the colours' gradients were 1.4 of 7.6 ms of the forward+backward;

@@ -226,6 +226,37 @@ def test_ellipse_matches_brute_force_distance():
         assert np.all(np.abs(d - ref) <= 3e-3 * np.maximum(np.abs(ref), 1.0)), aspect
 
 
+def test_ellipse_far_points_and_tiny_radii():
+    """Up to 1e9 px from radii down to 1e-30 (the iteration is scaled per shape, far points moved
+    along their ray to sdf._ELLIPSE_FAR radii): float32 distances exact to rounding, finite gradients
+    along the ray, the same in the component kernel that Render uses."""
+    rng = np.random.default_rng(11)
+    angles = rng.uniform(0, 2 * np.pi, 16)
+    ray = np.stack([np.cos(angles), np.sin(angles)], -1)
+    angle = 0.3
+    u = np.array([np.cos(angle), np.sin(angle)])
+    t = np.linspace(0, 2 * np.pi, 20001)[:, None]
+    for radii in ([3.0, 1.0], [1e-30, 5e-31], [2e-3, 0.0]):
+        curve = radii[0] * np.cos(t) * u + radii[1] * np.sin(t) * np.array([-u[1], u[0]])
+        for dist in (1e3, 1e7, 1e9):
+            p = (dist * ray).astype(np.float32)
+            fn = lambda q: sdf.ellipse(q, np.zeros(2, np.float32), np.float32(radii), np.float32(angle))
+            d, (g,) = value_and_grad(lambda q: ops.sum(fn(q)), p)
+            d = to_numpy(fn(p))
+            offsets = p.astype(np.float64)[:, None] - curve[None]
+            lengths = np.linalg.norm(offsets, axis=-1)
+            ref = lengths.min(axis=1)
+            nearest = offsets[np.arange(len(p)), lengths.argmin(axis=1)]  # p - f
+            np.testing.assert_allclose(d, ref, rtol=1e-6, err_msg=f"radii={radii}, distance={dist}")
+            assert np.all(np.isfinite(g))
+            np.testing.assert_allclose(g, nearest / ref[:, None], atol=1e-5, err_msg=f"radii={radii}")
+            kernel = sdf.EllipseKernel(1, 1)
+            params = [-p[:, 0], -p[:, 1]] + [np.full(len(p), v) for v in (*radii, u[0], u[1])]  # pixel (0, 0) at p
+            params = [ops.convert_to_tensor(f32(v).reshape(-1, 1, 1, 1)) for v in params]
+            dk, _ = kernel.forward(*params)
+            np.testing.assert_allclose(to_numpy(dk).ravel(), ref, rtol=1e-6)
+
+
 def test_bezier_and_polygon_match_brute_force_distance():
     rng = np.random.default_rng(6)
     t = np.linspace(0, 1, 20001)[:, None]
