@@ -229,7 +229,7 @@ def test_ellipse_matches_brute_force_distance():
 def test_ellipse_far_points_and_tiny_radii():
     """Up to 1e9 px from radii down to 1e-30 (the iteration is scaled per shape, far points moved
     along their ray to sdf._ELLIPSE_FAR radii): float32 distances exact to rounding, finite gradients
-    along the ray, the same in the component kernel that Render uses."""
+    along p minus its nearest boundary point, the same distances in the component kernel Render uses."""
     rng = np.random.default_rng(11)
     angles = rng.uniform(0, 2 * np.pi, 16)
     ray = np.stack([np.cos(angles), np.sin(angles)], -1)
@@ -241,8 +241,8 @@ def test_ellipse_far_points_and_tiny_radii():
         for dist in (1e3, 1e7, 1e9):
             p = (dist * ray).astype(np.float32)
             fn = lambda q: sdf.ellipse(q, np.zeros(2, np.float32), np.float32(radii), np.float32(angle))
-            d, (g,) = value_and_grad(lambda q: ops.sum(fn(q)), p)
             d = to_numpy(fn(p))
+            _, (g,) = value_and_grad(lambda q: ops.sum(fn(q)), p)
             offsets = p.astype(np.float64)[:, None] - curve[None]
             lengths = np.linalg.norm(offsets, axis=-1)
             ref = lengths.min(axis=1)
