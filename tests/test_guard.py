@@ -7,6 +7,9 @@ vector, so the failure appears at a chosen later step, whatever the weights.
 
 import json
 import os
+import subprocess
+import sys
+import textwrap
 
 import keras
 import numpy as np
@@ -90,6 +93,18 @@ def finite(model):
     return all(np.isfinite(w).all() for w in model.get_weights())
 
 
+def everything(model):
+    """(path, value) of every variable of the model and its optimizer, in order (seed states included)."""
+    return [(v.path, np.array(ops.convert_to_numpy(v.value))) for v in model.variables + model.optimizer.variables]
+
+
+def assert_bit_for_bit(got, want):
+    # Paths may differ in a name's uniquifying suffix (adam, adam_1): same variables, same order.
+    assert [p.split("/")[-1] for p, _ in got] == [p.split("/")[-1] for p, _ in want]
+    for (path, a), (_, b) in zip(got, want):
+        np.testing.assert_array_equal(a, b, err_msg=path)
+
+
 def same(a, b):
     return len(a) == len(b) and all(np.array_equal(u, v) for u, v in zip(a, b))
 
@@ -112,6 +127,10 @@ def test_stops_at_a_later_step_with_the_weights_from_before_it(tmp_path):
     assert finite(model) and same(model.get_weights(), seen.weights[5])
     assert not same(seen.weights[5], seen.weights[0])  # it did train before
     assert int(ops.convert_to_numpy(model.optimizer.iterations)) == 5
+    # Adam's moments and step count too: bit for bit those of a run of the 5 steps before the bad one.
+    reference = length_model()
+    reference.fit(x[:20], y[:20], batch_size=BATCH, shuffle=False, verbose=0)
+    assert_bit_for_bit(everything(model), everything(reference))
 
     finding = guard.report.findings[0]
     assert (finding.kind, finding.layer, finding.op, finding.hint) == ("nonfinite_gradient", "length", "sqrt", "sqrt")
@@ -217,6 +236,133 @@ def test_a_non_finite_loss_in_the_forward_pass(tmp_path):
     assert (finding.kind, finding.layer, finding.op, finding.hint) == ("nonfinite_forward", "log", "log", "log")
     assert "the loss" in finding.followed and "head" in finding.followed
     assert finite(model)
+
+
+def bn_model():
+    """log -> BatchNormalization -> Dropout -> Dense: state that the forward pass assigns (moving statistics, seeds)."""
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential(
+        [keras.Input((3,)), Log(name="log"), keras.layers.BatchNormalization(name="bn"),
+         keras.layers.Dropout(0.2, seed=1, name="drop"), keras.layers.Dense(1, name="head")], name="net"
+    )
+    model.compile(keras.optimizers.Adam(0.01), "mse")
+    return model
+
+
+def test_every_variable_is_put_back_with_batch_normalization(tmp_path):
+    """A non-finite forward pass still assigns BatchNormalization's statistics and the dropout seed: all put back."""
+    x, y = data(bad=None)
+    x[9] = 0.0  # log(0) = -inf in batch 2
+    reference = bn_model()
+    reference.fit(x[:8], y[:8], batch_size=BATCH, shuffle=False, verbose=0)  # stopped before the bad batch
+    model = bn_model()
+    guard = doctor.NaNGuard(tmp_path / "nan", verbose=0, diagnose=False)
+    model.fit(x, y, batch_size=BATCH, epochs=2, shuffle=False, callbacks=[guard], verbose=0)
+    assert guard.caught["step"] == 2 and guard.caught["loss_finite"] is False
+
+    got = everything(model)
+    paths = " ".join(p for p, _ in got)
+    assert all(name in paths for name in ("moving_mean", "moving_variance", "seed_generator_state", "velocity"))
+    assert all(np.isfinite(v).all() for _, v in got)
+    assert_bit_for_bit(got, everything(reference))
+    text = (tmp_path / "nan" / "report.txt").read_text()
+    assert len(model.non_trainable_variables) == 3  # the moving mean and variance, the seed
+    assert "3 non-trainable" in text and "Not put back: the compiled metrics" in text
+
+    # Trained on from there without the bad batch: the same as the reference trained on.
+    clean_x, clean_y = x[12:], y[12:]
+    model.fit(clean_x, clean_y, batch_size=BATCH, shuffle=False, verbose=0)
+    reference.fit(clean_x, clean_y, batch_size=BATCH, shuffle=False, verbose=0)
+    for (path, a), (_, b) in zip(everything(model), everything(reference)):
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7, err_msg=path)
+
+
+DISTRIBUTED = textwrap.dedent(
+    """
+    import json, sys
+    import numpy as np
+    backend = sys.argv[1]
+    if backend == "tensorflow":
+        import tensorflow as tf
+        cpu = tf.config.list_physical_devices("CPU")[0]
+        tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+    import keras
+    sys.path.insert(0, sys.argv[3])
+    import test_guard as t
+    from shapegrad import doctor
+    if backend == "tensorflow":
+        scope = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"]).scope()
+    else:
+        import contextlib
+        keras.distribution.set_distribution(keras.distribution.DataParallel(devices=keras.distribution.list_devices("cpu")[:2]))
+        scope = contextlib.nullcontext()
+    x, y = t.data(bad=None)
+    x[9] = 0.0
+    with scope:
+        reference = t.bn_model()
+        reference.fit(x[:8], y[:8], batch_size=t.BATCH, shuffle=False, verbose=0)
+        model = t.bn_model()
+        guard = doctor.NaNGuard(sys.argv[2], verbose=0, diagnose=False)
+        model.fit(x, y, batch_size=t.BATCH, shuffle=False, callbacks=[guard], verbose=0)
+    got, want = t.everything(model), t.everything(reference)
+    differ = [p for (p, a), (_, b) in zip(got, want) if not np.array_equal(a, b)]
+    print("RESULT" + json.dumps({"caught": guard.caught["step"], "differ": differ, "n": len(got)}))
+    """
+)
+
+
+@pytest.mark.skipif(BACKEND == "torch", reason="the installed Keras distributes on jax and tensorflow only")
+def test_caught_under_a_distribution_with_every_variable_put_back(tmp_path):
+    """tf.distribute.MirroredStrategy / keras.distribution.DataParallel over 2 simulated CPUs."""
+    env = dict(os.environ, KERAS_BACKEND=BACKEND, XLA_FLAGS="--xla_force_host_platform_device_count=2")
+    proc = subprocess.run(
+        [sys.executable, "-c", DISTRIBUTED, BACKEND, str(tmp_path / "nan"), os.path.dirname(__file__)],
+        capture_output=True, text=True, env=env, timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(proc.stdout.split("RESULT")[-1])
+    assert result["caught"] == 2 and result["n"] > 10 and result["differ"] == [], result
+
+
+def test_loss_scale_optimizer_is_refused_and_nothing_patched(tmp_path):
+    model = length_model()
+    model.compile(keras.optimizers.LossScaleOptimizer(keras.optimizers.SGD(0.01)), "mse")
+    guard = doctor.NaNGuard(tmp_path / "nan", verbose=0)
+    with pytest.raises(ValueError, match="LossScaleOptimizer.*Received: optimizer=LossScaleOptimizer"):
+        model.fit(*data(bad=None), batch_size=BATCH, callbacks=[guard], verbose=0)
+    assert not {"apply", "stateless_apply", "scale_loss"} & set(model.optimizer.__dict__)
+    assert "train_step" not in model.__dict__ and not (tmp_path / "nan").exists()
+
+
+@pytest.mark.slow
+def test_train_on_a_poisoned_folder_stops_with_a_report_and_one_line(tmp_path, capsys):
+    """``shapegrad train --images``: a float image holding NaN (a TIFF named .png) is caught, not trained on."""
+    from PIL import Image
+
+    from shapegrad import cli
+
+    rng = np.random.default_rng(0)
+    os.makedirs(tmp_path / "in")
+    for i in range(7):
+        Image.fromarray((rng.uniform(0, 1, (16, 16)) * 255).astype(np.uint8)).save(tmp_path / "in" / f"im{i}.png")
+    poison = rng.uniform(0, 1, (16, 16)).astype(np.float32)
+    poison[4:8, 4:8] = np.nan
+    Image.fromarray(poison, mode="F").save(tmp_path / "in" / "poison.png", format="TIFF")
+    out = tmp_path / "run"
+    status = cli.main(["train", "--images", str(tmp_path / "in"), "--shapes", "disk", "--steps", "6",
+                       "--resolution", "16", "--steps-per-epoch", "3", "--batch-size", "8", "--width", "4",
+                       "--test-size", "8", "--refine-steps", "0", "--out", str(out)])
+    err = capsys.readouterr().err
+    assert status == 1, err
+    lines = [line for line in err.splitlines() if line.startswith("shapegrad train")]
+    assert lines == [f"shapegrad train: failed: training produced a non-finite loss or gradient; stopped with the "
+                     f"last finite weights, report and batch in {out / 'nan-report'}"], err
+    assert "Traceback" not in err
+    report = json.loads((out / "nan-report" / "report.json").read_text())
+    assert report["step"] == 0 and report["loss_finite"] is False
+    assert np.isnan(np.load(out / "nan-report" / "batch.npz")["x"]).any()
+    weights = keras.saving.load_model(out / "nan-report" / "model.keras", compile=False).get_weights()
+    assert all(np.isfinite(w).all() for w in weights)
 
 
 def test_the_model_trains_normally_after_the_guard(tmp_path):

@@ -6,7 +6,9 @@ Keras' ``TerminateOnNaN`` stops *after* the weights are NaN and says nothing.
 - makes the compiled training step skip the optimizer update when the loss or
   any gradient is non-finite (the check runs inside the step: one reduction
   over the gradients, as ``LossScaleOptimizer`` does), so the weights stay the
-  last finite ones without copying them;
+  last finite ones without copying them, and puts back the non-trainable state
+  that the step's forward pass assigned (BatchNormalization's statistics, seed
+  generators: small, copied each step where the backend updates in place);
 - keeps a reference to the batch the step consumed (no copy), so with
   shuffling it is the batch actually used;
 - reads a one-number flag that the step returns, one step late so that it
@@ -27,6 +29,8 @@ How the step is instrumented (``on_train_begin``; undone on ``on_train_end``):
   ``-(step + 1)`` in ``optimizer.iterations`` (a sticky flag); the callback
   puts the step count back. Nothing is added to the model's or the
   optimizer's variables, so checkpoints written meanwhile are unchanged;
+- ``train_step`` selects the non-trainable variables back to their values
+  before the step when the flag is set;
 - ``train_step`` also returns ``min(iterations, 0)`` in its logs (removed
   before Keras sees them), and the training function is traced anew once per
   model (reused by later guarded fits) and wrapped so that the data iterator
@@ -121,9 +125,14 @@ class NaNGuard(keras.callbacks.Callback):
             (from Keras' running mean of the loss) and ``directory``.
         report: the :class:`shapegrad.doctor.Report` of that batch, or ``None``.
 
-    Conventions: the failing step's update is not applied, so after ``fit``
-    the model (weights, optimizer state, ``optimizer.iterations``) is exactly
-    as after the last finite step, and can be saved or trained further.
+    Conventions: the failing step changes no variable, so after ``fit`` every
+    variable of the model and its optimizer is exactly as after the last
+    finite step: the weights, the non-trainable state its forward pass assigns
+    (BatchNormalization's moving statistics, seed generators, any layer's
+    state), the optimizer's state and ``optimizer.iterations``. The model can
+    be saved or trained further. The compiled metrics are not put back (their
+    running values include the failing step), nor is Python state outside
+    variables; the report says so.
     Works with Keras' default compiled step on TensorFlow (``tf.function``,
     XLA), JAX (``jax.jit``) and PyTorch, with array, ``PyDataset`` and
     ``tf.data`` inputs. Not with ``LossScaleOptimizer``, which skips
@@ -394,7 +403,7 @@ class NaNGuard(keras.callbacks.Callback):
             what = "loss" if c["loss_finite"] is False else "gradients"
             print(
                 f"NaNGuard: non-finite {what} at step {c['step']} (epoch {c['epoch']}, batch {c['batch']}): "
-                f"training stopped with the weights from before that step; report in "
+                f"training stopped with every variable as before that step; report in "
                 f"{os.path.join(self.directory, 'report.txt')}",
                 file=sys.stderr,
             )
@@ -460,8 +469,10 @@ class NaNGuard(keras.callbacks.Callback):
         )
         head = [
             f"NaNGuard: step {c['step']} (epoch {c['epoch']}, batch {c['batch']}; counted from 0): {what}.",
-            f"Training stopped; the model keeps the weights from before this step "
-            f"(optimizer.iterations = {c['step']}).",
+            f"Training stopped; every variable of the model ({len(model.trainable_variables)} trainable, "
+            f"{len(model.non_trainable_variables)} non-trainable) and of its optimizer keeps its value from before "
+            f"this step (optimizer.iterations = {c['step']}). Not put back: the compiled metrics' running "
+            f"values (they include this step) and Python state outside variables.",
             f"Files: {', '.join(written)}",
         ]
         if command:
@@ -515,22 +526,53 @@ def _tf_in_graph(model):
 
 
 def _flagged_train_step(model, iteration_index):
-    """``train_step`` whose logs also carry the flag: 0 after a healthy step, ``-(s + 1)`` once step ``s`` failed.
+    """``train_step`` that puts back the state its forward pass assigned, and returns the flag in its logs.
 
-    A new function object, so that every backend traces the step anew. The flag is a
-    new array (not the step counter itself), so JAX never donates it with the state.
+    The optimizer's patched update already keeps the trainable variables and its own state on a
+    non-finite step. The forward pass assigns the rest (BatchNormalization's moving statistics,
+    seed generators, any layer's non-trainable state) whatever the gradients: each of those goes
+    back to its value before the step when the step failed (the sticky flag in ``iterations`` is
+    negative), inside the compiled step, so nothing waits for the host. On JAX the state comes
+    in and goes out as arrays, chosen by a conditional (a ``where`` that XLA fuses into the
+    moving statistics' update rounds them differently from the unguarded step; a conditional
+    leaves that computation as it was). On TensorFlow and PyTorch the values are copied before
+    the step (PyTorch updates a variable's tensor in place) and selected after it.
+
+    The flag is ``0`` after a healthy step, ``-(s + 1)`` once step ``s`` failed; a new array (not
+    the step counter itself), so JAX never donates it with the state. A new function object, so
+    that every backend traces the step anew. The model's metrics are not put back: their running
+    values include the failed step (``NaNGuard.caught["loss_finite"]`` reads them).
     """
     method = type(model).train_step
-    jax = keras.backend.backend() == "jax"
 
-    def train_step(*args):
-        out = method(model, *args)
-        logs, step = (out[0], out[1][2][iteration_index]) if jax else (out, ops.convert_to_tensor(model.optimizer.iterations))
-        logs = dict(logs)
+    if keras.backend.backend() == "jax":
+
+        def train_step(state, data):
+            logs, new_state = method(model, state, data)
+            trainable, non_trainable, optimizer_variables, metrics = new_state
+            step = optimizer_variables[iteration_index]
+            ok = step >= 0
+            new, old = list(non_trainable), list(state[1])
+            non_trainable = ops.cond(ok, lambda: new, lambda: old) if new else new
+            logs = dict(logs)
+            logs[_FLAG] = ops.minimum(step, 0)
+            return logs, (trainable, non_trainable, optimizer_variables, metrics)
+
+        return train_step
+
+    def train_step(data):
+        assigned = model.non_trainable_variables
+        before = [ops.copy(v.value) for v in assigned]
+        logs = dict(method(model, data))
+        step = ops.convert_to_tensor(model.optimizer.iterations)
+        if assigned:
+            ok = step >= 0
+            for v, old in zip(assigned, before):
+                v.assign(ops.where(ok, v.value, old))
         logs[_FLAG] = ops.minimum(step, 0)
         if _tf_in_graph(model):
-            logs[_BATCH] = args[0]  # the batch leaves the tf.function as it came in: no copy
-        return (logs, out[1]) if jax else logs
+            logs[_BATCH] = data  # the batch leaves the tf.function as it came in: no copy
+        return logs
 
     return train_step
 
