@@ -9,8 +9,9 @@ the library and prints).
 Exit status:
 
 - 0: done (``doctor``: the target is healthy);
-- 1: ``doctor`` found something; or an unexpected error during the work,
-  printed with its full traceback (a bug, not a typo);
+- 1: ``doctor`` found something; ``train`` stopped at a non-finite step
+  (one line naming the NaNGuard report, ``RUN/nan-report/``); or an unexpected
+  error during the work, printed with its full traceback (a bug, not a typo);
 - 2: bad arguments, one line ``shapegrad CMD: error: ...``; also when the
   library refuses to overwrite an output (``FileExistsError``);
 - 130: interrupted (Ctrl-C).
@@ -734,6 +735,9 @@ def main(argv=None):
         except FileExistsError as error:  # the library refuses to overwrite, before its work starts
             print(f"{prefix}: error: {_one_line(_overwrite_message(error))}", file=sys.stderr)
             return 2
+        except FloatingPointError as error:  # NaNGuard caught a step: its report says the rest
+            print(f"{prefix}: failed: {_one_line(error)}", file=sys.stderr)
+            return 1
         except Exception:  # noqa: BLE001 - a bug or a failure mid-work: keep the whole story
             traceback.print_exc()
             print(f"{prefix}: failed (traceback above)", file=sys.stderr)
