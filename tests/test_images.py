@@ -224,16 +224,38 @@ def test_encode_searches_on_from_the_encoders_guess_at_the_images_size(tmp_path,
 
 
 def test_encode_python_api_maps_back_and_keeps_switched_off_shapes_out(tmp_path):
+    """The shapes kept are exactly those of the encoder's guess with opacity >= the threshold, in order (else the
+    most opaque one, with ``kept == 0``); the threshold is set from the guess so that all, two or none pass."""
     enc = shapegrad.Encoder.load(save_untrained(str(tmp_path / "e.keras")))
     images = [np.zeros((30, 50, 1), "float32"), np.ones((12, 12, 3), "float32")]
-    found = enc.encode(images, refine_steps=0)
-    assert [(e.height, e.width) for e in found] == [(30, 50), (12, 12)]
-    for e in found:
-        opacities = [e.params[0, e.renderer.spec.get(k, "opacity").slice][0] for k in range(e.renderer.spec.num_shapes)]
-        assert e.renderer.spec.num_shapes == max(e.kept, 1)
-        if e.kept:
-            assert min(opacities) >= encode.KEEP_OPACITY
+    spec = enc.renderer.spec
+    kinds = [kind for kind, count in spec.shapes for _ in range(count)]
+    assert kinds == ["disk", "disk", "box", "box"]
+    guess = enc.model.predict(np.stack([enc.prepare(im)[0] for im in images]), verbose=0)
+    opacity = np.array([[row[spec.get(k, "opacity").slice][0] for k in range(spec.num_shapes)] for row in guess])
+    assert len({tuple(np.sort(o)) for o in opacity}) == 2 and all(len(set(o)) == 4 for o in opacity)  # no ties
+
+    def check(e, image, guessed, want, kept):
+        assert (e.height, e.width) == image.shape[:2]
+        drawn = [kind for kind, count in e.renderer.shapes for _ in range(count)]
+        assert drawn == [kinds[k] for k in want] and e.kept == kept, (drawn, e.kept, want)
+        opacities = [e.params[0, e.renderer.spec.get(k, "opacity").slice][0] for k in range(len(want))]
+        np.testing.assert_allclose(opacities, guessed[want], atol=1e-6)
         assert e.render().shape == (e.height, e.width, 3) and np.isfinite(e.psnr)
+
+    found = enc.encode(images, refine_steps=0)  # the default threshold, KEEP_OPACITY
+    assert len(found) == 2
+    for e, image, guessed in zip(found, images, opacity):
+        want = np.flatnonzero(guessed >= encode.KEEP_OPACITY)
+        check(e, image, guessed, want if len(want) else [int(np.argmax(guessed))], len(want))
+    every = enc.encode(images, refine_steps=0, keep_opacity=0.0)
+    none = enc.encode(images, refine_steps=0, keep_opacity=1.01)
+    for image, guessed, e_every, e_none in zip(images, opacity, every, none):
+        check(e_every, image, guessed, [0, 1, 2, 3], 4)
+        check(e_none, image, guessed, [int(np.argmax(guessed))], 0)  # none passes: the most opaque one, kept == 0
+        second, third = np.sort(guessed)[::-1][1:3]
+        (e,) = enc.encode([image], refine_steps=0, keep_opacity=(second + third) / 2)
+        check(e, image, guessed, sorted(np.argsort(guessed)[-2:]), 2)  # the two most opaque, in their order
 
 
 @pytest.mark.slow  # ~18 s: the engine's compilation
