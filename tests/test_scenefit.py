@@ -41,6 +41,17 @@ def _disk_params(row, col, radius, color, n=16):
     return np.array([row / n, col / n, radius / n, *color, 1.0], "float32")
 
 
+def assert_fit_draws(fit, image, mae=0.02, off=0.02):
+    """The fit's drawing against the hard-edged target: mean absolute error over the pixels and channels, and
+    the fraction of pixels whose colour is off by more than 0.25 in some channel (antialiased edge pixels
+    differ from scikit-image's hard ones; a missed, extra or misplaced shape moves whole regions). The fits
+    here reach a mean error of 0.003-0.009 and at most 0.7 % of pixels off (JAX); a disk 1 px off or a
+    missed shape of 20 pixels exceeds the bounds."""
+    diff = np.abs(np.asarray(fit.render(), np.float64) - image)
+    got_mae, got_off = diff.mean(), (diff.max(axis=-1) > 0.25).mean()
+    assert got_mae < mae and got_off < off, (got_mae, got_off)
+
+
 def test_traced_value_and_grad_inside_jit_matches_value_and_grad():
     def fn(x, y):
         return keras.ops.sum(keras.ops.sin(x) * y), x * 2.0
@@ -109,7 +120,7 @@ def test_unknown_count_and_kinds_of_skimage_scenes_and_the_simpler_kind():
     assert sorted(fits[1].kinds) == ["box", "disk"]
     for fit, image in zip(fits, (one, two, three)):
         assert fit.psnr > 25 and fit.params.dtype == np.float32 and np.isfinite(fit.params).all()
-        np.testing.assert_allclose(fit.render(), image, atol=0.5)
+        assert_fit_draws(fit, image)
         assert fit.renderer().spec.size == fit.params.size
 
 
@@ -125,7 +136,7 @@ def test_a_start_is_continued_its_missed_shape_added_its_background_coloured_sha
     (fit,) = fit_scene(image[None], kinds="disk,box", max_shapes=2, starts=[[carving, guess]],
                        **QUICK)
     assert sorted(fit.kinds) == ["box", "disk"] and fit.psnr > 25, fit.psnr
-    np.testing.assert_allclose(fit.render(), image, atol=0.5)
+    assert_fit_draws(fit, image)
 
 
 @pytest.mark.slow  # ~10 s on TensorFlow with compilation (load 5)
@@ -149,7 +160,7 @@ def test_starts_are_continued_missed_shapes_added_background_coloured_ones_dropp
     assert [f.kinds for f in fits[1:]] == [("disk",)] * 2
     for fit, image in zip(fits, images):
         assert fit.psnr > 25
-        np.testing.assert_allclose(fit.render(), image, atol=0.5)
+        assert_fit_draws(fit, image)
     # A SceneFit is read as its shapes and background (the same start as [disk], with that background).
     (scene,) = _check_starts([earlier], [spurious], ("disk", "box"), 3, None)
     assert [k for k, _ in scene.shapes] == ["disk"] and np.array_equal(scene.shapes[0][1], disk[1])
@@ -293,7 +304,7 @@ def test_fit_scene_finds_a_translucent_disk_over_a_box():
     disk_params = fit.params[-7:]
     assert abs(disk_params[-1] - 0.7) < 0.05, disk_params
     assert fit.psnr > 30, fit.psnr
-    np.testing.assert_allclose(fit.render(), image, atol=0.5)
+    assert_fit_draws(fit, image)
 
 
 def _two_disks_on_one_and_a_missed_box():
@@ -313,7 +324,7 @@ def test_a_shape_pruned_as_redundant_frees_its_place_for_a_missed_one():
     image, twice = _two_disks_on_one_and_a_missed_box()
     (fit,) = fit_scene(image[None], kinds="disk,box", max_shapes=2, starts=[twice], **QUICK)
     assert sorted(fit.kinds) == ["box", "disk"] and fit.psnr > 25, (fit.kinds, fit.psnr)
-    np.testing.assert_allclose(fit.render(), image, atol=0.5)
+    assert_fit_draws(fit, image)
 
 
 @pytest.mark.slow  # a second whole search of the case above (2.6 s on PyTorch): once, on TensorFlow

@@ -126,7 +126,8 @@ def test_train_writes_outputs_and_refuses_to_overwrite(tmp_path):
     assert not os.path.exists(os.path.join(out, "backup"))  # removed once finished
     saved = json.load(open(os.path.join(out, "metrics.json")))
     for key in ("iou", "psnr", "apex_error_px_median", "axis_error_deg_median", "aperture_error_deg_median"):
-        assert np.isfinite(saved[key]), key
+        assert np.isfinite(saved[key]) and saved[key] >= 0, key
+    assert saved["iou"] <= 1 and saved["axis_error_deg_median"] <= 180 and saved["aperture_error_deg_median"] <= 180
     assert saved["supervised"] is False and saved["backend"] == BACKEND and saved["steps"] == 6
     assert saved["wall_seconds"] > 0
     assert result["iou"] == saved["iou"]
@@ -287,7 +288,8 @@ def test_train_on_a_render_scene(tmp_path):
         str(tmp_path), shapes="disk,box", resolution=16, steps=4, steps_per_epoch=2, batch_size=8,
         test_size=8, refine_steps=2, width=4, verbose=0,
     )
-    assert np.isfinite(result["iou"]) and "disk_center_error_px_median" in result
+    assert 0 <= result["iou"] <= 1 and "disk_center_error_px_median" in result
+    assert result["disk_center_error_px_median"] >= 0
     assert "box_direction_error_deg_median" in result and result["shapes"] == "disk,box"
     from shapegrad.render import Render
 
