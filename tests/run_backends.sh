@@ -3,7 +3,9 @@
 #
 #   tests/run_backends.sh PYTHON "tensorflow jax torch" SLOW_BACKEND JOBS [pytest args...]
 #
-# Cases marked `slow` run on SLOW_BACKEND only. JOBS=1 runs the backends one after the other,
+# Cases marked `slow` run on SLOW_BACKEND only. The JAX run, the longest (eager JAX compiles each
+# operation on first use), is split over SPLIT_WORKERS pytest-xdist workers (default 2; 0: none),
+# so that it takes up a core that the shorter TensorFlow and PyTorch runs leave idle. JOBS=1 runs the backends one after the other,
 # printing as it goes; JOBS>1 runs them side by side (most of a test's time is one-threaded
 # tracing and compiling, so two cores serve three backends well), each into its own log under
 # .test-logs/, printed whole when that backend ends. The exit status is 1 if any backend failed.
@@ -21,7 +23,9 @@ run_one() {  # backend [pytest args...]
     local cache=()
     [ "$b" = jax ] && cache=(JAX_COMPILATION_CACHE_DIR="$PWD/.test-logs/jax-cache"
         JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS=0 JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES=0)
-    env "${cache[@]}" KERAS_BACKEND=$b TF_CPP_MIN_LOG_LEVEL=${TF_CPP_MIN_LOG_LEVEL:-3} "$py" -m pytest -q -m "$marks" "$@"
+    local split=()
+    [ "$b" = jax ] && [ "${SPLIT_WORKERS:-2}" -gt 0 ] && split=(-n "${SPLIT_WORKERS:-2}")
+    env "${cache[@]}" KERAS_BACKEND=$b TF_CPP_MIN_LOG_LEVEL=${TF_CPP_MIN_LOG_LEVEL:-3} "$py" -m pytest -q -m "$marks" "${split[@]}" "$@"
 }
 
 if [ "$jobs" -le 1 ]; then
