@@ -38,7 +38,7 @@ import numpy as np
 from keras import ops
 
 from shapegrad import _validate, raster
-from shapegrad.primitives import FAR, RenderSpec, parse_shapes, primitive
+from shapegrad.primitives import FAR, RenderSpec, parse_kinds, parse_shapes, primitive
 from shapegrad.render import Render, distance_function
 
 __all__ = [
@@ -251,9 +251,7 @@ def cycle_shapes(count, kinds=DEFAULT_KINDS):
         ('disk', 'disk*2,box,triangle', 'disk*16')
     """
     count = _validate.positive_int("count", count)
-    names = [k.strip() for k in kinds.split(",")] if isinstance(kinds, str) else list(kinds)
-    if not names or any(not isinstance(k, str) or not k or "*" in k for k in names):
-        raise ValueError(f"Expected kinds to be comma-separated primitive kinds. Received: kinds={kinds!r}")
+    names = parse_kinds(tuple(kinds) if isinstance(kinds, list) else kinds)
     parts = []
     for i, kind in enumerate(names):
         n = len(range(i, count, len(names)))

@@ -313,12 +313,6 @@ def fit_images(
     return chosen, errors[np.arange(batch), best]
 
 
-def _border_color(image):
-    """Median colour of the outermost pixels: the background of a drawing."""
-    border = np.concatenate([image[0], image[-1], image[:, 0], image[:, -1]])
-    return np.median(border, axis=0)
-
-
 def fit_file(image_path, shapes, out, restarts=32, steps=400, softness=1.0, seed=0, force=False, progress=True):
     """Fit ``shapes`` to the square image at ``image_path``; write ``params.json``, ``overlay.png``, ``shapes.svg``.
 
@@ -328,7 +322,7 @@ def fit_file(image_path, shapes, out, restarts=32, steps=400, softness=1.0, seed
     """
     import os
 
-    from shapegrad import files, plots
+    from shapegrad import data, files, plots
     from shapegrad.models import fields_for
     from shapegrad.render import Render
 
@@ -340,7 +334,7 @@ def fit_file(image_path, shapes, out, restarts=32, steps=400, softness=1.0, seed
     if existing and not force:
         raise FileExistsError(f"{os.path.join(out, existing[0])} exists. Pass force=True to overwrite.")
     renderer = Render(shapes, image.shape[0], channels=image.shape[-1], softness=softness,
-                      background=_border_color(image).tolist())
+                      background=data.border_color(image).tolist())
     fields = fields_for(renderer.spec)
 
     def sample(rng, count):

@@ -68,6 +68,7 @@ __all__ = [
     "Primitive",
     "RenderSpec",
     "format_shapes",
+    "parse_kinds",
     "parse_shapes",
     "primitive",
     "primitive_kinds",
@@ -360,6 +361,32 @@ def primitive(kind):
         f"Expected a primitive kind, one of {list(_PRIMITIVES)} or 'polygon<V>' with "
         f"3 <= V <= {_MAX_VERTICES}. Received: kind={kind!r}"
     )
+
+
+def parse_kinds(kinds, name="kinds"):
+    """Normalise ``kinds`` (``"disk,box"`` or a sequence of names) to a tuple of distinct primitive kinds.
+
+    Raises ``ValueError`` naming ``name``, the kinds there are, and what was received.
+
+    Example:
+        >>> parse_kinds("disk, box")
+        ('disk', 'box')
+    """
+    names = tuple(k.strip() for k in kinds.split(",")) if isinstance(kinds, str) else kinds
+    ok = isinstance(names, (list, tuple)) and len(names) > 0 and len(set(names)) == len(names)
+    why = ""
+    for kind in names if ok else ():
+        try:
+            primitive(kind)
+        except (ValueError, TypeError):
+            ok, why = False, f" (unknown kind {kind!r})"
+            break
+    if not ok:
+        raise ValueError(
+            f"Expected {name} to be a non-empty list of distinct primitives, each one of "
+            f"{list(_PRIMITIVES)} or 'polygon<V>' with 3 <= V <= {_MAX_VERTICES}{why}. Received: {name}={names!r}"
+        )
+    return tuple(names)
 
 
 _SHAPES_HELP = (

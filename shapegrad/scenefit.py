@@ -145,8 +145,9 @@ import keras
 import numpy as np
 from keras import ops
 
-from shapegrad import Render, _autodiff, raster
+from shapegrad import Render, _autodiff, _validate, data, raster
 from shapegrad.models import ParameterHead, fields_for
+from shapegrad.primitives import parse_kinds
 
 __all__ = ["DEFAULT_KINDS", "SceneEngine", "SceneFit", "fit_scene", "noise_level"]
 
@@ -266,14 +267,14 @@ class SceneEngine:
 
     def __init__(self, kinds, height, width, channels, max_depth, batch, instances=None, composite="over",
                  loop=None):
-        kinds = _check_kinds(kinds)
+        kinds = parse_kinds(kinds)
         self.kinds = kinds
-        self.height = _positive_int("height", height)
-        self.width = _positive_int("width", width)
-        self.channels = _positive_int("channels", channels)
-        self.max_depth = _positive_int("max_depth", max_depth)
-        self.batch = _positive_int("batch", batch)
-        self.instances = _positive_int("instances", self.batch * self.max_depth if instances is None else instances)
+        self.height = _validate.positive_int("height", height)
+        self.width = _validate.positive_int("width", width)
+        self.channels = _validate.positive_int("channels", channels)
+        self.max_depth = _validate.positive_int("max_depth", max_depth)
+        self.batch = _validate.positive_int("batch", batch)
+        self.instances = _validate.positive_int("instances", self.batch * self.max_depth if instances is None else instances)
         if composite not in raster.COMPOSITES:
             raise ValueError(f"Expected composite to be one of {list(raster.COMPOSITES)}. Received: composite={composite!r}")
         self.composite = composite
@@ -592,27 +593,6 @@ def _torch_threads(count):
         torch.set_num_threads(before)
 
 
-def _positive_int(name, value):
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value <= 0:
-        raise ValueError(f"Expected {name} to be a positive integer. Received: {name}={value!r}")
-    return int(value)
-
-
-def _check_kinds(kinds):
-    if isinstance(kinds, str):
-        kinds = tuple(k.strip() for k in kinds.split(","))
-    if not isinstance(kinds, (list, tuple)) or not kinds or len(set(kinds)) != len(kinds):
-        raise ValueError(f"Expected kinds to be a non-empty list of distinct primitive kinds. Received: kinds={kinds!r}")
-    for kind in kinds:
-        try:
-            Render(kind, 8)
-        except ValueError:
-            raise ValueError(
-                f"Expected kinds to be a non-empty list of distinct primitive kinds. Received: kinds={kinds!r}"
-            ) from None
-    return tuple(kinds)
-
-
 def noise_level(images):
     """Per image noise standard deviation ``(B,)``: the median absolute Laplacian, floored at 1/255.
 
@@ -691,12 +671,6 @@ def _render_layer(shapes, height, width, channels, background, sharpness, compos
     """The ONE construction of an output ``Render`` with an edge width (``softness = 1 / sharpness``)."""
     return Render(shapes, _resolution(height, width), channels=channels, background=background,
                   softness=1.0 / sharpness, composite=composite)
-
-
-def _border_color(image):
-    """Median colour of the outermost pixels of ``(H, W, C)``: the background of a drawing."""
-    border = np.concatenate([image[0], image[-1], image[:, 0], image[:, -1]])
-    return np.median(border, axis=0)
 
 
 def _downsample(images, f):
@@ -924,7 +898,7 @@ class _Search:
     def run(self):
         o = self.o
         b = len(self.images)
-        scenes = [Scene([], _border_color(im).astype("float32")) for im in self.images]
+        scenes = [Scene([], data.border_color(im)) for im in self.images]
         recon = np.broadcast_to(np.stack([s.background for s in scenes])[:, None, None], self.coarse.shape).copy()
         loss = ((self.coarse - recon) ** 2).mean(axis=(1, 2, 3))
         if self.starts is not None:
@@ -1042,7 +1016,7 @@ class _Search:
             # big shape of the background's colour on top of it), and the background starts there again.
             dropped = []
             for i in moving:
-                border = _border_color(self.coarse[i]).astype("float32")
+                border = data.border_color(self.coarse[i])
                 kept = [(k, p) for k, p in scenes[i].shapes
                         if self._contrast(k, p, border) and self._contrast(k, p, scenes[i].background)]
                 if len(kept) < len(scenes[i].shapes):
@@ -1348,8 +1322,8 @@ def _search_spec(kinds, max_shapes, shapes):
         for kind, count in Render(shapes, 8).shapes:  # parsed (and checked) by the renderer
             fixed[kind] = fixed.get(kind, 0) + count
         return tuple(fixed), sum(fixed.values()), fixed
-    kinds = _check_kinds(DEFAULT_KINDS if kinds is None else kinds)
-    return kinds, _positive_int("max_shapes", DEFAULT_MAX_SHAPES if max_shapes is None else max_shapes), None
+    kinds = parse_kinds(DEFAULT_KINDS if kinds is None else kinds)
+    return kinds, _validate.positive_int("max_shapes", DEFAULT_MAX_SHAPES if max_shapes is None else max_shapes), None
 
 
 def fit_scene(images, kinds=None, max_shapes=None, shapes=None, starts=None, **options):
@@ -1513,7 +1487,7 @@ def _check_starts(starts, arrays, kinds, max_shapes, fixed):
                     raise ValueError(f"Expected at most {fixed[kind]} {kind} in {where}, as shapes={shapes_text!r} says. "
                                      f"Received: {have}")
         if background is None:
-            background = _border_color(image).astype("float32")
+            background = data.border_color(image)
         out.append(Scene(shapes, background))
     return out
 

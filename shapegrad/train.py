@@ -586,13 +586,11 @@ def superset_shapes(kinds, max_shapes):
     off (opacity near 0); :mod:`shapegrad.encode` keeps the shapes with
     opacity >= 0.5. ``kinds`` is a comma-separated string or a sequence.
     """
-    from shapegrad.primitives import format_shapes, parse_shapes
+    from shapegrad.primitives import format_shapes, parse_kinds, parse_shapes
 
-    if isinstance(kinds, str):
+    if isinstance(kinds, str):  # repeats and empty items are dropped here, as they always were
         kinds = [k.strip() for k in kinds.split(",") if k.strip()]
-    kinds = list(dict.fromkeys(kinds))
-    if not kinds:
-        raise ValueError(f"Expected kinds to name at least one primitive. Received: kinds={kinds!r}")
+    kinds = parse_kinds(tuple(dict.fromkeys(kinds)))
     max_shapes = _validate.positive_int("max_shapes", max_shapes)
     return format_shapes(parse_shapes([(k, max_shapes) for k in kinds]))  # ValueError naming an unknown kind
 
