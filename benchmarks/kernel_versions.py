@@ -30,8 +30,9 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 from keras import ops  # noqa: E402
 
-from shapegrad import bench, sdf  # noqa: E402
-from shapegrad.render import Render  # noqa: E402
+from shapegrad.bench import timing as bench  # noqa: E402
+from shapegrad.render import sdf
+from shapegrad.render.render import Render  # noqa: E402
 
 KERNELS = ("DiskKernel", "BoxKernel", "EllipseKernel", "PolygonKernel")
 

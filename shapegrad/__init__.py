@@ -8,17 +8,21 @@ saved ``.keras`` file of ours may hold (``Cones``, ``Render``, ``CoordinateChann
 """
 
 from shapegrad import _startup  # noqa: F401 - first: the command line's quiet TensorFlow start-up
-from shapegrad import allocator, doctor, encode, guide, models, primitives, raster, safe, sdf
+from shapegrad import _moved
+from shapegrad import allocator, doctor
+from shapegrad.learn import encode, guide, models
+from shapegrad.render import primitives, raster, sdf
+from shapegrad.ops import safe
 from shapegrad.allocator import keep_freed_memory
-from shapegrad.encode import Encoder, encode_files
-from shapegrad.layers import Cones
-from shapegrad.models import Annealed
-from shapegrad.primitives import RenderSpec
-from shapegrad.render import Render
-from shapegrad.scenefit import SceneFit, fit_scene  # after Render: scenefit imports it
-from shapegrad import feedback  # noqa: E402 - after models and render, which it builds on
-from shapegrad.slots import SlotRender
-from shapegrad.safe import (
+from shapegrad.learn.encode import Encoder, encode_files
+from shapegrad.render.cones import Cones
+from shapegrad.learn.models import Annealed
+from shapegrad.render.primitives import RenderSpec
+from shapegrad.render.render import Render
+from shapegrad.fit.engine import SceneFit, fit_scene  # after Render: scenefit imports it
+from shapegrad.learn import feedback  # noqa: E402 - after models and render, which it builds on
+from shapegrad.render.slots import SlotRender
+from shapegrad.ops.safe import (
     angle_between,
     safe_acos,
     safe_atan2,
@@ -28,6 +32,8 @@ from shapegrad.safe import (
     safe_normalize,
     safe_sqrt,
 )
+
+_moved.install()  # shapegrad.safe, shapegrad.train, ...: the module paths before the sub-packages
 
 __version__ = "0.1.0"
 
@@ -61,3 +67,8 @@ __all__ = [
     "safe_sqrt",
     "sdf",
 ]
+
+
+def __getattr__(name):
+    """``shapegrad.train``, ``shapegrad.data``, ...: the modules' paths before the sub-packages."""
+    return _moved.old_attribute(name)

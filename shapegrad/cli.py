@@ -124,7 +124,7 @@ def _add_train(subparsers):
     p.add_argument("--refine-steps", type=int, default=100, help="test-time refinement steps (0 = off)")
     p.add_argument("--test-size", type=int, default=256)
     p.add_argument("--width", type=int, default=16, help="encoder base width (default 16)")
-    from shapegrad.models import COLORS, ENCODERS
+    from shapegrad.learn.models import COLORS, ENCODERS
 
     p.add_argument("--architecture", choices=ENCODERS, default="cnn",
                    help="encoder: cnn (dense head on a flattened feature map) or spatial (one attention map per "
@@ -179,14 +179,14 @@ def _check_train(args):
     _number(args, "learning_rate", 0)
     _number(args, "anneal_start", 0, 1)
     _number(args, "noise", 0, low_open=False)
-    from shapegrad import distribute
-    from shapegrad.render import Render
+    from shapegrad.learn import distribute
+    from shapegrad.render.render import Render
 
     if args.images is None and args.shapes != "cone":
         Render(args.shapes, args.resolution, channels=args.channels)  # raises ValueError naming shapes
     distribute.check(args.devices, args.batch_size)
     if args.images is not None:
-        from shapegrad import train
+        from shapegrad.learn import train
 
         # Lists the images (headers only) and reads the training background: no training yet.
         task = train.ImageTask(args.images, shapes=args.shapes, kinds=args.kinds, max_shapes=args.max_shapes,
@@ -197,7 +197,7 @@ def _check_train(args):
     else:
         task = None
     if args.init is not None:  # loaded here for its errors (exit 2), again by train()
-        from shapegrad import train
+        from shapegrad.learn import train
 
         check = task if task is not None else train.Task(args.shapes, args.resolution, args.channels)
         train.load_init(args.init, check, name="--init")  # a ValueError naming --init: exit 2
@@ -247,7 +247,7 @@ def _check_train_images(args):
 
 
 def _output_free_run(out, force):
-    from shapegrad import train
+    from shapegrad.learn import train
 
     try:
         train._check_out(out, force)
@@ -256,7 +256,7 @@ def _output_free_run(out, force):
 
 
 def _run_train(args, task):
-    from shapegrad import train
+    from shapegrad.learn import train
 
     if task is not None:
         result = train.train(
@@ -355,7 +355,8 @@ def _check_fit(args):
         raise UsageError(f"Expected --max-side to be an integer >= 4. Received: --max-side={args.max_side}")
     if os.path.exists(args.out) and not os.path.isdir(args.out):
         raise UsageError(f"Expected --out to be a folder. Received: --out={args.out!r} (a file)")
-    from shapegrad import data, fit
+    from shapegrad import fit
+    from shapegrad.learn import data
 
     try:
         fit.check_fit_options(args.kinds, args.max_shapes, args.shapes)
@@ -411,7 +412,7 @@ def _check_render(args):
         raise UsageError(f"Expected --out to end in .svg or .png. Received: --out={args.out}")
     _output_free(args.out, args.force)
     _positive_int(args, "scale")
-    from shapegrad import files
+    from shapegrad.io import files
 
     return files.load_params(args.params)  # ValueError naming what is wrong with the file
 
@@ -419,7 +420,7 @@ def _check_render(args):
 def _run_render(args, loaded):
     import keras
 
-    from shapegrad import files, plots
+    from shapegrad.io import files, plots
 
     renderer, params = loaded
     images = keras.ops.convert_to_numpy(renderer(params))
@@ -460,7 +461,7 @@ def _check_encode(args):
     _positive_int(args, "batch_size")
     if os.path.exists(args.out) and not os.path.isdir(args.out):
         raise UsageError(f"Expected --out to be a folder. Received: --out={args.out!r} (a file)")
-    from shapegrad import data, encode
+    from shapegrad.learn import data, encode
 
     scan = data.scan_images(args.inputs)  # ValueError for a missing input
     if not len(scan):
@@ -470,7 +471,7 @@ def _check_encode(args):
 
 
 def _run_encode(args, encoder):
-    from shapegrad import encode
+    from shapegrad.learn import encode
 
     result = encode.encode_files(encoder, args.inputs, args.out, refine_steps=args.refine_steps,
                                  batch_size=args.batch_size, force=args.force, progress=sys.stderr.isatty(),
@@ -631,7 +632,7 @@ def _check_bench(args):
     if os.path.exists(args.out) and not os.path.isdir(args.out):
         raise UsageError(f"Expected --out to be a folder. Received: --out={args.out!r} (a file)")
     if args.report:
-        from shapegrad import bench_report
+        from shapegrad.bench import report as bench_report
 
         if not bench_report.load_results(args.out):  # ValueError naming a broken file
             raise UsageError(f"no benchmark results in {args.out} (run shapegrad bench --out {args.out} first)")
@@ -650,7 +651,8 @@ def _check_bench(args):
 def _run_bench(args, _):
     import keras
 
-    from shapegrad import bench, bench_report
+    from shapegrad import bench
+    from shapegrad.bench import report as bench_report
 
     if args.report:
         md, png = bench_report.write_report(args.out)

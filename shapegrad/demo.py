@@ -22,8 +22,8 @@ def cone_gallery(path, resolution=64, seed=0, rows=3, cols=6):
     """
     import keras
 
-    from shapegrad import plots
-    from shapegrad.layers import Cones
+    from shapegrad.io import plots
+    from shapegrad.render.cones import Cones
 
     rng = np.random.default_rng(seed)
     count = rows * cols
@@ -60,7 +60,7 @@ def main(out="runs/demo"):
     import json
 
     from shapegrad.gallery import primitive_gallery
-    from shapegrad.train import train
+    from shapegrad.learn.train import train
 
     print("wrote", cone_gallery(os.path.join(out, "cones.png")))
     print("wrote", primitive_gallery(os.path.join(out, "primitives.png")))

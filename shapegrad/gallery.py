@@ -37,8 +37,8 @@ def primitive_gallery(path, resolution=96, seed=0):
     """
     import keras
 
-    from shapegrad import plots
-    from shapegrad.render import Render
+    from shapegrad.io import plots
+    from shapegrad.render.render import Render
 
     n = resolution
     tiles = []

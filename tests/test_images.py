@@ -19,9 +19,11 @@ from PIL import Image
 from skimage import draw
 
 import shapegrad
-from shapegrad import cli, data, encode, files, metrics
-from shapegrad.models import build_encoder, fields_for
-from shapegrad.render import Render
+from shapegrad import cli
+from shapegrad.learn import data, encode, metrics
+from shapegrad.io import files
+from shapegrad.learn.models import build_encoder, fields_for
+from shapegrad.render.render import Render
 
 SIZES = [(20, 20), (24, 36), (40, 28), (16, 16), (33, 21)]
 

@@ -8,7 +8,7 @@ from hypothesis.extra import numpy as hnp
 from keras import ops
 
 from helpers import adversarial_array, assert_finite, check_gradients, to_numpy, value_and_grad
-from shapegrad import raster
+from shapegrad.render import raster
 
 
 def test_coverage_filter_width_and_slope(float64):
@@ -117,7 +117,7 @@ def test_planes_composite_like_channel_last(float64):
 
 
 def _kernel_and_params(kind, n, rng):
-    from shapegrad import sdf
+    from shapegrad.render import sdf
 
     c = list(rng.uniform(2, n - 2, (2, 1, 2, 1, 1)))
     h = list(rng.uniform(1.5, 3.5, (2, 1, 2, 1, 1)))
@@ -155,7 +155,7 @@ def test_shape_alpha_gradients_match_finite_differences_float64(kind, float64):
 
 
 def test_shape_alpha_equals_coverage_times_opacity(float64):
-    from shapegrad import sdf
+    from shapegrad.render import sdf
 
     rng = np.random.default_rng(0)
     kernel, params = _kernel_and_params("disk", 8, rng)
@@ -171,7 +171,7 @@ def test_shape_alpha_row_block_fold_gives_the_same_gradients(kind, float64, monk
     """The pixel sums folded over 4 row blocks (sdf._row_blocks) equal the unfolded ones, every kernel, float64."""
     import keras
 
-    from shapegrad import sdf
+    from shapegrad.render import sdf
 
     n = 8
     rng = np.random.default_rng(len(kind) + 1)
@@ -265,7 +265,7 @@ _SOLVE_STEP = {}  # mode -> compiled (value, solved colours, gradients): one tra
 
 def _solve_step(mode):
     if mode not in _SOLVE_STEP:
-        from shapegrad._autodiff import jit, traced_value_and_grad
+        from shapegrad.ops.autodiff import jit, traced_value_and_grad
 
         def fn(a, i, p):
             colors = raster.solve_colors(a, i, p, 0.5, mode)
@@ -312,7 +312,7 @@ def test_solve_colors_rejects_bad_arguments():
 @pytest.mark.parametrize("mode", ["over", "union"])
 def test_paint_planes_folded_colour_gradient_is_the_plain_one(mode, float64, monkeypatch):
     """The row-block fold of the colour's pixel sum (TensorFlow's, forced here on every backend) changes no gradient."""
-    from shapegrad import sdf
+    from shapegrad.render import sdf
 
     rng = np.random.default_rng(5)
     alpha, weights = rng.uniform(0, 1, (2, 8, 8)), rng.normal(size=(3, 2, 8, 8))
@@ -369,7 +369,7 @@ def test_over_planes_is_the_fold_of_paint_planes(blocks, float64, monkeypatch):
     """The fused op's image and hand-written gradient are autodiff's through the fold (row blocks forced)."""
     from keras import backend
 
-    from shapegrad import sdf
+    from shapegrad.render import sdf
 
     monkeypatch.setattr(sdf, "_SUM_BLOCKS", {backend.backend(): blocks})
     monkeypatch.setattr(raster, "_COLOR_SUM_BLOCKS", {backend.backend(): blocks})

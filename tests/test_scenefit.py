@@ -14,8 +14,8 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from helpers import BACKEND, adversarial_array, assert_finite, check_gradients, jit, to_numpy, value_and_grad
-from shapegrad import _autodiff
-from shapegrad.scenefit import (_OPACITY_GAIN, Scene, SceneEngine, SceneFit, _check_starts, _opacity, fit_scene,
+from shapegrad.ops import autodiff as _autodiff
+from shapegrad.fit.engine import (_OPACITY_GAIN, Scene, SceneEngine, SceneFit, _check_starts, _opacity, fit_scene,
                                 noise_level)
 
 # Few steps, tiny images: enough for these scenes, fast on every backend.

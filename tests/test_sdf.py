@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from keras import ops
 from skimage import draw
 
-from shapegrad import raster, sdf
+from shapegrad.render import raster, sdf
 from helpers import adversarial, adversarial_array, assert_finite, check_gradients, jit, to_numpy, value_and_grad
 
 

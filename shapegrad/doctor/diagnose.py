@@ -2,7 +2,7 @@
 
 Example:
     >>> import numpy as np
-    >>> from shapegrad import safe
+    >>> from shapegrad.ops import safe
     >>> report = check(safe.safe_norm, np.array([[3.0, 4.0], [1.0, 0.0]], "float32"))
     >>> report.ok, report.findings
     (True, [])
@@ -12,7 +12,7 @@ import keras
 import numpy as np
 from keras import ops, tree
 
-from shapegrad import _autodiff
+from shapegrad.ops import autodiff
 from shapegrad.doctor.fd import _fd_findings
 from shapegrad.doctor.findings import _add_aftermath, _dead_findings, _describe, _finite, _forward_finding, _gradient_finding, _split, _unique
 from shapegrad.doctor.report import Finding, Report
@@ -147,7 +147,7 @@ def check(target, inputs, targets=None, loss=None, *, training=False, fd_samples
         + [p for ps in out_probes for p in ps]
         + [np.zeros_like(o) for o in out_leaves]
     )
-    _, _, grads = _autodiff.value_and_grad_with_aux(total, *grad_args)
+    _, _, grads = autodiff.value_and_grad_with_aux(total, *grad_args)
     g_x, grads = grads[: sizes[0]], grads[sizes[0] :]
     g_w, grads = grads[: sizes[1]], grads[sizes[1] :]
     g_in, grads = _split(grads[: sizes[2]], in_probes), grads[sizes[2] :]

@@ -8,7 +8,7 @@ import keras
 import numpy as np
 from keras import ops, tree
 
-from shapegrad import _autodiff
+from shapegrad.ops import autodiff
 from shapegrad.doctor import _keras_internals
 from shapegrad.doctor.report import Finding
 from shapegrad.doctor.trace import _is_float_tensor, _np, _run
@@ -78,7 +78,7 @@ def _fd_findings(target, inputs, float_inputs, loss_fn, training, samples, seed,
 
     xs = [leaves64[k] for k in float_inputs]
     try:
-        value, grads = _autodiff.value_and_grad(f, *xs)
+        value, grads = autodiff.value_and_grad(f, *xs)
     except Exception as error:  # noqa: BLE001
         notes.append(f"float64 finite-difference check skipped: the target failed in float64 ({type(error).__name__})")
         return []

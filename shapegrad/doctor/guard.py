@@ -400,7 +400,8 @@ class NaNGuard(keras.callbacks.Callback):
             )
 
     def _write(self, data):
-        from shapegrad import doctor, files
+        from shapegrad import doctor
+        from shapegrad.io import files
 
         model, out = self._guarded, self.directory
         os.makedirs(out, exist_ok=True)

@@ -28,7 +28,7 @@ the image's size.
 
 Example (a tiny run; skipped by the doctest run, it trains for ~20 s):
     >>> import shapegrad, numpy as np  # doctest: +SKIP
-    >>> from shapegrad import train  # doctest: +SKIP
+    >>> from shapegrad.learn import train  # doctest: +SKIP
     >>> _ = train.train_images("run", "my_images/", kinds="disk,box", max_shapes=2,  # doctest: +SKIP
     ...                        resolution=24, steps=20, steps_per_epoch=10, width=4, verbose=0)
     >>> encoder = shapegrad.Encoder.load("run/encoder.keras")  # doctest: +SKIP
@@ -44,7 +44,8 @@ import time
 import keras
 import numpy as np
 
-from shapegrad import data, files
+from shapegrad.learn import data
+from shapegrad.io import files
 
 __all__ = ["KEEP_OPACITY", "KEEP_PRESENCE", "EncoderInfo", "encoder_info", "with_info", "Encoded", "Encoder", "encode_files"]
 
@@ -90,7 +91,7 @@ def encoder_info(renderer, kinds=None, max_shapes=None, decoder="superset"):
     of ``max_shapes`` slots of ``kinds``; ``shapes`` is then the superset
     ``kind*max_shapes,...`` that can hold what it draws).
     """
-    from shapegrad.primitives import format_shapes
+    from shapegrad.render.primitives import format_shapes
 
     if decoder == "slots":
         shapes = ",".join(f"{k}*{renderer.slots}" for k in renderer.kinds)
@@ -156,8 +157,8 @@ class Encoder:
     """
 
     def __init__(self, model, info):
-        from shapegrad.models import fields_for
-        from shapegrad.render import Render
+        from shapegrad.learn.models import fields_for
+        from shapegrad.render.render import Render
 
         self.model, self.info = model, dict(info)
         self.resolution = int(info["resolution"])
@@ -168,13 +169,13 @@ class Encoder:
         self._engines = {}
         self.slots = None
         if info.get("decoder") == "slots":
-            from shapegrad.slots import SlotRender
+            from shapegrad.render.slots import SlotRender
 
             self.slots = SlotRender(info["kinds"], info["max_shapes"], self.resolution, channels=self.channels,
                                     softness=info["softness"], background=info["background"])
 
     def _render(self, shapes, resolution):
-        from shapegrad.render import Render
+        from shapegrad.render.render import Render
 
         info = self.info
         return Render(shapes, resolution, channels=self.channels, softness=info["softness"],
@@ -237,7 +238,7 @@ class Encoder:
         options (``{"polish_steps": 50}``): a search with those settings.
         ``search=False``: the refinement above.
         """
-        from shapegrad import metrics
+        from shapegrad.learn import metrics
 
         if not (isinstance(search, bool) or isinstance(search, dict)):
             raise ValueError(f"Expected search to be True, False or a dict of fit_scene options. Received: search={search!r}")
@@ -283,8 +284,8 @@ class Encoder:
 
     def _search(self, guess, prepared, keep_opacity, options):
         """``fit_scene`` on each image at its own size, started from the encoder's kept shapes; ``[Encoded]``."""
-        from shapegrad import metrics
-        from shapegrad.scenefit import fit_scene
+        from shapegrad.learn import metrics
+        from shapegrad.fit.engine import fit_scene
 
         kinds, most = self.search_space()
         starts = []
@@ -312,7 +313,7 @@ class Encoder:
 
     def _engine(self, batch, size):
         """The compiled scene engine for ``batch`` items of ``size x size`` frames (built once per size)."""
-        from shapegrad.scenefit import SceneEngine
+        from shapegrad.fit.engine import SceneEngine
 
         ready = [b for b, r in self._engines if b >= batch and r == size]
         if ready:  # a smaller batch is padded: no second compilation (a chunk's end)
@@ -330,7 +331,7 @@ class Encoder:
     def refine(self, guess, boxed, steps, batch_size=32, sharpness=REFINE_SHARPNESS, learning_rate=0.05,
                keep_opacity=KEEP_OPACITY):
         """Refine the encoder's ``(B, P)`` guess against the ``(B, R, R, C)`` frames; a list of scenes."""
-        from shapegrad.scenefit import Scene
+        from shapegrad.fit.engine import Scene
 
         engine = self._engine(min(batch_size, len(guess)), boxed.shape[1])
         starts = [self._scene(row, keep_opacity) for row in guess]
@@ -360,7 +361,7 @@ class Encoder:
 
     def _to_image(self, found, box):
         """A found scene of the ``N x N`` frame at the image's size: ``(renderer, (1, P'))``."""
-        from shapegrad.render import Render
+        from shapegrad.render.render import Render
 
         shapes = ",".join(kind for kind, _ in found.shapes)
         values = np.concatenate([p for _, p in found.shapes])[None]
@@ -398,7 +399,7 @@ def encode_files(encoder, inputs, out, refine_steps=100, batch_size=32, force=Fa
     "existing": [paths], "rows": [...]}``. Raises ``ValueError`` when no
     input is a readable image.
     """
-    from shapegrad import plots
+    from shapegrad.io import plots
 
     encoder = encoder if isinstance(encoder, Encoder) else Encoder.load(encoder)
     scan = data.scan_images(inputs)

@@ -26,7 +26,7 @@ came from upstream.
 
 Example:
     >>> import numpy as np
-    >>> from shapegrad import safe
+    >>> from shapegrad.ops import safe
     >>> float(safe.safe_norm(np.zeros(2, "float32")))
     0.0
     >>> round(float(safe.angle_between(np.array([1.0, 0.0]), np.array([0.0, 2.0]))), 6)

@@ -17,7 +17,7 @@ fraction of the steps.
 Example:
     >>> import numpy as np
     >>> from shapegrad import Cones
-    >>> from shapegrad.models import fields_for
+    >>> from shapegrad.learn.models import fields_for
     >>> truth = np.array([[0.5, 0.5, 0.0, 1.0, 0.2]], "float32")
     >>> image = keras.ops.convert_to_numpy(Cones(24)(truth))
     >>> guess = np.array([[0.45, 0.55, 0.2, 1.0, 0.25]], "float32")
@@ -32,7 +32,7 @@ import keras
 import numpy as np
 from keras import layers
 
-from shapegrad.models import Annealed, ParameterHead  # noqa: F401  (Annealed: importable from here too)
+from shapegrad.learn.models import Annealed, ParameterHead  # noqa: F401  (Annealed: importable from here too)
 
 __all__ = [
     "raw_from_params",
@@ -322,9 +322,10 @@ def fit_file(image_path, shapes, out, restarts=32, steps=400, softness=1.0, seed
     """
     import os
 
-    from shapegrad import data, files, plots
-    from shapegrad.models import fields_for
-    from shapegrad.render import Render
+    from shapegrad.learn import data
+    from shapegrad.io import files, plots
+    from shapegrad.learn.models import fields_for
+    from shapegrad.render.render import Render
 
     image = files.read_image(image_path)
     if image.shape[0] != image.shape[1]:
@@ -351,7 +352,7 @@ def fit_file(image_path, shapes, out, restarts=32, steps=400, softness=1.0, seed
 
 def _outlines(renderer, row):
     """``(K, N, N)`` boolean outlines of each fitted shape alone (coverage > 0.5, minus its interior)."""
-    from shapegrad.render import Render
+    from shapegrad.render.render import Render
 
     masks = []
     for k in range(renderer.spec.num_shapes):
@@ -376,7 +377,7 @@ SUMMARY_COLUMNS = ("file", "size", "kinds", "count", "psnr_db", "seconds", "stat
 def fitted_size(size, max_side=MAX_SIDE):
     """The size ``(h, w)`` at which ``fit_files`` fits an image of ``size`` ``(H, W)``: its own, or shrunk
     (proportions kept, :class:`shapegrad.data.Letterbox` with ``pad=False``) to ``max_side`` on its longer side."""
-    from shapegrad import data
+    from shapegrad.learn import data
 
     if max(size) <= max_side:
         return tuple(size)
@@ -445,7 +446,7 @@ def fit_files(inputs, out, kinds=None, max_shapes=None, shapes=None, force=False
     Example (skipped by the doctest run: a whole search, ~20 s with compilation):
         >>> import os, tempfile, numpy as np
         >>> from skimage.draw import disk
-        >>> from shapegrad import files, plots
+        >>> from shapegrad.io import files, plots
         >>> folder = tempfile.mkdtemp()
         >>> image = np.full((24, 40, 3), 0.1, "float32")
         >>> rr, cc = disk((12, 14), 7, shape=(24, 40)); image[rr, cc] = (0.9, 0.3, 0.2)
@@ -463,8 +464,9 @@ def fit_files(inputs, out, kinds=None, max_shapes=None, shapes=None, force=False
     import os
     import sys
 
-    from shapegrad import data, files
-    from shapegrad.scenefit import fit_scene
+    from shapegrad.learn import data
+    from shapegrad.io import files
+    from shapegrad.fit.engine import fit_scene
 
     check_fit_options(kinds, max_shapes, shapes, options)
     scan = data.scan_images(inputs)  # ValueError for a missing input
@@ -554,7 +556,7 @@ def _chunks(paths, sizes):
     batch size per image size). Each batch's files are written before the next starts, so a killed run
     keeps every finished batch; batching 16 images of 64x64 px made them 2.6x faster per image than one
     call each (TensorFlow, shared CPU at load 4-5)."""
-    from shapegrad.scenefit import _GROUP
+    from shapegrad.fit.engine import _GROUP
 
     by_size = {}
     for path in paths:
@@ -581,7 +583,7 @@ def _other_files(inputs, extensions):
 
 def check_fit_options(kinds, max_shapes, shapes, options=None):
     """Raise ``ValueError`` (Keras style) for bad ``kinds``, ``max_shapes``, ``shapes`` or search options."""
-    from shapegrad.scenefit import _DEFAULTS, _search_spec
+    from shapegrad.fit.engine import _DEFAULTS, _search_spec
 
     unknown = set(options or {}) - set(_DEFAULTS)
     if unknown:

@@ -22,7 +22,7 @@ Trained self-supervised, like the encoder (``shapegrad train --feedback N
 Example:
     >>> import keras, numpy as np
     >>> from shapegrad import Render
-    >>> from shapegrad.models import build_spatial_encoder
+    >>> from shapegrad.learn.models import build_spatial_encoder
     >>> render = Render("disk,box", resolution=16, channels=3)
     >>> base = build_spatial_encoder((16, 16, 3), render.spec, width=4, dense=8, colors="solve", renderer=render)
     >>> encoder = build_feedback_encoder(base, render, steps=2, width=4, dense=8)
@@ -36,8 +36,10 @@ Example:
 import keras
 from keras import layers, ops
 
-from shapegrad import _validate, raster, safe
-from shapegrad.models import ColorSolve, CoordinateChannels, SpatialReadout
+from shapegrad import _validate
+from shapegrad.render import raster
+from shapegrad.ops import safe
+from shapegrad.learn.models import ColorSolve, CoordinateChannels, SpatialReadout
 
 __all__ = ["DrawGuess", "MaskedMean", "Nudge", "build_feedback_encoder"]
 
@@ -57,7 +59,7 @@ class DrawGuess(layers.Layer):
     """
 
     def __init__(self, renderer, **kwargs):
-        from shapegrad.render import Render
+        from shapegrad.render.render import Render
 
         super().__init__(**kwargs)
         if not isinstance(renderer, Render):
@@ -222,7 +224,7 @@ def build_feedback_encoder(encoder, renderer, steps=2, width=16, dense=128, reac
     nothing). The colours are solved again after each step
     (:class:`shapegrad.models.ColorSolve`, held constant in the gradient).
     """
-    from shapegrad.render import Render
+    from shapegrad.render.render import Render
 
     if not isinstance(renderer, Render):
         raise ValueError(f"Expected renderer to be a shapegrad.Render (feedback steps draw its parameters). "

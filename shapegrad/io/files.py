@@ -107,8 +107,8 @@ def read_image(path):
 
 
 def _renderer(meta):
-    from shapegrad.layers import Cones
-    from shapegrad.render import Render
+    from shapegrad.render.cones import Cones
+    from shapegrad.render.render import Render
 
     resolution = (meta["height"], meta["width"]) if "height" in meta and "width" in meta else meta["resolution"]
     if meta["shapes"] == "cone":
@@ -177,7 +177,7 @@ def _natural(renderer, row):
 
 def save_params(path, renderer, params, **extra):
     """Write a parameter file for ``renderer`` (a ``Render`` or ``Cones``) and ``(B, P)`` params, atomically."""
-    from shapegrad.primitives import format_shapes
+    from shapegrad.render.primitives import format_shapes
 
     params = np.asarray(params, np.float64)
     resolution = renderer.resolution if isinstance(renderer.resolution, int) else list(renderer.resolution)
@@ -345,7 +345,8 @@ def write_image_outputs(folder, pixels, renderer, params, /, full=None, **extra)
     size), for ``params.json`` and ``shapes.svg``; the overlay stays at
     ``pixels``' size. Returns the paths written.
     """
-    from shapegrad import fit, plots
+    from shapegrad.fit import polish
+    from shapegrad.io import plots
 
     pixels = np.asarray(pixels, np.float32)
     written = []
@@ -353,7 +354,7 @@ def write_image_outputs(folder, pixels, renderer, params, /, full=None, **extra)
         row = np.asarray(params, np.float32).reshape(1, -1)
         saved, saved_row = (full[0], np.asarray(full[1], np.float32).reshape(1, -1)) if full else (renderer, row)
         written.append(save_params(os.path.join(folder, "params.json"), saved, saved_row, **extra))
-        outlines = fit._outlines(renderer, row[0])
+        outlines = polish._outlines(renderer, row[0])
         written.append(write_text(os.path.join(folder, "shapes.svg"), to_svg(saved, saved_row[0])))
     else:
         outlines = np.zeros((0, *pixels.shape[:2]), bool)

@@ -14,7 +14,7 @@ Conventions:
 Example:
     >>> import numpy as np
     >>> from keras import ops
-    >>> from shapegrad import raster
+    >>> from shapegrad.render import raster
     >>> cov = raster.coverage(np.array([-10.0, 0.0, 10.0], "float32"))
     >>> [round(v, 4) for v in ops.convert_to_numpy(cov).tolist()]
     [1.0, 0.5, 0.0]
@@ -22,7 +22,8 @@ Example:
 
 from keras import ops
 
-from shapegrad import safe, sdf
+from shapegrad.ops import safe
+from shapegrad.render import sdf
 
 __all__ = [
     "COMPOSITES",

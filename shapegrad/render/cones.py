@@ -5,9 +5,11 @@ import math
 import keras
 from keras import ops
 
-from shapegrad import _validate, safe, sdf
-from shapegrad.primitives import FAR, RenderSpec, height_width
-from shapegrad.raster import pixel_grid
+from shapegrad import _validate
+from shapegrad.ops import safe
+from shapegrad.render import sdf
+from shapegrad.render.primitives import FAR, RenderSpec, height_width
+from shapegrad.render.raster import pixel_grid
 
 __all__ = ["Cones"]
 

@@ -40,9 +40,9 @@ import numpy as np
 from keras import ops
 
 from shapegrad import _validate
-from shapegrad.models import fields_for
-from shapegrad.primitives import RenderSpec, parse_kinds
-from shapegrad.render import Render
+from shapegrad.learn.models import fields_for
+from shapegrad.render.primitives import RenderSpec, parse_kinds
+from shapegrad.render.render import Render
 
 __all__ = ["SlotRender"]
 

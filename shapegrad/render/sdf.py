@@ -14,7 +14,7 @@ Conventions (shared by every function here and by the layers):
 Example:
     >>> import numpy as np
     >>> from keras import ops
-    >>> from shapegrad import sdf
+    >>> from shapegrad.render import sdf
     >>> p = np.array([[0.0, 5.0], [0.0, -5.0]], "float32")
     >>> d = sdf.cone(p, apex=np.zeros(2, "float32"), axis=np.array([0.0, 1.0], "float32"),
     ...              half_angle=np.float32(np.pi / 4))
@@ -28,7 +28,7 @@ import math
 import keras
 from keras import ops
 
-from shapegrad import safe
+from shapegrad.ops import safe
 
 __all__ = ["bezier", "box", "cone", "disk", "ellipse", "polygon", "segment"]
 

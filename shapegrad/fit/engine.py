@@ -145,9 +145,13 @@ import keras
 import numpy as np
 from keras import ops
 
-from shapegrad import Render, _autodiff, _validate, data, raster
-from shapegrad.models import ParameterHead, fields_for
-from shapegrad.primitives import parse_kinds
+from shapegrad import _validate
+from shapegrad.render.render import Render
+from shapegrad.ops import autodiff
+from shapegrad.learn import data
+from shapegrad.render import raster
+from shapegrad.learn.models import ParameterHead, fields_for
+from shapegrad.render.primitives import parse_kinds
 
 __all__ = ["DEFAULT_KINDS", "SceneEngine", "SceneFit", "fit_scene", "noise_level"]
 
@@ -298,9 +302,9 @@ class SceneEngine:
             raise ValueError(f"Expected loop to be 'compiled' or 'python'. Received: loop={loop!r}")
         self.loop = loop
         self.traces = 0
-        self._grad = _autodiff.traced_value_and_grad(self._loss, wrt=2)
-        self._run_compiled = _autodiff.jit(self._run)
-        self._step_compiled = _autodiff.jit(self._step)
+        self._grad = autodiff.traced_value_and_grad(self._loss, wrt=2)
+        self._run_compiled = autodiff.jit(self._run)
+        self._step_compiled = autodiff.jit(self._step)
 
     # ---- the compiled part: backend tensors only --------------------------------------
 

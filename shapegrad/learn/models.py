@@ -21,8 +21,10 @@ Example:
 import keras
 from keras import layers, ops
 
-from shapegrad import _validate, raster, safe
-from shapegrad.primitives import RenderSpec
+from shapegrad import _validate
+from shapegrad.render import raster
+from shapegrad.ops import safe
+from shapegrad.render.primitives import RenderSpec
 
 __all__ = [
     "CONE_FIELDS",
@@ -286,7 +288,7 @@ COLORS = ("head", "solve", "solve-grad")
 def _check_colors(colors, renderer, spec):
     _validate.one_of("colors", colors, COLORS)
     if colors != "head":
-        from shapegrad.render import Render
+        from shapegrad.render.render import Render
 
         if not isinstance(renderer, Render) or spec is None or renderer.spec.size != spec.size or \
                 renderer.shapes != spec.shapes:
@@ -339,7 +341,7 @@ class ColorSolve(layers.Layer):
     """
 
     def __init__(self, renderer, iterations=3, scale=0.1, ridge=1e-3, gradient=True, **kwargs):
-        from shapegrad.render import Render
+        from shapegrad.render.render import Render
 
         super().__init__(**kwargs)
         if not isinstance(renderer, Render):

@@ -37,9 +37,10 @@ import keras
 import numpy as np
 from keras import ops
 
-from shapegrad import _validate, raster
-from shapegrad.primitives import FAR, RenderSpec, parse_kinds, parse_shapes, primitive
-from shapegrad.render import Render, distance_function
+from shapegrad import _validate
+from shapegrad.render import raster
+from shapegrad.render.primitives import FAR, RenderSpec, parse_kinds, parse_shapes, primitive
+from shapegrad.render.render import Render, distance_function
 
 __all__ = [
     "BACKENDS",
@@ -209,7 +210,7 @@ def bench_cones(resolution=64, batch=256, rounds=5, iters=10, seed=0):
 
     Returns a list of result rows (dicts).
     """
-    from shapegrad.layers import Cones
+    from shapegrad.render.cones import Cones
 
     rng = np.random.default_rng(seed)
     x = np.concatenate(
@@ -403,7 +404,7 @@ def device_name():
     if backend == "torch":
         import torch
 
-        from shapegrad._autodiff import torch_device
+        from shapegrad.ops.autodiff import torch_device
 
         device = torch.device(torch_device())
         return torch.cuda.get_device_name(device) if device.type == "cuda" else device.type

@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from shapegrad.files import atomic_write
+from shapegrad.io.files import atomic_write
 
 __all__ = ["save_image", "image_grid", "overlay", "save_reconstructions", "save_curves"]
 

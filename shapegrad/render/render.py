@@ -10,7 +10,7 @@ vector means (fields, units, the registry of kinds) is the schema,
 Example:
     >>> import keras
     >>> import numpy as np
-    >>> from shapegrad.render import Render
+    >>> from shapegrad.render.render import Render
     >>> layer = Render("disk*2", resolution=16)
     >>> layer.spec.size, [s.field.name for s in layer.spec.fields_of(0)]
     (10, ['center', 'radius', 'color', 'opacity'])
@@ -29,8 +29,10 @@ import keras
 import numpy as np
 from keras import ops
 
-from shapegrad import _validate, raster, safe, sdf
-from shapegrad.primitives import (  # noqa: F401  (re-exported: the schema used to live here)
+from shapegrad import _validate
+from shapegrad.render import raster, sdf
+from shapegrad.ops import safe
+from shapegrad.render.primitives import (  # noqa: F401  (re-exported: the schema used to live here)
     FAR,
     FIELD_KINDS,
     Field,
