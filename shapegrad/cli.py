@@ -17,8 +17,8 @@ Exit status:
 
 TensorFlow's C++ start-up log is silenced unless the user set
 ``TF_CPP_MIN_LOG_LEVEL=0`` (see :mod:`shapegrad._startup`, which runs before
-keras is imported). Keras and the library are imported lazily, inside the
-sub-commands, so ``--help`` parses without them. Before a sub-command starts,
+keras is imported). The library's modules are imported at the top: importing
+the package already imports Keras. Before a sub-command starts,
 large freed memory blocks are kept for reuse (:func:`shapegrad.allocator.keep_freed_memory`:
 on glibc, XLA's per-step buffers then cost no page faults; the scene
 training step 1.2-1.7x faster on JAX), unless the user set glibc's malloc
@@ -37,6 +37,13 @@ import sys
 import traceback
 
 from shapegrad import allocator
+from shapegrad import bench, demo, doctor, fit
+from shapegrad.bench import report as bench_report
+from shapegrad.doctor import load
+from shapegrad.io import files, plots
+from shapegrad.learn import data, distribute, encode, train
+from shapegrad.learn.models import COLORS, ENCODERS
+from shapegrad.render.render import Render
 
 __all__ = ["UsageError", "build_parser", "main"]
 
@@ -124,7 +131,6 @@ def _add_train(subparsers):
     p.add_argument("--refine-steps", type=int, default=100, help="test-time refinement steps (0 = off)")
     p.add_argument("--test-size", type=int, default=256)
     p.add_argument("--width", type=int, default=16, help="encoder base width (default 16)")
-    from shapegrad.learn.models import COLORS, ENCODERS
 
     p.add_argument("--architecture", choices=ENCODERS, default="cnn",
                    help="encoder: cnn (dense head on a flattened feature map) or spatial (one attention map per "
@@ -179,14 +185,11 @@ def _check_train(args):
     _number(args, "learning_rate", 0)
     _number(args, "anneal_start", 0, 1)
     _number(args, "noise", 0, low_open=False)
-    from shapegrad.learn import distribute
-    from shapegrad.render.render import Render
 
     if args.images is None and args.shapes != "cone":
         Render(args.shapes, args.resolution, channels=args.channels)  # raises ValueError naming shapes
     distribute.check(args.devices, args.batch_size)
     if args.images is not None:
-        from shapegrad.learn import train
 
         # Lists the images (headers only) and reads the training background: no training yet.
         task = train.ImageTask(args.images, shapes=args.shapes, kinds=args.kinds, max_shapes=args.max_shapes,
@@ -197,7 +200,6 @@ def _check_train(args):
     else:
         task = None
     if args.init is not None:  # loaded here for its errors (exit 2), again by train()
-        from shapegrad.learn import train
 
         check = task if task is not None else train.Task(args.shapes, args.resolution, args.channels)
         train.load_init(args.init, check, name="--init")  # a ValueError naming --init: exit 2
@@ -247,7 +249,6 @@ def _check_train_images(args):
 
 
 def _output_free_run(out, force):
-    from shapegrad.learn import train
 
     try:
         train._check_out(out, force)
@@ -256,7 +257,6 @@ def _output_free_run(out, force):
 
 
 def _run_train(args, task):
-    from shapegrad.learn import train
 
     if task is not None:
         result = train.train(
@@ -355,8 +355,6 @@ def _check_fit(args):
         raise UsageError(f"Expected --max-side to be an integer >= 4. Received: --max-side={args.max_side}")
     if os.path.exists(args.out) and not os.path.isdir(args.out):
         raise UsageError(f"Expected --out to be a folder. Received: --out={args.out!r} (a file)")
-    from shapegrad import fit
-    from shapegrad.learn import data
 
     try:
         fit.check_fit_options(args.kinds, args.max_shapes, args.shapes)
@@ -373,7 +371,6 @@ def _check_fit(args):
 
 
 def _run_fit(args, _):
-    from shapegrad import fit
 
     result = fit.fit_files(args.inputs, args.out, kinds=args.kinds, max_shapes=args.max_shapes, shapes=args.shapes,
                            force=args.force, progress=True, max_side=args.max_side)
@@ -412,7 +409,6 @@ def _check_render(args):
         raise UsageError(f"Expected --out to end in .svg or .png. Received: --out={args.out}")
     _output_free(args.out, args.force)
     _positive_int(args, "scale")
-    from shapegrad.io import files
 
     return files.load_params(args.params)  # ValueError naming what is wrong with the file
 
@@ -420,7 +416,6 @@ def _check_render(args):
 def _run_render(args, loaded):
     import keras
 
-    from shapegrad.io import files, plots
 
     renderer, params = loaded
     images = keras.ops.convert_to_numpy(renderer(params))
@@ -461,7 +456,6 @@ def _check_encode(args):
     _positive_int(args, "batch_size")
     if os.path.exists(args.out) and not os.path.isdir(args.out):
         raise UsageError(f"Expected --out to be a folder. Received: --out={args.out!r} (a file)")
-    from shapegrad.learn import data, encode
 
     scan = data.scan_images(args.inputs)  # ValueError for a missing input
     if not len(scan):
@@ -471,7 +465,6 @@ def _check_encode(args):
 
 
 def _run_encode(args, encoder):
-    from shapegrad.learn import encode
 
     result = encode.encode_files(encoder, args.inputs, args.out, refine_steps=args.refine_steps,
                                  batch_size=args.batch_size, force=args.force, progress=sys.stderr.isatty(),
@@ -500,7 +493,6 @@ def _check_gallery(args):
 
 
 def _run_gallery(args, _):
-    from shapegrad import demo
 
     print(demo.cone_gallery(args.out, args.resolution))
 
@@ -515,7 +507,6 @@ def _add_demo(subparsers):
 
 
 def _run_demo(args, _):
-    from shapegrad import demo
 
     demo.main()
 
@@ -564,7 +555,6 @@ def _add_doctor(subparsers):
 
 
 def _check_doctor(args):
-    from shapegrad.doctor import load
 
     try:
         target = load.load_target(args.target, safe_mode=not args.unsafe, modules=args.modules)
@@ -582,7 +572,6 @@ def _check_doctor(args):
 
 
 def _run_doctor(args, loaded):
-    from shapegrad import doctor
 
     target, inputs, targets = loaded
     report = doctor.check(target, inputs, targets=targets, loss=args.loss)
@@ -632,7 +621,6 @@ def _check_bench(args):
     if os.path.exists(args.out) and not os.path.isdir(args.out):
         raise UsageError(f"Expected --out to be a folder. Received: --out={args.out!r} (a file)")
     if args.report:
-        from shapegrad.bench import report as bench_report
 
         if not bench_report.load_results(args.out):  # ValueError naming a broken file
             raise UsageError(f"no benchmark results in {args.out} (run shapegrad bench --out {args.out} first)")
@@ -641,7 +629,6 @@ def _check_bench(args):
     _number(args, "max_work", 1, low_open=False)
     import keras
 
-    from shapegrad import bench
 
     backend = keras.backend.backend()
     if backend not in bench.BACKENDS:
@@ -651,8 +638,6 @@ def _check_bench(args):
 def _run_bench(args, _):
     import keras
 
-    from shapegrad import bench
-    from shapegrad.bench import report as bench_report
 
     if args.report:
         md, png = bench_report.write_report(args.out)

@@ -11,6 +11,10 @@ on this machine's CPU. ``shapegrad gallery`` renders the cone gallery alone.
 import os
 
 import numpy as np
+from shapegrad.gallery import primitive_gallery
+from shapegrad.io import plots
+from shapegrad.learn.train import train
+from shapegrad.render.cones import Cones
 
 __all__ = ["cone_gallery", "main"]
 
@@ -22,8 +26,6 @@ def cone_gallery(path, resolution=64, seed=0, rows=3, cols=6):
     """
     import keras
 
-    from shapegrad.io import plots
-    from shapegrad.render.cones import Cones
 
     rng = np.random.default_rng(seed)
     count = rows * cols
@@ -59,8 +61,6 @@ def cone_gallery(path, resolution=64, seed=0, rows=3, cols=6):
 def main(out="runs/demo"):
     import json
 
-    from shapegrad.gallery import primitive_gallery
-    from shapegrad.learn.train import train
 
     print("wrote", cone_gallery(os.path.join(out, "cones.png")))
     print("wrote", primitive_gallery(os.path.join(out, "primitives.png")))

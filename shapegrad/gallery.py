@@ -1,6 +1,8 @@
 """A PNG gallery of every primitive and a composite colour scene (``make demo``)."""
 
 import numpy as np
+from shapegrad.io import plots
+from shapegrad.render.render import Render
 
 __all__ = ["primitive_gallery"]
 
@@ -37,8 +39,6 @@ def primitive_gallery(path, resolution=96, seed=0):
     """
     import keras
 
-    from shapegrad.io import plots
-    from shapegrad.render.render import Render
 
     n = resolution
     tiles = []

@@ -41,6 +41,8 @@ from shapegrad import _validate
 from shapegrad.render import raster
 from shapegrad.render.primitives import FAR, RenderSpec, parse_kinds, parse_shapes, primitive
 from shapegrad.render.render import Render, distance_function
+from shapegrad.ops.autodiff import torch_device
+from shapegrad.render.cones import Cones
 
 __all__ = [
     "BACKENDS",
@@ -210,7 +212,6 @@ def bench_cones(resolution=64, batch=256, rounds=5, iters=10, seed=0):
 
     Returns a list of result rows (dicts).
     """
-    from shapegrad.render.cones import Cones
 
     rng = np.random.default_rng(seed)
     x = np.concatenate(
@@ -404,7 +405,6 @@ def device_name():
     if backend == "torch":
         import torch
 
-        from shapegrad.ops.autodiff import torch_device
 
         device = torch.device(torch_device())
         return torch.cuda.get_device_name(device) if device.type == "cuda" else device.type

@@ -153,7 +153,8 @@ from shapegrad.render import raster
 from shapegrad.learn.models import ParameterHead, fields_for
 from shapegrad.render.primitives import parse_kinds
 
-__all__ = ["DEFAULT_KINDS", "SceneEngine", "SceneFit", "fit_scene", "noise_level"]
+__all__ = ["DEFAULT_KINDS", "GROUP", "SEARCH_DEFAULTS", "Scene", "SceneEngine", "SceneFit", "fit_scene", "noise_level",
+           "search_spec"]
 
 DEFAULT_KINDS = ("disk", "box", "triangle", "ellipse")
 DEFAULT_MAX_SHAPES = 5
@@ -1275,7 +1276,7 @@ def _quietly(fn):
 
 _ENGINES = {}
 # At most this many images are searched together (memory; one compiled size for a long list).
-_GROUP = 16
+GROUP = 16
 
 
 def _engine(kinds, height, width, channels, max_depth, composite, batch, instances):
@@ -1286,7 +1287,7 @@ def _engine(kinds, height, width, channels, max_depth, composite, batch, instanc
     return _ENGINES[key]
 
 
-_DEFAULTS = dict(
+SEARCH_DEFAULTS = dict(
     steps=60,
     joint_steps=60,
     keep=3,
@@ -1310,7 +1311,7 @@ _DEFAULTS = dict(
 )
 
 
-def _search_spec(kinds, max_shapes, shapes):
+def search_spec(kinds, max_shapes, shapes):
     """``(kinds, max_shapes, fixed)`` of a search: ``fixed`` is ``{kind: count}`` for ``shapes``, else None.
 
     ``kinds`` and ``max_shapes`` (None: :data:`DEFAULT_KINDS`, 5) describe a
@@ -1359,7 +1360,7 @@ def fit_scene(images, kinds=None, max_shapes=None, shapes=None, starts=None, **o
             given shape that does not earn its gain is dropped) and the
             polish. Kinds must be among ``kinds`` (with ``shapes``: within
             its counts), at most ``max_shapes`` per image.
-        **options: search settings (defaults in ``_DEFAULTS``): ``steps``
+        **options: search settings (defaults in ``SEARCH_DEFAULTS``): ``steps``
             (Adam steps per added shape), ``order_steps``, ``polish_steps``,
             ``learning_rate``, ``sharpness`` (start, end of the search, px^-1),
             ``final_sharpness`` (the sharpest final edge), ``min_area`` (px),
@@ -1390,15 +1391,15 @@ def fit_scene(images, kinds=None, max_shapes=None, shapes=None, starts=None, **o
         >>> fits[0].shapes, bool(fits[0].psnr > 28)
         ('disk,box', True)
     """
-    unknown = set(options) - set(_DEFAULTS)
+    unknown = set(options) - set(SEARCH_DEFAULTS)
     if unknown:
-        raise ValueError(f"Expected options among {sorted(_DEFAULTS)}. Received: {sorted(unknown)}")
-    o = dict(_DEFAULTS, **options)
+        raise ValueError(f"Expected options among {sorted(SEARCH_DEFAULTS)}. Received: {sorted(unknown)}")
+    o = dict(SEARCH_DEFAULTS, **options)
     if o["composite"] not in raster.COMPOSITES:
         raise ValueError(f"Expected composite to be one of {list(raster.COMPOSITES)}. Received: composite={o['composite']!r}")
     if isinstance(o["rounds"], bool) or not isinstance(o["rounds"], (int, np.integer)) or o["rounds"] < 0:
         raise ValueError(f"Expected rounds to be a non-negative integer. Received: rounds={o['rounds']!r}")
-    kinds, max_shapes, fixed = _search_spec(kinds, max_shapes, shapes)
+    kinds, max_shapes, fixed = search_spec(kinds, max_shapes, shapes)
     if isinstance(images, np.ndarray) and images.ndim == 4:
         images = list(images)
     if not isinstance(images, (list, tuple)) or not images:
@@ -1418,7 +1419,7 @@ def fit_scene(images, kinds=None, max_shapes=None, shapes=None, starts=None, **o
     out = [None] * len(arrays)
     batches = []
     for shape, index in groups.items():
-        parts = -(-len(index) // _GROUP)
+        parts = -(-len(index) // GROUP)
         size = -(-len(index) // parts)  # equal parts: one compiled size
         batches.extend((shape, index[j : j + size]) for j in range(0, len(index), size))
     for shape, index in batches:

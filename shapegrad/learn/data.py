@@ -19,6 +19,8 @@ import numpy as np
 from shapegrad import _validate
 from shapegrad.ops.autodiff import jit
 from shapegrad.render.primitives import RenderSpec
+from shapegrad.io import files
+from shapegrad.render.cones import Cones
 
 __all__ = [
     "CONE_RANGES",
@@ -142,7 +144,6 @@ class ConeDataset(SceneDataset):
     """
 
     def __init__(self, resolution=64, batch_size=64, batches=100, seed=0, targets="images", noise=0.0, fresh=True, **kwargs):
-        from shapegrad.render.cones import Cones
 
         renderer = resolution if isinstance(resolution, keras.layers.Layer) else Cones(resolution)
         super().__init__(renderer, batch_size, batches, seed, targets, noise, fresh, **kwargs)
@@ -398,7 +399,6 @@ class ImageFolderDataset(keras.utils.PyDataset):
 
     def load(self, i):
         """Image ``i`` letterboxed to ``(N, N, channels)``, from the cache or the disk."""
-        from shapegrad.io import files
 
         if i in self._cache:
             self._cache[i] = self._cache.pop(i)  # most recently used

@@ -40,6 +40,7 @@ from shapegrad import _validate
 from shapegrad.render import raster
 from shapegrad.ops import safe
 from shapegrad.learn.models import ColorSolve, CoordinateChannels, SpatialReadout
+from shapegrad.render.render import Render
 
 __all__ = ["DrawGuess", "MaskedMean", "Nudge", "build_feedback_encoder"]
 
@@ -59,7 +60,6 @@ class DrawGuess(layers.Layer):
     """
 
     def __init__(self, renderer, **kwargs):
-        from shapegrad.render.render import Render
 
         super().__init__(**kwargs)
         if not isinstance(renderer, Render):
@@ -224,7 +224,6 @@ def build_feedback_encoder(encoder, renderer, steps=2, width=16, dense=128, reac
     nothing). The colours are solved again after each step
     (:class:`shapegrad.models.ColorSolve`, held constant in the gradient).
     """
-    from shapegrad.render.render import Render
 
     if not isinstance(renderer, Render):
         raise ValueError(f"Expected renderer to be a shapegrad.Render (feedback steps draw its parameters). "

@@ -25,6 +25,7 @@ from shapegrad import _validate
 from shapegrad.render import raster
 from shapegrad.ops import safe
 from shapegrad.render.primitives import RenderSpec
+from shapegrad.render.render import Render
 
 __all__ = [
     "CONE_FIELDS",
@@ -288,7 +289,6 @@ COLORS = ("head", "solve", "solve-grad")
 def _check_colors(colors, renderer, spec):
     _validate.one_of("colors", colors, COLORS)
     if colors != "head":
-        from shapegrad.render.render import Render
 
         if not isinstance(renderer, Render) or spec is None or renderer.spec.size != spec.size or \
                 renderer.shapes != spec.shapes:
@@ -341,7 +341,6 @@ class ColorSolve(layers.Layer):
     """
 
     def __init__(self, renderer, iterations=3, scale=0.1, ridge=1e-3, gradient=True, **kwargs):
-        from shapegrad.render.render import Render
 
         super().__init__(**kwargs)
         if not isinstance(renderer, Render):

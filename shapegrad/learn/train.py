@@ -47,6 +47,12 @@ from shapegrad.learn.data import ConeDataset, SceneDataset
 from shapegrad.learn.guide import GuideLoss, GuideWeight
 from shapegrad.learn.models import COLORS, ENCODERS, Annealed, build_autoencoder, build_encoder, build_spatial_encoder, fields_for
 from shapegrad.learn.models import pyramid_mse  # noqa: F401  (importable from here, as before)
+from shapegrad.learn import data, encode
+from shapegrad.learn.feedback import build_feedback_encoder
+from shapegrad.render.cones import Cones
+from shapegrad.render.primitives import format_shapes, parse_kinds, parse_shapes
+from shapegrad.render.render import Render
+from shapegrad.render.slots import SlotRender
 
 __all__ = ["Task", "ImageTask", "superset_shapes", "train", "train_images", "evaluate", "OUTPUTS"]
 
@@ -67,8 +73,6 @@ class Task:
     """
 
     def __init__(self, shapes, resolution, channels=1, softness=1.0):
-        from shapegrad.render.cones import Cones
-        from shapegrad.render.render import Render
 
         self.shapes = shapes
         self.resolution = _validate.positive_int("resolution", resolution)
@@ -93,7 +97,6 @@ class Task:
 
     # Hooks that train() calls; ImageTask overrides them.
     def build_encoder(self, width, architecture="cnn", colors="head"):
-        from shapegrad.render.render import Render
 
         shape = (self.resolution, self.resolution, self.channels)
         if colors != "head" and not isinstance(self.renderer, Render):
@@ -246,7 +249,6 @@ def evaluate(encoder, task, images, params, refine_steps=100, batch=256):
 
 
 def _check_guide(task, guide, supervised):
-    from shapegrad.render.render import Render
 
     if isinstance(task, ImageTask):
         raise ValueError(f"Expected guide=None with images: the guide needs the parameters of synthetic scenes. "
@@ -270,7 +272,6 @@ def _guided(encoder, renderer, weight, ramp_steps):
 
 
 def _check_feedback(task, feedback):
-    from shapegrad.render.render import Render
 
     if not isinstance(task.renderer, Render):
         raise ValueError(f"Expected a Render decoder with feedback (its steps draw the parameters): synthetic "
@@ -313,13 +314,10 @@ def load_init(init, task, name="init"):
         raise ValueError(f"Expected {name} to map images {shape} to the {size} parameters of shapes={task.shapes!r}. "
                          f"Received: {name} with input shape {model.input_shape} and output shape "
                          f"{model.output_shape}")
-    from shapegrad.learn import encode
-    from shapegrad.render.render import Render
 
     drawn = [layer.renderer.shapes for layer in model._flatten_layers(include_self=False, recursive=True)
              if isinstance(getattr(layer, "renderer", None), Render)]
     if isinstance(task.renderer, Render) and any(shapes != task.renderer.shapes for shapes in drawn):
-        from shapegrad.render.primitives import format_shapes
 
         raise ValueError(f"Expected {name} to draw the task's shapes ({task.shapes!r}). Received: {name} drawing "
                          f"{format_shapes(drawn[0])!r}")
@@ -484,7 +482,6 @@ def train(
         # Inside the scope: under tf.distribute / JAX sharding its variables must be the strategy's.
         encoder = task.build_encoder(width, architecture, colors) if init is None else load_init(init, task)
         if feedback:
-            from shapegrad.learn.feedback import build_feedback_encoder
 
             encoder.trainable = init is None
             encoder = build_feedback_encoder(encoder, task.renderer, feedback, width=width)
@@ -588,7 +585,6 @@ def superset_shapes(kinds, max_shapes):
     off (opacity near 0); :mod:`shapegrad.encode` keeps the shapes with
     opacity >= 0.5. ``kinds`` is a comma-separated string or a sequence.
     """
-    from shapegrad.render.primitives import format_shapes, parse_kinds, parse_shapes
 
     if isinstance(kinds, str):  # repeats and empty items are dropped here, as they always were
         kinds = [k.strip() for k in kinds.split(",") if k.strip()]
@@ -630,8 +626,6 @@ class ImageTask(Task):
 
     def __init__(self, images, shapes=None, kinds=None, max_shapes=None, resolution=64, softness=1.0, holdout=0.1,
                  seed=0, decoder=None, presence_prior=None, kind_prior=0.0):
-        from shapegrad.learn import data
-        from shapegrad.render.render import Render
 
         if (shapes is None) == (kinds is None):
             raise ValueError(f"Expected exactly one of shapes and kinds. Received: shapes={shapes!r}, kinds={kinds!r}")
@@ -661,10 +655,8 @@ class ImageTask(Task):
         self.training = [self.scan.paths[i] for i in sorted(order[held:])] or list(self.heldout)
         borders = [data.border_color(data.to_channels(files.read_image(p), channels)) for p in self.training[:64]]
         background = np.median(np.stack(borders), axis=0).round(4).tolist()
-        from shapegrad.render.primitives import format_shapes
 
         if decoder == "slots":
-            from shapegrad.render.slots import SlotRender
 
             self.renderer = SlotRender(kinds, max_shapes, self.resolution, channels=channels, softness=softness,
                                        background=background, presence_prior=presence_prior, kind_prior=kind_prior)
@@ -681,17 +673,14 @@ class ImageTask(Task):
 
     def info(self):
         """What the saved encoder carries (:class:`shapegrad.encode.EncoderInfo`)."""
-        from shapegrad.learn import encode
 
         return encode.encoder_info(self.renderer, kinds=self.kinds, max_shapes=self.max_shapes, decoder=self.decoder)
 
     def build_encoder(self, width, architecture="cnn", colors="head"):
-        from shapegrad.learn import encode
 
         return encode.with_info(super().build_encoder(width, architecture, colors), self.info())
 
     def dataset(self, batch_size, batches, seed, targets="images", noise=0.0, fresh=True):
-        from shapegrad.learn import data
 
         if targets != "images":
             raise ValueError(f"Expected targets='images' for the user's images (no labels). Received: targets={targets!r}")
@@ -699,7 +688,6 @@ class ImageTask(Task):
                                        noise, fresh)
 
     def _heldout(self, size):
-        from shapegrad.learn import data
 
         return data.ImageFolderDataset(self.heldout[:size], self.resolution, self.channels, cache=0).all_images()
 
