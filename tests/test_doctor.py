@@ -234,7 +234,7 @@ def test_cones_is_clean_at_degenerate_inputs():
 @(pytest.mark.slow if BACKEND == "jax" else (lambda f: f))
 def test_render_is_clean():
     # No float64 fixture: the doctor's finite-difference twin runs in float64, and Render keeps
-    # float64 under Keras' own promotion (safe._maximum and co.; before, ops.maximum/minimum/arctan2
+    # float64 under Keras' own promotion (numerics.maximum and co.; before, ops.maximum/minimum/arctan2
     # computed in float32 on PyTorch and the FD step saw no change on a box's corner radius).
     if importlib.util.find_spec("shapegrad.render") is None:
         pytest.skip("shapegrad.render does not exist yet")

@@ -188,7 +188,7 @@ class _Killed(Exception):
 def test_a_resumed_run_keeps_the_whole_history_and_training_time(tmp_path, monkeypatch):
     """Killed after the checkpoint of epoch 2 of 4, then resumed: metrics.json and curves.png cover all 4."""
     from shapegrad.io import plots
-    from shapegrad.learn import train
+    from shapegrad.learn import train as train_module
 
     out = tmp_path / "run"
     args = dict(resolution=16, steps=8, steps_per_epoch=2, batch_size=8, test_size=8, refine_steps=0, width=4, verbose=0)
