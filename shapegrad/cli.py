@@ -251,7 +251,7 @@ def _check_train_images(args):
 def _output_free_run(out, force):
 
     try:
-        train._check_out(out, force)
+        train.check_outputs_free(out, force)
     except FileExistsError as error:
         raise UsageError(_overwrite_message(error)) from None
 

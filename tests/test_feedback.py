@@ -207,7 +207,7 @@ def test_init_of_the_users_images_must_encode_images_like_them(tmp_path):
     white = ImageTask(str(tmp_path / "white"), shapes="disk,box", resolution=16)
     model = black.build_encoder(4, "cnn")
     kept = load_init(model, black)
-    assert kept is not model and encode._find_info(kept) == encode._find_info(model)  # a copy, its metadata
+    assert kept is not model and encode.find_info(kept) == encode.find_info(model)  # a copy, its metadata
     with pytest.raises(ValueError, match="background"):
         load_init(model, white)
     with pytest.raises(ValueError, match="Received: --init with"):

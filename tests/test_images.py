@@ -172,7 +172,7 @@ def test_image_dataset_streams_every_image_once_per_pass(tmp_path):
 def test_encoder_metadata_survives_a_plain_load_model(tmp_path):
     path = save_untrained(str(tmp_path / "encoder.keras"))
     model = keras.saving.load_model(path)
-    encoder = shapegrad.Encoder(model, encode._find_info(model))
+    encoder = shapegrad.Encoder(model, encode.find_info(model))
     assert encoder.info["shapes"] == "disk*2,box*2" and encoder.info["resize"] == "letterbox"
     assert encoder.resolution == 16 and encoder.channels == 3
 

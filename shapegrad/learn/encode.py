@@ -126,8 +126,26 @@ def with_info(encoder, info):
     return keras.Model(inputs, encoder(tagged), name="encoder")
 
 
-def _find_info(model):
-    for layer in model._flatten_layers(include_self=False, recursive=True):
+def inner_layers(model):
+    """Every layer inside ``model``, nested models' layers too (Keras' ``Model._flatten_layers``)."""
+    return list(model._flatten_layers(include_self=False, recursive=True))
+
+
+def load_model_file(path):
+    """``keras.saving.load_model(path)``; any failure becomes ``ValueError`` carrying the first line of Keras' message.
+
+    Keras raises many kinds of error for a foreign or broken file; callers word their own message around it.
+    """
+    try:
+        return keras.saving.load_model(path)
+    except Exception as error:  # noqa: BLE001 - Keras raises many kinds for a foreign or broken file
+        first = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        raise ValueError(first[:200]) from None
+
+
+def find_info(model):
+    """The metadata dict of the ``EncoderInfo`` layer inside ``model``, or None."""
+    for layer in inner_layers(model):
         if isinstance(layer, EncoderInfo):
             return layer.info
     return None
@@ -189,11 +207,10 @@ class Encoder:
         if not os.path.isfile(path):
             raise ValueError(f"no such encoder file: {path}")
         try:
-            model = keras.saving.load_model(path)
-        except Exception as error:  # noqa: BLE001 - Keras raises many kinds for a foreign or broken file
-            first = (str(error).strip().splitlines() or [type(error).__name__])[0]
-            raise ValueError(f"{path} is not a Keras model file shapegrad can load ({first[:200]})") from None
-        info = _find_info(model) if isinstance(model, keras.Model) else None
+            model = load_model_file(path)
+        except ValueError as error:
+            raise ValueError(f"{path} is not a Keras model file shapegrad can load ({error})") from None
+        info = find_info(model) if isinstance(model, keras.Model) else None
         if info is None:
             raise ValueError(
                 f"{path} carries no shapegrad encoder metadata (train it with `shapegrad train --images`; "

@@ -95,7 +95,7 @@ def _unit(direction):
     difference of up to ``FAR`` and the loss's own factor it would overflow
     float32 for the tiniest directions (|d| = 1e-30 with a half-size of 1e8 did).
     """
-    direction = render._clean_direction(direction)
+    direction = render.clean_direction(direction)
     return safe.safe_normalize(direction, fallback=ops.convert_to_tensor([1.0, 0.0], direction.dtype))
 
 

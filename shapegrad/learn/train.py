@@ -298,11 +298,9 @@ def load_init(init, task, name="init"):
             why = "a folder" if os.path.isdir(path) else "no such file"
             raise ValueError(f"Expected {name} to be a trained encoder file. Received: {name}={path!r} ({why})")
         try:
-            model = keras.saving.load_model(path)
-        except Exception as error:  # noqa: BLE001 - Keras raises many kinds for a foreign or broken file
-            first = (str(error).strip().splitlines() or [type(error).__name__])[0]
-            raise ValueError(f"Expected {name} to be a Keras model file. Received: {name}={path!r} ({first[:200]})") \
-                from None
+            model = encode.load_model_file(path)
+        except ValueError as error:
+            raise ValueError(f"Expected {name} to be a Keras model file. Received: {name}={path!r} ({error})") from None
     elif isinstance(init, keras.Model):
         model = keras.models.clone_model(init)
         model.set_weights(init.get_weights())
@@ -315,14 +313,14 @@ def load_init(init, task, name="init"):
                          f"Received: {name} with input shape {model.input_shape} and output shape "
                          f"{model.output_shape}")
 
-    drawn = [layer.renderer.shapes for layer in model._flatten_layers(include_self=False, recursive=True)
+    drawn = [layer.renderer.shapes for layer in encode.inner_layers(model)
              if isinstance(getattr(layer, "renderer", None), Render)]
     if isinstance(task.renderer, Render) and any(shapes != task.renderer.shapes for shapes in drawn):
 
         raise ValueError(f"Expected {name} to draw the task's shapes ({task.shapes!r}). Received: {name} drawing "
                          f"{format_shapes(drawn[0])!r}")
     if isinstance(task, ImageTask):
-        info, want = encode._find_info(model), task.info()
+        info, want = encode.find_info(model), task.info()
         if info is None:
             return encode.with_info(model, want)
         differ = [k for k in ("shapes", "resolution", "channels", "decoder", "kinds", "max_shapes") if info.get(k) != want[k]]
@@ -334,7 +332,8 @@ def load_init(init, task, name="init"):
     return model
 
 
-def _check_out(out, force):
+def check_outputs_free(out, force):
+    """``FileExistsError`` if a training output is in ``out`` and neither ``force`` nor a run to resume (``out/backup``) says go on."""
     existing = [name for name in OUTPUTS if os.path.exists(os.path.join(out, name))]
     resuming = os.path.isdir(os.path.join(out, "backup"))
     if existing and not force and not resuming:
@@ -473,7 +472,7 @@ def train(
     epochs = math.ceil(steps / steps_per_epoch)
     steps = epochs * steps_per_epoch
     distribute.check(devices, batch_size)
-    _check_out(out, force)
+    check_outputs_free(out, force)
     os.makedirs(out, exist_ok=True)
     started = time.perf_counter()
 

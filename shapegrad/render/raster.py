@@ -47,7 +47,7 @@ __all__ = [
 # Slope of the logistic edge at 0 equals that of a box filter of width `softness`.
 _LOGISTIC_SLOPE = 4.0
 # Softness below this (in pixels) is raised to it: a hard step has no gradient.
-_MIN_SOFTNESS = 1e-6
+MIN_SOFTNESS = 1e-6
 
 COMPOSITES = ("over", "union")
 
@@ -95,7 +95,7 @@ def coverage(signed_distance, softness=1.0):
     """
     d = ops.convert_to_tensor(signed_distance)
     softness = numerics.as_dtype(softness, d.dtype)
-    softness = numerics.maximum(softness, numerics.as_dtype(_MIN_SOFTNESS, d.dtype))
+    softness = numerics.maximum(softness, numerics.as_dtype(MIN_SOFTNESS, d.dtype))
     return ops.sigmoid(d * (-_LOGISTIC_SLOPE / softness))
 
 

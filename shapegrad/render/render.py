@@ -72,13 +72,14 @@ def _px(values, name, n):
 _TINY_DIRECTION = 1e-12
 
 
-def _clean_direction(d):
+def clean_direction(d):
+    """``d`` ``(..., 2)`` with directions whose largest component is below the smallest usable (``_TINY_DIRECTION``) set to 0."""
     small = ops.max(ops.abs(d), axis=-1, keepdims=True) < _TINY_DIRECTION
     return ops.where(small, ops.zeros_like(d), d)
 
 
 def _dir(values, name):
-    d = _clean_direction(values[name])
+    d = clean_direction(values[name])
     return safe.safe_normalize(d, fallback=ops.cast(ops.convert_to_tensor([1.0, 0.0]), d.dtype))
 
 
@@ -122,7 +123,7 @@ def _bezier(grid, v, n):
 
 
 def _cone(grid, v, n):
-    return sdf.cone(grid, _px(v, "apex", n), _clean_direction(v["axis"]), math.pi * v["half_angle"][..., 0])
+    return sdf.cone(grid, _px(v, "apex", n), clean_direction(v["axis"]), math.pi * v["half_angle"][..., 0])
 
 
 def _polygon(grid, v, n, pixels=None):
@@ -449,7 +450,7 @@ def _alphas(prim, n, channels, params, softness):
     color = params[:, :, offset : offset + channels]
     if prim.distance in (_disk, _ellipse, _box, _polygon):
         kernel, geometry = prim.distance(None, values, min(h, w), pixels=(h, w))
-        softness = numerics.maximum(softness, numerics.as_dtype(raster._MIN_SOFTNESS, softness.dtype))
+        softness = numerics.maximum(softness, numerics.as_dtype(raster.MIN_SOFTNESS, softness.dtype))
         return raster.shape_alpha(kernel, geometry, opacity, softness), color
     grid = raster.pixel_grid(h, w, params.dtype)[None, None]  # (1, 1, H, W, 2)
     distance = prim.distance(grid, values, min(h, w))
