@@ -117,7 +117,7 @@ def fit_alpha(fit):
     spec = r.spec
     for k in range(spec.num_shapes):
         white[spec.get(k, "color").slice] = 1.0
-    from shapegrad.fit.engine import _render_layer
+    from shapegrad.fit.search import _render_layer
 
     mono = _render_layer(fit.shapes, fit.height, fit.width, 3, 0.0, fit.sharpness)
     return keras.ops.convert_to_numpy(mono(white[None]))[0, ..., 0]
@@ -132,7 +132,7 @@ def scores(fit_image, fit_alpha_map, truth_image, truth_fg):
 
 
 def run_scenefit(data, **options):
-    from shapegrad.fit.engine import fit_scene
+    from shapegrad.fit.search import fit_scene
 
     start = time.perf_counter()
     fits = fit_scene([d[0] for d in data], **options)

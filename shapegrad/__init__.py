@@ -19,7 +19,7 @@ from shapegrad.render.cones import Cones
 from shapegrad.learn.models import Annealed
 from shapegrad.render.primitives import RenderSpec
 from shapegrad.render.render import Render
-from shapegrad.fit.engine import SceneFit, fit_scene  # after Render: scenefit imports it
+from shapegrad.fit.search import SceneFit, fit_scene
 from shapegrad.learn import feedback  # noqa: E402 - after models and render, which it builds on
 from shapegrad.render.slots import SlotRender
 from shapegrad.ops.safe import (

@@ -25,7 +25,7 @@ MOVED = {
         "render": "render.render",
         "layers": "render.cones",
         "slots": "render.slots",
-        "scenefit": "fit.engine",
+        "scenefit": "fit.search",  # which imports SceneEngine and noise_level too
         "models": "learn.models",
         "feedback": "learn.feedback",
         "guide": "learn.guide",

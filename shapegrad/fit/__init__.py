@@ -1,4 +1,5 @@
-"""Fitting primitives to images: the scene engine and its search (:mod:`~shapegrad.fit.engine`),
+"""Fitting primitives to images: the one compiled loop (:mod:`~shapegrad.fit.engine`), where shapes
+begin (:mod:`~shapegrad.fit.starts`), the search for how many of which kinds (:mod:`~shapegrad.fit.search`),
 and polishing an encoder's guess and fitting files (:mod:`~shapegrad.fit.polish`, whose public names
 are re-exported here, as ``shapegrad.fit`` was that module)."""
 

@@ -33,8 +33,9 @@ import numpy as np
 from keras import layers
 
 from shapegrad.learn.models import Annealed, ParameterHead  # noqa: F401  (Annealed: importable from here too)
-from shapegrad.fit import engine
-from shapegrad.io import batch, files, plots
+from shapegrad.fit import search
+from shapegrad.io import files, plots
+from shapegrad.io.batch import output_folders, write_image_outputs
 from shapegrad.learn import data
 from shapegrad.learn.models import fields_for
 from shapegrad.render.render import Render
@@ -426,7 +427,7 @@ def fit_files(inputs, out, kinds=None, max_shapes=None, shapes=None, force=False
     Example (skipped by the doctest run: a whole search, ~20 s with compilation):
         >>> import os, tempfile, numpy as np
         >>> from skimage.draw import disk
-        >>> from shapegrad.io import batch, files, plots
+        >>> from shapegrad.io import files, plots
         >>> folder = tempfile.mkdtemp()
         >>> image = np.full((24, 40, 3), 0.1, "float32")
         >>> rr, cc = disk((12, 14), 7, shape=(24, 40)); image[rr, cc] = (0.9, 0.3, 0.2)
@@ -472,7 +473,7 @@ def fit_files(inputs, out, kinds=None, max_shapes=None, shapes=None, force=False
         at = sizes[path]
         skip(path, f"{w}x{h} is smaller than 4 px a side" + (f" (fitted at {at[1]}x{at[0]})" if at != (h, w) else ""),
              f"{w}x{h}")
-    folders, todo, existing = batch.output_folders(usable, out, force)
+    folders, todo, existing = output_folders(usable, out, force)
     for path in existing:
         skip(path, f"{os.path.join(out, folders[path])} exists (use --force to overwrite)")
     order = [*scan.paths, *(p for p, _ in scan.skipped), *others]
@@ -494,7 +495,7 @@ def fit_files(inputs, out, kinds=None, max_shapes=None, shapes=None, force=False
         shrunk = {p: data.Letterbox(*im.shape[:2], max_side, pad=False) for p, im in images.items()
                   if max(im.shape[:2]) > max_side}
         fitted = {p: shrunk[p].apply(im) if p in shrunk else im for p, im in images.items()}
-        found = engine.fit_scene(list(fitted.values()), kinds=kinds, max_shapes=max_shapes, shapes=shapes,
+        found = search.fit_scene(list(fitted.values()), kinds=kinds, max_shapes=max_shapes, shapes=shapes,
                           **options) if fitted else []
         for (path, image), one in zip(fitted.items(), found):
             extra = dict(image=path, psnr_db=round(float(one.psnr), 3), seconds=round(one.seconds, 3),
@@ -503,7 +504,7 @@ def fit_files(inputs, out, kinds=None, max_shapes=None, shapes=None, force=False
             if path in shrunk:
                 full = _at_size(one, shrunk[path])
                 extra["fitted_size"] = [one.height, one.width]
-            batch.write_image_outputs(os.path.join(out, folders[path]), image, one.renderer(), one.params,
+            write_image_outputs(os.path.join(out, folders[path]), image, one.renderer(), one.params,
                                       full=full, **extra)
             h, w = images[path].shape[:2]
             rows[path] = [path, f"{w}x{h}", one.shapes, one.count, f"{one.psnr:.2f}", f"{one.seconds:.2f}", "ok"]
@@ -529,7 +530,7 @@ def _at_size(found, box):
 
 def _chunks(paths, sizes):
     """``paths`` in batches that :func:`~shapegrad.scenefit.fit_scene` fits together: one image size per
-    batch, at most ``engine.GROUP`` images, the images of a size split into equal parts (one compiled
+    batch, at most ``search.GROUP`` images, the images of a size split into equal parts (one compiled
     batch size per image size). Each batch's files are written before the next starts, so a killed run
     keeps every finished batch; batching 16 images of 64x64 px made them 2.6x faster per image than one
     call each (TensorFlow, shared CPU at load 4-5)."""
@@ -538,7 +539,7 @@ def _chunks(paths, sizes):
     for path in paths:
         by_size.setdefault(sizes[path], []).append(path)
     for group in by_size.values():
-        size = -(-len(group) // -(-len(group) // engine.GROUP))
+        size = -(-len(group) // -(-len(group) // search.GROUP))
         for j in range(0, len(group), size):
             yield group[j : j + size]
 
@@ -560,7 +561,7 @@ def _other_files(inputs, extensions):
 def check_fit_options(kinds, max_shapes, shapes, options=None):
     """Raise ``ValueError`` (Keras style) for bad ``kinds``, ``max_shapes``, ``shapes`` or search options."""
 
-    unknown = set(options or {}) - set(engine.SEARCH_DEFAULTS)
+    unknown = set(options or {}) - set(search.SEARCH_DEFAULTS)
     if unknown:
-        raise ValueError(f"Expected options among {sorted(engine.SEARCH_DEFAULTS)}. Received: {sorted(unknown)}")
-    engine.search_spec(kinds, max_shapes, shapes)
+        raise ValueError(f"Expected options among {sorted(search.SEARCH_DEFAULTS)}. Received: {sorted(unknown)}")
+    search.search_spec(kinds, max_shapes, shapes)

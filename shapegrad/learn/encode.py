@@ -45,8 +45,10 @@ import keras
 import numpy as np
 
 from shapegrad.learn import data
-from shapegrad.io import batch, files
+from shapegrad.io import files
+from shapegrad.io.batch import output_folders, write_image_outputs
 from shapegrad.fit import engine
+from shapegrad.fit import search as scene_search
 from shapegrad.io import plots
 from shapegrad.learn import metrics
 from shapegrad.learn.models import fields_for
@@ -313,7 +315,7 @@ class Encoder:
             starts.append([(kind, mapped[0, a:b]) for (kind, _), a, b in zip(found.shapes, cuts[:-1], cuts[1:])])
         images = [image for _, image, _ in prepared]
         options = dict(dict(composite=self.info.get("composite", "over")), **options)
-        fits = engine.fit_scene(images, kinds=kinds, max_shapes=most, starts=starts, **options)
+        fits = scene_search.fit_scene(images, kinds=kinds, max_shapes=most, starts=starts, **options)
         out = []
         for fit, image in zip(fits, images):
             renderer, params = fit.renderer(self.info.get("composite", "over")), fit.params[None]
@@ -421,7 +423,7 @@ def encode_files(encoder, inputs, out, refine_steps=100, batch_size=32, force=Fa
     rows = [[p, "", "", "", "", f"skipped: unreadable ({why})"] for p, why in scan.skipped]
     for path, why in scan.skipped:
         print(f"skipped unreadable {path}: {why}", file=sys.stderr)
-    folders, todo, existing = batch.output_folders(scan.paths, out, force)
+    folders, todo, existing = output_folders(scan.paths, out, force)
     for path in existing:
         where = os.path.join(out, folders[path])
         rows.append([path, "", "", "", "", f"skipped: {where} exists (use --force)"])
@@ -442,7 +444,7 @@ def encode_files(encoder, inputs, out, refine_steps=100, batch_size=32, force=Fa
                    if images else [])
         for path, image, e in zip(paths, images, results):
             folder = os.path.join(out, folders[path])
-            batch.write_image_outputs(folder, data.to_channels(image, encoder.channels), e.renderer, e.params,
+            write_image_outputs(folder, data.to_channels(image, encoder.channels), e.renderer, e.params,
                                       image=path, psnr_db=round(e.psnr, 3), shapes_kept=e.kept)
             rows.append([path, f"{e.width}x{e.height}", e.kept, f"{e.psnr:.2f}", f"{e.seconds:.3f}", "ok"])
             encoded += 1
