@@ -529,11 +529,10 @@ def _at_size(found, box):
 
 
 def _chunks(paths, sizes):
-    """``paths`` in batches that :func:`~shapegrad.scenefit.fit_scene` fits together: one image size per
+    """``paths`` in batches that :func:`~shapegrad.fit.search.fit_scene` fits together: one image size per
     batch, at most ``search.GROUP`` images, the images of a size split into equal parts (one compiled
     batch size per image size). Each batch's files are written before the next starts, so a killed run
-    keeps every finished batch; batching 16 images of 64x64 px made them 2.6x faster per image than one
-    call each (TensorFlow, shared CPU at load 4-5)."""
+    keeps every finished batch; batched, small images cost a fraction of one call each."""
 
     by_size = {}
     for path in paths:

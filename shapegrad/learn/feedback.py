@@ -1,8 +1,8 @@
 """Feedback steps: an encoder that draws its own guess, compares it with the image and corrects it.
 
 A scene encoder reads a set of shapes in one pass and lands a few pixels off
-(issue 13: disk centres 0.9 px, box centres 2.4 px, triangle vertices 4 px at
-64 px). :func:`build_feedback_encoder` puts ``steps`` *feedback steps* after a
+(the README's guided encoder: disk centres 0.9 px, box centres 2.4 px, triangle
+vertices 4 px at 64 px). :func:`build_feedback_encoder` puts ``steps`` *feedback steps* after a
 trained encoder, in the spirit of iterative error feedback (Carreira et al.,
 2016) and render-and-compare pose refinement: each step draws the current
 guess with the frozen renderer (:class:`DrawGuess`: the image and each shape's

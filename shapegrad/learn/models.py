@@ -245,10 +245,10 @@ def build_spatial_encoder(input_shape, spec, width=16, dense=128, name="encoder"
     opacities, the head's own colours only a prior, and held constant in the
     gradient (``ColorSolve(gradient=False)``); ``"solve-grad"``: the same with
     the gradient flowing through the solve into the geometry. ``"head"``
-    (default): the head's colours. Issue 13, the README's guided run (2200
-    steps, disk+box+triangle at 64 px), encoder alone: IoU 0.769 with
-    ``"solve"``, 0.607 with ``"solve-grad"`` (its geometry learnt worse: disk
-    centre 7.3 px median against 0.86), 0.669 with ``"head"``.
+    (default): the head's colours. On the README's guided run (2200 steps,
+    disk+box+triangle at 64 px), encoder alone: IoU 0.769 with ``"solve"``,
+    0.607 with ``"solve-grad"`` (its geometry learnt worse: disk centre 7.3 px
+    median against 0.86), 0.669 with ``"head"``.
     """
     _check_colors(colors, renderer, spec)
     fields = fields_for(spec)
@@ -282,7 +282,7 @@ def build_spatial_encoder(input_shape, spec, width=16, dense=128, name="encoder"
 
 # Where an encoder's colours come from: its head ("head") or a ColorSolve from the image, the solved
 # colours held constant in the gradient ("solve") or the gradient flowing through the solve into the
-# geometry ("solve-grad"). Issue 13 (2200 steps, README command): IoU 0.769 / 0.607 / 0.669 (head).
+# geometry ("solve-grad"); see build_spatial_encoder for how they compare.
 COLORS = ("head", "solve", "solve-grad")
 
 
@@ -310,8 +310,8 @@ class ColorSolve(layers.Layer):
     alphas fixed the drawing is linear in the colours, so the solve is a
     ``K x K`` system per image (three reweighted least-squares solves after
     the first by default): cheap, exact for exact geometry, and smooth, so
-    the image loss's gradient reaches the geometry through it. Issue 13:
-    colour errors move whole shapes across the foreground threshold of
+    the image loss's gradient reaches the geometry through it. Why: colour
+    errors move whole shapes across the foreground threshold of
     ``metrics.iou``.
 
     Args:

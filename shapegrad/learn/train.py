@@ -592,7 +592,7 @@ def superset_shapes(kinds, max_shapes):
     return format_shapes(parse_shapes([(k, max_shapes) for k in kinds]))  # ValueError naming an unknown kind
 
 
-# The slot decoder's default presence prior: a slot must pay for itself (issue 13's 150 s comparison).
+# The slot decoder's default presence prior: a slot must pay for itself (the README compares priors).
 SLOT_PRESENCE_PRIOR = 0.001
 
 

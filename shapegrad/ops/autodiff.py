@@ -185,10 +185,9 @@ def traced_value_and_grad(fn, wrt=None):
 def torch_threads(count):
     """On PyTorch, run the block on ``count`` CPU threads (restored after); elsewhere nothing.
 
-    The engine's eager ops are small (a few hundred thousand numbers): split
-    over OpenMP threads they gain little, and on a machine whose cores are
-    busy the threads spin waiting for each other: a search step took 3.7 s
-    on 2 threads and 0.15 s on 1 (2-core CPU at load 8).
+    The scene engine's eager ops are small (a few hundred thousand numbers):
+    split over OpenMP threads they gain little, and where the cores are busy
+    the threads spin waiting for each other, many times slower than one.
     """
     if keras.backend.backend() != "torch":
         yield

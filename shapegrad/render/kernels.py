@@ -41,15 +41,13 @@ def pixel_sum(x):
 
 
 # Row blocks that the pixel sums of a hand-written backward pass are folded into, per backend
-# (Cones: shapegrad.layers._pixel_sums; Render: shapegrad.raster.shape_alpha); 1 (no folding)
+# (Cones: shapegrad.render.cones; Render: shapegrad.render.raster.shape_alpha); 1 (no folding)
 # elsewhere. The image is cut into equal row blocks whose per-pixel terms are computed per block
 # (offsets recomputed from the block's rows) and added elementwise before one sum: the same sum
 # in another order. TensorFlow's XLA on CPU writes every summed map to memory and reduces it in a
-# separate pass, so folded only a map of one block per sum is written. Measured, 64 px, one
-# process interleaved: Cones (batch 256) TensorFlow-XLA 1.3-1.7x faster with 4 blocks (16 about
-# the same, 2 and 8 less), JAX-jit 1.3-1.7x slower, PyTorch eager unchanged. Render (batch 32,
-# TensorFlow): disk, box and triangle alone 1.3-1.4x faster, the ellipse 1.4x slower (so
-# EllipseKernel.fold_rows is False), the mixed scene 1-8 % faster (benchmarks/results.md).
+# separate pass, so folded only a map of one block per sum is written. 4 blocks are faster there
+# for Cones and for Render's disk, box and triangle, slower for the ellipse (so
+# EllipseKernel.fold_rows is False) and on JAX; PyTorch is indifferent (benchmarks/results.md).
 SUM_BLOCKS = {"tensorflow": 4}
 
 

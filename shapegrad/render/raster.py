@@ -271,10 +271,9 @@ def composite(coverages, colors, opacities=None, background=0.0, mode="over", ax
 # ---------------------------------------------------------------------------------------------
 # Channel planes: the same compositing with the image held as C maps (B, H, W).
 #
-# Measured on this CPU (JAX jit, 64 px, batch 32, one disk, 3 channels, forward+backward):
-# compositing on (B, H, W, 3) images costs 80 ns per pixel, on three (B, H, W) planes 13 ns.
-# XLA on CPU handles a trailing axis of size 3 (broadcasting alpha[..., None], summing
-# dL/dalpha over the channels) poorly; TensorFlow's XLA is indifferent (15 vs 14 ns).
+# Why: XLA on CPU (JAX) handles a trailing axis of size 3 (broadcasting alpha[..., None], summing
+# dL/dalpha over the channels) poorly, several times slower per pixel than three (B, H, W)
+# planes; TensorFlow's XLA is indifferent (benchmarks/results.md).
 
 
 def start_planes(mode, background):
@@ -306,10 +305,9 @@ def _tint(alpha, color):
     summed map to memory and reduces it in a separate pass, so there it is
     folded over row blocks (:data:`_COLOR_SUM_BLOCKS`: the blocks' products
     added elementwise, then one sum: the same sum in another order).
-    Measured (TensorFlow-XLA, 64 px, batch 32, ``disk,box,triangle,ellipse`` in
-    colour): the colours' gradients were 1.4 of 7.6 ms of the forward+backward;
-    folded over 4 blocks, the step is 1.05x faster, over 2 about 1.1x more.
-    Elsewhere, or for a colour of another shape, the plain product.
+    The colours' gradients are a noticeable part of a colour scene's step
+    there, and folding makes it faster (benchmarks/results.md). Elsewhere, or
+    for a colour of another shape, the plain product.
     """
     color = ops.convert_to_tensor(color, alpha.dtype)
     if _color_blocks(alpha) == 1 or tuple(color.shape) != (alpha.shape[0], 1, 1):
@@ -329,10 +327,8 @@ def _tint(alpha, color):
     return tint(alpha, color)
 
 
-# Row blocks for the colours' pixel sums, per backend (as kernels.SUM_BLOCKS for the shapes' own).
-# Measured (TensorFlow-XLA, 64 px, batch 32, disk,box,triangle,ellipse in colour, one process
-# interleaved, two copies of each step): 2 blocks 5.46 / 6.10 ms, 4 blocks 6.41 / 6.88 ms, 1 block
-# 6.85 / 6.73 ms; the shapes' own sums kept at 4 (2: 6.10 / 5.45 ms, no clear difference).
+# Row blocks for the colours' pixel sums, per backend (as kernels.SUM_BLOCKS for the shapes' own):
+# 2 was the fastest of 1, 2 and 4 for a colour scene on TensorFlow-XLA (benchmarks/results.md).
 _COLOR_SUM_BLOCKS = {"tensorflow": 2}
 
 
@@ -568,10 +564,10 @@ def solve_colors(alphas, images, prior=None, background=0.0, mode="over", iterat
     gradients: everything is smooth (no square root of the residual, no
     division but the guarded ones), so gradients flow to the alphas.
 
-    Measured (issue 13, the 2200-step spatial encoder of the README, its 256
-    test scenes): its geometry with colours solved by 3 reweighted iterations
-    scores IoU 0.750 against 0.669 with its own colours (0.703 with the plain
-    least squares, ``iterations=0``).
+    Why reweighted: the geometry of the README's 2200-step spatial encoder (its
+    256 test scenes) with colours solved by 3 reweighted iterations scores IoU
+    0.750, against 0.669 with its own colours and 0.703 with the plain least
+    squares (``iterations=0``).
 
     Args:
         alphas: ``(B, K, H, W)`` ``opacity * coverage`` in ``[0, 1]``, shape ``K - 1``

@@ -188,7 +188,8 @@ class Render(keras.layers.Layer):
     for ``resolution=N``). ``P`` is the sum over ``shapes`` of
     ``count * (geometric fields + channels + 1)``; the layout is
     ``layer.spec`` (a :class:`RenderSpec`), the meaning of each field is in
-    :mod:`shapegrad.primitives` and in ``docs/primitives.md``.
+    :mod:`shapegrad.render.primitives` (``shapegrad.primitives.spec_table()``
+    prints it as a table).
 
     Per shape k: the signed distance ``d_k`` (pixels, :mod:`shapegrad.sdf`) is
     turned into a coverage ``sigmoid(-4 d_k / softness)``
