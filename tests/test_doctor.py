@@ -374,10 +374,10 @@ def test_bad_target_is_rejected():
 
 def test_keras_internals_the_doctor_reads_are_all_there():
     """Fails loudly, naming it, when a Keras release moves one of the private internals the doctor reads."""
-    from shapegrad.doctor import _keras_internals
+    from shapegrad import _keras_internals
 
     assert _keras_internals.missing() == [], (
-        f"Keras {keras.__version__} moved internals that shapegrad/doctor/_keras_internals.py reads: "
+        f"Keras {keras.__version__} moved internals that shapegrad/_keras_internals.py reads: "
         f"{_keras_internals.missing()}"
     )
     inputs = keras.Input((3,))

@@ -12,7 +12,7 @@ import keras
 import numpy as np
 from keras import ops, tree
 
-from shapegrad.doctor import _keras_internals
+from shapegrad import _keras_internals
 
 
 
