@@ -44,6 +44,7 @@ import time
 import keras
 import numpy as np
 
+from shapegrad import _keras_internals
 from shapegrad.learn import data
 from shapegrad.io import files
 from shapegrad.io.batch import output_folders, write_image_outputs
@@ -128,11 +129,6 @@ def with_info(encoder, info):
     return keras.Model(inputs, encoder(tagged), name="encoder")
 
 
-def inner_layers(model):
-    """Every layer inside ``model``, nested models' layers too (Keras' ``Model._flatten_layers``)."""
-    return list(model._flatten_layers(include_self=False, recursive=True))
-
-
 def load_model_file(path):
     """``keras.saving.load_model(path)``; any failure becomes ``ValueError`` carrying the first line of Keras' message.
 
@@ -147,7 +143,7 @@ def load_model_file(path):
 
 def find_info(model):
     """The metadata dict of the ``EncoderInfo`` layer inside ``model``, or None."""
-    for layer in inner_layers(model):
+    for layer in _keras_internals.inner_layers(model):
         if isinstance(layer, EncoderInfo):
             return layer.info
     return None

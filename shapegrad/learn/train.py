@@ -40,7 +40,7 @@ import time
 import keras
 import numpy as np
 
-from shapegrad import _validate, doctor, fit
+from shapegrad import _keras_internals, _validate, doctor, fit
 from shapegrad.learn import distribute, metrics
 from shapegrad.io import files, plots
 from shapegrad.learn.data import ConeDataset, SceneDataset
@@ -313,7 +313,7 @@ def load_init(init, task, name="init"):
                          f"Received: {name} with input shape {model.input_shape} and output shape "
                          f"{model.output_shape}")
 
-    drawn = [layer.renderer.shapes for layer in encode.inner_layers(model)
+    drawn = [layer.renderer.shapes for layer in _keras_internals.inner_layers(model)
              if isinstance(getattr(layer, "renderer", None), Render)]
     if isinstance(task.renderer, Render) and any(shapes != task.renderer.shapes for shapes in drawn):
 

@@ -13,14 +13,15 @@ import contextlib
 import keras
 import numpy as np
 
+from shapegrad import _keras_internals
+
 __all__ = ["value_and_grad", "value_and_grad_with_aux", "jit", "traced_value_and_grad", "torch_threads"]
 
 
 def torch_device():
     """The PyTorch device Keras computes on (``KERAS_TORCH_DEVICE``, a GPU if there is one, ``keras.device`` scopes)."""
-    try:  # Keras' own choice, without making a tensor to ask (on a GPU, a synchronous copy)
-        from keras.src.backend.torch.core import get_device
-    except ImportError:  # a Keras that moved it: ask a tensor
+    get_device = _keras_internals.torch_get_device()  # Keras' own choice, without making a tensor to ask
+    if get_device is None:  # a Keras that moved it: ask a tensor (on a GPU, a synchronous copy)
         return keras.ops.convert_to_tensor(0.0).device
     return get_device()
 
