@@ -36,8 +36,7 @@ import re
 import sys
 import traceback
 
-from shapegrad import allocator
-from shapegrad import bench, demo, doctor, fit
+from shapegrad import allocator, bench, demo, doctor, fit
 from shapegrad.bench import report as bench_report
 from shapegrad.doctor import load
 from shapegrad.io import files, plots

@@ -11,6 +11,7 @@ on this machine's CPU. ``shapegrad gallery`` renders the cone gallery alone.
 import os
 
 import numpy as np
+
 from shapegrad.gallery import primitive_gallery
 from shapegrad.io import plots
 from shapegrad.learn.train import train

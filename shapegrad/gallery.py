@@ -1,6 +1,7 @@
 """A PNG gallery of every primitive and a composite colour scene (``make demo``)."""
 
 import numpy as np
+
 from shapegrad.io import plots
 from shapegrad.render.render import Render
 

@@ -38,11 +38,11 @@ import numpy as np
 from keras import ops
 
 from shapegrad import _validate
+from shapegrad.ops.autodiff import torch_device
 from shapegrad.render import raster
+from shapegrad.render.cones import Cones
 from shapegrad.render.primitives import FAR, RenderSpec, parse_kinds, parse_shapes, primitive
 from shapegrad.render.render import Render, distance_function
-from shapegrad.ops.autodiff import torch_device
-from shapegrad.render.cones import Cones
 
 __all__ = [
     "BACKENDS",

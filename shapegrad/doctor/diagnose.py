@@ -12,11 +12,11 @@ import keras
 import numpy as np
 from keras import ops, tree
 
-from shapegrad.ops import autodiff
 from shapegrad.doctor.fd import fd_findings
 from shapegrad.doctor.findings import add_aftermath, dead_findings, describe_nonfinite, all_finite, forward_finding, gradient_finding, split_like, unique_variables
 from shapegrad.doctor.report import Finding, Report
 from shapegrad.doctor.trace import is_float_tensor, to_numpy, Prober, Recorder, run_layers
+from shapegrad.ops import autodiff
 
 __all__ = ["check"]
 

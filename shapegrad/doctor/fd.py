@@ -8,10 +8,10 @@ import keras
 import numpy as np
 from keras import ops, tree
 
-from shapegrad.ops import autodiff
 from shapegrad import _keras_internals
 from shapegrad.doctor.report import Finding
 from shapegrad.doctor.trace import is_float_tensor, to_numpy, run_layers
+from shapegrad.ops import autodiff
 
 
 

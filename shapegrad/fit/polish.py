@@ -32,11 +32,11 @@ import keras
 import numpy as np
 from keras import layers
 
-from shapegrad.learn.models import Annealed, ParameterHead  # noqa: F401  (Annealed: importable from here too)
 from shapegrad.fit import search
 from shapegrad.io import files, plots
 from shapegrad.io.batch import output_folders, write_image_outputs
 from shapegrad.learn import data
+from shapegrad.learn.models import Annealed, ParameterHead  # noqa: F401  (Annealed: importable from here too)
 from shapegrad.learn.models import fields_for
 from shapegrad.render.render import Render
 

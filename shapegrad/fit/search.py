@@ -38,12 +38,12 @@ import keras
 import numpy as np
 
 from shapegrad import _validate
+from shapegrad.fit.engine import Scene, SceneEngine, bucket, resolution_of
+from shapegrad.fit.starts import Geometry, downsample, moments, noise_level, residual_region, start_shape
 from shapegrad.learn import data
 from shapegrad.render import raster
 from shapegrad.render.primitives import parse_kinds
 from shapegrad.render.render import Render
-from shapegrad.fit.engine import Scene, SceneEngine, bucket, resolution_of
-from shapegrad.fit.starts import Geometry, downsample, moments, noise_level, residual_region, start_shape
 
 __all__ = ["DEFAULT_KINDS", "DEFAULT_MAX_SHAPES", "GROUP", "SEARCH_DEFAULTS", "Scene", "SceneEngine", "SceneFit", "fit_scene",
            "noise_level", "search_spec"]

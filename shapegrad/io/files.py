@@ -32,6 +32,7 @@ import math
 import os
 
 import numpy as np
+
 from shapegrad.render.cones import Cones
 from shapegrad.render.primitives import format_shapes
 from shapegrad.render.render import Render

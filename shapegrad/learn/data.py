@@ -17,10 +17,10 @@ import keras
 import numpy as np
 
 from shapegrad import _validate
-from shapegrad.ops.autodiff import jit
-from shapegrad.render.primitives import RenderSpec
 from shapegrad.io import files
+from shapegrad.ops.autodiff import jit
 from shapegrad.render.cones import Cones
+from shapegrad.render.primitives import RenderSpec
 
 __all__ = [
     "CONE_RANGES",

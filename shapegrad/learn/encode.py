@@ -45,13 +45,11 @@ import keras
 import numpy as np
 
 from shapegrad import _keras_internals
-from shapegrad.learn import data
-from shapegrad.io import files
-from shapegrad.io.batch import output_folders, write_image_outputs
 from shapegrad.fit import engine
 from shapegrad.fit import search as scene_search
-from shapegrad.io import plots
-from shapegrad.learn import metrics
+from shapegrad.io import files, plots
+from shapegrad.io.batch import output_folders, write_image_outputs
+from shapegrad.learn import data, metrics
 from shapegrad.learn.models import fields_for
 from shapegrad.render.primitives import format_shapes
 from shapegrad.render.render import Render

@@ -37,9 +37,9 @@ import keras
 from keras import layers, ops
 
 from shapegrad import _validate
-from shapegrad.render import raster
-from shapegrad.ops import safe
 from shapegrad.learn.models import ColorSolve, CoordinateChannels, SpatialReadout
+from shapegrad.ops import safe
+from shapegrad.render import raster
 from shapegrad.render.render import Render
 
 __all__ = ["DrawGuess", "MaskedMean", "Nudge", "build_feedback_encoder"]

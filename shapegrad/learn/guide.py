@@ -66,8 +66,8 @@ import keras
 from keras import ops
 
 from shapegrad import _validate
-from shapegrad.render import render
 from shapegrad.ops import safe
+from shapegrad.render import render
 from shapegrad.render.primitives import FAR, RenderSpec
 
 __all__ = ["MAX_PERMUTED", "guide_loss", "shape_descriptor", "GuideWeight", "GuideLoss"]

@@ -22,8 +22,8 @@ import keras
 from keras import layers, ops
 
 from shapegrad import _validate
-from shapegrad.render import raster
 from shapegrad.ops import safe
+from shapegrad.render import raster
 from shapegrad.render.primitives import RenderSpec
 from shapegrad.render.render import Render
 

@@ -41,14 +41,13 @@ import keras
 import numpy as np
 
 from shapegrad import _keras_internals, _validate, doctor, fit
-from shapegrad.learn import distribute, metrics
 from shapegrad.io import files, plots
+from shapegrad.learn import data, distribute, encode, metrics
 from shapegrad.learn.data import ConeDataset, SceneDataset
+from shapegrad.learn.feedback import build_feedback_encoder
 from shapegrad.learn.guide import GuideLoss, GuideWeight
 from shapegrad.learn.models import COLORS, ENCODERS, Annealed, build_autoencoder, build_encoder, build_spatial_encoder, fields_for
 from shapegrad.learn.models import pyramid_mse  # noqa: F401  (importable from here, as before)
-from shapegrad.learn import data, encode
-from shapegrad.learn.feedback import build_feedback_encoder
 from shapegrad.render.cones import Cones
 from shapegrad.render.primitives import format_shapes, parse_kinds, parse_shapes
 from shapegrad.render.render import Render

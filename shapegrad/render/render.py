@@ -30,8 +30,8 @@ import numpy as np
 from keras import ops
 
 from shapegrad import _validate
-from shapegrad.render import kernels, raster, sdf
 from shapegrad.ops import numerics, safe
+from shapegrad.render import kernels, raster, sdf
 from shapegrad.render.primitives import (  # noqa: F401  (re-exported: the schema used to live here)
     FAR,
     FIELD_KINDS,
