@@ -27,6 +27,7 @@ Example:
     ((1, 5), 5)
 """
 
+import importlib
 import json
 import math
 import os
@@ -310,3 +311,10 @@ def write_csv(path, header, rows):
     writer.writerow(header)
     writer.writerows(rows)
     return write_text(path, buffer.getvalue())
+
+
+def __getattr__(name):
+    """``output_folders`` and ``write_image_outputs`` lived here before :mod:`shapegrad.io.batch` (kept for one release)."""
+    if name in ("output_folders", "write_image_outputs"):
+        return getattr(importlib.import_module("shapegrad.io.batch"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -22,6 +22,7 @@ Example:
     [-3.535533905029297, 5.0]
 """
 
+import importlib
 import math
 
 import keras
@@ -615,3 +616,10 @@ def half_angle_step(px, py, a, b, u):
     k = ops.where(ok, ops.sqrt(num / ops.where(ok, den, ops.ones_like(den))), ops.zeros_like(den))  # |r| / |q|
     top = a2 * b2 * d3
     return ops.clip(b2 * (qx * k + cx3), 0.0, top), ops.clip(a2 * (qy * k - cy3), 0.0, top)
+
+
+def __getattr__(name):
+    """The kernels (``DiskKernel``, ...) lived here before :mod:`shapegrad.render.kernels` (kept for one release)."""
+    if name in ("BoxKernel", "DiskKernel", "EllipseKernel", "PolygonKernel"):
+        return getattr(importlib.import_module("shapegrad.render.kernels"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
