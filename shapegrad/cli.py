@@ -40,7 +40,8 @@ from shapegrad import allocator, bench, demo, doctor, fit
 from shapegrad.bench import report as bench_report
 from shapegrad.doctor import load
 from shapegrad.io import files, plots
-from shapegrad.learn import data, distribute, encode, train
+from shapegrad.io.images import scan_images
+from shapegrad.learn import distribute, encode, train
 from shapegrad.learn.models import COLORS, ENCODERS
 from shapegrad.render.render import Render
 
@@ -362,7 +363,7 @@ def _check_fit(args):
         for name in ("max_shapes", "kinds", "shapes"):
             message = re.sub(rf"(?<![\w-]){name}\b", _flag(name), message)
         raise UsageError(message) from None
-    scan = data.scan_images(args.inputs)  # ValueError for a missing input
+    scan = scan_images(args.inputs)  # ValueError for a missing input
     if not any(fit.fittable(size, args.max_side) for size in scan.sizes):
         tiny = sum(not fit.fittable(size, args.max_side) for size in scan.sizes)
         what = f"{len(scan.skipped)} unreadable, {tiny} under 4 px a side"
@@ -456,7 +457,7 @@ def _check_encode(args):
     if os.path.exists(args.out) and not os.path.isdir(args.out):
         raise UsageError(f"Expected --out to be a folder. Received: --out={args.out!r} (a file)")
 
-    scan = data.scan_images(args.inputs)  # ValueError for a missing input
+    scan = scan_images(args.inputs)  # ValueError for a missing input
     if not len(scan):
         what = f"{len(scan.skipped)} file(s), none a readable image" if scan.skipped else "no image files"
         raise UsageError(f"no readable image in {' '.join(args.inputs)} ({what})")

@@ -35,7 +35,7 @@ from keras import layers
 from shapegrad.fit import search
 from shapegrad.io import files, plots
 from shapegrad.io.batch import output_folders, write_image_outputs
-from shapegrad.learn import data
+from shapegrad.io.images import IMAGE_EXTENSIONS, Letterbox, border_color, scan_images
 from shapegrad.learn.models import Annealed, ParameterHead  # noqa: F401  (Annealed: importable from here too)
 from shapegrad.learn.models import fields_for
 from shapegrad.render.render import Render
@@ -337,7 +337,7 @@ def fit_file(image_path, shapes, out, restarts=32, steps=400, softness=1.0, seed
     if existing and not force:
         raise FileExistsError(f"{os.path.join(out, existing[0])} exists. Pass force=True to overwrite.")
     renderer = Render(shapes, image.shape[0], channels=image.shape[-1], softness=softness,
-                      background=data.border_color(image).tolist())
+                      background=border_color(image).tolist())
     fields = fields_for(renderer.spec)
 
     def sample(rng, count):
@@ -358,11 +358,11 @@ SUMMARY_COLUMNS = ("file", "size", "kinds", "count", "psnr_db", "seconds", "stat
 
 def fitted_size(size, max_side=MAX_SIDE):
     """The size ``(h, w)`` at which ``fit_files`` fits an image of ``size`` ``(H, W)``: its own, or shrunk
-    (proportions kept, :class:`shapegrad.data.Letterbox` with ``pad=False``) to ``max_side`` on its longer side."""
+    (proportions kept, :class:`shapegrad.io.images.Letterbox` with ``pad=False``) to ``max_side`` on its longer side."""
 
     if max(size) <= max_side:
         return tuple(size)
-    return data.Letterbox(*size, max_side, pad=False).inner
+    return Letterbox(*size, max_side, pad=False).inner
 
 
 def fittable(size, max_side=MAX_SIDE):
@@ -447,7 +447,7 @@ def fit_files(inputs, out, kinds=None, max_shapes=None, shapes=None, force=False
 
 
     check_fit_options(kinds, max_shapes, shapes, options)
-    scan = data.scan_images(inputs)  # ValueError for a missing input
+    scan = scan_images(inputs)  # ValueError for a missing input
     if isinstance(max_side, bool) or not isinstance(max_side, int) or max_side < 4:
         raise ValueError(f"Expected max_side to be an integer >= 4. Received: max_side={max_side!r}")
     sizes = {p: fitted_size(s, max_side) for p, s in zip(scan.paths, scan.sizes)}  # the size each is fitted at
@@ -466,7 +466,7 @@ def fit_files(inputs, out, kinds=None, max_shapes=None, shapes=None, force=False
 
     for path, why in scan.skipped:
         skip(path, f"unreadable ({why})")
-    others = _other_files(inputs, data.IMAGE_EXTENSIONS)
+    others = _other_files(inputs, IMAGE_EXTENSIONS)
     for path in others:
         skip(path, "not a PNG/JPEG file")
     for path, (h, w) in tiny:
@@ -492,7 +492,7 @@ def fit_files(inputs, out, kinds=None, max_shapes=None, shapes=None, force=False
                 images[path] = files.read_image(path)
             except ValueError as error:  # listed as readable, but does not decode
                 skip(path, f"unreadable ({error})")
-        shrunk = {p: data.Letterbox(*im.shape[:2], max_side, pad=False) for p, im in images.items()
+        shrunk = {p: Letterbox(*im.shape[:2], max_side, pad=False) for p, im in images.items()
                   if max(im.shape[:2]) > max_side}
         fitted = {p: shrunk[p].apply(im) if p in shrunk else im for p, im in images.items()}
         found = search.fit_scene(list(fitted.values()), kinds=kinds, max_shapes=max_shapes, shapes=shapes,

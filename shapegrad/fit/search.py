@@ -40,7 +40,7 @@ import numpy as np
 from shapegrad import _validate
 from shapegrad.fit.engine import Scene, SceneEngine, bucket, resolution_of
 from shapegrad.fit.starts import Geometry, downsample, moments, noise_level, residual_region, start_shape
-from shapegrad.learn import data
+from shapegrad.io.images import border_color
 from shapegrad.render import raster
 from shapegrad.render.primitives import parse_kinds
 from shapegrad.render.render import Render
@@ -178,7 +178,7 @@ class _Search:
     def run(self):
         o = self.o
         b = len(self.images)
-        scenes = [Scene([], data.border_color(im)) for im in self.images]
+        scenes = [Scene([], border_color(im)) for im in self.images]
         recon = np.broadcast_to(np.stack([s.background for s in scenes])[:, None, None], self.coarse.shape).copy()
         loss = ((self.coarse - recon) ** 2).mean(axis=(1, 2, 3))
         if self.starts is not None:
@@ -296,7 +296,7 @@ class _Search:
             # big shape of the background's colour on top of it), and the background starts there again.
             dropped = []
             for i in moving:
-                border = data.border_color(self.coarse[i])
+                border = border_color(self.coarse[i])
                 kept = [(k, p) for k, p in scenes[i].shapes
                         if self._contrast(k, p, border) and self._contrast(k, p, scenes[i].background)]
                 if len(kept) < len(scenes[i].shapes):
@@ -757,7 +757,7 @@ def _check_starts(starts, arrays, kinds, max_shapes, fixed):
                     raise ValueError(f"Expected at most {fixed[kind]} {kind} in {where}, as shapes={shapes_text!r} says. "
                                      f"Received: {have}")
         if background is None:
-            background = data.border_color(image)
+            background = border_color(image)
         out.append(Scene(shapes, background))
     return out
 
