@@ -25,10 +25,10 @@ import numpy as np
 from keras import ops
 
 from shapegrad import _validate
-from shapegrad.learn.models import ParameterHead, fields_for
+from shapegrad.learn.models import ParameterHead
 from shapegrad.ops import autodiff
 from shapegrad.render import raster
-from shapegrad.render.primitives import parse_kinds
+from shapegrad.render.primitives import fields_for, parse_kinds
 from shapegrad.render.render import Render
 
 __all__ = ["Scene", "SceneEngine", "bucket", "fold_color", "resolution_of"]

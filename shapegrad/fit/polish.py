@@ -37,7 +37,7 @@ from shapegrad.io import files, plots
 from shapegrad.io.batch import output_folders, write_image_outputs
 from shapegrad.io.images import IMAGE_EXTENSIONS, Letterbox, border_color, scan_images
 from shapegrad.learn.models import Annealed, ParameterHead  # noqa: F401  (Annealed: importable from here too)
-from shapegrad.learn.models import fields_for
+from shapegrad.render.primitives import fields_for
 from shapegrad.render.render import Render
 
 __all__ = [

@@ -24,7 +24,7 @@ from keras import layers, ops
 from shapegrad import _validate
 from shapegrad.ops import safe
 from shapegrad.render import raster
-from shapegrad.render.primitives import RenderSpec
+from shapegrad.render.primitives import RenderSpec, fields_for  # fields_for: re-exported, it was defined here
 from shapegrad.render.render import Render
 
 __all__ = [
@@ -45,20 +45,6 @@ __all__ = [
 ]
 
 _ACTIVATIONS = ("fraction", "direction", "identity")
-
-
-def fields_for(spec):
-    """Head fields ``(name, size, activation)`` of a renderer's ``spec`` (:class:`shapegrad.primitives.RenderSpec`).
-
-    Unit vectors for directions, sigmoids for the rest: every other field kind
-    (positions, sizes, angles, colours, opacities) has the normalised range
-    ``[0, 1]``. Names are ``"<kind><instance>.<field>"``. Works alike for
-    ``Render(...).spec`` and ``Cones(...).spec``.
-    """
-    return tuple(
-        (f"{s.kind}{s.instance}.{s.field.name}", s.field.size, "direction" if s.field.kind == "direction" else "fraction")
-        for s in spec.slices
-    )
 
 
 # The head fields of the Cones layer (``fields_for(Cones(N).spec)``, for any N): apex, axis, half-angle.

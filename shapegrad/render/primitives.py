@@ -67,6 +67,7 @@ __all__ = [
     "FieldSlice",
     "Primitive",
     "RenderSpec",
+    "fields_for",
     "format_shapes",
     "parse_kinds",
     "parse_shapes",
@@ -609,6 +610,20 @@ class RenderSpec:
                     out[:, offset : offset + f.size] = value
                     offset += f.size
         return out.astype(np.float32)
+
+
+def fields_for(spec):
+    """The fields an encoder's head predicts, ``(name, size, activation)``, of a renderer's ``spec`` (:class:`RenderSpec`).
+
+    Unit vectors for directions, sigmoids for the rest: every other field kind
+    (positions, sizes, angles, colours, opacities) has the normalised range
+    ``[0, 1]``. Names are ``"<kind><instance>.<field>"``. Works alike for
+    ``Render(...).spec`` and ``Cones(...).spec``.
+    """
+    return tuple(
+        (f"{s.kind}{s.instance}.{s.field.name}", s.field.size, "direction" if s.field.kind == "direction" else "fraction")
+        for s in spec.slices
+    )
 
 
 def spec_table(channels=1):

@@ -40,8 +40,7 @@ import numpy as np
 from keras import ops
 
 from shapegrad import _validate
-from shapegrad.learn.models import fields_for
-from shapegrad.render.primitives import RenderSpec, parse_kinds
+from shapegrad.render.primitives import RenderSpec, fields_for, parse_kinds
 from shapegrad.render.render import Render
 
 __all__ = ["SlotRender"]
