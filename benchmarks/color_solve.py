@@ -34,9 +34,9 @@ def main(argv=None):
     import keras
 
     import shapegrad  # noqa: F401 - registers the saved classes
-    from shapegrad import metrics
-    from shapegrad.models import ColorSolve
-    from shapegrad.train import Task
+    from shapegrad.learn import metrics
+    from shapegrad.learn.models import ColorSolve
+    from shapegrad.learn.train import Task
 
     with open(os.path.join(os.path.dirname(os.path.abspath(args.encoder)), "metrics.json")) as f:
         run = json.load(f)

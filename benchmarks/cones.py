@@ -11,7 +11,8 @@ import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-from shapegrad import bench, bench_report  # noqa: E402
+from shapegrad.bench import timing as bench  # noqa: E402
+from shapegrad.bench import report as bench_report
 
 
 def main():

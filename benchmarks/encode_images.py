@@ -50,7 +50,7 @@ def write(folder, count, seed, size=64):
 
 def score(out, truth_dir):
     """Mean foreground IoU, PSNR and seconds of ``shapegrad encode``'s outputs in ``out``."""
-    from shapegrad import files
+    from shapegrad.io import files
 
     with open(os.path.join(truth_dir, "truth.json")) as f:
         truth = json.load(f)
@@ -75,7 +75,7 @@ def alpha_of(renderer, params):
     """Total alpha ``(H, W)`` of a scene: its shapes drawn white over black (opacities as they are)."""
     import keras
 
-    from shapegrad.render import Render
+    from shapegrad.render.render import Render
 
     white = Render(renderer.shapes, renderer.resolution, channels=1, background=0.0, softness=renderer.softness,
                    composite=renderer.composite)

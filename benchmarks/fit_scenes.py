@@ -117,7 +117,7 @@ def fit_alpha(fit):
     spec = r.spec
     for k in range(spec.num_shapes):
         white[spec.get(k, "color").slice] = 1.0
-    from shapegrad.scenefit import _render_layer
+    from shapegrad.fit.search import _render_layer
 
     mono = _render_layer(fit.shapes, fit.height, fit.width, 3, 0.0, fit.sharpness)
     return keras.ops.convert_to_numpy(mono(white[None]))[0, ..., 0]
@@ -132,7 +132,7 @@ def scores(fit_image, fit_alpha_map, truth_image, truth_fg):
 
 
 def run_scenefit(data, **options):
-    from shapegrad.scenefit import fit_scene
+    from shapegrad.fit.search import fit_scene
 
     start = time.perf_counter()
     fits = fit_scene([d[0] for d in data], **options)
@@ -149,9 +149,10 @@ def run_baseline(data):
     """Today's fitter, told the kinds and count: ``fit.fit_images`` with ``fit_file``'s settings."""
     import keras
 
-    from shapegrad.fit import _border_color, fit_images
-    from shapegrad.models import fields_for
-    from shapegrad.render import Render
+    from shapegrad.fit.polish import fit_images
+    from shapegrad.learn.data import border_color
+    from shapegrad.learn.models import fields_for
+    from shapegrad.render.render import Render
 
     rows, total = [], 0.0
     for image, fg, kinds in data:
@@ -159,7 +160,7 @@ def run_baseline(data):
             continue
         start = time.perf_counter()
         shapes = ",".join(kinds)
-        renderer = Render(shapes, image.shape[0], channels=3, background=_border_color(image).tolist())
+        renderer = Render(shapes, image.shape[0], channels=3, background=border_color(image).tolist())
         spec = renderer.spec
 
         def sample(rng, count):

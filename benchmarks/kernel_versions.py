@@ -1,7 +1,7 @@
 """Render with the distance kernels of a past commit against today's, in one process.
 
-Loads ``shapegrad/sdf.py`` as it was at ``--base`` (``git show``) as a second module, draws
-the same scene with that module's kernels (``sdf.DiskKernel``, ``BoxKernel``, ``EllipseKernel``,
+Loads ``shapegrad/render/kernels.py`` (``shapegrad/sdf.py`` before the sub-packages) as it was at ``--base`` (``git show``) as a second module, draws
+the same scene with that module's kernels (``kernels.DiskKernel``, ``BoxKernel``, ``EllipseKernel``,
 ``PolygonKernel``) and with today's, and reports:
 
 - forward+backward time of each, interleaved (``bench.time_interleaved``; compiled steps of
@@ -30,18 +30,22 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 from keras import ops  # noqa: E402
 
-from shapegrad import bench, sdf  # noqa: E402
-from shapegrad.render import Render  # noqa: E402
+from shapegrad.bench import timing as bench  # noqa: E402
+from shapegrad.render import kernels  # noqa: E402
+from shapegrad.render.render import Render  # noqa: E402
 
 KERNELS = ("DiskKernel", "BoxKernel", "EllipseKernel", "PolygonKernel")
 
 
 def load_base(commit):
-    """``shapegrad/sdf.py`` at ``commit``, imported as a module of its own."""
+    """The kernels' file at ``commit``, imported as a module of its own."""
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    text = subprocess.run(
-        ["git", "show", f"{commit}:shapegrad/sdf.py"], cwd=root, check=True, capture_output=True, text=True
-    ).stdout
+    for name in ("shapegrad/render/kernels.py", "shapegrad/sdf.py"):  # the kernels' file since, and before, the split
+        done = subprocess.run(["git", "show", f"{commit}:{name}"], cwd=root, capture_output=True, text=True)
+        if done.returncode == 0:
+            break
+    done.check_returncode()
+    text = done.stdout
     path = os.path.join(tempfile.mkdtemp(), "sdf_base.py")
     with open(path, "w") as f:
         f.write(text)
@@ -74,12 +78,12 @@ def main():
     parser.add_argument("--no-time", action="store_true", help="only the images and gradients")
     args = parser.parse_args()
     base = load_base(args.base)
-    today = {k: getattr(sdf, k) for k in KERNELS}
+    today = {k: getattr(kernels, k) for k in KERNELS}
     n = args.resolution
 
     def steps(which, dtype="float32", seed=0):
         for k in KERNELS:
-            setattr(sdf, k, getattr(base, k) if which == "base" else today[k])
+            setattr(kernels, k, getattr(base, k) if which == "base" else today[k])
         try:
             layer = Render(args.shapes, n, channels=args.channels, dtype=dtype)
             x = ops.convert_to_tensor(layer.spec.sample(args.batch, seed=seed).astype(dtype))
@@ -90,7 +94,7 @@ def main():
             image = np.asarray(ops.convert_to_numpy(layer(x)), np.float64)
         finally:
             for k in KERNELS:
-                setattr(sdf, k, today[k])
+                setattr(kernels, k, today[k])
         return step, (x, cot), image, grad
 
     print(f"{keras.backend.backend()}, {args.shapes}, {n} px, batch {args.batch}, {args.channels} channels; base {args.base}")

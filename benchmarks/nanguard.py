@@ -29,8 +29,8 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
 from shapegrad import Cones, doctor  # noqa: E402
-from shapegrad.data import ConeDataset  # noqa: E402
-from shapegrad.models import CONE_FIELDS, build_encoder  # noqa: E402
+from shapegrad.learn.data import ConeDataset  # noqa: E402
+from shapegrad.learn.models import CONE_FIELDS, build_encoder  # noqa: E402
 
 B = 64
 

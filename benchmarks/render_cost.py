@@ -28,10 +28,10 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 from keras import ops  # noqa: E402
 
-from shapegrad import bench  # noqa: E402
+from shapegrad.bench import timing as bench  # noqa: E402
 from shapegrad.allocator import keep_freed_memory  # noqa: E402
-from shapegrad.layers import Cones  # noqa: E402
-from shapegrad.render import Render  # noqa: E402
+from shapegrad.render.cones import Cones  # noqa: E402
+from shapegrad.render.render import Render  # noqa: E402
 
 SCENE = "disk,box,triangle,ellipse"
 

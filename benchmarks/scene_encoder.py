@@ -56,7 +56,7 @@ def _starts(task, pred):
 
 
 def _scores(fits, images, background):
-    from shapegrad import metrics
+    from shapegrad.learn import metrics
 
     recon = np.stack([f.render() for f in fits])
     iou = metrics.iou(recon, images, background)
@@ -93,8 +93,9 @@ def main(argv=None):
 
     import keras
 
-    from shapegrad import fit_scene, metrics
-    from shapegrad.train import Task
+    from shapegrad import fit_scene
+    from shapegrad.learn import metrics
+    from shapegrad.learn.train import Task
 
     run = {}
     if args.encoder:

@@ -44,10 +44,10 @@ import numpy as np  # noqa: E402
 
 from shapegrad import Cones  # noqa: E402
 from shapegrad.allocator import keep_freed_memory  # noqa: E402
-from shapegrad.models import CONE_FIELDS, build_encoder  # noqa: E402
-from shapegrad.data import ConeDataset  # noqa: E402
-from shapegrad.train import Task  # noqa: E402
-from shapegrad.bench import naive_cones, time_interleaved  # noqa: E402
+from shapegrad.learn.models import CONE_FIELDS, build_encoder  # noqa: E402
+from shapegrad.learn.data import ConeDataset  # noqa: E402
+from shapegrad.learn.train import Task  # noqa: E402
+from shapegrad.bench.timing import naive_cones, time_interleaved  # noqa: E402
 
 B, N = 64, 64
 SCHEDULER = "xla_cpu_enable_concurrency_optimized_scheduler"

@@ -7,11 +7,16 @@ the CPU instructions it was built for) to stderr at import. So, on the command
 line only, this module sets ``TF_CPP_MIN_LOG_LEVEL=2`` unless the user set it
 (info and warnings off for the rest of the run) and imports keras with file
 descriptor 2 pointed at ``/dev/null``: the lines TensorFlow 2.21 writes before
-``absl::InitializeLog()`` ignore ``TF_CPP_MIN_LOG_LEVEL``. A user who wants
+``absl::InitializeLog()`` ignore ``TF_CPP_MIN_LOG_LEVEL``. On the other backends
+Keras still imports TensorFlow later when it is installed (``keras.utils.set_random_seed``
+seeds it, its data adapters use ``tf.data``), and the same lines would come then, in the
+middle of ``make demo`` or ``shapegrad train``; so TensorFlow is imported here too, with
+stderr pointed away. A user who wants
 them sets ``TF_CPP_MIN_LOG_LEVEL=0``. A failed import still raises, after
 stderr is back. A library user's ``import shapegrad`` is left alone.
 """
 
+import importlib.util
 import os
 import sys
 
@@ -23,7 +28,10 @@ def _from_command_line():
 
 
 def quiet_tensorflow():
-    """Import keras with TensorFlow's C++ start-up log discarded, unless ``TF_CPP_MIN_LOG_LEVEL=0`` asks for it."""
+    """Import keras, and TensorFlow when it is installed, with TensorFlow's C++ start-up log discarded.
+
+    Unless ``TF_CPP_MIN_LOG_LEVEL=0`` asks for the log, or keras is already imported.
+    """
     if os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2") == "0" or "keras" in sys.modules:
         return
     sys.stderr.flush()
@@ -33,6 +41,9 @@ def quiet_tensorflow():
             os.dup2(devnull.fileno(), 2)
             try:
                 import keras  # noqa: F401 - imports the backend, which logs
+
+                if "tensorflow" not in sys.modules and importlib.util.find_spec("tensorflow") is not None:
+                    import tensorflow  # noqa: F401 - Keras imports it later on any backend; it logs at import
             finally:
                 os.dup2(saved, 2)
     finally:

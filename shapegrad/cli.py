@@ -18,8 +18,8 @@ Exit status:
 
 TensorFlow's C++ start-up log is silenced unless the user set
 ``TF_CPP_MIN_LOG_LEVEL=0`` (see :mod:`shapegrad._startup`, which runs before
-keras is imported). Keras and the library are imported lazily, inside the
-sub-commands, so ``--help`` parses without them. Before a sub-command starts,
+keras is imported). The library's modules are imported at the top: importing
+the package already imports Keras. Before a sub-command starts,
 large freed memory blocks are kept for reuse (:func:`shapegrad.allocator.keep_freed_memory`:
 on glibc, XLA's per-step buffers then cost no page faults; the scene
 training step 1.2-1.7x faster on JAX), unless the user set glibc's malloc
@@ -37,7 +37,14 @@ import re
 import sys
 import traceback
 
-from shapegrad import allocator
+from shapegrad import allocator, bench, demo, doctor, fit
+from shapegrad.bench import report as bench_report
+from shapegrad.doctor import load
+from shapegrad.io import files, plots
+from shapegrad.io.images import scan_images
+from shapegrad.learn import distribute, encode, train
+from shapegrad.learn.models import COLORS, ENCODERS
+from shapegrad.render.render import Render
 
 __all__ = ["UsageError", "build_parser", "main"]
 
@@ -125,7 +132,6 @@ def _add_train(subparsers):
     p.add_argument("--refine-steps", type=int, default=100, help="test-time refinement steps (0 = off)")
     p.add_argument("--test-size", type=int, default=256)
     p.add_argument("--width", type=int, default=16, help="encoder base width (default 16)")
-    from shapegrad.models import COLORS, ENCODERS
 
     p.add_argument("--architecture", choices=ENCODERS, default="cnn",
                    help="encoder: cnn (dense head on a flattened feature map) or spatial (one attention map per "
@@ -180,14 +186,11 @@ def _check_train(args):
     _number(args, "learning_rate", 0)
     _number(args, "anneal_start", 0, 1)
     _number(args, "noise", 0, low_open=False)
-    from shapegrad import distribute
-    from shapegrad.render import Render
 
     if args.images is None and args.shapes != "cone":
         Render(args.shapes, args.resolution, channels=args.channels)  # raises ValueError naming shapes
     distribute.check(args.devices, args.batch_size)
     if args.images is not None:
-        from shapegrad import train
 
         # Lists the images (headers only) and reads the training background: no training yet.
         task = train.ImageTask(args.images, shapes=args.shapes, kinds=args.kinds, max_shapes=args.max_shapes,
@@ -198,7 +201,6 @@ def _check_train(args):
     else:
         task = None
     if args.init is not None:  # loaded here for its errors (exit 2), again by train()
-        from shapegrad import train
 
         check = task if task is not None else train.Task(args.shapes, args.resolution, args.channels)
         train.load_init(args.init, check, name="--init")  # a ValueError naming --init: exit 2
@@ -248,16 +250,14 @@ def _check_train_images(args):
 
 
 def _output_free_run(out, force):
-    from shapegrad import train
 
     try:
-        train._check_out(out, force)
+        train.check_outputs_free(out, force)
     except FileExistsError as error:
         raise UsageError(_overwrite_message(error)) from None
 
 
 def _run_train(args, task):
-    from shapegrad import train
 
     if task is not None:
         result = train.train(
@@ -356,7 +356,6 @@ def _check_fit(args):
         raise UsageError(f"Expected --max-side to be an integer >= 4. Received: --max-side={args.max_side}")
     if os.path.exists(args.out) and not os.path.isdir(args.out):
         raise UsageError(f"Expected --out to be a folder. Received: --out={args.out!r} (a file)")
-    from shapegrad import data, fit
 
     try:
         fit.check_fit_options(args.kinds, args.max_shapes, args.shapes)
@@ -365,7 +364,7 @@ def _check_fit(args):
         for name in ("max_shapes", "kinds", "shapes"):
             message = re.sub(rf"(?<![\w-]){name}\b", _flag(name), message)
         raise UsageError(message) from None
-    scan = data.scan_images(args.inputs)  # ValueError for a missing input
+    scan = scan_images(args.inputs)  # ValueError for a missing input
     if not any(fit.fittable(size, args.max_side) for size in scan.sizes):
         tiny = sum(not fit.fittable(size, args.max_side) for size in scan.sizes)
         what = f"{len(scan.skipped)} unreadable, {tiny} under 4 px a side"
@@ -373,7 +372,6 @@ def _check_fit(args):
 
 
 def _run_fit(args, _):
-    from shapegrad import fit
 
     result = fit.fit_files(args.inputs, args.out, kinds=args.kinds, max_shapes=args.max_shapes, shapes=args.shapes,
                            force=args.force, progress=True, max_side=args.max_side)
@@ -412,7 +410,6 @@ def _check_render(args):
         raise UsageError(f"Expected --out to end in .svg or .png. Received: --out={args.out}")
     _output_free(args.out, args.force)
     _positive_int(args, "scale")
-    from shapegrad import files
 
     return files.load_params(args.params)  # ValueError naming what is wrong with the file
 
@@ -420,7 +417,6 @@ def _check_render(args):
 def _run_render(args, loaded):
     import keras
 
-    from shapegrad import files, plots
 
     renderer, params = loaded
     images = keras.ops.convert_to_numpy(renderer(params))
@@ -461,9 +457,8 @@ def _check_encode(args):
     _positive_int(args, "batch_size")
     if os.path.exists(args.out) and not os.path.isdir(args.out):
         raise UsageError(f"Expected --out to be a folder. Received: --out={args.out!r} (a file)")
-    from shapegrad import data, encode
 
-    scan = data.scan_images(args.inputs)  # ValueError for a missing input
+    scan = scan_images(args.inputs)  # ValueError for a missing input
     if not len(scan):
         what = f"{len(scan.skipped)} file(s), none a readable image" if scan.skipped else "no image files"
         raise UsageError(f"no readable image in {' '.join(args.inputs)} ({what})")
@@ -471,7 +466,6 @@ def _check_encode(args):
 
 
 def _run_encode(args, encoder):
-    from shapegrad import encode
 
     result = encode.encode_files(encoder, args.inputs, args.out, refine_steps=args.refine_steps,
                                  batch_size=args.batch_size, force=args.force, progress=sys.stderr.isatty(),
@@ -500,7 +494,6 @@ def _check_gallery(args):
 
 
 def _run_gallery(args, _):
-    from shapegrad import demo
 
     print(demo.cone_gallery(args.out, args.resolution))
 
@@ -515,7 +508,6 @@ def _add_demo(subparsers):
 
 
 def _run_demo(args, _):
-    from shapegrad import demo
 
     demo.main()
 
@@ -564,7 +556,6 @@ def _add_doctor(subparsers):
 
 
 def _check_doctor(args):
-    from shapegrad.doctor import load
 
     try:
         target = load.load_target(args.target, safe_mode=not args.unsafe, modules=args.modules)
@@ -582,7 +573,6 @@ def _check_doctor(args):
 
 
 def _run_doctor(args, loaded):
-    from shapegrad import doctor
 
     target, inputs, targets = loaded
     report = doctor.check(target, inputs, targets=targets, loss=args.loss)
@@ -632,7 +622,6 @@ def _check_bench(args):
     if os.path.exists(args.out) and not os.path.isdir(args.out):
         raise UsageError(f"Expected --out to be a folder. Received: --out={args.out!r} (a file)")
     if args.report:
-        from shapegrad import bench_report
 
         if not bench_report.load_results(args.out):  # ValueError naming a broken file
             raise UsageError(f"no benchmark results in {args.out} (run shapegrad bench --out {args.out} first)")
@@ -641,7 +630,6 @@ def _check_bench(args):
     _number(args, "max_work", 1, low_open=False)
     import keras
 
-    from shapegrad import bench
 
     backend = keras.backend.backend()
     if backend not in bench.BACKENDS:
@@ -651,7 +639,6 @@ def _check_bench(args):
 def _run_bench(args, _):
     import keras
 
-    from shapegrad import bench, bench_report
 
     if args.report:
         md, png = bench_report.write_report(args.out)

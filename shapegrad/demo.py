@@ -12,6 +12,11 @@ import os
 
 import numpy as np
 
+from shapegrad.gallery import primitive_gallery
+from shapegrad.io import plots
+from shapegrad.learn.train import train
+from shapegrad.render.cones import Cones
+
 __all__ = ["cone_gallery", "main"]
 
 
@@ -22,8 +27,6 @@ def cone_gallery(path, resolution=64, seed=0, rows=3, cols=6):
     """
     import keras
 
-    from shapegrad import plots
-    from shapegrad.layers import Cones
 
     rng = np.random.default_rng(seed)
     count = rows * cols
@@ -59,8 +62,6 @@ def cone_gallery(path, resolution=64, seed=0, rows=3, cols=6):
 def main(out="runs/demo"):
     import json
 
-    from shapegrad.gallery import primitive_gallery
-    from shapegrad.train import train
 
     print("wrote", cone_gallery(os.path.join(out, "cones.png")))
     print("wrote", primitive_gallery(os.path.join(out, "primitives.png")))

@@ -2,6 +2,9 @@
 
 import numpy as np
 
+from shapegrad.io import plots
+from shapegrad.render.render import Render
+
 __all__ = ["primitive_gallery"]
 
 # One tile per primitive kind: hand-picked normalised parameters (geometry only).
@@ -37,8 +40,6 @@ def primitive_gallery(path, resolution=96, seed=0):
     """
     import keras
 
-    from shapegrad import plots
-    from shapegrad.render import Render
 
     n = resolution
     tiles = []

@@ -5,7 +5,7 @@ import numpy as np
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from shapegrad._autodiff import jit, value_and_grad
+from shapegrad.ops.autodiff import jit, value_and_grad
 
 __all__ = [
     "BACKEND",

@@ -12,8 +12,10 @@ import numpy as np
 import pytest
 
 from helpers import BACKEND, jit, to_numpy
-from shapegrad import bench, bench_report, cli
-from shapegrad.render import Render
+from shapegrad import cli
+from shapegrad.bench import timing as bench
+from shapegrad.bench import report as bench_report
+from shapegrad.render.render import Render
 
 MIX = "disk*2,box,triangle,cone"
 # JAX compiles each eager op on first use: one jit of the whole render is several times faster.

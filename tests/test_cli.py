@@ -11,7 +11,8 @@ import pytest
 from PIL import Image
 
 from helpers import BACKEND
-from shapegrad import cli, files, fit, plots
+from shapegrad import cli, fit
+from shapegrad.io import files, plots
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

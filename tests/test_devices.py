@@ -16,8 +16,8 @@ import keras
 import numpy as np
 import pytest
 
-from shapegrad import raster
-from shapegrad._autodiff import torch_leaf
+from shapegrad.render import raster
+from shapegrad.ops.autodiff import torch_leaf
 
 from helpers import BACKEND
 

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from helpers import BACKEND, to_numpy
-from shapegrad import distribute
-from shapegrad.train import train
+from shapegrad.learn import distribute
+from shapegrad.learn.train import train
 
 # Run in a fresh interpreter: the simulated devices must exist before the backend starts.
 SCRIPT = textwrap.dedent(
@@ -21,8 +21,8 @@ SCRIPT = textwrap.dedent(
         import tensorflow as tf
         cpu = tf.config.list_physical_devices("CPU")[0]
         tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 4)
-    from shapegrad.distribute import available_devices
-    from shapegrad.train import train
+    from shapegrad.learn.distribute import available_devices
+    from shapegrad.learn.train import train
     out = {"devices": available_devices()}
     for n in (1, 4):
         m = train(f"{sys.argv[2]}/run{n}", resolution=16, steps=6, steps_per_epoch=2, batch_size=16,

@@ -15,7 +15,8 @@ import pytest
 from keras import ops
 
 from helpers import BACKEND
-from shapegrad import Cones, doctor, safe
+from shapegrad import Cones, doctor
+from shapegrad.ops import safe
 
 PACKAGE = "shapegrad_doctor_tests"
 
@@ -233,11 +234,11 @@ def test_cones_is_clean_at_degenerate_inputs():
 # Render's few hundred ops on first use: ~60 s on a loaded 2-core CPU, the price of checking JAX at all.
 def test_render_is_clean():
     # No float64 fixture: the doctor's finite-difference twin runs in float64, and Render keeps
-    # float64 under Keras' own promotion (safe._maximum and co.; before, ops.maximum/minimum/arctan2
+    # float64 under Keras' own promotion (numerics.maximum and co.; before, ops.maximum/minimum/arctan2
     # computed in float32 on PyTorch and the FD step saw no change on a box's corner radius).
     if importlib.util.find_spec("shapegrad.render") is None:
         pytest.skip("shapegrad.render does not exist yet")
-    from shapegrad import render
+    from shapegrad.render import render
 
     layer = render.Render(", ".join(render.primitive_kinds()), resolution=12)
     rng = np.random.default_rng(0)
@@ -373,10 +374,10 @@ def test_bad_target_is_rejected():
 
 def test_keras_internals_the_doctor_reads_are_all_there():
     """Fails loudly, naming it, when a Keras release moves one of the private internals the doctor reads."""
-    from shapegrad.doctor import _keras_internals
+    from shapegrad import _keras_internals
 
     assert _keras_internals.missing() == [], (
-        f"Keras {keras.__version__} moved internals that shapegrad/doctor/_keras_internals.py reads: "
+        f"Keras {keras.__version__} moved internals that shapegrad/_keras_internals.py reads: "
         f"{_keras_internals.missing()}"
     )
     inputs = keras.Input((3,))

@@ -10,8 +10,8 @@ from hypothesis import strategies as st
 
 from helpers import adversarial_array, assert_finite, check_gradients, jit, to_numpy, value_and_grad
 from shapegrad import Cones, Render
-from shapegrad.feedback import DrawGuess, MaskedMean, Nudge, build_feedback_encoder
-from shapegrad.models import build_encoder, build_spatial_encoder, fields_for
+from shapegrad.learn.feedback import DrawGuess, MaskedMean, Nudge, build_feedback_encoder
+from shapegrad.learn.models import build_encoder, build_spatial_encoder, fields_for
 
 # disk (centre, radius), box (centre, half size, direction, corner): the kinds Nudge treats differently.
 KINDS = [("position", 2), ("size", 1), ("position", 2), ("size", 2), ("direction", 2), ("angle", 1)]
@@ -138,7 +138,7 @@ def test_feedback_encoder_checks_its_arguments():
 
 def test_feedback_encoder_learns_and_keeps_its_output_through_save_and_load(tmp_path):
     """A few steps on one batch lower the image loss; the saved model loads to the same output."""
-    from shapegrad.models import build_autoencoder
+    from shapegrad.learn.models import build_autoencoder
 
     render = Render("disk,box", 16, channels=3)
     base = _tiny(render)
@@ -161,7 +161,7 @@ def test_feedback_encoder_learns_and_keeps_its_output_through_save_and_load(tmp_
 
 @pytest.mark.slow
 def test_train_with_feedback_starts_from_a_trained_encoder_and_freezes_it(tmp_path):
-    from shapegrad.train import train
+    from shapegrad.learn.train import train
 
     common = dict(shapes="disk,box", resolution=16, channels=3, steps=2, steps_per_epoch=2, batch_size=4,
                   test_size=4, width=4, refine_steps=0, architecture="spatial", colors="solve", verbose=0)
@@ -194,8 +194,8 @@ def test_init_of_the_users_images_must_encode_images_like_them(tmp_path):
     """An encoder of one folder's images (its metadata: shapes, background...) cannot start training on another's."""
     from PIL import Image
 
-    from shapegrad import encode
-    from shapegrad.train import ImageTask, load_init
+    from shapegrad.learn import encode
+    from shapegrad.learn.train import ImageTask, load_init
 
     for name, value in (("black", 0), ("white", 255)):
         (tmp_path / name).mkdir()
@@ -207,7 +207,7 @@ def test_init_of_the_users_images_must_encode_images_like_them(tmp_path):
     white = ImageTask(str(tmp_path / "white"), shapes="disk,box", resolution=16)
     model = black.build_encoder(4, "cnn")
     kept = load_init(model, black)
-    assert kept is not model and encode._find_info(kept) == encode._find_info(model)  # a copy, its metadata
+    assert kept is not model and encode.find_info(kept) == encode.find_info(model)  # a copy, its metadata
     with pytest.raises(ValueError, match="background"):
         load_init(model, white)
     with pytest.raises(ValueError, match="Received: --init with"):

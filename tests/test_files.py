@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from helpers import to_numpy
-from shapegrad import Cones, Render, files, plots
+from shapegrad import Cones, Render
+from shapegrad.io import files, plots
 
 
 def test_atomic_write_text_bytes_and_writers(tmp_path):

@@ -9,10 +9,10 @@ from PIL import Image
 from skimage.draw import disk, polygon
 
 from helpers import to_numpy
-from shapegrad import files
+from shapegrad.io import files
 from shapegrad.cli import main
-from shapegrad.fit import fit_file
-from shapegrad.render import Render
+from shapegrad.fit.polish import fit_file
+from shapegrad.render.render import Render
 
 
 def _drawing(path):
@@ -135,8 +135,8 @@ def _mse(layer, params, images):
 
 @pytest.mark.slow  # an optimisation's outcome, the same on every backend; ~25 s on JAX
 def test_swap_starts_trade_places_and_refine_best_undoes_a_swap():
-    from shapegrad.fit import refine, refine_best, swap_starts
-    from shapegrad.models import fields_for
+    from shapegrad.fit.polish import refine, refine_best, swap_starts
+    from shapegrad.learn.models import fields_for
 
     layer, truth = _disk_and_box()
     spec = layer.spec
@@ -173,9 +173,9 @@ def test_swap_starts_trade_places_and_refine_best_undoes_a_swap():
 
 @pytest.mark.slow  # an optimisation's outcome, the same on every backend; ~25 s on JAX
 def test_refine_scene_raises_iou_when_the_first_guess_is_wrong():
-    from shapegrad import metrics
-    from shapegrad.fit import refine_scene
-    from shapegrad.models import fields_for
+    from shapegrad.learn import metrics
+    from shapegrad.fit.polish import refine_scene
+    from shapegrad.learn.models import fields_for
 
     layer, truth = _disk_and_box(batch=1, seed=7)
     spec = layer.spec
@@ -206,7 +206,7 @@ def test_refine_scene_raises_iou_when_the_first_guess_is_wrong():
 
 
 def test_residual_starts_move_a_shape_onto_what_is_missed():
-    from shapegrad.fit import residual_starts
+    from shapegrad.fit.polish import residual_starts
 
     layer = Render("disk,box", 24, channels=1)
     spec = layer.spec

@@ -13,7 +13,8 @@ import pytest
 from PIL import Image
 from skimage.draw import disk, polygon
 
-from shapegrad import cli, files, fit
+from shapegrad import cli, fit
+from shapegrad.io import files
 
 QUICK = dict(steps=40, joint_steps=40, order_steps=30, polish_steps=40)
 
@@ -84,7 +85,7 @@ def test_params_json_renders_back_at_the_images_own_size(tmp_path, capsys):
 def _fake_fit_scene(images, kinds=None, max_shapes=None, shapes=None, **options):
     """fit_scene's contract without the search (the file plumbing on every backend, in well under a second):
     one disk at the image's centre, of its own size and channels."""
-    from shapegrad.scenefit import SceneFit
+    from shapegrad.fit.search import SceneFit
 
     out = []
     for image in images:
@@ -95,7 +96,7 @@ def _fake_fit_scene(images, kinds=None, max_shapes=None, shapes=None, **options)
 
 
 def test_existing_stem_is_kept_without_force_and_the_others_are_done(tmp_path, monkeypatch):
-    from shapegrad import scenefit
+    from shapegrad.fit import search as scenefit
 
     monkeypatch.setattr(scenefit, "fit_scene", _fake_fit_scene)
     a, b = _save(tmp_path / "in" / "a.png", _scene()), _save(tmp_path / "in" / "sub" / "a.png", _scene())
@@ -161,7 +162,7 @@ def test_cli_end_to_end_with_the_default_search(tmp_path, capsys):
 
 
 def test_cli_exit_0_summary_columns_and_progress_on_stderr(tmp_path, capsys, monkeypatch):
-    from shapegrad import scenefit
+    from shapegrad.fit import search as scenefit
 
     monkeypatch.setattr(scenefit, "fit_scene", _fake_fit_scene)
     a = _save(tmp_path / "a.png", _scene((16, 24)))
@@ -181,7 +182,7 @@ def test_images_of_one_size_are_fitted_together_and_an_interrupted_run_keeps_its
     """20 images of one size go in two equal batches of 10 (one compiled batch size), another size alone,
     a 3x3 image is skipped (not a crash); a kill in the third batch keeps the files and summary rows of the
     first two."""
-    from shapegrad import scenefit
+    from shapegrad.fit import search as scenefit
 
     calls = []
 
@@ -209,7 +210,7 @@ def test_images_of_one_size_are_fitted_together_and_an_interrupted_run_keeps_its
 def test_a_large_image_is_fitted_shrunk_and_its_params_are_at_its_own_size(tmp_path, monkeypatch):
     """A 40x64 image with max_side=16 is fitted at 10x16; params.json renders at 40x64, and the
     fit's disk (at the small image's point (5, 8), radius 2.5 px) is mapped back: radius 10 px."""
-    from shapegrad import scenefit
+    from shapegrad.fit import search as scenefit
 
     sizes = []
 

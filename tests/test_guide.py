@@ -11,9 +11,9 @@ from hypothesis import given, settings
 from helpers import assert_finite, check_gradients, jit, to_numpy, value_and_grad
 from helpers import adversarial_array
 from shapegrad.cli import main
-from shapegrad.guide import MAX_PERMUTED, GuideLoss, GuideWeight, guide_loss
-from shapegrad.primitives import RenderSpec
-from shapegrad.train import train
+from shapegrad.learn.guide import MAX_PERMUTED, GuideLoss, GuideWeight, guide_loss
+from shapegrad.render.primitives import RenderSpec
+from shapegrad.learn.train import train
 
 SCENE = RenderSpec("disk,box,triangle", 64, channels=3)
 # Offsets in SCENE: disk 0-6; box centre 7-8, half sizes 9-10, direction 11-12, corner 13, colour, opacity; triangle 18-23.

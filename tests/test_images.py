@@ -19,9 +19,11 @@ from PIL import Image
 from skimage import draw
 
 import shapegrad
-from shapegrad import cli, data, encode, files, metrics
-from shapegrad.models import build_encoder, fields_for
-from shapegrad.render import Render
+from shapegrad import cli
+from shapegrad.learn import data, encode, metrics
+from shapegrad.io import files
+from shapegrad.learn.models import build_encoder, fields_for
+from shapegrad.render.render import Render
 
 SIZES = [(20, 20), (24, 36), (40, 28), (16, 16), (33, 21)]
 
@@ -170,7 +172,7 @@ def test_image_dataset_streams_every_image_once_per_pass(tmp_path):
 def test_encoder_metadata_survives_a_plain_load_model(tmp_path):
     path = save_untrained(str(tmp_path / "encoder.keras"))
     model = keras.saving.load_model(path)
-    encoder = shapegrad.Encoder(model, encode._find_info(model))
+    encoder = shapegrad.Encoder(model, encode.find_info(model))
     assert encoder.info["shapes"] == "disk*2,box*2" and encoder.info["resize"] == "letterbox"
     assert encoder.resolution == 16 and encoder.channels == 3
 

@@ -11,7 +11,7 @@ from keras import ops
 
 from helpers import BACKEND, adversarial, assert_finite, check_gradients, jit, to_numpy, value_and_grad
 from shapegrad import Cones
-from shapegrad.bench import naive_cones
+from shapegrad.bench.timing import naive_cones
 
 
 def reference(x, n):
@@ -316,7 +316,7 @@ def test_mixed_precision(policy):
 
 
 def test_folded_angle_polynomial_matches_atan2():
-    from shapegrad.layers import _folded_angle
+    from shapegrad.render.cones import _folded_angle
 
     rng = np.random.default_rng(0)
     c = np.concatenate([rng.uniform(0, 100, 20000), [0, 0, 1, 1, 1e-30, 3e38, 0.41421356, 1], 10.0 ** rng.uniform(-30, 30, 5000)])

@@ -12,7 +12,7 @@ from helpers import to_numpy
 import pytest
 
 from shapegrad import Cones, Render, SlotRender
-from shapegrad.models import (
+from shapegrad.learn.models import (
     AnchoredHead,
     Annealed,
     ColorSolve,
@@ -40,7 +40,7 @@ def test_saved_models_load_after_a_plain_import(tmp_path):
             encoder = build_spatial_encoder((16, 16, 1), renderer.spec, width=4, dense=8, colors="solve",
                                             renderer=renderer)
         elif name == "feedback":  # shapegrad.feedback's layers around a nested encoder
-            from shapegrad.feedback import build_feedback_encoder
+            from shapegrad.learn.feedback import build_feedback_encoder
 
             encoder = build_feedback_encoder(build_encoder((16, 16, 1), fields, width=4), renderer, steps=1, width=4,
                                              dense=8)
@@ -80,7 +80,8 @@ def test_saved_models_load_after_a_plain_import(tmp_path):
 
 
 def test_moved_names_stay_importable_under_their_saved_names():
-    from shapegrad import fit, models, train
+    from shapegrad import fit
+    from shapegrad.learn import models, train
 
     assert fit.Annealed is models.Annealed and train.pyramid_mse is models.pyramid_mse
     assert keras.saving.get_registered_name(Annealed) == "shapegrad>Annealed"
@@ -127,7 +128,7 @@ def test_slot_render_absent_slots_show_the_background_and_gradients_are_finite()
     for s in range(3):  # every presence 0
         x[:, 1 + s * layer.slot_size] = 0.0
     np.testing.assert_allclose(to_numpy(layer(x)), np.broadcast_to(x[:, None, None, :1], (2, 12, 12, 1)), atol=1e-6)
-    from shapegrad import _autodiff
+    from shapegrad.ops import autodiff as _autodiff
 
     def loss(v):
         return keras.ops.mean(layer(v) ** 2)
@@ -241,7 +242,7 @@ _SOLVE_LAYER_STEP = {}
 def _color_solve_step():
     """The compiled value and gradient of a ColorSolve in front of its Render (one trace for every example)."""
     if not _SOLVE_LAYER_STEP:
-        from shapegrad._autodiff import jit, traced_value_and_grad
+        from shapegrad.ops.autodiff import jit, traced_value_and_grad
 
         render = Render("disk,box,triangle", 8, channels=3)
         layer = ColorSolve(render)
@@ -289,7 +290,7 @@ def test_property_color_solve_finite_on_degenerate_parameters(x, images, layout)
 
 
 def test_solved_colours_are_an_option_of_the_builders_and_of_train():
-    from shapegrad.train import Task
+    from shapegrad.learn.train import Task
 
     render = Render("disk,box", 16, channels=3)
     with pytest.raises(ValueError, match="Received: colors='paint'"):

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from shapegrad import plots
+from shapegrad.io import plots
 
 
 def _examples(seed, count=4, size=8, channels=1):

@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 
 from shapegrad import Cones, Render
-from shapegrad.data import sample_cones
-from shapegrad.models import CONE_FIELDS, fields_for
-from shapegrad.primitives import FAR, RenderSpec, primitive
+from shapegrad.learn.data import sample_cones
+from shapegrad.learn.models import CONE_FIELDS, fields_for
+from shapegrad.render.primitives import FAR, RenderSpec, primitive
 
 ALL = "disk,ellipse,box,triangle,polygon5,segment,bezier,cone"
 
@@ -92,6 +92,7 @@ def test_bad_resolution(resolution, message):
 
 
 def test_far_is_the_one_clip():
-    from shapegrad import bench, layers, render
+    from shapegrad.bench import timing as bench
+    from shapegrad.render import cones as layers, render
 
     assert FAR == 1e12 and layers.FAR is FAR and render.FAR is FAR and bench.FAR is FAR

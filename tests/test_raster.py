@@ -8,7 +8,7 @@ from hypothesis.extra import numpy as hnp
 from keras import ops
 
 from helpers import adversarial_array, assert_finite, check_gradients, to_numpy, value_and_grad
-from shapegrad import raster
+from shapegrad.render import kernels, raster
 
 
 def test_coverage_filter_width_and_slope(float64):
@@ -117,22 +117,22 @@ def test_planes_composite_like_channel_last(float64):
 
 
 def _kernel_and_params(kind, n, rng):
-    from shapegrad import sdf
+    from shapegrad.render import sdf
 
     c = list(rng.uniform(2, n - 2, (2, 1, 2, 1, 1)))
     h = list(rng.uniform(1.5, 3.5, (2, 1, 2, 1, 1)))
     angle = rng.uniform(0, 2 * np.pi, (1, 2, 1, 1))
     u = [np.cos(angle), np.sin(angle)]
     if kind == "disk":
-        return sdf.DiskKernel(n, n), c + h[:1]
+        return kernels.DiskKernel(n, n), c + h[:1]
     if kind == "box":
-        return sdf.BoxKernel(n, n), c + h + u + [0.3 * np.minimum(*h)]
+        return kernels.BoxKernel(n, n), c + h + u + [0.3 * np.minimum(*h)]
     if kind == "ellipse":
-        return sdf.EllipseKernel(n, n), c + h + u
+        return kernels.EllipseKernel(n, n), c + h + u
     turns = np.sort(rng.uniform(0, 2 * np.pi, (1, 2, 1, 1, 4)), axis=-1)
     r = rng.uniform(1.5, 3.5, (1, 2, 1, 1, 4))
     rows, cols = c[0][..., None] + r * np.cos(turns), c[1][..., None] + r * np.sin(turns)
-    return sdf.PolygonKernel(n, n, 4), [v[..., j] for j in range(4) for v in (rows, cols)]
+    return kernels.PolygonKernel(n, n, 4), [v[..., j] for j in range(4) for v in (rows, cols)]
 
 
 # The kinds with a component kernel in sdf (Render's fast path).
@@ -155,7 +155,7 @@ def test_shape_alpha_gradients_match_finite_differences_float64(kind, float64):
 
 
 def test_shape_alpha_equals_coverage_times_opacity(float64):
-    from shapegrad import sdf
+    from shapegrad.render import sdf
 
     rng = np.random.default_rng(0)
     kernel, params = _kernel_and_params("disk", 8, rng)
@@ -163,15 +163,15 @@ def test_shape_alpha_equals_coverage_times_opacity(float64):
     d, _ = kernel.forward(*[ops.convert_to_tensor(p) for p in params])
     expected = to_numpy(raster.coverage(d, 0.7)) * opacity
     np.testing.assert_allclose(to_numpy(raster.shape_alpha(kernel, params, opacity, 0.7)), expected, rtol=1e-12)
-    assert isinstance(kernel, sdf.DiskKernel)
+    assert isinstance(kernel, kernels.DiskKernel)
 
 
 @pytest.mark.parametrize("kind", KERNELS)
 def test_shape_alpha_row_block_fold_gives_the_same_gradients(kind, float64, monkeypatch):
-    """The pixel sums folded over 4 row blocks (sdf._row_blocks) equal the unfolded ones, every kernel, float64."""
+    """The pixel sums folded over 4 row blocks (kernels.row_blocks) equal the unfolded ones, every kernel, float64."""
     import keras
 
-    from shapegrad import sdf
+    from shapegrad.render import sdf
 
     n = 8
     rng = np.random.default_rng(len(kind) + 1)
@@ -181,8 +181,8 @@ def test_shape_alpha_row_block_fold_gives_the_same_gradients(kind, float64, monk
     monkeypatch.setattr(type(kernel), "fold_rows", True)  # the ellipse too, which Render does not fold
 
     def grads(blocks):
-        monkeypatch.setitem(sdf._SUM_BLOCKS, keras.backend.backend(), blocks)
-        assert sdf._row_blocks(n) == blocks
+        monkeypatch.setitem(kernels.SUM_BLOCKS, keras.backend.backend(), blocks)
+        assert kernels.row_blocks(n) == blocks
         loss = lambda *args: ops.sum(raster.shape_alpha(kernel, args[:-2], args[-2], args[-1]) * weights)  # noqa: E731
         return value_and_grad(loss, *params, opacity, np.float64(1.7))[1]
 
@@ -265,7 +265,7 @@ _SOLVE_STEP = {}  # mode -> compiled (value, solved colours, gradients): one tra
 
 def _solve_step(mode):
     if mode not in _SOLVE_STEP:
-        from shapegrad._autodiff import jit, traced_value_and_grad
+        from shapegrad.ops.autodiff import jit, traced_value_and_grad
 
         def fn(a, i, p):
             colors = raster.solve_colors(a, i, p, 0.5, mode)
@@ -312,7 +312,7 @@ def test_solve_colors_rejects_bad_arguments():
 @pytest.mark.parametrize("mode", ["over", "union"])
 def test_paint_planes_folded_colour_gradient_is_the_plain_one(mode, float64, monkeypatch):
     """The row-block fold of the colour's pixel sum (TensorFlow's, forced here on every backend) changes no gradient."""
-    from shapegrad import sdf
+    from shapegrad.render import sdf
 
     rng = np.random.default_rng(5)
     alpha, weights = rng.uniform(0, 1, (2, 8, 8)), rng.normal(size=(3, 2, 8, 8))
@@ -327,7 +327,7 @@ def test_paint_planes_folded_colour_gradient_is_the_plain_one(mode, float64, mon
     for blocks in (1, 4):
         from keras import backend
 
-        monkeypatch.setattr(sdf, "_SUM_BLOCKS", {backend.backend(): blocks})
+        monkeypatch.setattr(kernels, "SUM_BLOCKS", {backend.backend(): blocks})
         monkeypatch.setattr(raster, "_COLOR_SUM_BLOCKS", {backend.backend(): blocks})
         results[blocks] = value_and_grad(loss, alpha, *colors)
     np.testing.assert_allclose(results[4][0], results[1][0], rtol=1e-12)
@@ -369,9 +369,9 @@ def test_over_planes_is_the_fold_of_paint_planes(blocks, float64, monkeypatch):
     """The fused op's image and hand-written gradient are autodiff's through the fold (row blocks forced)."""
     from keras import backend
 
-    from shapegrad import sdf
+    from shapegrad.render import sdf
 
-    monkeypatch.setattr(sdf, "_SUM_BLOCKS", {backend.backend(): blocks})
+    monkeypatch.setattr(kernels, "SUM_BLOCKS", {backend.backend(): blocks})
     monkeypatch.setattr(raster, "_COLOR_SUM_BLOCKS", {backend.backend(): blocks})
     args, weights = _over_planes_inputs(np.random.default_rng(7))
     fused = value_and_grad(_composite_loss(weights, 3, 3, True), *args)

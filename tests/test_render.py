@@ -11,8 +11,8 @@ from keras import ops
 
 from helpers import adversarial_array, assert_finite, check_gradients, jit, to_numpy, value_and_grad
 from shapegrad import Render
-from shapegrad.layers import Cones
-from shapegrad.primitives import RenderSpec, parse_shapes, primitive, primitive_kinds, spec_table
+from shapegrad.render.cones import Cones
+from shapegrad.render.primitives import RenderSpec, parse_shapes, primitive, primitive_kinds, spec_table
 
 ALL = "disk,ellipse,box,triangle,polygon5,segment,bezier,cone"
 
@@ -309,7 +309,7 @@ def test_same_image_and_gradient_as_the_autodiff_renderer(float64):
     same gradient to 1e-8 relative in float64. Three channels; one channel's gradients are
     checked by finite differences (``test_gradients_match_finite_differences_float64``).
     """
-    from shapegrad.bench import naive_render
+    from shapegrad.bench.timing import naive_render
 
     channels = 3
     shapes = "disk*2,ellipse,box*2,triangle,polygon5,segment,bezier,cone"

@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 from keras import ops
 
 from helpers import adversarial_array, assert_finite, check_gradients, jit, value_and_grad
-from shapegrad import safe
+from shapegrad.ops import safe
 
 @pytest.fixture(params=["float32", "float64"])
 def dtype(request):

@@ -14,9 +14,10 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from helpers import BACKEND, adversarial_array, assert_finite, check_gradients, jit, to_numpy, value_and_grad
-from shapegrad import _autodiff
-from shapegrad.scenefit import (_OPACITY_GAIN, Scene, SceneEngine, SceneFit, _check_starts, _opacity, fit_scene,
-                                noise_level)
+from shapegrad.ops import autodiff as _autodiff
+from shapegrad.fit.engine import _OPACITY_GAIN, Scene, SceneEngine, _opacity
+from shapegrad.fit.search import SceneFit, _check_starts, fit_scene
+from shapegrad.fit.starts import noise_level
 
 # Few steps, tiny images: enough for these scenes, fast on every backend.
 QUICK = dict(steps=40, joint_steps=40, order_steps=30, polish_steps=40)

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from keras import ops
 from skimage import draw
 
-from shapegrad import raster, sdf
+from shapegrad.render import kernels, raster, sdf
 from helpers import adversarial, adversarial_array, assert_finite, check_gradients, jit, to_numpy, value_and_grad
 
 
@@ -228,7 +228,7 @@ def test_ellipse_matches_brute_force_distance():
 
 def test_ellipse_far_points_and_tiny_radii():
     """Up to 1e9 px from radii down to 1e-30 (the iteration is scaled per shape, far points moved
-    along their ray to sdf._ELLIPSE_FAR radii): float32 distances exact to rounding, finite gradients
+    along their ray to sdf.ELLIPSE_FAR radii): float32 distances exact to rounding, finite gradients
     along p minus its nearest boundary point, the same distances in the component kernel Render uses."""
     rng = np.random.default_rng(11)
     angles = rng.uniform(0, 2 * np.pi, 16)
@@ -250,7 +250,7 @@ def test_ellipse_far_points_and_tiny_radii():
             np.testing.assert_allclose(d, ref, rtol=1e-6, err_msg=f"radii={radii}, distance={dist}")
             assert np.all(np.isfinite(g))
             np.testing.assert_allclose(g, nearest / ref[:, None], atol=1e-5, err_msg=f"radii={radii}")
-            kernel = sdf.EllipseKernel(1, 1)
+            kernel = kernels.EllipseKernel(1, 1)
             params = [-p[:, 0], -p[:, 1]] + [np.full(len(p), v) for v in (*radii, u[0], u[1])]  # pixel (0, 0) at p
             params = [ops.convert_to_tensor(f32(v).reshape(-1, 1, 1, 1)) for v in params]
             dk, _ = kernel.forward(*params)
@@ -526,8 +526,8 @@ def _kernel_params(kind, rng, batch=2, count=2, n=8):
 
 def _kernel(kind, n):
     if kind == "polygon":
-        return sdf.PolygonKernel(n, n, 5)
-    return getattr(sdf, kind.capitalize() + "Kernel")(n, n)
+        return kernels.PolygonKernel(n, n, 5)
+    return getattr(kernels, kind.capitalize() + "Kernel")(n, n)
 
 
 def _reference(kind, n):
@@ -540,9 +540,9 @@ def _reference(kind, n):
     if kind == "disk":
         return lambda c0, c1, r: sdf.disk(g, pair(c0, c1), r)
     if kind == "box":
-        return lambda c0, c1, h0, h1, u0, u1, rc: sdf._box(g, pair(c0, c1), pair(h0, h1), pair(u0, u1), rc)
+        return lambda c0, c1, h0, h1, u0, u1, rc: sdf.box_on_axis(g, pair(c0, c1), pair(h0, h1), pair(u0, u1), rc)
     if kind == "ellipse":
-        return lambda c0, c1, a, b, u0, u1: sdf._ellipse(g, pair(c0, c1), pair(a, b), pair(u0, u1))
+        return lambda c0, c1, a, b, u0, u1: sdf.ellipse_on_axis(g, pair(c0, c1), pair(a, b), pair(u0, u1))
     return lambda *v: sdf.polygon(g, ops.stack([pair(v[2 * j], v[2 * j + 1]) for j in range(5)], axis=-2))
 
 
@@ -624,7 +624,7 @@ def test_property_kernel_values_and_gradients_finite(kind, data):
     """Render's fast path (raster.shape_alpha over each kernel): finite coverage and gradients on degenerate input."""
     n = 6
     if kind not in _KERNEL_JITTED:
-        kernel = sdf.PolygonKernel(n, n, 4) if kind == "polygon" else _kernel(kind, n)
+        kernel = kernels.PolygonKernel(n, n, 4) if kind == "polygon" else _kernel(kind, n)
 
         def total(*args):
             params, opacity = args[:-1], args[-1]

@@ -12,11 +12,12 @@ import numpy as np
 import pytest
 
 from helpers import BACKEND, assert_finite, to_numpy
-from shapegrad import Cones, fit, metrics
+from shapegrad import Cones, fit
+from shapegrad.learn import metrics
 from shapegrad.cli import main
-from shapegrad.data import CONE_RANGES, ConeDataset, sample_cones
-from shapegrad.models import CONE_FIELDS, ParameterHead, build_autoencoder, build_encoder, pyramid_mse
-from shapegrad.train import OUTPUTS, train
+from shapegrad.learn.data import CONE_RANGES, ConeDataset, sample_cones
+from shapegrad.learn.models import CONE_FIELDS, ParameterHead, build_autoencoder, build_encoder, pyramid_mse
+from shapegrad.learn.train import OUTPUTS, train
 
 
 def test_dataset_is_deterministic_and_in_range():
@@ -187,8 +188,8 @@ class _Killed(Exception):
 
 def test_a_resumed_run_keeps_the_whole_history_and_training_time(tmp_path, monkeypatch):
     """Killed after the checkpoint of epoch 2 of 4, then resumed: metrics.json and curves.png cover all 4."""
-    from shapegrad import plots
-    from shapegrad import train as train_module
+    from shapegrad.io import plots
+    from shapegrad.learn import train as train_module
 
     out = tmp_path / "run"
     args = dict(resolution=16, steps=8, steps_per_epoch=2, batch_size=8, test_size=8, refine_steps=0, width=4, verbose=0)
@@ -243,7 +244,7 @@ def test_killed_run_resumes_from_its_checkpoint(tmp_path):
 
 
 def test_scene_errors_match_shapes_within_each_kind():
-    from shapegrad.render import Render
+    from shapegrad.render.render import Render
 
     spec = Render("disk*2,box", 32).spec
     truth = spec.sample(4, seed=1)
@@ -274,7 +275,7 @@ def test_scene_errors_match_shapes_within_each_kind():
 
 
 def test_scene_errors_with_a_kind_listed_twice():
-    from shapegrad.render import Render
+    from shapegrad.render.render import Render
 
     spec = Render("disk*2,box,disk", 32).spec
     truth = spec.sample(3, seed=2)
@@ -291,7 +292,7 @@ def test_train_on_a_render_scene(tmp_path):
     assert 0 <= result["iou"] <= 1 and "disk_center_error_px_median" in result
     assert result["disk_center_error_px_median"] >= 0
     assert "box_direction_error_deg_median" in result and result["shapes"] == "disk,box"
-    from shapegrad.render import Render
+    from shapegrad.render.render import Render
 
     encoder = keras.saving.load_model(str(tmp_path / "encoder.keras"))
     assert encoder.output_shape == (None, Render("disk,box", 16).spec.size)
@@ -299,7 +300,7 @@ def test_train_on_a_render_scene(tmp_path):
 
 def test_annealing_advances_every_training_step_and_not_at_inference():
     """The schedule lives in the compiled step (JAX's fit keeps variables between callbacks)."""
-    from shapegrad.models import Annealed
+    from shapegrad.learn.models import Annealed
 
     encoder = build_encoder((16, 16, 1), CONE_FIELDS, width=4)
     annealed = Annealed(Cones(16), start=0.1, ramp_steps=10)

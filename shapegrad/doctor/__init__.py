@@ -51,7 +51,7 @@ machinery), :mod:`~shapegrad.doctor.load` (a ``.keras`` file or
 ``module:attribute`` target and ``.npy`` arrays, for the command line),
 :mod:`~shapegrad.doctor.guard` (:class:`NaNGuard`, the callback that catches
 the training step where NaN first appears) and
-:mod:`~shapegrad.doctor._keras_internals` (every read of Keras' private
+:mod:`shapegrad._keras_internals` (every read of Keras' private
 internals).
 """
 

@@ -32,7 +32,7 @@ import warnings
 import keras
 import numpy as np
 
-from shapegrad._autodiff import torch_leaf
+from shapegrad.ops.autodiff import torch_leaf
 
 __all__ = ["Site", "locate_forward", "locate_backward"]
 
@@ -46,7 +46,7 @@ _LIBRARY_MARKERS = (
     "/torch/",
     "/numpy/",
     "/shapegrad/doctor/",
-    "/shapegrad/_autodiff.py",
+    "/shapegrad/autodiff.py",
     "<frozen",
     "/contextlib.py",
 )

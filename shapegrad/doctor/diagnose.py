@@ -2,7 +2,7 @@
 
 Example:
     >>> import numpy as np
-    >>> from shapegrad import safe
+    >>> from shapegrad.ops import safe
     >>> report = check(safe.safe_norm, np.array([[3.0, 4.0], [1.0, 0.0]], "float32"))
     >>> report.ok, report.findings
     (True, [])
@@ -12,11 +12,11 @@ import keras
 import numpy as np
 from keras import ops, tree
 
-from shapegrad import _autodiff
-from shapegrad.doctor.fd import _fd_findings
-from shapegrad.doctor.findings import _add_aftermath, _dead_findings, _describe, _finite, _forward_finding, _gradient_finding, _split, _unique
+from shapegrad.doctor.fd import fd_findings
+from shapegrad.doctor.findings import add_aftermath, dead_findings, describe_nonfinite, all_finite, forward_finding, gradient_finding, split_like, unique_variables
 from shapegrad.doctor.report import Finding, Report
-from shapegrad.doctor.trace import _is_float_tensor, _np, _Prober, _Recorder, _run
+from shapegrad.doctor.trace import is_float_tensor, to_numpy, Prober, Recorder, run_layers
+from shapegrad.ops import autodiff
 
 __all__ = ["check"]
 
@@ -38,7 +38,7 @@ def _wide(x):
 def _make_loss(loss, targets):
     if loss is None and targets is None:
         def fn(outputs):
-            return sum(ops.sum(_wide(o)) for o in tree.flatten(outputs) if _is_float_tensor(o))
+            return sum(ops.sum(_wide(o)) for o in tree.flatten(outputs) if is_float_tensor(o))
 
         return fn, "sum of outputs"
     if loss is None:
@@ -93,34 +93,34 @@ def check(target, inputs, targets=None, loss=None, *, training=False, fd_samples
 
     # 1. The data itself.
     in_leaves = tree.flatten(inputs)
-    float_inputs = [k for k, x in enumerate(in_leaves) if _is_float_tensor(x)]
+    float_inputs = [k for k, x in enumerate(in_leaves) if is_float_tensor(x)]
     for k in float_inputs:
         if not np.isfinite(in_leaves[k]).all():
             findings.append(
-                Finding("nonfinite_input", f"Input {k} is not finite: {_describe(in_leaves[k])}.", hint="input")
+                Finding("nonfinite_input", f"Input {k} is not finite: {describe_nonfinite(in_leaves[k])}.", hint="input")
             )
 
     # 2. Forward pass, recording every layer call.
-    recorder = _Recorder()
-    outputs = _run(target, tree.map_structure(ops.convert_to_tensor, inputs), recorder, training)
+    recorder = Recorder()
+    outputs = run_layers(target, tree.map_structure(ops.convert_to_tensor, inputs), recorder, training)
     calls = recorder.calls
-    loss_value = float(_np(loss_fn(outputs)))
+    loss_value = float(to_numpy(loss_fn(outputs)))
     checked.append(f"forward pass ({len(calls)} layer call{'s' if len(calls) != 1 else ''})")
 
     forward_bad = None
     for call in calls:
-        if _finite(call.inputs) and not _finite(call.outputs):
+        if all_finite(call.inputs) and not all_finite(call.outputs):
             forward_bad = call
             break
     if forward_bad is not None and not findings:
-        findings.append(_forward_finding(forward_bad))
+        findings.append(forward_finding(forward_bad))
 
     # 3. Gradient pass: dLoss/d(inputs, weights, every call's inputs and outputs).
-    weights = _unique(getattr(target, "trainable_variables", []) or [])
-    w_values = [_np(w.value) for w in weights]
+    weights = unique_variables(getattr(target, "trainable_variables", []) or [])
+    w_values = [to_numpy(w.value) for w in weights]
     in_probes = [[np.zeros_like(x) for x in c.inputs] for c in calls]
     out_probes = [[np.zeros_like(y) for y in c.outputs] for c in calls]
-    out_leaves = [_np(o) for o in tree.flatten(outputs) if _is_float_tensor(o)]
+    out_leaves = [to_numpy(o) for o in tree.flatten(outputs) if is_float_tensor(o)]
     sizes = [len(float_inputs), len(weights), sum(map(len, in_probes)), sum(map(len, out_probes)), len(out_leaves)]
 
     def total(*args):
@@ -132,11 +132,11 @@ def check(target, inputs, targets=None, loss=None, *, training=False, fd_samples
         leaves = [ops.convert_to_tensor(x) for x in in_leaves]
         for k, x in zip(float_inputs, xin):
             leaves[k] = x
-        prober = _Prober(_split(flat_in, in_probes), _split(flat_out, out_probes))
+        prober = Prober(split_like(flat_in, in_probes), split_like(flat_out, out_probes))
         with keras.StatelessScope(state_mapping=list(zip(weights, ws))):
-            y = _run(target, tree.pack_sequence_as(inputs, leaves), prober, training)
+            y = run_layers(target, tree.pack_sequence_as(inputs, leaves), prober, training)
             final = iter(final)
-            y = tree.map_structure(lambda o: o + next(final) if _is_float_tensor(o) else o, y)
+            y = tree.map_structure(lambda o: o + next(final) if is_float_tensor(o) else o, y)
             value = loss_fn(y)
         return value, ()
 
@@ -147,48 +147,48 @@ def check(target, inputs, targets=None, loss=None, *, training=False, fd_samples
         + [p for ps in out_probes for p in ps]
         + [np.zeros_like(o) for o in out_leaves]
     )
-    _, _, grads = _autodiff.value_and_grad_with_aux(total, *grad_args)
+    _, _, grads = autodiff.value_and_grad_with_aux(total, *grad_args)
     g_x, grads = grads[: sizes[0]], grads[sizes[0] :]
     g_w, grads = grads[: sizes[1]], grads[sizes[1] :]
-    g_in, grads = _split(grads[: sizes[2]], in_probes), grads[sizes[2] :]
-    g_out, g_final = _split(grads[: sizes[3]], out_probes), grads[sizes[3] :]
+    g_in, grads = split_like(grads[: sizes[2]], in_probes), grads[sizes[2] :]
+    g_out, g_final = split_like(grads[: sizes[3]], out_probes), grads[sizes[3] :]
     grad_of_weight = {id(w): g for w, g in zip(weights, g_w)}
     checked.append(f"gradients of {len(float_inputs)} input(s) and {len(weights)} weight(s)")
 
-    all_grads_finite = _finite(g_x) and _finite(g_w)
-    if not _finite(g_final) and _finite(out_leaves):
+    all_grads_finite = all_finite(g_x) and all_finite(g_w)
+    if not all_finite(g_final) and all_finite(out_leaves):
         findings.append(
             Finding(
                 "nonfinite_gradient",
                 f"Non-finite gradient created in the loss ({loss_name}).",
                 layer="loss",
                 layer_class="loss",
-                details=[f"gradient at the outputs: {_describe(g) }" for g in g_final if not np.isfinite(g).all()],
+                details=[f"gradient at the outputs: {describe_nonfinite(g) }" for g in g_final if not np.isfinite(g).all()],
                 hint="unknown",
             )
         )
     elif not all_grads_finite and forward_bad is None and not findings:
-        finding = _gradient_finding(calls, g_in, g_out, grad_of_weight)
+        finding = gradient_finding(calls, g_in, g_out, grad_of_weight)
         if finding is None:
             finding = Finding(
                 "nonfinite_gradient",
                 "Non-finite gradient, not attributable to one layer.",
-                details=[f"input {k}: {_describe(g)}" for k, g in enumerate(g_x) if not np.isfinite(g).all()],
+                details=[f"input {k}: {describe_nonfinite(g)}" for k, g in enumerate(g_x) if not np.isfinite(g).all()],
                 hint="unknown",
             )
         findings.append(finding)
     elif not all_grads_finite and forward_bad is not None:
         notes.append("gradients are non-finite as a consequence of the non-finite forward values above")
 
-    _add_aftermath(findings, calls, forward_bad, g_in, weights, g_w, g_x, loss_value)
+    add_aftermath(findings, calls, forward_bad, g_in, weights, g_w, g_x, loss_value)
 
     # 4. Dead gradients.
-    if all_grads_finite and _finite(g_final):
+    if all_grads_finite and all_finite(g_final):
         if not any(np.any(g != 0) for g in g_final):
             notes.append("the gradient at the outputs is exactly 0 (loss at a minimum?): dead-gradient check skipped")
         else:
             findings.extend(
-                _dead_findings(
+                dead_findings(
                     calls, float_inputs, g_x, weights, g_w, g_in, g_out, target, inputs=inputs, training=training, notes=notes
                 )
             )
@@ -197,7 +197,7 @@ def check(target, inputs, targets=None, loss=None, *, training=False, fd_samples
     # 5. float64 finite differences.
     if fd_samples and all_grads_finite and np.isfinite(loss_value) and float_inputs:
         findings.extend(
-            _fd_findings(target, inputs, float_inputs, loss_fn, training, fd_samples, seed, checked, notes)
+            fd_findings(target, inputs, float_inputs, loss_fn, training, fd_samples, seed, checked, notes)
         )
 
     return Report(

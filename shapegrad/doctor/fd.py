@@ -8,10 +8,10 @@ import keras
 import numpy as np
 from keras import ops, tree
 
-from shapegrad import _autodiff
-from shapegrad.doctor import _keras_internals
+from shapegrad import _keras_internals
 from shapegrad.doctor.report import Finding
-from shapegrad.doctor.trace import _is_float_tensor, _np, _run
+from shapegrad.doctor.trace import is_float_tensor, to_numpy, run_layers
+from shapegrad.ops import autodiff
 
 
 
@@ -52,11 +52,11 @@ def _float64_target(target, inputs64):
     for s, d in zip(source, dest):
         if tuple(s.shape) != tuple(d.shape):
             return None
-        d.assign(np.asarray(_np(s.value), dtype=keras.backend.standardize_dtype(d.dtype)))
+        d.assign(np.asarray(to_numpy(s.value), dtype=keras.backend.standardize_dtype(d.dtype)))
     return twin
 
 
-def _fd_findings(target, inputs, float_inputs, loss_fn, training, samples, seed, checked, notes):
+def fd_findings(target, inputs, float_inputs, loss_fn, training, samples, seed, checked, notes):
     leaves = tree.flatten(inputs)
     leaves64 = [np.asarray(x, np.float64) if k in float_inputs else x for k, x in enumerate(leaves)]
     inputs64 = tree.pack_sequence_as(inputs, leaves64)
@@ -73,12 +73,12 @@ def _fd_findings(target, inputs, float_inputs, loss_fn, training, samples, seed,
         ls = [ops.convert_to_tensor(x) for x in leaves64]
         for k, x in zip(float_inputs, xs):
             ls[k] = x
-        y = _run(twin, tree.pack_sequence_as(inputs, ls), lambda fn, op=None: fn, training)
+        y = run_layers(twin, tree.pack_sequence_as(inputs, ls), lambda fn, op=None: fn, training)
         return loss_fn(y)
 
     xs = [leaves64[k] for k in float_inputs]
     try:
-        value, grads = _autodiff.value_and_grad(f, *xs)
+        value, grads = autodiff.value_and_grad(f, *xs)
     except Exception as error:  # noqa: BLE001
         notes.append(f"float64 finite-difference check skipped: the target failed in float64 ({type(error).__name__})")
         return []
@@ -92,18 +92,18 @@ def _fd_findings(target, inputs, float_inputs, loss_fn, training, samples, seed,
     def at(k, idx, h):
         ys = [x.copy() for x in xs]
         ys[k][idx] += h
-        return float(_np(f(*[ops.convert_to_tensor(y) for y in ys])))
+        return float(to_numpy(f(*[ops.convert_to_tensor(y) for y in ys])))
 
     # A float64 output may still have been computed in float32 inside (a layer
     # that casts, or Keras' float64 -> float32 promotion on JAX and PyTorch):
     # then every output value is exactly a float32 number.
-    outs = _run(twin, inputs64, lambda fn, op=None: fn, training)
-    vals = np.concatenate([_np(o).ravel() for o in tree.flatten(outs) if _is_float_tensor(o)] or [np.zeros(0)])
+    outs = run_layers(twin, inputs64, lambda fn, op=None: fn, training)
+    vals = np.concatenate([to_numpy(o).ravel() for o in tree.flatten(outs) if is_float_tensor(o)] or [np.zeros(0)])
     vals = vals[np.isfinite(vals) & (vals != np.round(vals))]
     # Or the inputs were cast to float32 on the way in: then a relative nudge
     # of 1e-10 to every input leaves the loss exactly unchanged.
-    base = float(_np(f(*[ops.convert_to_tensor(x) for x in xs])))
-    nudged = float(_np(f(*[ops.convert_to_tensor(x * (1 + 1e-10)) for x in xs])))
+    base = float(to_numpy(f(*[ops.convert_to_tensor(x) for x in xs])))
+    nudged = float(to_numpy(f(*[ops.convert_to_tensor(x * (1 + 1e-10)) for x in xs])))
     expected = sum(float(np.sum(np.abs(g * x))) for g, x in zip(grads, xs)) * 1e-10
     quantised = expected > 1e-14 * max(1.0, abs(base)) and nudged == base
     if quantised or (vals.size and np.all(vals == vals.astype(np.float32).astype(np.float64))):

@@ -16,11 +16,11 @@ import numpy as np
 from keras import ops, tree
 
 from shapegrad.doctor import backends
-from shapegrad.doctor.hints import _CANONICAL_OP, _hazard_of
+from shapegrad.doctor.hints import CANONICAL_OP, hazard_of
 from shapegrad.doctor.report import Finding
-from shapegrad.doctor.trace import _call_fn, _is_float_tensor, _np, _run
+from shapegrad.doctor.trace import call_fn, is_float_tensor, to_numpy, run_layers
 
-def _describe(a):
+def describe_nonfinite(a):
     a = np.asarray(a)
     parts = []
     for label, mask in (("NaN", np.isnan(a)), ("+inf", np.isposinf(a)), ("-inf", np.isneginf(a))):
@@ -29,12 +29,12 @@ def _describe(a):
     return f"{', '.join(parts)} of {a.size} entries"
 
 
-def _finite(arrays):
+def all_finite(arrays):
     return all(np.isfinite(a).all() for a in arrays)
 
 
 
-def _unique(variables):
+def unique_variables(variables):
     seen, out = set(), []
     for v in variables:
         if id(v) not in seen:
@@ -43,7 +43,7 @@ def _unique(variables):
     return out
 
 
-def _split(flat, like):
+def split_like(flat, like):
     out, k = [], 0
     for group in like:
         out.append(list(flat[k : k + len(group)]))
@@ -60,10 +60,10 @@ def _apply_site(finding, site, fallback_key=None, leak=False):
     key = None
     if site is not None:
         finding.backend_op = site.backend_op
-        key = _hazard_of(site.keras_op) or _hazard_of(site.backend_op.split(" in ")[-1]) or _hazard_of(
+        key = hazard_of(site.keras_op) or hazard_of(site.backend_op.split(" in ")[-1]) or hazard_of(
             site.backend_op
         )
-        finding.op = site.keras_op or _CANONICAL_OP.get(key) or site.backend_op
+        finding.op = site.keras_op or CANONICAL_OP.get(key) or site.backend_op
         frame = site.user_frame
         if frame is not None:
             finding.location = f"{_short_path(frame[0])}:{frame[1]} (in {frame[2]})"
@@ -82,14 +82,14 @@ def _short_path(path):
         return path
 
 
-def _forward_finding(call):
+def forward_finding(call):
     bad = [y for y in call.outputs if not np.isfinite(y).all()]
     finding = Finding(
         "nonfinite_forward",
         f"Non-finite values first produced by {_where(call)} in the forward pass.",
         layer=call.name,
         layer_class=call.class_name,
-        details=["inputs of the layer: finite", f"output of the layer: {_describe(bad[0])}"],
+        details=["inputs of the layer: finite", f"output of the layer: {describe_nonfinite(bad[0])}"],
     )
     site = _locate(call, None)
     float16 = any(y.dtype == np.float16 for y in bad) and not np.isnan(bad[0]).any()
@@ -102,8 +102,8 @@ def _forward_finding(call):
 def _locate(call, cotangents):
     """Run the backend locator on one recorded call; ``None`` if it finds nothing or fails."""
     weights = call.weights
-    args = list(call.inputs) + [_np(w.value) for w in weights]
-    fn = _call_fn(call, len(weights))
+    args = list(call.inputs) + [to_numpy(w.value) for w in weights]
+    fn = call_fn(call, len(weights))
     # Keras trims its own frames from tracebacks; the locators need them.
     filtering = keras.config.is_traceback_filtering_enabled()
     keras.config.disable_traceback_filtering()
@@ -118,16 +118,16 @@ def _locate(call, cotangents):
             keras.config.enable_traceback_filtering()
 
 
-def _gradient_finding(calls, g_in, g_out, grad_of_weight):
+def gradient_finding(calls, g_in, g_out, grad_of_weight):
     for call in reversed(calls):
         outs, ins = g_out[call.index], g_in[call.index]
         w_grads = [(w, grad_of_weight.get(id(w))) for w in call.weights]
         w_bad = [(w, g) for w, g in w_grads if g is not None and not np.isfinite(g).all()]
-        if not _finite(outs) or (_finite(ins) and not w_bad):
+        if not all_finite(outs) or (all_finite(ins) and not w_bad):
             continue
         details = ["gradient arriving at its output: finite"]
-        details += [f"gradient w.r.t. its input {k}: {_describe(g)}" for k, g in enumerate(ins) if not np.isfinite(g).all()]
-        details += [f"gradient w.r.t. weight '{w.path}': {_describe(g)}" for w, g in w_bad]
+        details += [f"gradient w.r.t. its input {k}: {describe_nonfinite(g)}" for k, g in enumerate(ins) if not np.isfinite(g).all()]
+        details += [f"gradient w.r.t. weight '{w.path}': {describe_nonfinite(g)}" for w, g in w_bad]
         finding = Finding(
             "nonfinite_gradient",
             f"Non-finite gradient created in {_where(call)}.",
@@ -158,7 +158,7 @@ def _names(calls, limit=4):
     return ", ".join(shown) + (f" and {len(calls) - limit} more" if len(calls) > limit else "")
 
 
-def _add_aftermath(findings, calls, forward_bad, g_in, weights, g_w, g_x, loss_value):
+def add_aftermath(findings, calls, forward_bad, g_in, weights, g_w, g_x, loss_value):
     """Root cause first: fill the first non-finite finding's ``followed`` with what followed from it.
 
     Forward: the later layers whose outputs are non-finite, the loss, the gradients.
@@ -173,14 +173,14 @@ def _add_aftermath(findings, calls, forward_bad, g_in, weights, g_w, g_x, loss_v
         f" ({', '.join(bad_w[:4])}{', ...' if len(bad_w) > 4 else ''})" if bad_w else ""
     ) + (f" and {bad_x} input(s)" if bad_x else "")
     if lead.kind == "nonfinite_forward" and forward_bad is not None:
-        later = [c for c in calls[forward_bad.index + 1 :] if not _finite(c.outputs)]
+        later = [c for c in calls[forward_bad.index + 1 :] if not all_finite(c.outputs)]
         parts = [f"non-finite outputs of layer(s) {_names(later)}"] if later else []
         parts.append(f"the loss = {loss_value:.6g}")
         lead.followed = "; ".join(parts + [grads]) + " (all from this first one)"
         return
     index = getattr(lead, "_call_index", None)
     if lead.kind == "nonfinite_gradient" and index is not None:
-        earlier = [c for c in calls[:index] if not _finite(g_in[c.index])][::-1]
+        earlier = [c for c in calls[:index] if not all_finite(g_in[c.index])][::-1]
         via = f"it flows back through layer(s) {_names(earlier)}: " if earlier else ""
         lead.followed = f"{via}{grads} (all from this first one)"
 
@@ -201,8 +201,8 @@ _PROBE_MAX_FEATURES = 16
 
 
 def _outputs(target, leaves, like, training):
-    y = _run(target, tree.pack_sequence_as(like, [ops.convert_to_tensor(x) for x in leaves]), lambda fn, op=None: fn, training)
-    return [np.asarray(_np(o), np.float64) for o in tree.flatten(y) if _is_float_tensor(o)]
+    y = run_layers(target, tree.pack_sequence_as(like, [ops.convert_to_tensor(x) for x in leaves]), lambda fn, op=None: fn, training)
+    return [np.asarray(to_numpy(o), np.float64) for o in tree.flatten(y) if is_float_tensor(o)]
 
 
 def _invariant(target, inputs, k, index, training, base):
@@ -230,7 +230,7 @@ def _invariant(target, inputs, k, index, training, base):
     return True
 
 
-def _dead_findings(calls, float_inputs, g_x, weights, g_w, g_in, g_out, target, inputs=None, training=False, notes=None):
+def dead_findings(calls, float_inputs, g_x, weights, g_w, g_in, g_out, target, inputs=None, training=False, notes=None):
     """Dead-gradient findings; with ``inputs``, invariant input features go to ``notes`` instead."""
     findings = []
     culprit = None

@@ -71,6 +71,8 @@ import keras
 import numpy as np
 from keras import ops, tree
 
+from shapegrad import _keras_internals
+
 __all__ = ["NaNGuard"]
 
 
@@ -374,19 +376,20 @@ class NaNGuard(keras.callbacks.Callback):
 
     def _read_iterations(self):
         model = self._guarded
-        if keras.backend.backend() == "jax" and getattr(model, "_jax_state", None):
-            value = model._jax_state["optimizer_variables"][self._iteration_index]
+        variables = _keras_internals.jax_optimizer_variables(model) if keras.backend.backend() == "jax" else None
+        if variables:
+            value = variables[self._iteration_index]
         else:
             value = model.optimizer.iterations
         return int(ops.convert_to_numpy(value))
 
     def _set_iterations(self, step):
         model = self._guarded
-        if keras.backend.backend() == "jax" and getattr(model, "_jax_state", None):
-            variables = list(model._jax_state["optimizer_variables"])
+        variables = _keras_internals.jax_optimizer_variables(model) if keras.backend.backend() == "jax" else None
+        if variables:
             old = variables[self._iteration_index]
             variables[self._iteration_index] = ops.cast(ops.convert_to_tensor(step), old.dtype)
-            model._jax_state["optimizer_variables"] = variables
+            _keras_internals.set_jax_optimizer_variables(model, variables)
             model.jax_state_sync()
         else:
             model.optimizer.iterations.assign(step)
@@ -409,7 +412,8 @@ class NaNGuard(keras.callbacks.Callback):
             )
 
     def _write(self, data):
-        from shapegrad import doctor, files
+        from shapegrad import doctor
+        from shapegrad.io import files
 
         model, out = self._guarded, self.directory
         os.makedirs(out, exist_ok=True)
@@ -638,7 +642,7 @@ def _save_for_cli(base, part, model):
 
 def _custom_modules(model):
     mods = set()
-    for layer in model._flatten_layers(include_self=False):
+    for layer in _keras_internals.inner_layers(model, recursive=False):
         module = type(layer).__module__
         if not module.startswith(("keras", "shapegrad", "__main__")):
             mods.add(module)
@@ -649,7 +653,7 @@ def _diagnose(model, x, y, sample_weight):
     """:func:`shapegrad.doctor.check` with the model's compiled loss; the non-trainable weights are put back."""
     from shapegrad import doctor
 
-    compiled = getattr(model, "_compile_loss", None)
+    compiled = _keras_internals.compiled_loss(model)
     loss = None
     if compiled is not None and y is not None:
         sw = None if sample_weight is None else tree.map_structure(ops.convert_to_tensor, sample_weight)

@@ -3,7 +3,7 @@
 Example:
     >>> HINTS["acos"].fix.split("(")[0]
     'shapegrad.safe.safe_acos'
-    >>> _hazard_of("AcosGrad"), _hazard_of("aten::sqrt")
+    >>> hazard_of("AcosGrad"), hazard_of("aten::sqrt")
     ('acos', None)
 """
 
@@ -154,13 +154,13 @@ _OP_HAZARD = {
 
 
 # The Keras name of each hazard's operation, for ops the layer ran without keras.ops (``x / y``).
-_CANONICAL_OP = {
+CANONICAL_OP = {
     "acos": "arccos", "sqrt": "sqrt", "normalize": "normalize", "log": "log", "div": "divide",
     "pow": "power", "atan2": "arctan2", "where": "where",
 }
 
 
-def _hazard_of(name):
+def hazard_of(name):
     """Catalogue key for an operation name from any backend, or ``None``."""
     if not name:
         return None

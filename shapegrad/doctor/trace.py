@@ -1,7 +1,7 @@
 """Running the doctor's target layer by layer: recording each layer call, or probing its gradients.
 
 A Sequential or Functional model runs one layer at a time through a ``wrap``
-(:class:`_Recorder` stores every call's inputs and outputs, :class:`_Prober`
+(:class:`Recorder` stores every call's inputs and outputs, :class:`Prober`
 adds a zero probe to each so that the backward pass yields the gradient at
 every layer boundary); any other target is one call.
 """
@@ -12,7 +12,7 @@ import keras
 import numpy as np
 from keras import ops, tree
 
-from shapegrad.doctor import _keras_internals
+from shapegrad import _keras_internals
 
 
 
@@ -42,7 +42,7 @@ class _Call:
         return list(getattr(self.op, "trainable_variables", []) or [])
 
 
-def _is_float_tensor(x):
+def is_float_tensor(x):
     if x is None or isinstance(x, (bool, int, float, str)):
         return False
     try:
@@ -59,7 +59,7 @@ def _call_kwargs(op, training):
     return {}
 
 
-def _run(target, inputs, wrap, training):
+def run_layers(target, inputs, wrap, training):
     """Run ``target`` on ``inputs``, calling each layer through ``wrap(layer)``."""
     if isinstance(target, keras.Sequential):
         x = inputs
@@ -72,7 +72,7 @@ def _run(target, inputs, wrap, training):
     return wrap(target)(inputs, **_call_kwargs(target, training))
 
 
-class _Recorder:
+class Recorder:
     """``wrap`` for the recording pass: stores each call's inputs and outputs."""
 
     def __init__(self):
@@ -84,16 +84,16 @@ class _Recorder:
         def call(*args, **kwargs):
             y = fn(*args, **kwargs)
             leaves = tree.flatten((args, kwargs))
-            float_in = [k for k, leaf in enumerate(leaves) if _is_float_tensor(leaf)]
-            outs = [o for o in tree.flatten(y) if _is_float_tensor(o)]
+            float_in = [k for k, leaf in enumerate(leaves) if is_float_tensor(leaf)]
+            outs = [o for o in tree.flatten(y) if is_float_tensor(o)]
             self.calls.append(
                 _Call(
                     index=len(self.calls),
                     op=op,
                     struct=(args, kwargs),
                     float_in=float_in,
-                    inputs=[_np(leaves[k]) for k in float_in],
-                    outputs=[_np(o) for o in outs],
+                    inputs=[to_numpy(leaves[k]) for k in float_in],
+                    outputs=[to_numpy(o) for o in outs],
                     out_struct=y,
                 )
             )
@@ -102,7 +102,7 @@ class _Recorder:
         return call
 
 
-class _Prober:
+class Prober:
     """``wrap`` for the gradient pass: adds a zero probe to every float input and output of each call."""
 
     def __init__(self, in_probes, out_probes):
@@ -115,22 +115,22 @@ class _Prober:
             self.count += 1
             leaves = tree.flatten((args, kwargs))
             probes = iter(self.in_probes[k])
-            leaves = [leaf + next(probes) if _is_float_tensor(leaf) else leaf for leaf in leaves]
+            leaves = [leaf + next(probes) if is_float_tensor(leaf) else leaf for leaf in leaves]
             args, kwargs = tree.pack_sequence_as((args, kwargs), leaves)
             y = fn(*args, **kwargs)
             probes = iter(self.out_probes[k])
-            return tree.map_structure(lambda o: o + next(probes) if _is_float_tensor(o) else o, y)
+            return tree.map_structure(lambda o: o + next(probes) if is_float_tensor(o) else o, y)
 
         return call
 
 
-def _np(x):
+def to_numpy(x):
     if hasattr(x, "detach"):
         x = x.detach()
     return np.asarray(ops.convert_to_numpy(x))
 
 
-def _call_fn(call, n_weights):
+def call_fn(call, n_weights):
     """``f(*inputs, *weights) -> float outputs`` for one recorded call, for the backend locators."""
     weights = call.weights[:n_weights]
 
@@ -142,7 +142,7 @@ def _call_fn(call, n_weights):
         args, kwargs = tree.pack_sequence_as(call.struct, leaves)
         with keras.StatelessScope(state_mapping=list(zip(weights, ws))):
             y = call.op(*args, **kwargs)
-        return [o for o in tree.flatten(y) if _is_float_tensor(o)]
+        return [o for o in tree.flatten(y) if is_float_tensor(o)]
 
     return f
 

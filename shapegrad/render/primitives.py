@@ -67,7 +67,9 @@ __all__ = [
     "FieldSlice",
     "Primitive",
     "RenderSpec",
+    "fields_for",
     "format_shapes",
+    "parse_kinds",
     "parse_shapes",
     "primitive",
     "primitive_kinds",
@@ -362,6 +364,32 @@ def primitive(kind):
     )
 
 
+def parse_kinds(kinds, name="kinds"):
+    """Normalise ``kinds`` (``"disk,box"`` or a sequence of names) to a tuple of distinct primitive kinds.
+
+    Raises ``ValueError`` naming ``name``, the kinds there are, and what was received.
+
+    Example:
+        >>> parse_kinds("disk, box")
+        ('disk', 'box')
+    """
+    names = tuple(k.strip() for k in kinds.split(",")) if isinstance(kinds, str) else kinds
+    ok = isinstance(names, (list, tuple)) and len(names) > 0 and len(set(names)) == len(names)
+    why = ""
+    for kind in names if ok else ():
+        try:
+            primitive(kind)
+        except (ValueError, TypeError):
+            ok, why = False, f" (unknown kind {kind!r})"
+            break
+    if not ok:
+        raise ValueError(
+            f"Expected {name} to be a non-empty list of distinct primitives, each one of "
+            f"{list(_PRIMITIVES)} or 'polygon<V>' with 3 <= V <= {_MAX_VERTICES}{why}. Received: {name}={names!r}"
+        )
+    return tuple(names)
+
+
 _SHAPES_HELP = (
     "a non-empty list of (kind, count) pairs or a string like 'disk*3,box*2', "
     "with kind one of {kinds} or 'polygon<V>' and count a positive integer"
@@ -582,6 +610,20 @@ class RenderSpec:
                     out[:, offset : offset + f.size] = value
                     offset += f.size
         return out.astype(np.float32)
+
+
+def fields_for(spec):
+    """The fields an encoder's head predicts, ``(name, size, activation)``, of a renderer's ``spec`` (:class:`RenderSpec`).
+
+    Unit vectors for directions, sigmoids for the rest: every other field kind
+    (positions, sizes, angles, colours, opacities) has the normalised range
+    ``[0, 1]``. Names are ``"<kind><instance>.<field>"``. Works alike for
+    ``Render(...).spec`` and ``Cones(...).spec``.
+    """
+    return tuple(
+        (f"{s.kind}{s.instance}.{s.field.name}", s.field.size, "direction" if s.field.kind == "direction" else "fraction")
+        for s in spec.slices
+    )
 
 
 def spec_table(channels=1):

@@ -8,17 +8,20 @@ speaks each backend's autodiff (``tf.GradientTape``, ``jax.value_and_grad``,
 on backend tensors so that it can run inside :func:`jit`.
 """
 
+import contextlib
+
 import keras
 import numpy as np
 
-__all__ = ["value_and_grad", "value_and_grad_with_aux", "jit", "traced_value_and_grad"]
+from shapegrad import _keras_internals
+
+__all__ = ["value_and_grad", "value_and_grad_with_aux", "jit", "traced_value_and_grad", "torch_threads"]
 
 
 def torch_device():
     """The PyTorch device Keras computes on (``KERAS_TORCH_DEVICE``, a GPU if there is one, ``keras.device`` scopes)."""
-    try:  # Keras' own choice, without making a tensor to ask (on a GPU, a synchronous copy)
-        from keras.src.backend.torch.core import get_device
-    except ImportError:  # a Keras that moved it: ask a tensor
+    get_device = _keras_internals.torch_get_device()  # Keras' own choice, without making a tensor to ask
+    if get_device is None:  # a Keras that moved it: ask a tensor (on a GPU, a synchronous copy)
         return keras.ops.convert_to_tensor(0.0).device
     return get_device()
 
@@ -177,3 +180,24 @@ def traced_value_and_grad(fn, wrt=None):
 
         return g
     raise ValueError(f"Unsupported Keras backend. Received: backend={backend!r}")
+
+
+@contextlib.contextmanager
+def torch_threads(count):
+    """On PyTorch, run the block on ``count`` CPU threads (restored after); elsewhere nothing.
+
+    The scene engine's eager ops are small (a few hundred thousand numbers):
+    split over OpenMP threads they gain little, and where the cores are busy
+    the threads spin waiting for each other, many times slower than one.
+    """
+    if keras.backend.backend() != "torch":
+        yield
+        return
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)

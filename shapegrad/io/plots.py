@@ -1,10 +1,12 @@
 """Figures: image grids and training curves, written to PNG (matplotlib's Agg backend, no screen)."""
 
+import keras
 import numpy as np
 
-from shapegrad.files import atomic_write
+from shapegrad.io.files import atomic_write
+from shapegrad.render.render import Render
 
-__all__ = ["save_image", "image_grid", "overlay", "save_reconstructions", "save_curves"]
+__all__ = ["save_image", "image_grid", "outlines", "overlay", "save_reconstructions", "save_curves"]
 
 
 def save_image(path, image, scale=1):
@@ -37,6 +39,25 @@ def image_grid(rows, pad=2, fill=1.0):
             y, x = pad + r * (h + pad), pad + k * (w + pad)
             out[y : y + h, x : x + w] = im if im.shape[-1] == channels else np.repeat(im, channels, -1)
     return out
+
+
+def outlines(renderer, row):
+    """``(K, H, W)`` boolean outlines of each shape of ``renderer`` drawn alone from its parameters ``row``
+    (coverage > 0.5, minus its interior): what :func:`overlay` draws over an image."""
+    masks = []
+    for k in range(renderer.spec.num_shapes):
+        fields = renderer.spec.fields_of(k)
+        alone = Render([(fields[0].kind, 1)], renderer.resolution, channels=1, softness=renderer.softness)
+        values = np.concatenate([row[f.slice] for f in fields if f.field.kind not in ("color", "opacity")])
+        values = np.concatenate([values, [1.0, 1.0]])[None].astype("float32")
+        inside = keras.ops.convert_to_numpy(alone(values))[0, :, :, 0] > 0.5
+        core = inside.copy()
+        core[1:] &= inside[:-1]
+        core[:-1] &= inside[1:]
+        core[:, 1:] &= inside[:, :-1]
+        core[:, :-1] &= inside[:, 1:]
+        masks.append(inside & ~core)
+    return np.stack(masks)
 
 
 def overlay(image, outlines):

@@ -17,7 +17,7 @@ fraction of the steps.
 Example:
     >>> import numpy as np
     >>> from shapegrad import Cones
-    >>> from shapegrad.models import fields_for
+    >>> from shapegrad.learn.models import fields_for
     >>> truth = np.array([[0.5, 0.5, 0.0, 1.0, 0.2]], "float32")
     >>> image = keras.ops.convert_to_numpy(Cones(24)(truth))
     >>> guess = np.array([[0.45, 0.55, 0.2, 1.0, 0.25]], "float32")
@@ -32,7 +32,13 @@ import keras
 import numpy as np
 from keras import layers
 
-from shapegrad.models import Annealed, ParameterHead  # noqa: F401  (Annealed: importable from here too)
+from shapegrad.fit import search
+from shapegrad.io import files, plots
+from shapegrad.io.batch import output_folders, write_image_outputs
+from shapegrad.io.images import IMAGE_EXTENSIONS, Letterbox, border_color, scan_images
+from shapegrad.learn.models import Annealed, ParameterHead  # noqa: F401  (Annealed: importable from here too)
+from shapegrad.render.primitives import fields_for
+from shapegrad.render.render import Render
 
 __all__ = [
     "raw_from_params",
@@ -313,12 +319,6 @@ def fit_images(
     return chosen, errors[np.arange(batch), best]
 
 
-def _border_color(image):
-    """Median colour of the outermost pixels: the background of a drawing."""
-    border = np.concatenate([image[0], image[-1], image[:, 0], image[:, -1]])
-    return np.median(border, axis=0)
-
-
 def fit_file(image_path, shapes, out, restarts=32, steps=400, softness=1.0, seed=0, force=False, progress=True):
     """Fit ``shapes`` to the square image at ``image_path``; write ``params.json``, ``overlay.png``, ``shapes.svg``.
 
@@ -328,9 +328,6 @@ def fit_file(image_path, shapes, out, restarts=32, steps=400, softness=1.0, seed
     """
     import os
 
-    from shapegrad import files, plots
-    from shapegrad.models import fields_for
-    from shapegrad.render import Render
 
     image = files.read_image(image_path)
     if image.shape[0] != image.shape[1]:
@@ -340,7 +337,7 @@ def fit_file(image_path, shapes, out, restarts=32, steps=400, softness=1.0, seed
     if existing and not force:
         raise FileExistsError(f"{os.path.join(out, existing[0])} exists. Pass force=True to overwrite.")
     renderer = Render(shapes, image.shape[0], channels=image.shape[-1], softness=softness,
-                      background=_border_color(image).tolist())
+                      background=border_color(image).tolist())
     fields = fields_for(renderer.spec)
 
     def sample(rng, count):
@@ -350,29 +347,9 @@ def fit_file(image_path, shapes, out, restarts=32, steps=400, softness=1.0, seed
                               seed=seed, progress=progress)
     os.makedirs(out, exist_ok=True)
     files.save_params(os.path.join(out, "params.json"), renderer, params, mse=float(loss[0]), image=image_path)
-    plots.save_image(os.path.join(out, "overlay.png"), plots.overlay(image, _outlines(renderer, params[0])), scale=4)
+    plots.save_image(os.path.join(out, "overlay.png"), plots.overlay(image, plots.outlines(renderer, params[0])), scale=4)
     files.write_text(os.path.join(out, "shapes.svg"), files.to_svg(renderer, params[0]))
     return renderer, params, loss
-
-
-def _outlines(renderer, row):
-    """``(K, N, N)`` boolean outlines of each fitted shape alone (coverage > 0.5, minus its interior)."""
-    from shapegrad.render import Render
-
-    masks = []
-    for k in range(renderer.spec.num_shapes):
-        fields = renderer.spec.fields_of(k)
-        alone = Render([(fields[0].kind, 1)], renderer.resolution, channels=1, softness=renderer.softness)
-        values = np.concatenate([row[f.slice] for f in fields if f.field.kind not in ("color", "opacity")])
-        values = np.concatenate([values, [1.0, 1.0]])[None].astype("float32")
-        inside = keras.ops.convert_to_numpy(alone(values))[0, :, :, 0] > 0.5
-        core = inside.copy()
-        core[1:] &= inside[:-1]
-        core[:-1] &= inside[1:]
-        core[:, 1:] &= inside[:, :-1]
-        core[:, :-1] &= inside[:, 1:]
-        masks.append(inside & ~core)
-    return np.stack(masks)
 
 
 MAX_SIDE = 512  # fit_files fits a larger image on a copy shrunk to this many pixels on its longer side
@@ -381,12 +358,11 @@ SUMMARY_COLUMNS = ("file", "size", "kinds", "count", "psnr_db", "seconds", "stat
 
 def fitted_size(size, max_side=MAX_SIDE):
     """The size ``(h, w)`` at which ``fit_files`` fits an image of ``size`` ``(H, W)``: its own, or shrunk
-    (proportions kept, :class:`shapegrad.data.Letterbox` with ``pad=False``) to ``max_side`` on its longer side."""
-    from shapegrad import data
+    (proportions kept, :class:`shapegrad.io.images.Letterbox` with ``pad=False``) to ``max_side`` on its longer side."""
 
     if max(size) <= max_side:
         return tuple(size)
-    return data.Letterbox(*size, max_side, pad=False).inner
+    return Letterbox(*size, max_side, pad=False).inner
 
 
 def fittable(size, max_side=MAX_SIDE):
@@ -411,7 +387,7 @@ def fit_files(inputs, out, kinds=None, max_shapes=None, shapes=None, force=False
     Per image ``out/<stem>/params.json`` (readable by ``shapegrad render``; it
     records ``height``/``width`` and adds ``image``, ``psnr_db``, ``seconds``,
     ``noise``), ``overlay.png`` (each fitted shape's outline on the image) and
-    ``shapes.svg`` (:func:`shapegrad.files.write_image_outputs`); two images
+    ``shapes.svg`` (:func:`shapegrad.io.batch.write_image_outputs`); two images
     with the same stem get ``<stem>``, ``<stem>-2``... Then ``out/summary.csv``,
     one row per file with the columns :data:`SUMMARY_COLUMNS` (``kinds`` back
     to front; ``status`` is ``ok`` or ``skipped: <why>``).
@@ -451,7 +427,7 @@ def fit_files(inputs, out, kinds=None, max_shapes=None, shapes=None, force=False
     Example (skipped by the doctest run: a whole search, ~20 s with compilation):
         >>> import os, tempfile, numpy as np
         >>> from skimage.draw import disk
-        >>> from shapegrad import files, plots
+        >>> from shapegrad.io import files, plots
         >>> folder = tempfile.mkdtemp()
         >>> image = np.full((24, 40, 3), 0.1, "float32")
         >>> rr, cc = disk((12, 14), 7, shape=(24, 40)); image[rr, cc] = (0.9, 0.3, 0.2)
@@ -469,11 +445,9 @@ def fit_files(inputs, out, kinds=None, max_shapes=None, shapes=None, force=False
     import os
     import sys
 
-    from shapegrad import data, files
-    from shapegrad.scenefit import fit_scene
 
     check_fit_options(kinds, max_shapes, shapes, options)
-    scan = data.scan_images(inputs)  # ValueError for a missing input
+    scan = scan_images(inputs)  # ValueError for a missing input
     if isinstance(max_side, bool) or not isinstance(max_side, int) or max_side < 4:
         raise ValueError(f"Expected max_side to be an integer >= 4. Received: max_side={max_side!r}")
     sizes = {p: fitted_size(s, max_side) for p, s in zip(scan.paths, scan.sizes)}  # the size each is fitted at
@@ -492,14 +466,14 @@ def fit_files(inputs, out, kinds=None, max_shapes=None, shapes=None, force=False
 
     for path, why in scan.skipped:
         skip(path, f"unreadable ({why})")
-    others = _other_files(inputs, data.IMAGE_EXTENSIONS)
+    others = _other_files(inputs, IMAGE_EXTENSIONS)
     for path in others:
         skip(path, "not a PNG/JPEG file")
     for path, (h, w) in tiny:
         at = sizes[path]
         skip(path, f"{w}x{h} is smaller than 4 px a side" + (f" (fitted at {at[1]}x{at[0]})" if at != (h, w) else ""),
              f"{w}x{h}")
-    folders, todo, existing = files.output_folders(usable, out, force)
+    folders, todo, existing = output_folders(usable, out, force)
     for path in existing:
         skip(path, f"{os.path.join(out, folders[path])} exists (use --force to overwrite)")
     order = [*scan.paths, *(p for p, _ in scan.skipped), *others]
@@ -518,10 +492,10 @@ def fit_files(inputs, out, kinds=None, max_shapes=None, shapes=None, force=False
                 images[path] = files.read_image(path)
             except ValueError as error:  # listed as readable, but does not decode
                 skip(path, f"unreadable ({error})")
-        shrunk = {p: data.Letterbox(*im.shape[:2], max_side, pad=False) for p, im in images.items()
+        shrunk = {p: Letterbox(*im.shape[:2], max_side, pad=False) for p, im in images.items()
                   if max(im.shape[:2]) > max_side}
         fitted = {p: shrunk[p].apply(im) if p in shrunk else im for p, im in images.items()}
-        found = fit_scene(list(fitted.values()), kinds=kinds, max_shapes=max_shapes, shapes=shapes,
+        found = search.fit_scene(list(fitted.values()), kinds=kinds, max_shapes=max_shapes, shapes=shapes,
                           **options) if fitted else []
         for (path, image), one in zip(fitted.items(), found):
             extra = dict(image=path, psnr_db=round(float(one.psnr), 3), seconds=round(one.seconds, 3),
@@ -530,7 +504,7 @@ def fit_files(inputs, out, kinds=None, max_shapes=None, shapes=None, force=False
             if path in shrunk:
                 full = _at_size(one, shrunk[path])
                 extra["fitted_size"] = [one.height, one.width]
-            files.write_image_outputs(os.path.join(out, folders[path]), image, one.renderer(), one.params,
+            write_image_outputs(os.path.join(out, folders[path]), image, one.renderer(), one.params,
                                       full=full, **extra)
             h, w = images[path].shape[:2]
             rows[path] = [path, f"{w}x{h}", one.shapes, one.count, f"{one.psnr:.2f}", f"{one.seconds:.2f}", "ok"]
@@ -555,18 +529,16 @@ def _at_size(found, box):
 
 
 def _chunks(paths, sizes):
-    """``paths`` in batches that :func:`~shapegrad.scenefit.fit_scene` fits together: one image size per
-    batch, at most ``scenefit._GROUP`` images, the images of a size split into equal parts (one compiled
+    """``paths`` in batches that :func:`~shapegrad.fit.search.fit_scene` fits together: one image size per
+    batch, at most ``search.GROUP`` images, the images of a size split into equal parts (one compiled
     batch size per image size). Each batch's files are written before the next starts, so a killed run
-    keeps every finished batch; batching 16 images of 64x64 px made them 2.6x faster per image than one
-    call each (TensorFlow, shared CPU at load 4-5)."""
-    from shapegrad.scenefit import _GROUP
+    keeps every finished batch; batched, small images cost a fraction of one call each."""
 
     by_size = {}
     for path in paths:
         by_size.setdefault(sizes[path], []).append(path)
     for group in by_size.values():
-        size = -(-len(group) // -(-len(group) // _GROUP))
+        size = -(-len(group) // -(-len(group) // search.GROUP))
         for j in range(0, len(group), size):
             yield group[j : j + size]
 
@@ -587,9 +559,8 @@ def _other_files(inputs, extensions):
 
 def check_fit_options(kinds, max_shapes, shapes, options=None):
     """Raise ``ValueError`` (Keras style) for bad ``kinds``, ``max_shapes``, ``shapes`` or search options."""
-    from shapegrad.scenefit import _DEFAULTS, _search_spec
 
-    unknown = set(options or {}) - set(_DEFAULTS)
+    unknown = set(options or {}) - set(search.SEARCH_DEFAULTS)
     if unknown:
-        raise ValueError(f"Expected options among {sorted(_DEFAULTS)}. Received: {sorted(unknown)}")
-    _search_spec(kinds, max_shapes, shapes)
+        raise ValueError(f"Expected options among {sorted(search.SEARCH_DEFAULTS)}. Received: {sorted(unknown)}")
+    search.search_spec(kinds, max_shapes, shapes)

@@ -21,8 +21,11 @@ Example:
 import keras
 from keras import layers, ops
 
-from shapegrad import _validate, raster, safe
-from shapegrad.primitives import RenderSpec
+from shapegrad import _validate
+from shapegrad.ops import safe
+from shapegrad.render import raster
+from shapegrad.render.primitives import RenderSpec, fields_for  # fields_for: re-exported, it was defined here
+from shapegrad.render.render import Render
 
 __all__ = [
     "CONE_FIELDS",
@@ -42,20 +45,6 @@ __all__ = [
 ]
 
 _ACTIVATIONS = ("fraction", "direction", "identity")
-
-
-def fields_for(spec):
-    """Head fields ``(name, size, activation)`` of a renderer's ``spec`` (:class:`shapegrad.primitives.RenderSpec`).
-
-    Unit vectors for directions, sigmoids for the rest: every other field kind
-    (positions, sizes, angles, colours, opacities) has the normalised range
-    ``[0, 1]``. Names are ``"<kind><instance>.<field>"``. Works alike for
-    ``Render(...).spec`` and ``Cones(...).spec``.
-    """
-    return tuple(
-        (f"{s.kind}{s.instance}.{s.field.name}", s.field.size, "direction" if s.field.kind == "direction" else "fraction")
-        for s in spec.slices
-    )
 
 
 # The head fields of the Cones layer (``fields_for(Cones(N).spec)``, for any N): apex, axis, half-angle.
@@ -242,10 +231,10 @@ def build_spatial_encoder(input_shape, spec, width=16, dense=128, name="encoder"
     opacities, the head's own colours only a prior, and held constant in the
     gradient (``ColorSolve(gradient=False)``); ``"solve-grad"``: the same with
     the gradient flowing through the solve into the geometry. ``"head"``
-    (default): the head's colours. Issue 13, the README's guided run (2200
-    steps, disk+box+triangle at 64 px), encoder alone: IoU 0.769 with
-    ``"solve"``, 0.607 with ``"solve-grad"`` (its geometry learnt worse: disk
-    centre 7.3 px median against 0.86), 0.669 with ``"head"``.
+    (default): the head's colours. On the README's guided run (2200 steps,
+    disk+box+triangle at 64 px), encoder alone: IoU 0.769 with ``"solve"``,
+    0.607 with ``"solve-grad"`` (its geometry learnt worse: disk centre 7.3 px
+    median against 0.86), 0.669 with ``"head"``.
     """
     _check_colors(colors, renderer, spec)
     fields = fields_for(spec)
@@ -279,14 +268,13 @@ def build_spatial_encoder(input_shape, spec, width=16, dense=128, name="encoder"
 
 # Where an encoder's colours come from: its head ("head") or a ColorSolve from the image, the solved
 # colours held constant in the gradient ("solve") or the gradient flowing through the solve into the
-# geometry ("solve-grad"). Issue 13 (2200 steps, README command): IoU 0.769 / 0.607 / 0.669 (head).
+# geometry ("solve-grad"); see build_spatial_encoder for how they compare.
 COLORS = ("head", "solve", "solve-grad")
 
 
 def _check_colors(colors, renderer, spec):
     _validate.one_of("colors", colors, COLORS)
     if colors != "head":
-        from shapegrad.render import Render
 
         if not isinstance(renderer, Render) or spec is None or renderer.spec.size != spec.size or \
                 renderer.shapes != spec.shapes:
@@ -308,8 +296,8 @@ class ColorSolve(layers.Layer):
     alphas fixed the drawing is linear in the colours, so the solve is a
     ``K x K`` system per image (three reweighted least-squares solves after
     the first by default): cheap, exact for exact geometry, and smooth, so
-    the image loss's gradient reaches the geometry through it. Issue 13:
-    colour errors move whole shapes across the foreground threshold of
+    the image loss's gradient reaches the geometry through it. Why: colour
+    errors move whole shapes across the foreground threshold of
     ``metrics.iou``.
 
     Args:
@@ -339,7 +327,6 @@ class ColorSolve(layers.Layer):
     """
 
     def __init__(self, renderer, iterations=3, scale=0.1, ridge=1e-3, gradient=True, **kwargs):
-        from shapegrad.render import Render
 
         super().__init__(**kwargs)
         if not isinstance(renderer, Render):

@@ -40,11 +40,18 @@ import time
 import keras
 import numpy as np
 
-from shapegrad import _validate, distribute, doctor, files, fit, metrics, plots
-from shapegrad.data import ConeDataset, SceneDataset
-from shapegrad.guide import GuideLoss, GuideWeight
-from shapegrad.models import COLORS, ENCODERS, Annealed, build_autoencoder, build_encoder, build_spatial_encoder, fields_for
-from shapegrad.models import pyramid_mse  # noqa: F401  (importable from here, as before)
+from shapegrad import _keras_internals, _validate, doctor, fit
+from shapegrad.io import files, plots
+from shapegrad.learn import data, distribute, encode, metrics
+from shapegrad.learn.data import ConeDataset, SceneDataset
+from shapegrad.learn.feedback import build_feedback_encoder
+from shapegrad.learn.guide import GuideLoss, GuideWeight
+from shapegrad.learn.models import COLORS, ENCODERS, Annealed, build_autoencoder, build_encoder, build_spatial_encoder, fields_for
+from shapegrad.learn.models import pyramid_mse  # noqa: F401  (importable from here, as before)
+from shapegrad.render.cones import Cones
+from shapegrad.render.primitives import format_shapes, parse_kinds, parse_shapes
+from shapegrad.render.render import Render
+from shapegrad.render.slots import SlotRender
 
 __all__ = ["Task", "ImageTask", "superset_shapes", "train", "train_images", "evaluate", "OUTPUTS"]
 
@@ -65,8 +72,6 @@ class Task:
     """
 
     def __init__(self, shapes, resolution, channels=1, softness=1.0):
-        from shapegrad.layers import Cones
-        from shapegrad.render import Render
 
         self.shapes = shapes
         self.resolution = _validate.positive_int("resolution", resolution)
@@ -91,7 +96,6 @@ class Task:
 
     # Hooks that train() calls; ImageTask overrides them.
     def build_encoder(self, width, architecture="cnn", colors="head"):
-        from shapegrad.render import Render
 
         shape = (self.resolution, self.resolution, self.channels)
         if colors != "head" and not isinstance(self.renderer, Render):
@@ -244,7 +248,6 @@ def evaluate(encoder, task, images, params, refine_steps=100, batch=256):
 
 
 def _check_guide(task, guide, supervised):
-    from shapegrad.render import Render
 
     if isinstance(task, ImageTask):
         raise ValueError(f"Expected guide=None with images: the guide needs the parameters of synthetic scenes. "
@@ -268,7 +271,6 @@ def _guided(encoder, renderer, weight, ramp_steps):
 
 
 def _check_feedback(task, feedback):
-    from shapegrad.render import Render
 
     if not isinstance(task.renderer, Render):
         raise ValueError(f"Expected a Render decoder with feedback (its steps draw the parameters): synthetic "
@@ -295,11 +297,9 @@ def load_init(init, task, name="init"):
             why = "a folder" if os.path.isdir(path) else "no such file"
             raise ValueError(f"Expected {name} to be a trained encoder file. Received: {name}={path!r} ({why})")
         try:
-            model = keras.saving.load_model(path)
-        except Exception as error:  # noqa: BLE001 - Keras raises many kinds for a foreign or broken file
-            first = (str(error).strip().splitlines() or [type(error).__name__])[0]
-            raise ValueError(f"Expected {name} to be a Keras model file. Received: {name}={path!r} ({first[:200]})") \
-                from None
+            model = encode.load_model_file(path)
+        except ValueError as error:
+            raise ValueError(f"Expected {name} to be a Keras model file. Received: {name}={path!r} ({error})") from None
     elif isinstance(init, keras.Model):
         model = keras.models.clone_model(init)
         model.set_weights(init.get_weights())
@@ -311,18 +311,15 @@ def load_init(init, task, name="init"):
         raise ValueError(f"Expected {name} to map images {shape} to the {size} parameters of shapes={task.shapes!r}. "
                          f"Received: {name} with input shape {model.input_shape} and output shape "
                          f"{model.output_shape}")
-    from shapegrad import encode
-    from shapegrad.render import Render
 
-    drawn = [layer.renderer.shapes for layer in model._flatten_layers(include_self=False, recursive=True)
+    drawn = [layer.renderer.shapes for layer in _keras_internals.inner_layers(model)
              if isinstance(getattr(layer, "renderer", None), Render)]
     if isinstance(task.renderer, Render) and any(shapes != task.renderer.shapes for shapes in drawn):
-        from shapegrad.primitives import format_shapes
 
         raise ValueError(f"Expected {name} to draw the task's shapes ({task.shapes!r}). Received: {name} drawing "
                          f"{format_shapes(drawn[0])!r}")
     if isinstance(task, ImageTask):
-        info, want = encode._find_info(model), task.info()
+        info, want = encode.find_info(model), task.info()
         if info is None:
             return encode.with_info(model, want)
         differ = [k for k in ("shapes", "resolution", "channels", "decoder", "kinds", "max_shapes") if info.get(k) != want[k]]
@@ -334,7 +331,8 @@ def load_init(init, task, name="init"):
     return model
 
 
-def _check_out(out, force):
+def check_outputs_free(out, force):
+    """``FileExistsError`` if a training output is in ``out`` and neither ``force`` nor a run to resume (``out/backup``) says go on."""
     existing = [name for name in OUTPUTS if os.path.exists(os.path.join(out, name))]
     resuming = os.path.isdir(os.path.join(out, "backup"))
     if existing and not force and not resuming:
@@ -473,7 +471,7 @@ def train(
     epochs = math.ceil(steps / steps_per_epoch)
     steps = epochs * steps_per_epoch
     distribute.check(devices, batch_size)
-    _check_out(out, force)
+    check_outputs_free(out, force)
     os.makedirs(out, exist_ok=True)
     started = time.perf_counter()
 
@@ -482,7 +480,6 @@ def train(
         # Inside the scope: under tf.distribute / JAX sharding its variables must be the strategy's.
         encoder = task.build_encoder(width, architecture, colors) if init is None else load_init(init, task)
         if feedback:
-            from shapegrad.feedback import build_feedback_encoder
 
             encoder.trainable = init is None
             encoder = build_feedback_encoder(encoder, task.renderer, feedback, width=width)
@@ -586,18 +583,15 @@ def superset_shapes(kinds, max_shapes):
     off (opacity near 0); :mod:`shapegrad.encode` keeps the shapes with
     opacity >= 0.5. ``kinds`` is a comma-separated string or a sequence.
     """
-    from shapegrad.primitives import format_shapes, parse_shapes
 
-    if isinstance(kinds, str):
+    if isinstance(kinds, str):  # repeats and empty items are dropped here, as they always were
         kinds = [k.strip() for k in kinds.split(",") if k.strip()]
-    kinds = list(dict.fromkeys(kinds))
-    if not kinds:
-        raise ValueError(f"Expected kinds to name at least one primitive. Received: kinds={kinds!r}")
+    kinds = parse_kinds(tuple(dict.fromkeys(kinds)))
     max_shapes = _validate.positive_int("max_shapes", max_shapes)
     return format_shapes(parse_shapes([(k, max_shapes) for k in kinds]))  # ValueError naming an unknown kind
 
 
-# The slot decoder's default presence prior: a slot must pay for itself (issue 13's 150 s comparison).
+# The slot decoder's default presence prior: a slot must pay for itself (the README compares priors).
 SLOT_PRESENCE_PRIOR = 0.001
 
 
@@ -630,8 +624,6 @@ class ImageTask(Task):
 
     def __init__(self, images, shapes=None, kinds=None, max_shapes=None, resolution=64, softness=1.0, holdout=0.1,
                  seed=0, decoder=None, presence_prior=None, kind_prior=0.0):
-        from shapegrad import data
-        from shapegrad.render import Render
 
         if (shapes is None) == (kinds is None):
             raise ValueError(f"Expected exactly one of shapes and kinds. Received: shapes={shapes!r}, kinds={kinds!r}")
@@ -661,10 +653,8 @@ class ImageTask(Task):
         self.training = [self.scan.paths[i] for i in sorted(order[held:])] or list(self.heldout)
         borders = [data.border_color(data.to_channels(files.read_image(p), channels)) for p in self.training[:64]]
         background = np.median(np.stack(borders), axis=0).round(4).tolist()
-        from shapegrad.primitives import format_shapes
 
         if decoder == "slots":
-            from shapegrad.slots import SlotRender
 
             self.renderer = SlotRender(kinds, max_shapes, self.resolution, channels=channels, softness=softness,
                                        background=background, presence_prior=presence_prior, kind_prior=kind_prior)
@@ -681,17 +671,14 @@ class ImageTask(Task):
 
     def info(self):
         """What the saved encoder carries (:class:`shapegrad.encode.EncoderInfo`)."""
-        from shapegrad import encode
 
         return encode.encoder_info(self.renderer, kinds=self.kinds, max_shapes=self.max_shapes, decoder=self.decoder)
 
     def build_encoder(self, width, architecture="cnn", colors="head"):
-        from shapegrad import encode
 
         return encode.with_info(super().build_encoder(width, architecture, colors), self.info())
 
     def dataset(self, batch_size, batches, seed, targets="images", noise=0.0, fresh=True):
-        from shapegrad import data
 
         if targets != "images":
             raise ValueError(f"Expected targets='images' for the user's images (no labels). Received: targets={targets!r}")
@@ -699,7 +686,6 @@ class ImageTask(Task):
                                        noise, fresh)
 
     def _heldout(self, size):
-        from shapegrad import data
 
         return data.ImageFolderDataset(self.heldout[:size], self.resolution, self.channels, cache=0).all_images()
 

@@ -24,7 +24,8 @@ import sys
 import keras
 import numpy as np
 
-from shapegrad.bench import BACKENDS
+from shapegrad.bench.timing import BACKENDS
+from shapegrad.io.files import atomic_write, write_text
 
 __all__ = ["load_results", "markdown_table", "plot_scaling", "render_table", "save_results", "write_report"]
 
@@ -103,7 +104,6 @@ def save_results(directory, rows, quick=False):
     The file also records the machine (CPU count, load average, versions,
     date) and whether it was a ``quick`` run.
     """
-    from shapegrad.files import write_text
 
     os.makedirs(directory, exist_ok=True)
     backend = keras.backend.backend()
@@ -180,7 +180,6 @@ def plot_scaling(results, path):
     if ks:
         axes[0][-1].legend(fontsize=7, ncol=2)
     fig.tight_layout()
-    from shapegrad.files import atomic_write
 
     try:
         return atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=100, format="png"))
@@ -256,7 +255,6 @@ def write_report(directory):
     blocks are appended. Returns ``(results_md, scaling_png)``; raises
     ``ValueError`` if there are no result files.
     """
-    from shapegrad.files import write_text
 
     results = load_results(directory)
     if not results:

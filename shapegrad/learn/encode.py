@@ -28,7 +28,7 @@ the image's size.
 
 Example (a tiny run; skipped by the doctest run, it trains for ~20 s):
     >>> import shapegrad, numpy as np  # doctest: +SKIP
-    >>> from shapegrad import train  # doctest: +SKIP
+    >>> from shapegrad.learn import train  # doctest: +SKIP
     >>> _ = train.train_images("run", "my_images/", kinds="disk,box", max_shapes=2,  # doctest: +SKIP
     ...                        resolution=24, steps=20, steps_per_epoch=10, width=4, verbose=0)
     >>> encoder = shapegrad.Encoder.load("run/encoder.keras")  # doctest: +SKIP
@@ -44,7 +44,16 @@ import time
 import keras
 import numpy as np
 
-from shapegrad import data, files
+from shapegrad import _keras_internals
+from shapegrad.fit import engine
+from shapegrad.fit import search as scene_search
+from shapegrad.io import files, plots
+from shapegrad.io.batch import output_folders, write_image_outputs
+from shapegrad.learn import data, metrics
+from shapegrad.learn.models import fields_for
+from shapegrad.render.primitives import format_shapes
+from shapegrad.render.render import Render
+from shapegrad.render.slots import SlotRender
 
 __all__ = ["KEEP_OPACITY", "KEEP_PRESENCE", "EncoderInfo", "encoder_info", "with_info", "Encoded", "Encoder", "encode_files"]
 
@@ -90,7 +99,6 @@ def encoder_info(renderer, kinds=None, max_shapes=None, decoder="superset"):
     of ``max_shapes`` slots of ``kinds``; ``shapes`` is then the superset
     ``kind*max_shapes,...`` that can hold what it draws).
     """
-    from shapegrad.primitives import format_shapes
 
     if decoder == "slots":
         shapes = ",".join(f"{k}*{renderer.slots}" for k in renderer.kinds)
@@ -119,8 +127,21 @@ def with_info(encoder, info):
     return keras.Model(inputs, encoder(tagged), name="encoder")
 
 
-def _find_info(model):
-    for layer in model._flatten_layers(include_self=False, recursive=True):
+def load_model_file(path):
+    """``keras.saving.load_model(path)``; any failure becomes ``ValueError`` carrying the first line of Keras' message.
+
+    Keras raises many kinds of error for a foreign or broken file; callers word their own message around it.
+    """
+    try:
+        return keras.saving.load_model(path)
+    except Exception as error:  # noqa: BLE001 - Keras raises many kinds for a foreign or broken file
+        first = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        raise ValueError(first[:200]) from None
+
+
+def find_info(model):
+    """The metadata dict of the ``EncoderInfo`` layer inside ``model``, or None."""
+    for layer in _keras_internals.inner_layers(model):
         if isinstance(layer, EncoderInfo):
             return layer.info
     return None
@@ -156,8 +177,6 @@ class Encoder:
     """
 
     def __init__(self, model, info):
-        from shapegrad.models import fields_for
-        from shapegrad.render import Render
 
         self.model, self.info = model, dict(info)
         self.resolution = int(info["resolution"])
@@ -168,13 +187,11 @@ class Encoder:
         self._engines = {}
         self.slots = None
         if info.get("decoder") == "slots":
-            from shapegrad.slots import SlotRender
 
             self.slots = SlotRender(info["kinds"], info["max_shapes"], self.resolution, channels=self.channels,
                                     softness=info["softness"], background=info["background"])
 
     def _render(self, shapes, resolution):
-        from shapegrad.render import Render
 
         info = self.info
         return Render(shapes, resolution, channels=self.channels, softness=info["softness"],
@@ -186,11 +203,10 @@ class Encoder:
         if not os.path.isfile(path):
             raise ValueError(f"no such encoder file: {path}")
         try:
-            model = keras.saving.load_model(path)
-        except Exception as error:  # noqa: BLE001 - Keras raises many kinds for a foreign or broken file
-            first = (str(error).strip().splitlines() or [type(error).__name__])[0]
-            raise ValueError(f"{path} is not a Keras model file shapegrad can load ({first[:200]})") from None
-        info = _find_info(model) if isinstance(model, keras.Model) else None
+            model = load_model_file(path)
+        except ValueError as error:
+            raise ValueError(f"{path} is not a Keras model file shapegrad can load ({error})") from None
+        info = find_info(model) if isinstance(model, keras.Model) else None
         if info is None:
             raise ValueError(
                 f"{path} carries no shapegrad encoder metadata (train it with `shapegrad train --images`; "
@@ -237,7 +253,6 @@ class Encoder:
         options (``{"polish_steps": 50}``): a search with those settings.
         ``search=False``: the refinement above.
         """
-        from shapegrad import metrics
 
         if not (isinstance(search, bool) or isinstance(search, dict)):
             raise ValueError(f"Expected search to be True, False or a dict of fit_scene options. Received: search={search!r}")
@@ -283,8 +298,6 @@ class Encoder:
 
     def _search(self, guess, prepared, keep_opacity, options):
         """``fit_scene`` on each image at its own size, started from the encoder's kept shapes; ``[Encoded]``."""
-        from shapegrad import metrics
-        from shapegrad.scenefit import fit_scene
 
         kinds, most = self.search_space()
         starts = []
@@ -296,7 +309,7 @@ class Encoder:
             starts.append([(kind, mapped[0, a:b]) for (kind, _), a, b in zip(found.shapes, cuts[:-1], cuts[1:])])
         images = [image for _, image, _ in prepared]
         options = dict(dict(composite=self.info.get("composite", "over")), **options)
-        fits = fit_scene(images, kinds=kinds, max_shapes=most, starts=starts, **options)
+        fits = scene_search.fit_scene(images, kinds=kinds, max_shapes=most, starts=starts, **options)
         out = []
         for fit, image in zip(fits, images):
             renderer, params = fit.renderer(self.info.get("composite", "over")), fit.params[None]
@@ -312,7 +325,6 @@ class Encoder:
 
     def _engine(self, batch, size):
         """The compiled scene engine for ``batch`` items of ``size x size`` frames (built once per size)."""
-        from shapegrad.scenefit import SceneEngine
 
         ready = [b for b, r in self._engines if b >= batch and r == size]
         if ready:  # a smaller batch is padded: no second compilation (a chunk's end)
@@ -322,20 +334,19 @@ class Encoder:
         most = max(sum(c for k, c in spec.shapes if k == kind) for kind in kinds)
         depth = self.slots.slots if self.slots is not None else spec.num_shapes
         batch = 1 << (batch - 1).bit_length()  # few compiled sizes
-        self._engines[batch, size] = SceneEngine(kinds, size, size, self.channels,
-                                           max_depth=depth, batch=batch, instances=batch * min(most, depth),
-                                           composite=self.info.get("composite", "over"))
+        self._engines[batch, size] = engine.SceneEngine(kinds, size, size, self.channels,
+                                                        max_depth=depth, batch=batch, instances=batch * min(most, depth),
+                                                        composite=self.info.get("composite", "over"))
         return self._engines[batch, size]
 
     def refine(self, guess, boxed, steps, batch_size=32, sharpness=REFINE_SHARPNESS, learning_rate=0.05,
                keep_opacity=KEEP_OPACITY):
         """Refine the encoder's ``(B, P)`` guess against the ``(B, R, R, C)`` frames; a list of scenes."""
-        from shapegrad.scenefit import Scene
 
-        engine = self._engine(min(batch_size, len(guess)), boxed.shape[1])
+        compiled = self._engine(min(batch_size, len(guess)), boxed.shape[1])
         starts = [self._scene(row, keep_opacity) for row in guess]
-        scenes = [Scene([(k, p.copy()) for k, p in s.shapes], data.border_color(im)) for s, im in zip(starts, boxed)]
-        fitted, _, _ = engine.fit(scenes, boxed, steps=steps, learning_rate=learning_rate, sharpness=sharpness)
+        scenes = [engine.Scene([(k, p.copy()) for k, p in s.shapes], data.border_color(im)) for s, im in zip(starts, boxed)]
+        fitted, _, _ = compiled.fit(scenes, boxed, steps=steps, learning_rate=learning_rate, sharpness=sharpness)
         return [_Found(f.shapes, f.background, 1.0 / float(sharpness[1]), s.kept) for f, s in zip(fitted, starts)]
 
     def _scene(self, row, keep_opacity):
@@ -360,7 +371,6 @@ class Encoder:
 
     def _to_image(self, found, box):
         """A found scene of the ``N x N`` frame at the image's size: ``(renderer, (1, P'))``."""
-        from shapegrad.render import Render
 
         shapes = ",".join(kind for kind, _ in found.shapes)
         values = np.concatenate([p for _, p in found.shapes])[None]
@@ -398,7 +408,6 @@ def encode_files(encoder, inputs, out, refine_steps=100, batch_size=32, force=Fa
     "existing": [paths], "rows": [...]}``. Raises ``ValueError`` when no
     input is a readable image.
     """
-    from shapegrad import plots
 
     encoder = encoder if isinstance(encoder, Encoder) else Encoder.load(encoder)
     scan = data.scan_images(inputs)
@@ -408,7 +417,7 @@ def encode_files(encoder, inputs, out, refine_steps=100, batch_size=32, force=Fa
     rows = [[p, "", "", "", "", f"skipped: unreadable ({why})"] for p, why in scan.skipped]
     for path, why in scan.skipped:
         print(f"skipped unreadable {path}: {why}", file=sys.stderr)
-    folders, todo, existing = files.output_folders(scan.paths, out, force)
+    folders, todo, existing = output_folders(scan.paths, out, force)
     for path in existing:
         where = os.path.join(out, folders[path])
         rows.append([path, "", "", "", "", f"skipped: {where} exists (use --force)"])
@@ -429,7 +438,7 @@ def encode_files(encoder, inputs, out, refine_steps=100, batch_size=32, force=Fa
                    if images else [])
         for path, image, e in zip(paths, images, results):
             folder = os.path.join(out, folders[path])
-            files.write_image_outputs(folder, data.to_channels(image, encoder.channels), e.renderer, e.params,
+            write_image_outputs(folder, data.to_channels(image, encoder.channels), e.renderer, e.params,
                                       image=path, psnr_db=round(e.psnr, 3), shapes_kept=e.kept)
             rows.append([path, f"{e.width}x{e.height}", e.kept, f"{e.psnr:.2f}", f"{e.seconds:.3f}", "ok"])
             encoded += 1

@@ -37,9 +37,12 @@ import keras
 import numpy as np
 from keras import ops
 
-from shapegrad import _validate, raster
-from shapegrad.primitives import FAR, RenderSpec, parse_shapes, primitive
-from shapegrad.render import Render, distance_function
+from shapegrad import _validate
+from shapegrad.ops.autodiff import torch_device
+from shapegrad.render import raster
+from shapegrad.render.cones import Cones
+from shapegrad.render.primitives import FAR, RenderSpec, parse_kinds, parse_shapes, primitive
+from shapegrad.render.render import Render, distance_function
 
 __all__ = [
     "BACKENDS",
@@ -209,7 +212,6 @@ def bench_cones(resolution=64, batch=256, rounds=5, iters=10, seed=0):
 
     Returns a list of result rows (dicts).
     """
-    from shapegrad.layers import Cones
 
     rng = np.random.default_rng(seed)
     x = np.concatenate(
@@ -251,9 +253,7 @@ def cycle_shapes(count, kinds=DEFAULT_KINDS):
         ('disk', 'disk*2,box,triangle', 'disk*16')
     """
     count = _validate.positive_int("count", count)
-    names = [k.strip() for k in kinds.split(",")] if isinstance(kinds, str) else list(kinds)
-    if not names or any(not isinstance(k, str) or not k or "*" in k for k in names):
-        raise ValueError(f"Expected kinds to be comma-separated primitive kinds. Received: kinds={kinds!r}")
+    names = parse_kinds(tuple(kinds) if isinstance(kinds, list) else kinds)
     parts = []
     for i, kind in enumerate(names):
         n = len(range(i, count, len(names)))
@@ -405,7 +405,6 @@ def device_name():
     if backend == "torch":
         import torch
 
-        from shapegrad._autodiff import torch_device
 
         device = torch.device(torch_device())
         return torch.cuda.get_device_name(device) if device.type == "cuda" else device.type

@@ -52,7 +52,7 @@ reads it. :func:`shapegrad.train.train` with ``guide=W`` uses both.
 
 Example:
     >>> import numpy as np
-    >>> from shapegrad.primitives import RenderSpec
+    >>> from shapegrad.render.primitives import RenderSpec
     >>> spec = RenderSpec("triangle", 32, channels=1)
     >>> true = np.array([[0.2, 0.2, 0.8, 0.3, 0.5, 0.9, 0.7, 1.0]], "float32")  # vertices, colour, opacity
     >>> turned = true[:, [2, 3, 4, 5, 0, 1, 6, 7]]  # the same triangle, its vertices listed from the second
@@ -65,8 +65,10 @@ import itertools
 import keras
 from keras import ops
 
-from shapegrad import _validate, render, safe
-from shapegrad.primitives import FAR, RenderSpec
+from shapegrad import _validate
+from shapegrad.ops import safe
+from shapegrad.render import render
+from shapegrad.render.primitives import FAR, RenderSpec
 
 __all__ = ["MAX_PERMUTED", "guide_loss", "shape_descriptor", "GuideWeight", "GuideLoss"]
 
@@ -93,7 +95,7 @@ def _unit(direction):
     difference of up to ``FAR`` and the loss's own factor it would overflow
     float32 for the tiniest directions (|d| = 1e-30 with a half-size of 1e8 did).
     """
-    direction = render._clean_direction(direction)
+    direction = render.clean_direction(direction)
     return safe.safe_normalize(direction, fallback=ops.convert_to_tensor([1.0, 0.0], direction.dtype))
 
 

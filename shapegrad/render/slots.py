@@ -40,9 +40,8 @@ import numpy as np
 from keras import ops
 
 from shapegrad import _validate
-from shapegrad.models import fields_for
-from shapegrad.primitives import RenderSpec, format_shapes, parse_shapes
-from shapegrad.render import Render
+from shapegrad.render.primitives import RenderSpec, fields_for, parse_kinds
+from shapegrad.render.render import Render
 
 __all__ = ["SlotRender"]
 
@@ -66,15 +65,7 @@ class SlotRender(keras.layers.Layer):
                  kind_prior=0.0, **kwargs):
         kwargs.pop("autocast", None)
         super().__init__(autocast=False, **kwargs)
-        if isinstance(kinds, str):
-            kinds = [k.strip() for k in kinds.split(",") if k.strip()]
-        kinds = tuple(kinds)
-        if not kinds or len(set(kinds)) != len(kinds):
-            raise ValueError(f"Expected kinds to name distinct primitives. Received: kinds={kinds!r}")
-        try:
-            parse_shapes(format_shapes([(k, 1) for k in kinds]))
-        except ValueError as error:
-            raise ValueError(f"Expected kinds to name distinct primitives ({error}). Received: kinds={kinds!r}") from None
+        kinds = parse_kinds(tuple(kinds) if isinstance(kinds, list) else kinds)
         self.kinds = kinds
         self.slots = _validate.positive_int("slots", slots)
         self.channels = _validate.positive_int("channels", channels)

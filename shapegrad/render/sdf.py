@@ -14,7 +14,7 @@ Conventions (shared by every function here and by the layers):
 Example:
     >>> import numpy as np
     >>> from keras import ops
-    >>> from shapegrad import sdf
+    >>> from shapegrad.render import sdf
     >>> p = np.array([[0.0, 5.0], [0.0, -5.0]], "float32")
     >>> d = sdf.cone(p, apex=np.zeros(2, "float32"), axis=np.array([0.0, 1.0], "float32"),
     ...              half_angle=np.float32(np.pi / 4))
@@ -22,20 +22,20 @@ Example:
     [-3.535533905029297, 5.0]
 """
 
-import copy
+import importlib
 import math
 
 import keras
 from keras import ops
 
-from shapegrad import safe
+from shapegrad.ops import numerics, safe
 
 __all__ = ["bezier", "box", "cone", "disk", "ellipse", "polygon", "segment"]
 
 
 def _tensor(x, dtype=None):
     if dtype is not None:
-        return safe._as_dtype(x if isinstance(x, (int, float)) else ops.convert_to_tensor(x), dtype)
+        return numerics.as_dtype(x if isinstance(x, (int, float)) else ops.convert_to_tensor(x), dtype)
     x = ops.convert_to_tensor(x)
     return x if "float" in str(x.dtype) else ops.cast(x, "float32")
 
@@ -111,7 +111,7 @@ def _scale_of(*vectors):
     m = None
     for v in vectors:
         a = ops.max(ops.abs(v), axis=-1)
-        m = a if m is None else safe._maximum(m, a)
+        m = a if m is None else numerics.maximum(m, a)
     m = ops.stop_gradient(m)
     return ops.where(m > 0, m, ops.ones_like(m))
 
@@ -148,8 +148,8 @@ def _segment_offset(pa, ba):
     return pa - h[..., None] * ba
 
 
-def _nonneg(x):
-    return safe._maximum(x, ops.zeros_like(x))
+def nonneg(x):
+    return numerics.maximum(x, ops.zeros_like(x))
 
 
 def disk(points, center, radius):
@@ -177,7 +177,7 @@ def disk(points, center, radius):
     points = _tensor(points)
     dtype = points.dtype
     r = points - _tensor(center, dtype)
-    return safe.safe_norm(r) - _nonneg(_tensor(radius, dtype))
+    return safe.safe_norm(r) - nonneg(_tensor(radius, dtype))
 
 
 def segment(points, a, b, half_width):
@@ -209,7 +209,7 @@ def segment(points, a, b, half_width):
     dtype = points.dtype
     a = _tensor(a, dtype)
     q = _segment_offset(points - a, _tensor(b, dtype) - a)
-    return safe.safe_norm(q) - _nonneg(_tensor(half_width, dtype))
+    return safe.safe_norm(q) - nonneg(_tensor(half_width, dtype))
 
 
 def box(points, center, half_size, angle=0.0, corner_radius=0.0):
@@ -245,15 +245,15 @@ def box(points, center, half_size, angle=0.0, corner_radius=0.0):
     """
     points = _tensor(points)
     dtype = points.dtype
-    return _box(points, _tensor(center, dtype), _tensor(half_size, dtype),
+    return box_on_axis(points, _tensor(center, dtype), _tensor(half_size, dtype),
                 _unit(angle, dtype), _tensor(corner_radius, dtype))
 
 
-def _box(points, center, half_size, u, corner_radius):
+def box_on_axis(points, center, half_size, u, corner_radius):
     """:func:`box` with the orientation given as a unit vector ``u`` (axis 0)."""
-    h = _nonneg(half_size)
+    h = nonneg(half_size)
     h0, h1 = h[..., 0], h[..., 1]
-    rc = safe._minimum(_nonneg(corner_radius), safe._minimum(h0, h1))
+    rc = numerics.minimum(nonneg(corner_radius), numerics.minimum(h0, h1))
     x, y = _to_local(points - center, u)
     q0 = ops.abs(x) - (h0 - rc)
     q1 = ops.abs(y) - (h1 - rc)
@@ -261,7 +261,7 @@ def _box(points, center, half_size, u, corner_radius):
     q = ops.stack([q0, q1], axis=-1)
     q_safe = ops.where(corner[..., None], q, ops.ones_like(q))
     outside = safe.safe_norm(q_safe)
-    return ops.where(corner, outside, safe._maximum(q0, q1)) - rc
+    return ops.where(corner, outside, numerics.maximum(q0, q1)) - rc
 
 
 def polygon(points, vertices):
@@ -316,9 +316,9 @@ def polygon(points, vertices):
     return ops.where(inside, ops.max(d, axis=-1), ops.min(d, axis=-1))
 
 
-_ELLIPSE_ITERATIONS = 4
-_ELLIPSE_FLOOR = 1e-2
-_ELLIPSE_FAR = 1e6
+ELLIPSE_ITERATIONS = 4
+ELLIPSE_FLOOR = 1e-2
+ELLIPSE_FAR = 1e6
 
 
 def ellipse(points, center, radii, angle=0.0):
@@ -365,12 +365,12 @@ def ellipse(points, center, radii, angle=0.0):
     """
     points = _tensor(points)
     dtype = points.dtype
-    return _ellipse(points, _tensor(center, dtype), _tensor(radii, dtype), _unit(angle, dtype))
+    return ellipse_on_axis(points, _tensor(center, dtype), _tensor(radii, dtype), _unit(angle, dtype))
 
 
-def _ellipse(points, center, radii, u):
+def ellipse_on_axis(points, center, radii, u):
     """:func:`ellipse` with the orientation given as a unit vector ``u`` (axis 0)."""
-    radii = _nonneg(radii)
+    radii = nonneg(radii)
     x, y = _to_local(points - center, u)
     local = ops.stack([x, y], axis=-1)
     tx, ty = _ellipse_nearest(ops.stop_gradient(local), ops.stop_gradient(radii))
@@ -408,7 +408,7 @@ def _ellipse_nearest(local, radii):
     used with the true radii, which keeps the error small (see above).
     """
     p = ops.abs(local)
-    return _ellipse_nearest_components(p[..., 0], p[..., 1], radii[..., 0], radii[..., 1], unroll=True)
+    return ellipse_nearest_components(p[..., 0], p[..., 1], radii[..., 0], radii[..., 1], unroll=True)
 
 
 _BEZIER_NEWTON = 8
@@ -451,7 +451,7 @@ def bezier(points, p0, p1, p2, half_width):
     t = _bezier_nearest(*(ops.stop_gradient(v) for v in (points, p0, p1, p2)))
     w0, w1, w2 = (1 - t) * (1 - t), 2 * t * (1 - t), t * t
     q = [points[..., k] - (w0 * p0[..., k] + w1 * p1[..., k] + w2 * p2[..., k]) for k in (0, 1)]
-    return safe.safe_norm(ops.stack(q, axis=-1)) - _nonneg(_tensor(half_width, dtype))
+    return safe.safe_norm(ops.stack(q, axis=-1)) - nonneg(_tensor(half_width, dtype))
 
 
 def _bezier_nearest(points, p0, p1, p2):
@@ -513,273 +513,26 @@ def _increasing_root(terms, lo, hi):
     return t
 
 
-# --------------------------------------------------------------------------
-# Kernels: the distances above in component form, with hand-written gradients.
-#
-# ``shapegrad.Render`` evaluates every shape at every pixel of every image, so
-# its cost is the per-pixel arithmetic. The functions above take points
-# ``(..., 2)``: general and exact for inputs up to 1e+-38, but every
-# intermediate carries a trailing axis of size 2 (or V x 2), which XLA on CPU
-# neither vectorises nor fuses well, and plain autodiff keeps about ten such
-# maps per shape for the backward pass. A kernel computes the same distance
-# on separate row and column maps ``(B, K, H, W)`` from parameters
-# ``(B, K, 1, 1)`` and gives the gradient of ``sum(w * d)`` with respect to
-# each parameter directly (the envelope rule of the functions above: nearest
-# points and edges held fixed), as sums over the pixels. The Render layer
-# wraps a kernel with the coverage and opacity in one custom gradient
-# (:func:`shapegrad.raster.shape_alpha`).
-#
-# The pixel maps are made inside (not passed in) so that a kernel can run inside
-# a custom gradient, which on JAX may not close over traced values.
-#
-# Range: parameters as the Render layer passes them (clipped to 1e12 image
-# sizes, so offsets below about 1e15 px), where squares of offsets neither
-# overflow float32 nor need the rescaling of the functions above. Below
-# 1e-19 px (squares under the smallest normal float32) an offset counts as
-# zero: the point is on the boundary (or the centre), with the gradient given
-# there by the documented fallback (outward normal, or 0 at a centre).
-# --------------------------------------------------------------------------
-
-
-def _pixel_sum(x):
-    """Sum over the two pixel axes, kept: ``(B, K, H, W)`` -> ``(B, K, 1, 1)``."""
-    return ops.sum(x, axis=(-2, -1), keepdims=True)
-
-
-# Row blocks that the pixel sums of a hand-written backward pass are folded into, per backend
-# (Cones: shapegrad.layers._pixel_sums; Render: shapegrad.raster.shape_alpha); 1 (no folding)
-# elsewhere. The image is cut into equal row blocks whose per-pixel terms are computed per block
-# (offsets recomputed from the block's rows) and added elementwise before one sum: the same sum
-# in another order. TensorFlow's XLA on CPU writes every summed map to memory and reduces it in a
-# separate pass, so folded only a map of one block per sum is written. Measured, 64 px, one
-# process interleaved: Cones (batch 256) TensorFlow-XLA 1.3-1.7x faster with 4 blocks (16 about
-# the same, 2 and 8 less), JAX-jit 1.3-1.7x slower, PyTorch eager unchanged. Render (batch 32,
-# TensorFlow): disk, box and triangle alone 1.3-1.4x faster, the ellipse 1.4x slower (so
-# EllipseKernel.fold_rows is False), the mixed scene 1-8 % faster (benchmarks/results.md).
-_SUM_BLOCKS = {"tensorflow": 4}
-
-
-def _row_blocks(height, table=None):
-    """How many equal row blocks the pixel sums of an image of ``height`` rows are folded into.
-
-    ``table``: blocks wanted per backend (default :data:`_SUM_BLOCKS`); the most that divide ``height``.
-    """
-    want = (_SUM_BLOCKS if table is None else table).get(keras.backend.backend(), 1)
-    return max(b for b in range(1, want + 1) if height % b == 0)
-
-
-def _fold_rows(height, blocks, block_terms):
-    """Per-pixel term maps of ``blocks`` equal row blocks of an image, added elementwise.
-
-    ``block_terms(start, stop)`` gives a tuple of maps for rows ``start, ..., stop - 1``;
-    the result is the same tuple for one block's rows, the blocks added (see
-    :data:`_SUM_BLOCKS`). Its pixel sums are those of the whole image's terms.
-    """
-    rows = height // blocks
-    totals = None
-    for b in range(blocks):
-        terms = block_terms(b * rows, (b + 1) * rows)
-        totals = terms if totals is None else tuple(t + u for t, u in zip(totals, terms))
-    return totals
-
-
-def _inverse_length(length2):
+def inverse_length(length2):
     """``1 / sqrt(length2)`` where ``length2`` is a normal number, else 0 (no infinity, no NaN)."""
-    ok = length2 >= safe._tiny(length2)
+    ok = length2 >= numerics.tiny(length2)
     return ops.where(ok, ops.rsqrt(ops.where(ok, length2, ops.ones_like(length2))), ops.zeros_like(length2)), ok
 
 
-def _offsets(pixels, c0, c1, first_row=0):
-    """``p - c`` as two maps: the row and column offsets of every pixel from ``c``.
-
-    ``pixels`` is ``(height, width)``; the rows are ``first_row, ..., first_row + height - 1``.
-    """
-    height, width = pixels
-    rows = ops.cast(ops.arange(first_row, first_row + height), c0.dtype)[:, None]
-    cols = ops.cast(ops.arange(width), c0.dtype)[None, :]
-    return rows - c0, cols - c1
-
-
-def _local(r0, r1, u0, u1):
-    """Coordinates in the frame of the unit axis ``u`` (as :func:`_to_local`), from component maps."""
-    return r0 * u0 + r1 * u1, r1 * u0 - r0 * u1
-
-
-def _frame_terms(w, r0, r1, gx, gy):
-    """The four per-pixel terms whose sums :func:`_frame_gradients` turns into gradients."""
-    wx, wy = w * gx, w * gy
-    return wx, wy, wx * r0 + wy * r1, wx * r1 - wy * r0
-
-
-def _frame_gradients(sums, u0, u1):
-    """Gradients with respect to ``c0, c1, u0, u1`` of ``sum(w * d)``, from the sums of :func:`_frame_terms`.
-
-    ``gx, gy = dd/dx, dd/dy`` in the local frame.
-    """
-    sx, sy, su0, su1 = sums
-    return -u0 * sx + u1 * sy, -u1 * sx - u0 * sy, su0, su1
-
-
-class _Kernel:
-    """What every component kernel shares: the pixel rows it covers and the backward pass from its terms.
-
-    A kernel's backward pass is split in two: :meth:`terms` gives per-pixel maps
-    ``(B, K, h, W)`` and :meth:`gradients` the parameters' gradients from their
-    pixel sums ``(B, K, 1, 1)``; :meth:`backward` is the two together. A caller
-    can instead run :meth:`terms` on row blocks (:meth:`rows`) and add the maps
-    before summing (:func:`shapegrad.raster.shape_alpha` does on TensorFlow).
-    """
-
-    # Whether shape_alpha may fold this kernel's pixel sums over row blocks (sdf._row_blocks).
-    fold_rows = True
-
-    def __init__(self, height, width):
-        self.pixels = (height, width)
-        self.first_row = 0
-
-    def rows(self, start, stop):
-        """The same kernel on rows ``start, ..., stop - 1`` of its image only."""
-        block = copy.copy(self)
-        block.pixels = (stop - start, self.pixels[1])
-        block.first_row = self.first_row + start
-        return block
-
-    def _offsets(self, c0, c1):
-        return _offsets(self.pixels, c0, c1, self.first_row)
-
-    def backward(self, params, saved, d, w):
-        """Gradients of ``sum(w * d)`` with respect to each parameter, each ``(B, K, 1, 1)``."""
-        return self.gradients(params, [_pixel_sum(t) for t in self.terms(params, saved, d, w)])
-
-
-class DiskKernel(_Kernel):
-    """:func:`disk` in component form. Parameters ``(c0, c1, radius)``, the radius already >= 0.
-
-    Gradient: ``-(r0, r1) / |r|`` for the centre (0 at the centre pixel), -1 for the radius.
-    """
-
-    arity = 3
-
-    def forward(self, c0, c1, radius):
-        r0, r1 = self._offsets(c0, c1)
-        return ops.sqrt(r0 * r0 + r1 * r1) - radius, ()
-
-    def terms(self, params, saved, d, w):
-        c0, c1, _ = params
-        r0, r1 = self._offsets(c0, c1)
-        inv, _ = _inverse_length(r0 * r0 + r1 * r1)
-        wi = w * inv
-        return wi * r0, wi * r1, w
-
-    def gradients(self, params, sums):
-        return tuple(-s for s in sums)
-
-
-class BoxKernel(_Kernel):
-    """:func:`_box` in component form. Parameters ``(c0, c1, h0, h1, u0, u1, corner)``.
-
-    ``h >= 0``, ``u`` a unit vector, ``0 <= corner <= min(h0, h1)`` (as :func:`_box`
-    clamps them). Where two edges are equally near (``q0 == q1``, the inner
-    diagonals) the gradient follows axis 0.
-    """
-
-    arity = 7
-
-    def _parts(self, c0, c1, h0, h1, u0, u1, rc):
-        r0, r1 = self._offsets(c0, c1)
-        x, y = _local(r0, r1, u0, u1)
-        q0 = ops.abs(x) - (h0 - rc)
-        q1 = ops.abs(y) - (h1 - rc)
-        corner = (q0 > 0) & (q1 > 0)
-        return r0, r1, x, y, q0, q1, corner
-
-    def forward(self, *params):
-        _, _, _, _, q0, q1, corner = self._parts(*params)
-        outside = ops.sqrt(q0 * q0 + q1 * q1)
-        return ops.where(corner, outside, safe._maximum(q0, q1)) - params[6], ()
-
-    def terms(self, params, saved, d, w):
-        r0, r1, x, y, q0, q1, corner = self._parts(*params)
-        inv, _ = _inverse_length(q0 * q0 + q1 * q1)
-        first = ops.cast(q0 >= q1, w.dtype)
-        a0 = ops.where(corner, q0 * inv, first)
-        a1 = ops.where(corner, q1 * inv, 1.0 - first)
-        return _frame_terms(w, r0, r1, a0 * ops.sign(x), a1 * ops.sign(y)) + (w * a0, w * a1, w)
-
-    def gradients(self, params, sums):
-        _, _, _, _, u0, u1, _ = params
-        dc0, dc1, du0, du1 = _frame_gradients(sums[:4], u0, u1)
-        dh0, dh1 = -sums[4], -sums[5]
-        return dc0, dc1, dh0, dh1, du0, du1, -(dh0 + dh1) - sums[6]
-
-
-class EllipseKernel(_Kernel):
-    """:func:`_ellipse` in component form. Parameters ``(c0, c1, a, b, u0, u1)``, ``a, b >= 0``, ``u`` unit.
-
-    The nearest point (the same four evolute steps) is kept for the backward
-    pass (two maps per shape) rather than searched for again.
-    """
-
-    arity = 6
-    # Not folded: on TensorFlow-XLA the row blocks of the kept nearest point made its backward
-    # 1.4x slower (64 px, batch 32), where disk, box and polygon got 1.3x faster.
-    fold_rows = False
-
-    def _local(self, c0, c1, u0, u1):
-        r0, r1 = self._offsets(c0, c1)
-        x, y = _local(r0, r1, u0, u1)
-        one = ops.ones_like(x)
-        return r0, r1, x, y, ops.where(x < 0, -one, one), ops.where(y < 0, -one, one)
-
-    def forward(self, c0, c1, a, b, u0, u1):
-        _, _, x, y, sx, sy = self._local(c0, c1, u0, u1)
-        tx, ty = _ellipse_nearest_components(ops.abs(x), ops.abs(y), a, b)
-        q0, q1 = x - sx * a * tx, y - sy * b * ty
-        # Exact inside test on scaled values (as _ellipse): x^2 b^2 + y^2 a^2 < a^2 b^2.
-        inv_s = _inverse_scale(safe._maximum(a, b))  # per shape: no division per pixel
-        xn, yn = ops.clip(x * inv_s, -1e15, 1e15), ops.clip(y * inv_s, -1e15, 1e15)
-        an, bn = a * inv_s, b * inv_s
-        an2, bn2 = an * an, bn * bn
-        inside = xn * xn * bn2 + yn * yn * an2 < an2 * bn2
-        length = ops.sqrt(q0 * q0 + q1 * q1)
-        return ops.where(inside, -length, length), (tx, ty)
-
-    def terms(self, params, saved, d, w):
-        c0, c1, a, b, u0, u1 = params
-        tx, ty = saved
-        r0, r1, x, y, sx, sy = self._local(c0, c1, u0, u1)
-        q0, q1 = x - sx * a * tx, y - sy * b * ty
-        ok = q0 * q0 + q1 * q1 >= safe._tiny(q0)
-        # The gradient direction: sign(d) q / |q|; on the boundary (q = 0) the outward normal,
-        # along (x / a^2, y / b^2) ~ (b tx, a ty); (1, 0) if that is 0 too. One square root a
-        # pixel: the vector is chosen first, then normalised.
-        v0, v1 = ops.where(ok, q0, sx * b * tx), ops.where(ok, q1, sy * a * ty)
-        inv, v_ok = _inverse_length(v0 * v0 + v1 * v1)
-        inv = ops.where(ok & (d < 0), -inv, inv)
-        g0 = ops.where(v_ok, v0 * inv, ops.ones_like(v0))
-        g1 = v1 * inv
-        return _frame_terms(w, r0, r1, g0, g1) + (w * g0 * sx * tx, w * g1 * sy * ty)
-
-    def gradients(self, params, sums):
-        _, _, _, _, u0, u1 = params
-        dc0, dc1, du0, du1 = _frame_gradients(sums[:4], u0, u1)
-        return dc0, dc1, -sums[4], -sums[5], du0, du1
-
-
-def _inverse_scale(s):
+def inverse_scale(s):
     """``1 / s`` where ``s`` (>= 0) is a normal number, else 1: the reciprocal of a subnormal overflows."""
-    ok = s >= safe._tiny(s)
+    ok = s >= numerics.tiny(s)
     return ops.where(ok, 1.0 / ops.where(ok, s, ops.ones_like(s)), ops.ones_like(s))
 
 
-def _fixed_loop(count, step, start, unroll=False):
+def fixed_loop(count, step, start, unroll=False):
     """``ops.fori_loop(0, count, step, start)``; on TensorFlow a ``tf.while_loop`` with ``maximum_iterations``.
 
     XLA compiles a TensorFlow loop inside a gradient tape only with a fixed
     trip count (the tape keeps per-step accumulators), which Keras' loop does
     not set. A ``tf.function(jit_compile=True)`` called under a tape outside it
     cannot hand those accumulators out at all, so code that autodiff may trace
-    (the points form, :func:`_ellipse`) asks for ``unroll``: a Python loop.
+    (the points form, :func:`ellipse_on_axis`) asks for ``unroll``: a Python loop.
     """
     if unroll:
         for i in range(count):
@@ -795,52 +548,52 @@ def _fixed_loop(count, step, start, unroll=False):
     return ops.fori_loop(0, count, step, start)
 
 
-def _ellipse_nearest_components(px, py, a, b, unroll=False):
+def ellipse_nearest_components(px, py, a, b, unroll=False):
     """:func:`_ellipse_nearest` on separate maps ``|x|, |y|`` and radii ``a, b``: the one copy of the iteration.
 
     Chatfield's step from the nearest-point estimate ``t = (tx, ty)`` (unit,
     >= 0) is: evolute point ``e = (c tx^3 / a, -c ty^3 / b)``, ``c = a^2 - b^2``;
     ``r = (a tx, b ty) - e``, ``q = p - e``; ``t' = clip((q |r| / |q| + e) / (a, b), 0, 1)``,
     normalised. Here the steps carry one map, ``u = tan(angle / 2)`` of ``t``
-    (:func:`_half_angle_step`), and the last step's ``t'`` is normalised
+    (:func:`half_angle_step`), and the last step's ``t'`` is normalised
     directly: two square roots and two divisions a step instead of three and
     seven. Measured: an ellipse's forward+backward 1.23x (TensorFlow-XLA) and
     1.30x (JAX-jit) faster; the same point to float32 rounding (float64: 1e-12). The
-    steps run in a loop (:func:`_fixed_loop`): unrolled, XLA on CPU re-derived
+    steps run in a loop (:func:`fixed_loop`): unrolled, XLA on CPU re-derived
     each step's ``u`` from all the earlier steps' maps in every later fusion.
     """
     # Scaled per shape (the larger radius becomes 1), so that the radii and every term made of
     # them alone stay per shape, not per pixel: TensorFlow-XLA then carries 3 maps through the
     # loop instead of 7 (an ellipse's forward+backward 1.10-1.17x faster there, 1.08-1.18x on
-    # JAX-jit; benchmarks/results.md). A point more than _ELLIPSE_FAR larger radii away is moved
+    # JAX-jit; benchmarks/results.md). A point more than ELLIPSE_FAR larger radii away is moved
     # along its ray to that distance, so no square overflows: its nearest point moves by at most
     # 1e-6 of the boundary's radius of curvature, its distance and direction by far less than
     # float32 rounding.
-    s = safe._maximum(a, b)
-    inv_s = _inverse_scale(s)
-    m = safe._maximum(px, py)
-    far = m > _ELLIPSE_FAR * s
-    k = ops.where(far, _ELLIPSE_FAR / ops.where(far, m, ops.ones_like(m)), inv_s)
+    s = numerics.maximum(a, b)
+    inv_s = inverse_scale(s)
+    m = numerics.maximum(px, py)
+    far = m > ELLIPSE_FAR * s
+    k = ops.where(far, ELLIPSE_FAR / ops.where(far, m, ops.ones_like(m)), inv_s)
     px, py = px * k, py * k
-    a = safe._maximum(a * inv_s, _ELLIPSE_FLOOR * ops.ones_like(a))
-    b = safe._maximum(b * inv_s, _ELLIPSE_FLOOR * ops.ones_like(b))
+    a = numerics.maximum(a * inv_s, ELLIPSE_FLOOR * ops.ones_like(a))
+    b = numerics.maximum(b * inv_s, ELLIPSE_FLOOR * ops.ones_like(b))
     start = (math.sqrt(2.0) - 1.0) * ops.ones_like(px)  # tan(pi / 8): t = (1, 1) / sqrt(2)
 
     def step(_, u):
-        tx, ty = _half_angle_step(px, py, a, b, u)
+        tx, ty = half_angle_step(px, py, a, b, u)
         half = ops.sqrt(tx * tx + ty * ty) + tx  # u' = ty' / (|t'| + tx'), whatever t''s length
         ok = half > 0
         # u is in [0, 1] (the angle in [0, pi / 2]); the clip only catches squares that underflowed.
         u = ops.clip(ty / ops.where(ok, half, ops.ones_like(half)), 0.0, 1.0)
         return ops.where(ok, u, start)  # t' = 0: the start
 
-    u = _fixed_loop(_ELLIPSE_ITERATIONS - 1, step, start, unroll)
-    tx, ty = _half_angle_step(px, py, a, b, u)
-    inv, ok = _inverse_length(tx * tx + ty * ty)
+    u = fixed_loop(ELLIPSE_ITERATIONS - 1, step, start, unroll)
+    tx, ty = half_angle_step(px, py, a, b, u)
+    inv, ok = inverse_length(tx * tx + ty * ty)
     return ops.where(ok, tx * inv, math.sqrt(0.5)), ops.where(ok, ty * inv, math.sqrt(0.5))
 
 
-def _half_angle_step(px, py, a, b, u):
+def half_angle_step(px, py, a, b, u):
     """Chatfield's ``t'`` times a positive factor, from ``t = (X, Y) / D``, ``(X, Y, D) = (1 - u^2, 2u, 1 + u^2)``.
 
     Every term of the step shares the factor ``1 / D^3``, so ``|r| / |q|`` is
@@ -865,104 +618,8 @@ def _half_angle_step(px, py, a, b, u):
     return ops.clip(b2 * (qx * k + cx3), 0.0, top), ops.clip(a2 * (qy * k - cy3), 0.0, top)
 
 
-class PolygonKernel(_Kernel):
-    """:func:`polygon` in component form. Parameters ``(v0_0, v1_0, v0_1, v1_1, ...)``: V vertices.
-
-    Per edge the nearest point's parameter ``h`` (held fixed: envelope rule);
-    the magnitude is the smallest edge distance, the sign the even-odd crossing
-    test (comparisons only). The gradient goes to the two ends of the nearest
-    edge, ``(1 - h)`` and ``h`` of it; where several edges are equally near, to
-    the first of them (a subgradient: at a vertex shared by two edges the result is
-    the same either way, and elsewhere such ties are a set of measure zero).
-    """
-
-    def __init__(self, height, width, vertices):
-        super().__init__(height, width)
-        self.vertices = vertices
-        self.arity = 2 * vertices
-
-    def _edges(self, params):
-        """Per edge: the offsets (p - v) and the edge vector with 1 / |e|^2 (0 for a zero-length edge)."""
-        n = self.vertices
-        v = [(params[2 * j], params[2 * j + 1]) for j in range(n)]
-        out = []
-        for j in range(n):
-            (a0, a1), (b0, b1) = v[j], v[(j + 1) % n]
-            e0, e1 = b0 - a0, b1 - a1
-            ee = e0 * e0 + e1 * e1
-            ok = ee >= safe._tiny(ee)
-            inv_ee = ops.where(ok, 1.0 / ops.where(ok, ee, ops.ones_like(ee)), ops.zeros_like(ee))
-            out.append(self._offsets(a0, a1) + (e0, e1, inv_ee))
-        return out
-
-    @staticmethod
-    def _nearest(pv0, pv1, e0, e1, inv_ee):
-        h = ops.clip((pv0 * e0 + pv1 * e1) * inv_ee, 0.0, 1.0)
-        q0, q1 = pv0 - h * e0, pv1 - h * e1
-        return h, q0, q1, q0 * q0 + q1 * q1
-
-    def forward(self, *params):
-        edges = self._edges(params)
-        nearest = None
-        inside = None
-        for j, (pv0, pv1, e0, e1, inv_ee) in enumerate(edges):
-            _, _, _, length2 = self._nearest(pv0, pv1, e0, e1, inv_ee)
-            nearest = length2 if nearest is None else safe._minimum(nearest, length2)
-            # Edge v -> w crosses the ray {row > 0, col = 0} from p: it straddles col = 0
-            # and cross(v - p, w - p) has the sign of w_col - v_col (that of w_col - p_col).
-            qv0, qv1 = edges[(j + 1) % len(edges)][:2]
-            below_v, below_w = pv1 < 0, qv1 < 0  # v_col > p_col, w_col > p_col
-            cross = pv0 * qv1 - pv1 * qv0
-            crossing = (below_v != below_w) & (cross != 0) & ((cross > 0) == below_w)
-            inside = crossing if inside is None else ops.logical_xor(inside, crossing)
-        length = ops.sqrt(nearest)
-        return ops.where(inside, -length, length), ()
-
-    def terms(self, params, saved, d, w):
-        # Per pixel, the nearest edge (the first of equally near ones) is selected once, with its
-        # h and offset q; each vertex then sums over its two edges' pixels. Measured (JAX jit, CPU,
-        # 64 px, batch 64): 1.4x faster for one triangle and 3x for three than the per-edge sums,
-        # which XLA recomputed from the whole geometry once per sum (12 sums for a triangle).
-        edges = self._edges(params)
-        nearest = h = q0 = q1 = index = None
-        for j, edge in enumerate(edges):
-            hj, q0j, q1j, length2 = self._nearest(*edge)
-            if nearest is None:
-                nearest, h, q0, q1, index = length2, hj, q0j, q1j, ops.zeros_like(length2)
-                continue
-            closer = length2 < nearest
-            nearest = ops.where(closer, length2, nearest)
-            h, q0, q1 = ops.where(closer, hj, h), ops.where(closer, q0j, q0), ops.where(closer, q1j, q1)
-            index = ops.where(closer, float(j), index)
-        # Outward normals of the edges, for pixels exactly on one (q = 0); orientation from the
-        # shoelace area (translation-invariant, so computed on the vertices).
-        n = self.vertices
-        area = None
-        for j in range(n):
-            a0, a1 = params[2 * j], params[2 * j + 1]
-            b0, b1 = params[(2 * j + 2) % (2 * n)], params[(2 * j + 3) % (2 * n)]
-            term = a0 * b1 - a1 * b0
-            area = term if area is None else area + term
-        orient = ops.where(area < 0, -ops.ones_like(area), ops.ones_like(area))
-        out0 = out1 = None
-        for j, (_, _, e0, e1, _) in enumerate(edges):
-            e_inv, _ = _inverse_length(e0 * e0 + e1 * e1)
-            n0, n1 = orient * e1 * e_inv, -orient * e0 * e_inv  # per shape, (B, K, 1, 1)
-            if out0 is None:
-                out0, out1 = ops.zeros_like(index) + n0, ops.zeros_like(index) + n1
-            else:
-                out0, out1 = ops.where(index == j, n0, out0), ops.where(index == j, n1, out1)
-        # w sign(d) / |q| as w / d: one division a pixel (d = +-sqrt(nearest), from the forward pass).
-        ok = nearest >= safe._tiny(nearest)
-        m = w / ops.where(ok, d, ops.ones_like(d))
-        g0 = ops.where(ok, m * q0, w * out0)
-        g1 = ops.where(ok, m * q1, w * out1)
-        terms = ()
-        for k in range(n):
-            # Vertex k is the start of edge k (share 1 - h) and the end of edge k - 1 (share h).
-            share = ops.where(index == k, 1.0 - h, 0.0) + ops.where(index == (k - 1) % n, h, 0.0)
-            terms += (g0 * share, g1 * share)
-        return terms
-
-    def gradients(self, params, sums):
-        return tuple(-s for s in sums)
+def __getattr__(name):
+    """The kernels (``DiskKernel``, ...) lived here before :mod:`shapegrad.render.kernels` (kept for one release)."""
+    if name in ("BoxKernel", "DiskKernel", "EllipseKernel", "PolygonKernel"):
+        return getattr(importlib.import_module("shapegrad.render.kernels"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

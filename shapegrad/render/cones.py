@@ -5,9 +5,11 @@ import math
 import keras
 from keras import ops
 
-from shapegrad import _validate, safe, sdf
-from shapegrad.primitives import FAR, RenderSpec, height_width
-from shapegrad.raster import pixel_grid
+from shapegrad import _validate
+from shapegrad.ops import numerics, safe
+from shapegrad.render import kernels, sdf
+from shapegrad.render.primitives import FAR, RenderSpec, height_width
+from shapegrad.render.raster import pixel_grid
 
 __all__ = ["Cones"]
 
@@ -239,7 +241,7 @@ def _pixel_sums(w, grid, a, e, n):
     ``sum(w * sgn * r0 / |r|^2)`` with ``r = p - c`` and ``sgn = sign(e x r)``;
     the apex pixel (``|r|^2`` negligible) adds 0 to the last two.
 
-    The image is cut into equal row blocks (``sdf._row_blocks``: 4 on
+    The image is cut into equal row blocks (``kernels.row_blocks``: 4 on
     TensorFlow, else 1) whose terms are added elementwise before the sum (the
     same sum in another order). TensorFlow's XLA on CPU
     writes every summed map to memory and reads it back (a reduce-window tree),
@@ -259,12 +261,12 @@ def _pixel_sums(w, grid, a, e, n):
         # overflows. |r|^2 below the smallest normal (|r| < 1e-19 px in float32) counts as the apex;
         # |r|^2 cannot overflow (|r| <= N * 1e12 after the clip).
         r2 = r0 * r0 + r1 * r1
-        apex = safe._negligible(r2)
+        apex = numerics.negligible(r2)
         inv_r2 = ops.where(apex, ops.zeros_like(r2), 1.0 / ops.where(apex, ops.ones_like(r2), r2))
         ws = wb * sgn
         return wb, ws, -ws * (r1 * inv_r2), ws * (r0 * inv_r2)
 
-    totals = sdf._fold_rows(height, sdf._row_blocks(height), block)
+    totals = kernels.fold_rows(height, kernels.row_blocks(height), block)
     return tuple(ops.sum(t, axis=(1, 2)) for t in totals)
 
 
@@ -307,7 +309,7 @@ def _angle_image(x, sharpness, n):
             da = _per_axis(n, x.dtype) * ops.stack([sum_a0, sum_a1], axis=-1) * inside
             # A negligible axis is the fallback (1, 0) in the forward pass: no gradient. Otherwise
             # (-e1, e0) * S / |d|, each component divided separately so a zero one stays 0.
-            negligible = safe._negligible(safe._max_abs(d))
+            negligible = numerics.negligible(numerics.max_abs(d))
             length = ops.where(negligible, ops.ones_like(negligible, dtype=d.dtype), safe.safe_norm(d, keepdims=True))
             turn = sum_ws[:, None]
             dd = ops.stack([-e[:, 1:2] * turn, e[:, 0:1] * turn], axis=-1)[:, 0, :] / length

@@ -1,8 +1,8 @@
 """Feedback steps: an encoder that draws its own guess, compares it with the image and corrects it.
 
 A scene encoder reads a set of shapes in one pass and lands a few pixels off
-(issue 13: disk centres 0.9 px, box centres 2.4 px, triangle vertices 4 px at
-64 px). :func:`build_feedback_encoder` puts ``steps`` *feedback steps* after a
+(the README's guided encoder: disk centres 0.9 px, box centres 2.4 px, triangle
+vertices 4 px at 64 px). :func:`build_feedback_encoder` puts ``steps`` *feedback steps* after a
 trained encoder, in the spirit of iterative error feedback (Carreira et al.,
 2016) and render-and-compare pose refinement: each step draws the current
 guess with the frozen renderer (:class:`DrawGuess`: the image and each shape's
@@ -22,7 +22,7 @@ Trained self-supervised, like the encoder (``shapegrad train --feedback N
 Example:
     >>> import keras, numpy as np
     >>> from shapegrad import Render
-    >>> from shapegrad.models import build_spatial_encoder
+    >>> from shapegrad.learn.models import build_spatial_encoder
     >>> render = Render("disk,box", resolution=16, channels=3)
     >>> base = build_spatial_encoder((16, 16, 3), render.spec, width=4, dense=8, colors="solve", renderer=render)
     >>> encoder = build_feedback_encoder(base, render, steps=2, width=4, dense=8)
@@ -36,8 +36,11 @@ Example:
 import keras
 from keras import layers, ops
 
-from shapegrad import _validate, raster, safe
-from shapegrad.models import ColorSolve, CoordinateChannels, SpatialReadout
+from shapegrad import _validate
+from shapegrad.learn.models import ColorSolve, CoordinateChannels, SpatialReadout
+from shapegrad.ops import safe
+from shapegrad.render import raster
+from shapegrad.render.render import Render
 
 __all__ = ["DrawGuess", "MaskedMean", "Nudge", "build_feedback_encoder"]
 
@@ -57,7 +60,6 @@ class DrawGuess(layers.Layer):
     """
 
     def __init__(self, renderer, **kwargs):
-        from shapegrad.render import Render
 
         super().__init__(**kwargs)
         if not isinstance(renderer, Render):
@@ -222,7 +224,6 @@ def build_feedback_encoder(encoder, renderer, steps=2, width=16, dense=128, reac
     nothing). The colours are solved again after each step
     (:class:`shapegrad.models.ColorSolve`, held constant in the gradient).
     """
-    from shapegrad.render import Render
 
     if not isinstance(renderer, Render):
         raise ValueError(f"Expected renderer to be a shapegrad.Render (feedback steps draw its parameters). "

@@ -2,7 +2,7 @@
 
 Conventions:
 
-- A *signed distance* is in pixels, negative inside (:mod:`shapegrad.sdf`).
+- A *signed distance* is in pixels, negative inside (:mod:`shapegrad.render.sdf`).
 - *Coverage* is in [0, 1]: the fraction of a pixel a shape covers.
 - ``K`` shapes are composited per image. Per-shape tensors are passed as a
   Python list of ``K`` tensors or as one tensor with the shape axis at
@@ -14,7 +14,7 @@ Conventions:
 Example:
     >>> import numpy as np
     >>> from keras import ops
-    >>> from shapegrad import raster
+    >>> from shapegrad.render import raster
     >>> cov = raster.coverage(np.array([-10.0, 0.0, 10.0], "float32"))
     >>> [round(v, 4) for v in ops.convert_to_numpy(cov).tolist()]
     [1.0, 0.5, 0.0]
@@ -22,7 +22,8 @@ Example:
 
 from keras import ops
 
-from shapegrad import safe, sdf
+from shapegrad.ops import numerics
+from shapegrad.render import kernels
 
 __all__ = [
     "COMPOSITES",
@@ -46,7 +47,7 @@ __all__ = [
 # Slope of the logistic edge at 0 equals that of a box filter of width `softness`.
 _LOGISTIC_SLOPE = 4.0
 # Softness below this (in pixels) is raised to it: a hard step has no gradient.
-_MIN_SOFTNESS = 1e-6
+MIN_SOFTNESS = 1e-6
 
 COMPOSITES = ("over", "union")
 
@@ -93,8 +94,8 @@ def coverage(signed_distance, softness=1.0):
         [0.9, 0.1]
     """
     d = ops.convert_to_tensor(signed_distance)
-    softness = safe._as_dtype(softness, d.dtype)
-    softness = safe._maximum(softness, safe._as_dtype(_MIN_SOFTNESS, d.dtype))
+    softness = numerics.as_dtype(softness, d.dtype)
+    softness = numerics.maximum(softness, numerics.as_dtype(MIN_SOFTNESS, d.dtype))
     return ops.sigmoid(d * (-_LOGISTIC_SLOPE / softness))
 
 
@@ -254,7 +255,7 @@ def finish(mode, state, background):
     if mode == "over":
         return state[0]
     clear, weight, painted = state
-    mean_scale = (1.0 - clear) / safe._maximum(weight, safe._as_dtype(_UNION_FLOOR, weight.dtype))
+    mean_scale = (1.0 - clear) / numerics.maximum(weight, numerics.as_dtype(_UNION_FLOOR, weight.dtype))
     return mean_scale * painted + clear * ops.convert_to_tensor(background, clear.dtype)
 
 
@@ -270,10 +271,9 @@ def composite(coverages, colors, opacities=None, background=0.0, mode="over", ax
 # ---------------------------------------------------------------------------------------------
 # Channel planes: the same compositing with the image held as C maps (B, H, W).
 #
-# Measured on this CPU (JAX jit, 64 px, batch 32, one disk, 3 channels, forward+backward):
-# compositing on (B, H, W, 3) images costs 80 ns per pixel, on three (B, H, W) planes 13 ns.
-# XLA on CPU handles a trailing axis of size 3 (broadcasting alpha[..., None], summing
-# dL/dalpha over the channels) poorly; TensorFlow's XLA is indifferent (15 vs 14 ns).
+# Why: XLA on CPU (JAX) handles a trailing axis of size 3 (broadcasting alpha[..., None], summing
+# dL/dalpha over the channels) poorly, several times slower per pixel than three (B, H, W)
+# planes; TensorFlow's XLA is indifferent (benchmarks/results.md).
 
 
 def start_planes(mode, background):
@@ -305,10 +305,9 @@ def _tint(alpha, color):
     summed map to memory and reduces it in a separate pass, so there it is
     folded over row blocks (:data:`_COLOR_SUM_BLOCKS`: the blocks' products
     added elementwise, then one sum: the same sum in another order).
-    Measured (TensorFlow-XLA, 64 px, batch 32, ``disk,box,triangle,ellipse`` in
-    colour): the colours' gradients were 1.4 of 7.6 ms of the forward+backward;
-    folded over 4 blocks, the step is 1.05x faster, over 2 about 1.1x more.
-    Elsewhere, or for a colour of another shape, the plain product.
+    The colours' gradients are a noticeable part of a colour scene's step
+    there, and folding makes it faster (benchmarks/results.md). Elsewhere, or
+    for a colour of another shape, the plain product.
     """
     color = ops.convert_to_tensor(color, alpha.dtype)
     if _color_blocks(alpha) == 1 or tuple(color.shape) != (alpha.shape[0], 1, 1):
@@ -328,17 +327,15 @@ def _tint(alpha, color):
     return tint(alpha, color)
 
 
-# Row blocks for the colours' pixel sums, per backend (as sdf._SUM_BLOCKS for the shapes' own).
-# Measured (TensorFlow-XLA, 64 px, batch 32, disk,box,triangle,ellipse in colour, one process
-# interleaved, two copies of each step): 2 blocks 5.46 / 6.10 ms, 4 blocks 6.41 / 6.88 ms, 1 block
-# 6.85 / 6.73 ms; the shapes' own sums kept at 4 (2: 6.10 / 5.45 ms, no clear difference).
+# Row blocks for the colours' pixel sums, per backend (as kernels.SUM_BLOCKS for the shapes' own):
+# 2 was the fastest of 1, 2 and 4 for a colour scene on TensorFlow-XLA (benchmarks/results.md).
 _COLOR_SUM_BLOCKS = {"tensorflow": 2}
 
 
 def _color_blocks(alpha):
     """Row blocks for the colours' pixel sums of a map ``(B, H, W)`` (:data:`_COLOR_SUM_BLOCKS`), else 1."""
     height = alpha.shape[-2]
-    return sdf._row_blocks(height, _COLOR_SUM_BLOCKS) if len(alpha.shape) == 3 and height else 1
+    return kernels.row_blocks(height, _COLOR_SUM_BLOCKS) if len(alpha.shape) == 3 and height else 1
 
 
 def _color_sums(maps, alpha):
@@ -351,8 +348,8 @@ def _color_sums(maps, alpha):
     def block(start, stop):
         return tuple(m[:, start:stop] * alpha[:, start:stop] for m in maps)
 
-    terms = sdf._fold_rows(alpha.shape[-2], blocks, block) if blocks > 1 else tuple(m * alpha for m in maps)
-    return [sdf._pixel_sum(t) for t in terms]
+    terms = kernels.fold_rows(alpha.shape[-2], blocks, block) if blocks > 1 else tuple(m * alpha for m in maps)
+    return [kernels.pixel_sum(t) for t in terms]
 
 
 def over_planes(alphas, colors, background):
@@ -432,15 +429,15 @@ def finish_planes(mode, state, background):
     if mode == "over":
         return tuple(state)
     clear, weight = state[:2]
-    mean_scale = (1.0 - clear) / safe._maximum(weight, safe._as_dtype(_UNION_FLOOR, weight.dtype))
+    mean_scale = (1.0 - clear) / numerics.maximum(weight, numerics.as_dtype(_UNION_FLOOR, weight.dtype))
     return tuple(mean_scale * p + clear * ops.convert_to_tensor(b, clear.dtype) for p, b in zip(state[2:], background))
 
 
 def shape_alpha(kernel, params, opacity, softness):
     """``opacity * coverage(d, softness)`` of shapes drawn by a distance ``kernel``, with a hand-written backward pass.
 
-    ``kernel`` is a component-form kernel of :mod:`shapegrad.sdf` (such as
-    ``sdf.DiskKernel(H, W)``) for an image of ``H x W`` pixels; ``params`` its
+    ``kernel`` is a component-form kernel of :mod:`shapegrad.render.kernels` (such as
+    ``kernels.DiskKernel(H, W)``) for an image of ``H x W`` pixels; ``params`` its
     ``kernel.arity`` parameters, each ``(B, K, 1, 1)``; ``opacity``
     ``(B, K, 1, 1)`` in [0, 1]; ``softness`` a scalar. Returns ``(B, K, H, W)``,
     the same values as ``coverage(distance) * opacity`` (:func:`coverage`,
@@ -453,7 +450,7 @@ def shape_alpha(kernel, params, opacity, softness):
     fixed); ``dL/dopacity = sum(g c)``, ``dL/dsoftness = -sum(dL/dd * d) / softness``.
     On TensorFlow the per-pixel terms of all these sums are computed on row
     blocks and added elementwise before one sum per parameter (see
-    ``sdf._SUM_BLOCKS``): XLA on CPU writes every summed map to memory.
+    ``kernels.SUM_BLOCKS``): XLA on CPU writes every summed map to memory.
     Every division in the kernels is guarded, so the gradient is finite
     wherever the values are.
     """
@@ -471,7 +468,7 @@ def shape_alpha(kernel, params, opacity, softness):
             g = ops.cast(upstream, cov.dtype)
             w = g * opacity * (cov * (1.0 - cov)) * slope  # dL/dd
             # The kernel's terms and those of dL/dopacity and dL/dsoftness, folded over row blocks
-            # (sdf._row_blocks: 4 on TensorFlow, else 1), then summed over the pixels.
+            # (kernels.row_blocks: 4 on TensorFlow, else 1), then summed over the pixels.
             def block(start, stop):
                 part = slice(start, stop)
                 wb, db = w[..., part, :], d[..., part, :]
@@ -479,8 +476,8 @@ def shape_alpha(kernel, params, opacity, softness):
                 return terms + (g[..., part, :] * cov[..., part, :], wb * db)
 
             height = kernel.pixels[0]
-            totals = sdf._fold_rows(height, sdf._row_blocks(height) if kernel.fold_rows else 1, block)
-            sums = [sdf._pixel_sum(t) for t in totals]
+            totals = kernels.fold_rows(height, kernels.row_blocks(height) if kernel.fold_rows else 1, block)
+            sums = [kernels.pixel_sum(t) for t in totals]
             grads = kernel.gradients(params, sums[:-2])
             d_opacity, d_softness = sums[-2], -ops.sum(sums[-1]) / softness
             return tuple(grads) + (d_opacity, ops.reshape(d_softness, ops.shape(softness)))
@@ -489,7 +486,7 @@ def shape_alpha(kernel, params, opacity, softness):
 
     opacity = ops.convert_to_tensor(opacity)
     params = [ops.cast(p, opacity.dtype) for p in params]
-    return alpha(*params, opacity, safe._as_dtype(softness, opacity.dtype))
+    return alpha(*params, opacity, numerics.as_dtype(softness, opacity.dtype))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -537,7 +534,7 @@ def composite_weights(alphas, mode="over"):
     for a in shapes:
         clear = clear * (1.0 - a)
         total = total + a
-    scale = (1.0 - clear) / safe._maximum(total, safe._as_dtype(_UNION_FLOOR, total.dtype))
+    scale = (1.0 - clear) / numerics.maximum(total, numerics.as_dtype(_UNION_FLOOR, total.dtype))
     return alphas * scale[:, None], clear
 
 
@@ -567,10 +564,10 @@ def solve_colors(alphas, images, prior=None, background=0.0, mode="over", iterat
     gradients: everything is smooth (no square root of the residual, no
     division but the guarded ones), so gradients flow to the alphas.
 
-    Measured (issue 13, the 2200-step spatial encoder of the README, its 256
-    test scenes): its geometry with colours solved by 3 reweighted iterations
-    scores IoU 0.750 against 0.669 with its own colours (0.703 with the plain
-    least squares, ``iterations=0``).
+    Why reweighted: the geometry of the README's 2200-step spatial encoder (its
+    256 test scenes) with colours solved by 3 reweighted iterations scores IoU
+    0.750, against 0.669 with its own colours and 0.703 with the plain least
+    squares (``iterations=0``).
 
     Args:
         alphas: ``(B, K, H, W)`` ``opacity * coverage`` in ``[0, 1]``, shape ``K - 1``
@@ -630,7 +627,7 @@ def solve_colors(alphas, images, prior=None, background=0.0, mode="over", iterat
         return ops.solve(gram + lam * eye, ops.einsum("bkn,bnc->bkc", wp, target) + lam * prior)
 
     colors = solve(None)
-    inv_scale2 = safe._as_dtype(1.0 / (float(scale) * float(scale)), dtype)
+    inv_scale2 = numerics.as_dtype(1.0 / (float(scale) * float(scale)), dtype)
     for _ in range(iterations):
         residual = target - ops.einsum("bkn,bkc->bnc", w, colors)
         colors = solve(1.0 / (1.0 + ops.sum(residual * residual, axis=-1) * inv_scale2))

@@ -10,7 +10,7 @@ vector means (fields, units, the registry of kinds) is the schema,
 Example:
     >>> import keras
     >>> import numpy as np
-    >>> from shapegrad.render import Render
+    >>> from shapegrad.render.render import Render
     >>> layer = Render("disk*2", resolution=16)
     >>> layer.spec.size, [s.field.name for s in layer.spec.fields_of(0)]
     (10, ['center', 'radius', 'color', 'opacity'])
@@ -29,8 +29,10 @@ import keras
 import numpy as np
 from keras import ops
 
-from shapegrad import _validate, raster, safe, sdf
-from shapegrad.primitives import (  # noqa: F401  (re-exported: the schema used to live here)
+from shapegrad import _validate
+from shapegrad.ops import numerics, safe
+from shapegrad.render import kernels, raster, sdf
+from shapegrad.render.primitives import (  # noqa: F401  (re-exported: the schema used to live here)
     FAR,
     FIELD_KINDS,
     Field,
@@ -70,43 +72,44 @@ def _px(values, name, n):
 _TINY_DIRECTION = 1e-12
 
 
-def _clean_direction(d):
+def clean_direction(d):
+    """``d`` ``(..., 2)`` with directions whose largest component is below the smallest usable (``_TINY_DIRECTION``) set to 0."""
     small = ops.max(ops.abs(d), axis=-1, keepdims=True) < _TINY_DIRECTION
     return ops.where(small, ops.zeros_like(d), d)
 
 
 def _dir(values, name):
-    d = _clean_direction(values[name])
+    d = clean_direction(values[name])
     return safe.safe_normalize(d, fallback=ops.cast(ops.convert_to_tensor([1.0, 0.0]), d.dtype))
 
 
 def _disk(grid, v, n, pixels=None):
     center, radius = _px(v, "center", n), _px(v, "radius", n)[..., 0]
-    if pixels is not None:  # Render's fast path: sdf.DiskKernel and its parameters
-        return sdf.DiskKernel(*pixels), (center[..., 0], center[..., 1], sdf._nonneg(radius))
+    if pixels is not None:  # Render's fast path: kernels.DiskKernel and its parameters
+        return kernels.DiskKernel(*pixels), (center[..., 0], center[..., 1], sdf.nonneg(radius))
     return sdf.disk(grid, center, radius)
 
 
 def _ellipse(grid, v, n, pixels=None):
     center, radii, u = _px(v, "center", n), _px(v, "radii", n), _dir(v, "direction")
     if pixels is not None:
-        radii = sdf._nonneg(radii)
-        return sdf.EllipseKernel(*pixels), (
+        radii = sdf.nonneg(radii)
+        return kernels.EllipseKernel(*pixels), (
             center[..., 0], center[..., 1], radii[..., 0], radii[..., 1], u[..., 0], u[..., 1]
         )
-    return sdf._ellipse(grid, center, radii, u)
+    return sdf.ellipse_on_axis(grid, center, radii, u)
 
 
 def _box(grid, v, n, pixels=None):
     center, half, u = _px(v, "center", n), _px(v, "half_size", n), _dir(v, "direction")
-    corner = v["corner"][..., 0] * safe._minimum(half[..., 0], half[..., 1])
-    if pixels is not None:  # the clamps of sdf._box, on the parameters
-        h = sdf._nonneg(half)
-        rc = safe._minimum(sdf._nonneg(corner), safe._minimum(h[..., 0], h[..., 1]))
-        return sdf.BoxKernel(*pixels), (
+    corner = v["corner"][..., 0] * numerics.minimum(half[..., 0], half[..., 1])
+    if pixels is not None:  # the clamps of sdf.box_on_axis, on the parameters
+        h = sdf.nonneg(half)
+        rc = numerics.minimum(sdf.nonneg(corner), numerics.minimum(h[..., 0], h[..., 1]))
+        return kernels.BoxKernel(*pixels), (
             center[..., 0], center[..., 1], h[..., 0], h[..., 1], u[..., 0], u[..., 1], rc
         )
-    return sdf._box(grid, center, half, u, corner)
+    return sdf.box_on_axis(grid, center, half, u, corner)
 
 
 def _segment(grid, v, n):
@@ -120,14 +123,14 @@ def _bezier(grid, v, n):
 
 
 def _cone(grid, v, n):
-    return sdf.cone(grid, _px(v, "apex", n), _clean_direction(v["axis"]), math.pi * v["half_angle"][..., 0])
+    return sdf.cone(grid, _px(v, "apex", n), clean_direction(v["axis"]), math.pi * v["half_angle"][..., 0])
 
 
 def _polygon(grid, v, n, pixels=None):
     verts = _px(v, "vertices", n)  # (B, n, 1, 1, 2V): row, col, row, col, ...
     if pixels is not None:
         size = verts.shape[-1]
-        return sdf.PolygonKernel(*pixels, size // 2), tuple(verts[..., k] for k in range(size))
+        return kernels.PolygonKernel(*pixels, size // 2), tuple(verts[..., k] for k in range(size))
     verts = ops.reshape(verts, tuple(ops.shape(verts)[:-1]) + (-1, 2))  # (B, n, 1, 1, V, 2)
     return sdf.polygon(grid, verts)
 
@@ -185,7 +188,8 @@ class Render(keras.layers.Layer):
     for ``resolution=N``). ``P`` is the sum over ``shapes`` of
     ``count * (geometric fields + channels + 1)``; the layout is
     ``layer.spec`` (a :class:`RenderSpec`), the meaning of each field is in
-    :mod:`shapegrad.primitives` and in ``docs/primitives.md``.
+    :mod:`shapegrad.render.primitives` (``shapegrad.primitives.spec_table()``
+    prints it as a table).
 
     Per shape k: the signed distance ``d_k`` (pixels, :mod:`shapegrad.sdf`) is
     turned into a coverage ``sigmoid(-4 d_k / softness)``
@@ -350,9 +354,9 @@ class Render(keras.layers.Layer):
         """``(dtype, x, softness)``: the parameters clipped and scaled as the distances take them."""
         dtype = "float64" if self.compute_dtype == "float64" else "float32"
         if sharpness is None:
-            softness = safe._as_dtype(self.softness, dtype)
+            softness = numerics.as_dtype(self.softness, dtype)
         else:
-            softness = 1.0 / safe._as_dtype(sharpness, dtype)
+            softness = 1.0 / numerics.as_dtype(sharpness, dtype)
         x = ops.clip(ops.cast(inputs, dtype), -FAR, FAR)
         colors = ops.convert_to_tensor(self._color_mask())
         # Colours to [0, 1] like opacities (a colour of 1e30 made a float16 image inf); gradient 0 outside.
@@ -447,7 +451,7 @@ def _alphas(prim, n, channels, params, softness):
     color = params[:, :, offset : offset + channels]
     if prim.distance in (_disk, _ellipse, _box, _polygon):
         kernel, geometry = prim.distance(None, values, min(h, w), pixels=(h, w))
-        softness = safe._maximum(softness, safe._as_dtype(raster._MIN_SOFTNESS, softness.dtype))
+        softness = numerics.maximum(softness, numerics.as_dtype(raster.MIN_SOFTNESS, softness.dtype))
         return raster.shape_alpha(kernel, geometry, opacity, softness), color
     grid = raster.pixel_grid(h, w, params.dtype)[None, None]  # (1, 1, H, W, 2)
     distance = prim.distance(grid, values, min(h, w))

@@ -1,0 +1,2 @@
+"""Learning to draw: encoder models, synthetic and image datasets, the guide and feedback losses,
+training, data-parallel placement, metrics, and the trained encoder applied to new images."""
