@@ -72,6 +72,8 @@ import numpy as np
 from keras import ops, tree
 
 from shapegrad import _keras_internals
+from shapegrad.doctor.diagnose import check
+from shapegrad.io import files
 
 __all__ = ["NaNGuard"]
 
@@ -412,9 +414,6 @@ class NaNGuard(keras.callbacks.Callback):
             )
 
     def _write(self, data):
-        from shapegrad import doctor
-        from shapegrad.io import files
-
         model, out = self._guarded, self.directory
         os.makedirs(out, exist_ok=True)
         written, notes = [], []
@@ -651,8 +650,6 @@ def _custom_modules(model):
 
 def _diagnose(model, x, y, sample_weight):
     """:func:`shapegrad.doctor.check` with the model's compiled loss; the non-trainable weights are put back."""
-    from shapegrad import doctor
-
     compiled = _keras_internals.compiled_loss(model)
     loss = None
     if compiled is not None and y is not None:
@@ -666,7 +663,7 @@ def _diagnose(model, x, y, sample_weight):
         )
     kept = [(v, ops.convert_to_numpy(v.value)) for v in model.non_trainable_variables]
     try:
-        return doctor.check(model, x, targets=y, loss=loss, training=True)
+        return check(model, x, targets=y, loss=loss, training=True)
     finally:
         for v, value in kept:
             v.assign(value)
