@@ -328,7 +328,7 @@ def test_a_shape_pruned_as_redundant_frees_its_place_for_a_missed_one():
     assert_fit_draws(fit, image)
 
 
-@pytest.mark.slow  # a second whole search of the case above (2.6 s on PyTorch): once, on TensorFlow
+@pytest.mark.slow  # a second whole search of the case above (2.6 s on PyTorch): once, on SLOW_BACKEND
 def test_without_a_second_forward_step_the_missed_shape_stays_missed():
     """``rounds=0`` (the search before issue 13's fix): the same start ends with one shape, so the case
     above does exercise the second forward step."""
