@@ -191,7 +191,6 @@ def _check_train(args):
         Render(args.shapes, args.resolution, channels=args.channels)  # raises ValueError naming shapes
     distribute.check(args.devices, args.batch_size)
     if args.images is not None:
-
         # Lists the images (headers only) and reads the training background: no training yet.
         task = train.ImageTask(args.images, shapes=args.shapes, kinds=args.kinds, max_shapes=args.max_shapes,
                                resolution=args.resolution, seed=args.seed,
@@ -250,7 +249,6 @@ def _check_train_images(args):
 
 
 def _output_free_run(out, force):
-
     try:
         train.check_outputs_free(out, force)
     except FileExistsError as error:
@@ -258,7 +256,6 @@ def _output_free_run(out, force):
 
 
 def _run_train(args, task):
-
     if task is not None:
         result = train.train(
             args.out,
@@ -372,7 +369,6 @@ def _check_fit(args):
 
 
 def _run_fit(args, _):
-
     result = fit.fit_files(args.inputs, args.out, kinds=args.kinds, max_shapes=args.max_shapes, shapes=args.shapes,
                            force=args.force, progress=True, max_side=args.max_side)
     ok = [r for r in result["rows"] if r[-1] == "ok"]
@@ -416,7 +412,6 @@ def _check_render(args):
 
 def _run_render(args, loaded):
     import keras
-
 
     renderer, params = loaded
     images = keras.ops.convert_to_numpy(renderer(params))
@@ -466,7 +461,6 @@ def _check_encode(args):
 
 
 def _run_encode(args, encoder):
-
     result = encode.encode_files(encoder, args.inputs, args.out, refine_steps=args.refine_steps,
                                  batch_size=args.batch_size, force=args.force, progress=sys.stderr.isatty(),
                                  search=args.search)
@@ -494,7 +488,6 @@ def _check_gallery(args):
 
 
 def _run_gallery(args, _):
-
     print(demo.cone_gallery(args.out, args.resolution))
 
 
@@ -508,7 +501,6 @@ def _add_demo(subparsers):
 
 
 def _run_demo(args, _):
-
     demo.main()
 
 
@@ -556,7 +548,6 @@ def _add_doctor(subparsers):
 
 
 def _check_doctor(args):
-
     try:
         target = load.load_target(args.target, safe_mode=not args.unsafe, modules=args.modules)
     except load.UnsafeLoadError as error:
@@ -573,7 +564,6 @@ def _check_doctor(args):
 
 
 def _run_doctor(args, loaded):
-
     target, inputs, targets = loaded
     report = doctor.check(target, inputs, targets=targets, loss=args.loss)
     print(report.to_json() if args.json else report)
@@ -622,14 +612,12 @@ def _check_bench(args):
     if os.path.exists(args.out) and not os.path.isdir(args.out):
         raise UsageError(f"Expected --out to be a folder. Received: --out={args.out!r} (a file)")
     if args.report:
-
         if not bench_report.load_results(args.out):  # ValueError naming a broken file
             raise UsageError(f"no benchmark results in {args.out} (run shapegrad bench --out {args.out} first)")
         return
     _positive_int(args, "rounds")
     _number(args, "max_work", 1, low_open=False)
     import keras
-
 
     backend = keras.backend.backend()
     if backend not in bench.BACKENDS:
@@ -638,7 +626,6 @@ def _check_bench(args):
 
 def _run_bench(args, _):
     import keras
-
 
     if args.report:
         md, png = bench_report.write_report(args.out)

@@ -27,7 +27,6 @@ def cone_gallery(path, resolution=64, seed=0, rows=3, cols=6):
     """
     import keras
 
-
     rng = np.random.default_rng(seed)
     count = rows * cols
     params = np.concatenate(
@@ -61,7 +60,6 @@ def cone_gallery(path, resolution=64, seed=0, rows=3, cols=6):
 
 def main(out="runs/demo"):
     import json
-
 
     print("wrote", cone_gallery(os.path.join(out, "cones.png")))
     print("wrote", primitive_gallery(os.path.join(out, "primitives.png")))

@@ -40,7 +40,6 @@ def primitive_gallery(path, resolution=96, seed=0):
     """
     import keras
 
-
     n = resolution
     tiles = []
     for kind, geometry in _TILES:

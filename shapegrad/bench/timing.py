@@ -405,7 +405,6 @@ def device_name():
     if backend == "torch":
         import torch
 
-
         device = torch.device(torch_device())
         return torch.cuda.get_device_name(device) if device.type == "cuda" else device.type
     if backend == "tensorflow":

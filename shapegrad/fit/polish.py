@@ -328,7 +328,6 @@ def fit_file(image_path, shapes, out, restarts=32, steps=400, softness=1.0, seed
     """
     import os
 
-
     image = files.read_image(image_path)
     if image.shape[0] != image.shape[1]:
         raise ValueError(f"Expected a square image. Received: size={image.shape[1]}x{image.shape[0]} ({image_path})")
@@ -444,7 +443,6 @@ def fit_files(inputs, out, kinds=None, max_shapes=None, shapes=None, force=False
     import contextlib
     import os
     import sys
-
 
     check_fit_options(kinds, max_shapes, shapes, options)
     scan = scan_images(inputs)  # ValueError for a missing input

@@ -111,7 +111,6 @@ def read_image(path):
 
 
 def _renderer(meta):
-
     resolution = (meta["height"], meta["width"]) if "height" in meta and "width" in meta else meta["resolution"]
     if meta["shapes"] == "cone":
         return Cones(resolution)

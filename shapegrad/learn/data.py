@@ -153,7 +153,6 @@ class ConeDataset(SceneDataset):
     """
 
     def __init__(self, resolution=64, batch_size=64, batches=100, seed=0, targets="images", noise=0.0, fresh=True, **kwargs):
-
         renderer = resolution if isinstance(resolution, keras.layers.Layer) else Cones(resolution)
         super().__init__(renderer, batch_size, batches, seed, targets, noise, fresh, **kwargs)
 

@@ -177,7 +177,6 @@ class Encoder:
     """
 
     def __init__(self, model, info):
-
         self.model, self.info = model, dict(info)
         self.resolution = int(info["resolution"])
         self.channels = int(info["channels"])
@@ -187,12 +186,10 @@ class Encoder:
         self._engines = {}
         self.slots = None
         if info.get("decoder") == "slots":
-
             self.slots = SlotRender(info["kinds"], info["max_shapes"], self.resolution, channels=self.channels,
                                     softness=info["softness"], background=info["background"])
 
     def _render(self, shapes, resolution):
-
         info = self.info
         return Render(shapes, resolution, channels=self.channels, softness=info["softness"],
                       composite=info.get("composite", "over"), background=info["background"])

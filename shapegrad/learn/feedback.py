@@ -60,7 +60,6 @@ class DrawGuess(layers.Layer):
     """
 
     def __init__(self, renderer, **kwargs):
-
         super().__init__(**kwargs)
         if not isinstance(renderer, Render):
             raise ValueError(f"Expected renderer to be a shapegrad.Render. Received: renderer={renderer!r}")

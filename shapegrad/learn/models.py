@@ -275,7 +275,6 @@ COLORS = ("head", "solve", "solve-grad")
 def _check_colors(colors, renderer, spec):
     _validate.one_of("colors", colors, COLORS)
     if colors != "head":
-
         if not isinstance(renderer, Render) or spec is None or renderer.spec.size != spec.size or \
                 renderer.shapes != spec.shapes:
             raise ValueError(f"Expected renderer to be the Render of the encoder's spec with colors={colors!r}. "
@@ -327,7 +326,6 @@ class ColorSolve(layers.Layer):
     """
 
     def __init__(self, renderer, iterations=3, scale=0.1, ridge=1e-3, gradient=True, **kwargs):
-
         super().__init__(**kwargs)
         if not isinstance(renderer, Render):
             raise ValueError(f"Expected renderer to be a shapegrad.Render. Received: renderer={renderer!r}")

@@ -72,7 +72,6 @@ class Task:
     """
 
     def __init__(self, shapes, resolution, channels=1, softness=1.0):
-
         self.shapes = shapes
         self.resolution = _validate.positive_int("resolution", resolution)
         if shapes == "cone":
@@ -96,7 +95,6 @@ class Task:
 
     # Hooks that train() calls; ImageTask overrides them.
     def build_encoder(self, width, architecture="cnn", colors="head"):
-
         shape = (self.resolution, self.resolution, self.channels)
         if colors != "head" and not isinstance(self.renderer, Render):
             raise ValueError(f"Expected colors='head' with a Cones or slot decoder (the solve needs a Render). "
@@ -248,7 +246,6 @@ def evaluate(encoder, task, images, params, refine_steps=100, batch=256):
 
 
 def _check_guide(task, guide, supervised):
-
     if isinstance(task, ImageTask):
         raise ValueError(f"Expected guide=None with images: the guide needs the parameters of synthetic scenes. "
                          f"Received: guide={guide!r}")
@@ -271,7 +268,6 @@ def _guided(encoder, renderer, weight, ramp_steps):
 
 
 def _check_feedback(task, feedback):
-
     if not isinstance(task.renderer, Render):
         raise ValueError(f"Expected a Render decoder with feedback (its steps draw the parameters): synthetic "
                          f"scenes or images with shapes / decoder='superset'. Received: feedback={feedback!r} with "
@@ -315,7 +311,6 @@ def load_init(init, task, name="init"):
     drawn = [layer.renderer.shapes for layer in _keras_internals.inner_layers(model)
              if isinstance(getattr(layer, "renderer", None), Render)]
     if isinstance(task.renderer, Render) and any(shapes != task.renderer.shapes for shapes in drawn):
-
         raise ValueError(f"Expected {name} to draw the task's shapes ({task.shapes!r}). Received: {name} drawing "
                          f"{format_shapes(drawn[0])!r}")
     if isinstance(task, ImageTask):
@@ -480,7 +475,6 @@ def train(
         # Inside the scope: under tf.distribute / JAX sharding its variables must be the strategy's.
         encoder = task.build_encoder(width, architecture, colors) if init is None else load_init(init, task)
         if feedback:
-
             encoder.trainable = init is None
             encoder = build_feedback_encoder(encoder, task.renderer, feedback, width=width)
         targets = "params" if supervised else "images" if guide is None else "guided"
@@ -655,7 +649,6 @@ class ImageTask(Task):
         background = np.median(np.stack(borders), axis=0).round(4).tolist()
 
         if decoder == "slots":
-
             self.renderer = SlotRender(kinds, max_shapes, self.resolution, channels=channels, softness=softness,
                                        background=background, presence_prior=presence_prior, kind_prior=kind_prior)
             self.shapes = f"slots:{max_shapes}:{','.join(self.renderer.kinds)}"
@@ -675,18 +668,15 @@ class ImageTask(Task):
         return encode.encoder_info(self.renderer, kinds=self.kinds, max_shapes=self.max_shapes, decoder=self.decoder)
 
     def build_encoder(self, width, architecture="cnn", colors="head"):
-
         return encode.with_info(super().build_encoder(width, architecture, colors), self.info())
 
     def dataset(self, batch_size, batches, seed, targets="images", noise=0.0, fresh=True):
-
         if targets != "images":
             raise ValueError(f"Expected targets='images' for the user's images (no labels). Received: targets={targets!r}")
         return data.ImageFolderDataset(self.training, self.resolution, self.channels, batch_size, batches, seed,
                                        noise, fresh)
 
     def _heldout(self, size):
-
         return data.ImageFolderDataset(self.heldout[:size], self.resolution, self.channels, cache=0).all_images()
 
     def validation_set(self, seed):
