@@ -31,7 +31,7 @@ from shapegrad.render import raster
 from shapegrad.render.primitives import fields_for, parse_kinds
 from shapegrad.render.render import Render
 
-__all__ = ["Scene", "SceneEngine", "bucket", "fold_color", "resolution_of"]
+__all__ = ["Scene", "SceneEngine", "bucket", "fold_color", "resolution_of", "shared_engine"]
 
 
 # Table sizes are rounded up to this ladder (about 25 % apart), so that the
@@ -52,14 +52,14 @@ def _draw(layer, params, sharpness):
     return layer(params, sharpness=sharpness)
 
 
-def _opacity(raw, free):
-    """Opacities ``(N, 1)`` of the engine's shapes from their raw numbers ``(N, 1)`` and switches ``free``.
+def _opacity(raw, free, held):
+    """Opacities ``(N, 1)`` of the engine's shapes from their raw numbers ``(N, 1)``, switches ``free`` and values ``held``.
 
-    Exactly 1 where ``free`` is 0 (the opacity is held; its gradient is then
-    exactly 0), else ``sigmoid(_OPACITY_GAIN * raw)``: finite, with a finite
-    gradient, for any finite raw (the sigmoid saturates, it never divides).
+    Exactly ``held`` where ``free`` is 0 (the opacity is held; its gradient is
+    then exactly 0), else ``sigmoid(_OPACITY_GAIN * raw)``: finite, with a
+    finite gradient, for any finite raw (the sigmoid saturates, it never divides).
     """
-    return 1.0 - ops.multiply(free, 1.0 - ops.sigmoid(_OPACITY_GAIN * raw))
+    return ops.multiply(free, ops.sigmoid(_OPACITY_GAIN * raw)) + ops.multiply(1.0 - free, held)
 
 
 def resolution_of(height, width):
@@ -177,19 +177,20 @@ class SceneEngine:
         self._grad = autodiff.traced_value_and_grad(self._loss, wrt=2)
         self._run_compiled = autodiff.jit(self._run)
         self._step_compiled = autodiff.jit(self._step)
+        self._paint_compiled = autodiff.jit(self._paint)
 
     # ---- the compiled part: backend tensors only --------------------------------------
 
     def _images(self, raws, bg_raw, ctx, depth, sharpness):
-        below, use_below, above_t, above_p, free = ctx
+        below, use_below, above_t, above_p, free, held = ctx
         alphas, colors = [], []
         c, dtype = self.channels, "float32"
-        for kind, raw, f in zip(self.kinds, raws, free):
+        for kind, raw, f, a in zip(self.kinds, raws, free, held):
             p = self._heads[kind](raw)
             g = self._geometry[kind]
             ones = ops.ones((ops.shape(p)[0], 2), dtype)  # colour 1, opacity 1: the coverage
             coverage = _draw(self._alpha[kind], ops.concatenate([p[:, :g], ones], axis=1), sharpness)
-            alphas.append(coverage * _opacity(raw[:, -1:], f)[:, :, None, None])
+            alphas.append(coverage * _opacity(raw[:, -1:], f, a)[:, :, None, None])
             colors.append(p[:, g : g + c])
         alphas.append(ops.zeros((1, self.height, self.width, 1), dtype))  # the last row: no shape
         colors.append(ops.zeros((1, c), dtype))
@@ -262,6 +263,10 @@ class SceneEngine:
         state = ops.fori_loop(0, steps + 1, body, state)
         return state[0], state[1], state[6], state[7]
 
+    def _paint(self, raws, bg_raw, ctx, depth, sharpness):
+        self.traces += 1
+        return self._images(raws, bg_raw, ctx, depth, sharpness)
+
     def _step(self, state, i, ctx, depth, images, masks, steps, lr, sharp_start, sharp_end, anneal):
         self.traces += 1
         return self._update(state, i, ctx, depth, images, masks, steps, lr, sharp_start, sharp_end, anneal)
@@ -295,27 +300,33 @@ class SceneEngine:
         rows = {k: [] for k in self.kinds}
         moving = {k: [] for k in self.kinds}
         loose = {k: [] for k in self.kinds}
+        fixed = {k: [] for k in self.kinds}
         depth = np.full((self.batch, self.max_depth), -1, np.int64)
         for b, scene in enumerate(scenes):
             for d, (kind, params) in enumerate(scene.shapes):
                 depth[b, d] = sum(self.instances for k in self.kinds[: self.kinds.index(kind)]) + len(rows[kind])
                 rows[kind].append(np.asarray(params, np.float32))
                 moving[kind].append(1.0 if train is None or d in train[b] else 0.0)
-                loose[kind].append(1.0 if opacity[b] else 0.0)
-        raws, masks, free = [], [], []
+                loose[kind].append(1.0 if opacity[b] is True else 0.0)
+                fixed[kind].append(float(params[-1]) if opacity[b] == "held" else 1.0 if opacity[b] is True
+                                   else opacity[b])
+        raws, masks, free, held = [], [], [], []
         for kind in self.kinds:
             table = np.full((self.instances, self.sizes[kind]), 0.5, np.float32)
             mask = np.zeros((self.instances, 1), np.float32)
             f = np.zeros((self.instances, 1), np.float32)
+            a = np.ones((self.instances, 1), np.float32)
             if rows[kind]:
                 table[: len(rows[kind])] = np.stack(rows[kind])
                 mask[: len(rows[kind]), 0] = moving[kind]
                 f[: len(rows[kind]), 0] = loose[kind]
+                a[: len(rows[kind]), 0] = fixed[kind]
             raw = self._raw(kind, table)
             raw[:, -1] = _logit(np.clip(table[:, -1], 0.02, _OPACITY_START)) / _OPACITY_GAIN
             raws.append(raw)
             masks.append(mask)
             free.append(f)
+            held.append(a)
         depth[depth < 0] = self.instances * len(self.kinds)  # the empty row
         bg = np.full((self.batch, c), 0.5, np.float32)
         below = np.zeros((self.batch, h, w, c), np.float32)
@@ -330,7 +341,7 @@ class SceneEngine:
             if scene.above is not None:
                 above_t[b], above_p[b] = scene.above
             target[b] = images[b]
-        ctx = (below, use_below, above_t, above_p, tuple(free))
+        ctx = (below, use_below, above_t, above_p, tuple(free), tuple(held))
         return tuple(raws), tuple(masks), bg, ctx, depth.astype("int32"), target
 
     def _raw(self, kind, params):
@@ -353,10 +364,10 @@ class SceneEngine:
             for kind, _ in scene.shapes:
                 p = params[kind][counters[kind]].astype("float32")
                 g = self._geometry[kind]
-                if opacity[b]:
+                if opacity[b] is True:
                     p[g : g + self.channels], p[-1] = fold_color(p[g : g + self.channels], opacities[kind][counters[kind]])
                 else:
-                    p[-1] = 1.0
+                    p[-1] = scene.shapes[len(shapes)][1][-1] if opacity[b] == "held" else opacity[b]
                 p[g:] = np.clip(p[g:], 0.0, 1.0)
                 shapes.append((kind, p))
                 counters[kind] += 1
@@ -377,9 +388,11 @@ class SceneEngine:
                 geometrically over the first ``anneal`` fraction of the steps.
             train: optional ``B`` collections of depth positions that move
                 (the others stay; the background always moves).
-            opacity: whether the shapes' opacities are fitted too: a bool
-                for every scene, or ``B`` bools. False: held at exactly 1
-                (whatever the scene says). True: each starts from its
+            opacity: whether the shapes' opacities are fitted too: one
+                value for every scene, or ``B`` values. False: held at
+                exactly 1 (whatever the scene says); a number in ``(0, 1]``:
+                held at exactly that; ``"held"``: each shape's own opacity
+                (the last of its parameters), held. True: each starts from its
                 scene's opacity (capped at 0.95, from where a sigmoid can
                 still move) and moves with the rest; a colour above 1 is
                 folded into the opacity on the way out (``opacity x colour``
@@ -400,14 +413,15 @@ class SceneEngine:
         s0, s1 = (float(v) for v in sharpness)
         if not (s0 > 0 and s1 > 0):
             raise ValueError(f"Expected sharpness to be two numbers > 0. Received: sharpness={sharpness!r}")
-        if isinstance(opacity, (bool, np.bool_)):
-            opacity = [bool(opacity)] * len(scenes)
-        if not isinstance(opacity, (list, tuple, np.ndarray)) or len(opacity) != len(scenes):
-            raise ValueError(f"Expected opacity to be a bool or one bool per scene ({len(scenes)}). "
+        if not isinstance(opacity, (list, tuple, np.ndarray)):
+            opacity = [opacity] * len(scenes)
+        if len(opacity) != len(scenes):
+            raise ValueError(f"Expected opacity to be one value or one per scene ({len(scenes)}). "
                              f"Received: opacity={opacity!r}")
+        opacity = [_opacity_mode(v) for v in opacity]
         args = tuple(np.float32(v) for v in (learning_rate, s0, s1, anneal))
         with autodiff.torch_threads(1):
-            return self._fit_chunks(scenes, images, steps, train, [bool(v) for v in opacity], args)
+            return self._fit_chunks(scenes, images, steps, train, opacity, args)
 
     def _fit_chunks(self, scenes, images, steps, train, opacity, args):
         out, losses, recons = [], [], []
@@ -441,10 +455,41 @@ class SceneEngine:
             self.fit([Scene([], background)], np.zeros((1, self.height, self.width, self.channels), np.float32), steps=0)
 
     def render(self, scenes, sharpness=1.0, opacity=False):
-        """``(B, H, W, C)`` images of ``scenes`` (NumPy float32); ``opacity`` as in :meth:`fit` (False: opaque;
-        True: the scenes' opacities, at most 0.95)."""
+        """``(B, H, W, C)`` images of ``scenes`` (NumPy float32), forward only; ``opacity`` as in :meth:`fit`
+        (False: opaque; ``"held"``: the shapes' own opacities; True: the same, at most 0.95)."""
+        opacity = [_opacity_mode(opacity)] * len(scenes)
         zeros = np.zeros((len(scenes), self.height, self.width, self.channels), np.float32)
-        return self.fit(scenes, zeros, steps=0, sharpness=(sharpness, sharpness), opacity=opacity)[2]
+        out = []
+        with autodiff.torch_threads(1):
+            for chunk in self._chunks(scenes):
+                raws, _, bg_raw, ctx, depth, _ = keras.tree.map_structure(
+                    ops.convert_to_tensor, self._pack([scenes[b] for b in chunk], zeros[chunk], None,
+                                                      [opacity[b] for b in chunk]))
+                image = self._paint_compiled(raws, bg_raw, ctx, depth, np.float32(sharpness))
+                out.append(keras.ops.convert_to_numpy(image)[: len(chunk)])
+        return np.concatenate(out)
+
+
+_ENGINES = {}
+
+
+def shared_engine(kinds, height, width, channels, max_depth, composite, batch, instances=None):
+    """The :class:`SceneEngine` of these settings on this backend: built once, reused by every caller (so compiled once)."""
+    key = (tuple(kinds), height, width, channels, max_depth, composite, batch, instances, keras.backend.backend())
+    if key not in _ENGINES:
+        _ENGINES[key] = SceneEngine(kinds, height, width, channels, max_depth, batch, instances, composite)
+    return _ENGINES[key]
+
+
+def _opacity_mode(value):
+    """One scene's ``opacity`` argument of :meth:`SceneEngine.fit`: True (fitted) or the held value, a float in (0, 1]."""
+    if isinstance(value, (bool, np.bool_)):
+        return True if value else 1.0
+    if isinstance(value, str) and value == "held":
+        return value
+    if isinstance(value, (int, float, np.number)) and 0.0 < float(value) <= 1.0:
+        return float(value)
+    raise ValueError(f"Expected opacity to be a bool, a number in (0, 1] or 'held'. Received: opacity={value!r}")
 
 
 def fold_color(color, opacity):

@@ -38,7 +38,7 @@ import keras
 import numpy as np
 
 from shapegrad import _validate
-from shapegrad.fit.engine import Scene, SceneEngine, bucket, resolution_of
+from shapegrad.fit.engine import Scene, SceneEngine, bucket, resolution_of, shared_engine
 from shapegrad.fit.starts import Geometry, downsample, moments, noise_level, residual_region, start_shape
 from shapegrad.io.images import border_color
 from shapegrad.render import raster
@@ -126,13 +126,13 @@ class _Search:
         hc, wc = self.coarse.shape[1:3]
         size = bucket(b)
         k = len(kinds)
-        self.engine = _engine(kinds, hc, wc, c, max_shapes, options["composite"], batch=2 * k * size,
+        self.engine = shared_engine(kinds, hc, wc, c, max_shapes, options["composite"], batch=2 * k * size,
                               instances=max(3 * size, max_shapes))
         if factor == 1:  # the search is at full resolution: its engine polishes too (one compilation)
             self.full = self.engine
             self._warming = None
         else:  # the polish's engine compiles in a thread while the search runs (joined before the polish)
-            self.full = _engine(kinds, h, w, c, max_shapes, options["composite"], batch=size,
+            self.full = shared_engine(kinds, h, w, c, max_shapes, options["composite"], batch=size,
                                 instances=max(size, max_shapes))
             self._warming = threading.Thread(target=_quietly, args=(self.full.warm,), daemon=True)
             self._warming.start()
@@ -539,17 +539,8 @@ def _quietly(fn):
         pass
 
 
-_ENGINES = {}
 # At most this many images are searched together (memory; one compiled size for a long list).
 GROUP = 16
-
-
-def _engine(kinds, height, width, channels, max_depth, composite, batch, instances):
-    """One engine per settings and backend: built once, reused by every call."""
-    key = (tuple(kinds), height, width, channels, max_depth, composite, batch, instances, keras.backend.backend())
-    if key not in _ENGINES:
-        _ENGINES[key] = SceneEngine(kinds, height, width, channels, max_depth, batch, instances, composite)
-    return _ENGINES[key]
 
 
 SEARCH_DEFAULTS = dict(
