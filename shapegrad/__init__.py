@@ -21,6 +21,7 @@ from shapegrad import _moved, allocator, doctor
 from shapegrad.allocator import keep_freed_memory
 from shapegrad.fit.search import SceneFit, fit_scene
 from shapegrad.learn import encode, feedback, guide, models
+from shapegrad.learn.config import TrainConfig
 from shapegrad.learn.encode import Encoder, encode_files
 from shapegrad.learn.models import Annealed
 from shapegrad.ops import safe
@@ -52,6 +53,7 @@ __all__ = [
     "RenderSpec",
     "SceneFit",
     "SlotRender",
+    "TrainConfig",
     "angle_between",
     "allocator",
     "fit_scene",

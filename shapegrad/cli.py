@@ -31,6 +31,7 @@ Example:
 """
 
 import argparse
+import dataclasses
 import math
 import os
 import re
@@ -43,6 +44,7 @@ from shapegrad.doctor import load
 from shapegrad.io import files, plots
 from shapegrad.io.images import scan_images
 from shapegrad.learn import distribute, encode, train
+from shapegrad.learn.config import TrainConfig
 from shapegrad.learn.models import COLORS, ENCODERS
 from shapegrad.render.render import Render
 
@@ -203,7 +205,13 @@ def _check_train(args):
 
         check = task if task is not None else train.Task(args.shapes, args.resolution, args.channels)
         train.load_init(args.init, check, name="--init")  # a ValueError naming --init: exit 2
-    return task
+    return _train_config(args, task)
+
+
+def _train_config(args, task):
+    """The :class:`TrainConfig` of the flags: each field from the flag of its name, ``shapes`` the images' task if any."""
+    flags = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig) if hasattr(args, f.name)}
+    return TrainConfig(**dict(flags, shapes=args.shapes if task is None else task))
 
 
 def _not_a_render(args):
@@ -255,29 +263,9 @@ def _output_free_run(out, force):
         raise UsageError(_overwrite_message(error)) from None
 
 
-def _run_train(args, task):
-    if task is not None:
-        result = train.train(
-            args.out,
-            shapes=task,
-            steps=args.steps,
-            batch_size=args.batch_size,
-            seconds=args.seconds,
-            learning_rate=args.learning_rate,
-            anneal_start=args.anneal_start,
-            loss=args.loss,
-            refine_steps=args.refine_steps,
-            test_size=args.test_size,
-            width=args.width,
-            architecture=args.architecture,
-            colors=args.colors,
-            feedback=args.feedback,
-            init=args.init,
-            noise=args.noise,
-            steps_per_epoch=args.steps_per_epoch,
-            seed=args.seed,
-            force=args.force,
-        )
+def _run_train(args, config):
+    result = train.train(args.out, config, force=args.force)
+    if isinstance(config.shapes, train.ImageTask):
         print(
             f"held-out images: iou {result['iou']:.4g}, psnr {result['psnr']:.4g} dB "
             f"(encoder alone: iou {result['encoder_only']['iou']:.4g}, psnr {result['encoder_only']['psnr']:.4g}); "
@@ -285,34 +273,6 @@ def _run_train(args, task):
             f"{result['skipped_files']} unreadable skipped -> {args.out}/encoder.keras"
         )
         return 0
-
-    result = train.train(
-        args.out,
-        shapes=args.shapes,
-        resolution=args.resolution,
-        steps=args.steps,
-        batch_size=args.batch_size,
-        supervised=args.supervised,
-        guide=args.guide,
-        guide_decay=args.guide_decay,
-        architecture=args.architecture,
-        colors=args.colors,
-        feedback=args.feedback,
-        init=args.init,
-        seconds=args.seconds,
-        learning_rate=args.learning_rate,
-        anneal_start=args.anneal_start,
-        loss=args.loss,
-        refine_steps=args.refine_steps,
-        test_size=args.test_size,
-        width=args.width,
-        noise=args.noise,
-        steps_per_epoch=args.steps_per_epoch,
-        channels=args.channels,
-        devices=args.devices,
-        seed=args.seed,
-        force=args.force,
-    )
     keys = ["iou", "psnr"] + [k for k in result if k.endswith("_median") and k not in ("iou_median", "psnr_median")]
     print(", ".join(f"{k} {result[k]:.4g}" for k in keys), f"-> {args.out}")
 

@@ -1,7 +1,9 @@
 """Data, encoder, metrics, refinement and training of the cone encoder–decoder; the train CLI."""
 
+import dataclasses
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -10,6 +12,7 @@ import time
 import keras
 import numpy as np
 import pytest
+from PIL import Image
 
 from helpers import BACKEND, assert_finite, to_numpy
 from shapegrad import Cones, fit
@@ -17,7 +20,7 @@ from shapegrad.learn import metrics
 from shapegrad.cli import main
 from shapegrad.learn.data import CONE_RANGES, ConeDataset, sample_cones
 from shapegrad.learn.models import CONE_FIELDS, ParameterHead, build_autoencoder, build_encoder, pyramid_mse
-from shapegrad.learn.train import OUTPUTS, train
+from shapegrad.learn.train import OUTPUTS, TrainConfig, train
 
 
 def test_dataset_is_deterministic_and_in_range():
@@ -182,6 +185,80 @@ def test_cli_train_bad_input_is_one_line_and_status_2(tmp_path, capsys):
     assert (tmp_path / "metrics.json").read_text() == "{}"  # untouched
 
 
+@pytest.mark.parametrize(
+    "fields, message",
+    [
+        (dict(steps=-3), "Expected steps to be a positive integer. Received: steps=-3"),
+        (dict(batch_size=0), "Received: batch_size=0"),
+        (dict(steps_per_epoch=2.5), "Received: steps_per_epoch=2.5"),
+        (dict(refine_steps=-1), "Expected refine_steps to be an integer >= 0. Received: refine_steps=-1"),
+        (dict(feedback=True), "Received: feedback=True"),
+        (dict(seconds=0), "Received: seconds=0"),
+        (dict(learning_rate=float("nan")), "Received: learning_rate=nan"),
+        (dict(anneal_start=0), "Expected anneal_start to be in (0, 1]. Received: anneal_start=0"),
+        (dict(anneal=1.5), "Received: anneal=1.5"),
+        (dict(noise=-0.1), "Received: noise=-0.1"),
+        (dict(loss="l1"), "Received: loss='l1'"),
+        (dict(guide=1, supervised=True), "supervised=True.*Received: guide=1"),
+        (dict(guide=1, guide_decay=2), "Received: guide_decay=2"),
+        (dict(supervised="yes"), "Received: supervised='yes'"),
+        (dict(devices=0), "Received: devices=0"),
+        (dict(seed=1.5), "Received: seed=1.5"),
+        (dict(init=3), "Expected init to be a Keras model or its file. Received: init=3"),
+        (dict(shapes=""), "Received: shapes=''"),
+    ],
+)
+def test_train_config_names_the_bad_field(fields, message):
+    with pytest.raises(ValueError, match=re.escape(message) if "*" not in message else message):
+        TrainConfig(**fields)
+
+
+def test_train_config_is_frozen_exported_and_rounds_steps_to_epochs(tmp_path):
+    import shapegrad
+    from shapegrad import learn
+
+    assert shapegrad.TrainConfig is learn.TrainConfig is TrainConfig
+    config = TrainConfig(steps=250, steps_per_epoch=100, guide=1.0)
+    assert (config.epoch_steps, config.epochs, config.total_steps, config.guide_fraction) == (100, 3, 300, 0.5)
+    assert TrainConfig(steps=5, steps_per_epoch=100).total_steps == 5
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        config.steps = 10
+    # train(out, config, **fields): the fields replace the config's, checked again; no other config
+    with pytest.raises(ValueError, match="Received: steps=-3"):
+        train(str(tmp_path), config, steps=-3)
+    with pytest.raises(ValueError, match="Expected config to be a TrainConfig.*Received: config='disk'"):
+        train(str(tmp_path), "disk")
+    with pytest.raises(TypeError, match="stepz"):
+        train(str(tmp_path), stepz=3)
+    assert not os.listdir(tmp_path)  # all before any work
+
+
+def test_cli_train_builds_one_config_and_calls_train_once(tmp_path, monkeypatch, capsys):
+    from shapegrad.learn import train as train_module
+
+    calls = []
+
+    def fake(out, config=None, **kwargs):
+        calls.append((out, config, kwargs))
+        return {"iou": 0.5, "psnr": 20.0, "encoder_only": {"iou": 0.4, "psnr": 18.0}, "training_images": 1,
+                "heldout_images": 1, "skipped_files": 0}
+
+    monkeypatch.setattr(train_module, "train", fake)
+    out = str(tmp_path / "run")
+    assert main(["train", "--shapes", "disk,box", "--steps", "7", "--guide", "2", "--anneal-start", "0.5",
+                 "--seed", "3", "--out", out]) == 0
+    assert calls == [(out, TrainConfig(shapes="disk,box", steps=7, guide=2.0, anneal_start=0.5, seed=3, devices=1),
+                      {"force": False})]
+    (tmp_path / "images").mkdir()
+    Image.fromarray(np.zeros((8, 8), np.uint8)).save(tmp_path / "images" / "a.png")
+    assert main(["train", "--images", str(tmp_path / "images"), "--shapes", "disk", "--resolution", "16",
+                 "--out", out, "--force"]) == 0
+    config = calls[-1][1]
+    assert len(calls) == 2 and isinstance(config.shapes, train_module.ImageTask) and calls[-1][2] == {"force": True}
+    assert config.shapes.shapes == "disk*1" and config.resolution == 16
+    assert "held-out images: iou 0.5" in capsys.readouterr().out
+
+
 class _Killed(Exception):
     pass
 
@@ -189,7 +266,7 @@ class _Killed(Exception):
 def test_a_resumed_run_keeps_the_whole_history_and_training_time(tmp_path, monkeypatch):
     """Killed after the checkpoint of epoch 2 of 4, then resumed: metrics.json and curves.png cover all 4."""
     from shapegrad.io import plots
-    from shapegrad.learn import train as train_module
+    from shapegrad.learn import callbacks
 
     out = tmp_path / "run"
     args = dict(resolution=16, steps=8, steps_per_epoch=2, batch_size=8, test_size=8, refine_steps=0, width=4, verbose=0)
@@ -198,7 +275,7 @@ def test_a_resumed_run_keeps_the_whole_history_and_training_time(tmp_path, monke
         if epoch == 1:
             raise _Killed
 
-    monkeypatch.setattr(train_module._TimeBudget, "on_epoch_end", killed)
+    monkeypatch.setattr(callbacks.TimeBudget, "on_epoch_end", killed)
     started = time.perf_counter()
     with pytest.raises(_Killed):
         train(str(out), **args)

@@ -21,8 +21,11 @@ errors):
 
 Both functions take ``fn(*tensors) -> list of tensors`` and NumPy ``args``, and
 return a :class:`Site` or ``None``.
+
+The private parts of that machinery are read through :mod:`shapegrad._keras_internals`.
 """
 
+import contextlib
 import dataclasses
 import linecache
 import re
@@ -32,6 +35,7 @@ import warnings
 import keras
 import numpy as np
 
+from shapegrad import _keras_internals
 from shapegrad.ops.autodiff import torch_leaf
 
 __all__ = ["Site", "locate_forward", "locate_backward"]
@@ -97,15 +101,11 @@ def _frames_from(summary):
     return frames
 
 
-_KERAS_OP_FILES = ("numpy.py", "math.py", "nn.py", "linalg.py", "core.py", "image.py")
-
-
 def _keras_op(frames):
     for filename, _, function, _ in reversed(frames):
-        name = filename.replace("\\", "/")
-        function = function.rsplit(".", 1)[-1]
-        if "/keras/src/ops/" in name and name.rsplit("/", 1)[-1] in _KERAS_OP_FILES and not function.startswith("_"):
-            return function
+        name = _keras_internals.keras_op_name(filename, function)
+        if name is not None:
+            return name
     return None
 
 
@@ -149,7 +149,6 @@ def locate_backward(fn, args, cotangents):
 
 def _tf_locate(fn, args, cotangents):
     import tensorflow as tf
-    from tensorflow.python.framework import op_callbacks
 
     created = []  # (op_type, input tensors, creation stack) of every eager op
 
@@ -165,13 +164,8 @@ def _tf_locate(fn, args, cotangents):
             for x in xs:
                 tape.watch(x)
             tf.debugging.enable_check_numerics()
-            if cotangents is not None:
-                op_callbacks.add_op_callback(record)
-            try:
+            with _keras_internals.tf_recording_ops(record) if cotangents is not None else contextlib.nullcontext():
                 ys = fn(*xs)
-            finally:
-                if cotangents is not None:
-                    op_callbacks.remove_op_callback(record)
         if cotangents is None:
             return None
         phase = "backward"
@@ -183,25 +177,16 @@ def _tf_locate(fn, args, cotangents):
         )
         return None
     except tf.errors.InvalidArgumentError as error:
-        message = str(error)
-        match = re.search(r'executing op "(\w+)"', message)
-        if match is None:
+        parsed = _keras_internals.tf_numerics_error(str(error))
+        if parsed is None:
             raise
-        op_type = match.group(1)
-        detail = re.search(r"(# of [+-]?\w+ elements: \d+)", message)
+        op_type, detail = parsed
         frames = _frames_from(traceback.extract_tb(error.__traceback__))
         if phase == "forward":
-            frames = [f for f in frames if "check_numerics_callback" not in f[0]]
-            return _site("forward", op_type, _trim_tf(frames), detail.group(1) if detail else "")
+            return _site("forward", op_type, _keras_internals.tf_drop_internal_frames(frames), detail)
         # Backward: find the gradient function that ran the op, and the forward
         # op it differentiates (matched by its input tensors).
-        grad_name, mock = None, None
-        tb = error.__traceback__
-        while tb is not None:
-            code = tb.tb_frame.f_code
-            if code.co_name.endswith("Grad") and "op" in tb.tb_frame.f_locals:
-                grad_name, mock = code.co_name, tb.tb_frame.f_locals["op"]
-            tb = tb.tb_next
+        grad_name, mock = _keras_internals.tf_failing_gradient(error.__traceback__)
         backend_op = op_type if grad_name is None else f"{op_type} in {grad_name}"
         forward_frames = []
         if mock is not None:
@@ -213,17 +198,12 @@ def _tf_locate(fn, args, cotangents):
             # fall back to the last forward op of that type.
             chosen = (typed or candidates or [c for c in created if c[0] == wanted] or [None])[-1]
             if chosen is not None:
-                forward_frames = _trim_tf(_frames_from(chosen[2]))
+                forward_frames = _keras_internals.tf_drop_internal_frames(_frames_from(chosen[2]))
                 if grad_name is None:
                     backend_op = f"{op_type} (gradient of {chosen[0]})"
-        return _site("backward", backend_op, forward_frames, detail.group(1) if detail else "")
+        return _site("backward", backend_op, forward_frames, detail)
     finally:
         tf.debugging.disable_check_numerics()
-
-
-def _trim_tf(frames):
-    """Drop TensorFlow's dispatch frames below the last Keras/user frame."""
-    return [f for f in frames if "/tensorflow/python/util/" not in f[0]]
 
 
 # --------------------------------------------------------------------------- JAX
@@ -270,44 +250,25 @@ def _jax_finite(values):
 
 
 def _jax_first_bad(jaxpr, consts, args):
-    from jax._src import core, source_info_util
-
     env = {}
-
-    def read(v):
-        return v.val if isinstance(v, core.Literal) else env[v]
-
     for v, c in zip(jaxpr.constvars, consts):
         env[v] = c
     for v, a in zip(jaxpr.invars, args):
         env[v] = a
     for eqn in jaxpr.eqns:
-        invals = [read(v) for v in eqn.invars]
-        params = eqn.primitive.get_bind_params(eqn.params)
-        if isinstance(params, tuple):  # older JAX: (subfuns, params)
-            subfuns, params = params
-        else:
-            subfuns = ()
-        with source_info_util.user_context(eqn.source_info.traceback, name_stack=eqn.source_info.name_stack):
-            outs = eqn.primitive.bind(*subfuns, *invals, **params)
-        if not eqn.primitive.multiple_results:
-            outs = [outs]
+        invals = [_keras_internals.jax_read(env, v) for v in eqn.invars]
+        outs = _keras_internals.jax_eval_equation(eqn, invals)
         if _jax_finite(invals) and not _jax_finite(outs):
-            inner = eqn.params.get("jaxpr") or eqn.params.get("call_jaxpr") or eqn.params.get("fun_jaxpr")
+            inner = _keras_internals.jax_inner_jaxpr(eqn)
             if inner is not None:
-                inner_jaxpr = getattr(inner, "jaxpr", inner)
-                inner_consts = getattr(inner, "consts", ())
                 try:
-                    found = _jax_first_bad(inner_jaxpr, inner_consts, invals)
+                    found = _jax_first_bad(*inner, invals)
                 except Exception:  # noqa: BLE001 - fall back to the enclosing equation
                     found = None
                 if found is not None:
                     return found
-            frames = []
-            traceback_ = eqn.source_info.traceback
-            for f in reversed(getattr(traceback_, "frames", []) if traceback_ is not None else []):
-                frames.append((f.file_name, f.line_num, f.function_name, linecache.getline(f.file_name, f.line_num).strip()))
-            name_stack = str(eqn.source_info.name_stack)
+            where, name_stack = _keras_internals.jax_source(eqn)
+            frames = [(f, line, fn, linecache.getline(f, line).strip()) for f, line, fn in where]
             phase = "backward" if "transpose" in name_stack else "forward"
             zero = None
             if phase == "backward":
@@ -382,8 +343,7 @@ def _torch_backward(fn, args, cotangents):
                 bad = [g for g in grad_inputs if g is not None and not bool(torch.isfinite(g).all())]
                 if bad and arriving[0].shape == bad[0].shape:
                     zero = bool((arriving[0][~torch.isfinite(bad[0])] == 0).all())
-            stack = node.metadata.get("traceback_", [])
-            frames = _parse_formatted_stack(stack)
+            frames = _parse_formatted_stack(_keras_internals.torch_anomaly_stack(node))
             found.append(_site("backward", node.name(), frames, zero_cotangent=zero))
             return None
 

@@ -32,8 +32,7 @@ Example (a tiny run; skipped by the doctest run, it takes ~12 s on JAX; ``tests/
     ['aperture_error_deg_median', 'apex_error_px_median', 'axis_error_deg_median']
 """
 
-import json
-import math
+import dataclasses
 import os
 import time
 
@@ -42,18 +41,19 @@ import numpy as np
 
 from shapegrad import _keras_internals, _validate, doctor, fit
 from shapegrad.io import files, plots
-from shapegrad.learn import data, distribute, encode, metrics
+from shapegrad.learn import callbacks, data, distribute, encode, metrics
+from shapegrad.learn.config import TrainConfig
 from shapegrad.learn.data import ConeDataset, SceneDataset
 from shapegrad.learn.feedback import build_feedback_encoder
 from shapegrad.learn.guide import GuideLoss, GuideWeight
-from shapegrad.learn.models import COLORS, ENCODERS, Annealed, build_autoencoder, build_encoder, build_spatial_encoder, fields_for
+from shapegrad.learn.models import Annealed, build_autoencoder, build_encoder, build_spatial_encoder, fields_for
 from shapegrad.learn.models import pyramid_mse  # noqa: F401  (importable from here, as before)
 from shapegrad.render.cones import Cones
 from shapegrad.render.primitives import format_shapes, parse_kinds, parse_shapes
 from shapegrad.render.render import Render
 from shapegrad.render.slots import SlotRender
 
-__all__ = ["Task", "ImageTask", "superset_shapes", "train", "train_images", "evaluate", "OUTPUTS"]
+__all__ = ["Task", "ImageTask", "TrainConfig", "superset_shapes", "train", "train_images", "evaluate", "OUTPUTS"]
 
 OUTPUTS = ("encoder.keras", "metrics.json", "reconstructions.png", "curves.png")
 
@@ -121,95 +121,6 @@ class Task:
         return keras.ops.convert_to_numpy(self.renderer(params))
 
 
-class _EpochData(keras.callbacks.Callback):
-    """Point the dataset at the current epoch, so a resumed run draws the same batches."""
-
-    def __init__(self, dataset):
-        super().__init__()
-        self.dataset = dataset
-
-    def on_epoch_begin(self, epoch, logs=None):
-        self.dataset.epoch = epoch
-
-
-class _Validate(keras.callbacks.Callback):
-    """After each epoch: the encoder's median parameter errors (at most 3) and IoU on a fixed batch."""
-
-    def __init__(self, encoder, task, images, params):
-        super().__init__()
-        self.encoder, self.task = encoder, task
-        self.images, self.truth = images, params
-
-    def on_epoch_end(self, epoch, logs=None):
-        pred = self.encoder.predict(self.images, verbose=0)
-        logs = logs if logs is not None else {}
-        recon = self.task.render(pred)
-        if self.truth is None:  # no labels: the reconstruction's PSNR
-            logs["val_psnr"] = float(metrics.psnr(recon, self.images).mean())
-        else:
-            errors = self.task.errors(pred, self.truth)
-            for name in [n for n in errors if not n.endswith("_abs")][:3]:
-                logs[f"val_{name}"] = float(np.median(errors[name]))
-        logs["val_iou"] = float(metrics.iou(recon, self.images, self.task.background).mean())
-
-
-class _TimeBudget(keras.callbacks.Callback):
-    """Stop training at the end of the batch that passes ``seconds`` of wall time."""
-
-    def __init__(self, seconds):
-        super().__init__()
-        self.seconds = seconds
-        self.start = None
-        self.stopped_early = False
-
-    def on_train_begin(self, logs=None):
-        self.start = time.perf_counter()
-
-    def on_train_batch_end(self, batch, logs=None):
-        if self.seconds and time.perf_counter() - self.start > self.seconds:
-            self.model.stop_training = True
-            self.stopped_early = True
-
-
-class _RunHistory(keras.callbacks.Callback):
-    """The whole run's per-epoch logs and training seconds, kept across a kill in the backup folder.
-
-    Keras' ``History`` holds only this session's epochs, and a run resumed by
-    ``BackupAndRestore`` starts at a later epoch. After each epoch the logs
-    so far and the total training seconds are written to ``path``
-    (atomically; before the checkpoint, so it never lags behind it); a
-    resumed run reads them back and keeps the epochs before the one it
-    resumes at, and adds their seconds to its own.
-    """
-
-    def __init__(self, path, started):
-        super().__init__()
-        self.path, self.started = path, started
-        self.epochs, self.before, self._resumed = [], 0.0, False
-        if os.path.exists(path):
-            with open(path) as f:
-                self.epochs = json.load(f)["epochs"]
-
-    def on_epoch_begin(self, epoch, logs=None):
-        if not self._resumed:  # the first epoch of this session: the checkpoint's
-            self._resumed = True
-            self.epochs = self.epochs[:epoch]
-            self.before = self.epochs[-1]["seconds"] if self.epochs else 0.0
-
-    def on_epoch_end(self, epoch, logs=None):
-        entry = {name: float(value) for name, value in (logs or {}).items()}
-        entry["seconds"] = self.seconds()
-        self.epochs = self.epochs[:epoch] + [entry]
-        _write_json(self.path, {"epochs": self.epochs})
-
-    def seconds(self):
-        """Training seconds of the whole run so far (earlier sessions: up to the epoch resumed from)."""
-        return self.before + time.perf_counter() - self.started
-
-    def history(self):
-        """``{name: [value per epoch]}`` of the whole run, like ``keras.callbacks.History.history``."""
-        names = [n for e in self.epochs for n in e if n != "seconds"]
-        return {n: [e[n] for e in self.epochs if n in e] for n in dict.fromkeys(names)}
 
 
 def evaluate(encoder, task, images, params, refine_steps=100, batch=256):
@@ -245,17 +156,14 @@ def evaluate(encoder, task, images, params, refine_steps=100, batch=256):
     return summary(refined), summary(pred), pred, refined
 
 
-def _check_guide(task, guide, supervised):
+def _check_guide(task, guide):
+    """What the guide needs of the task (the rest of ``guide`` is checked by :class:`TrainConfig`)."""
     if isinstance(task, ImageTask):
         raise ValueError(f"Expected guide=None with images: the guide needs the parameters of synthetic scenes. "
                          f"Received: guide={guide!r}")
     if not isinstance(task.renderer, Render):
         raise ValueError(f"Expected a Render scene with guide (the Cones layer trains well with supervised=True). "
                          f"Received: shapes={task.shapes!r}, guide={guide!r}")
-    if supervised:
-        raise ValueError(f"Expected guide=None with supervised=True (which trains on the parameters alone). "
-                         f"Received: guide={guide!r}")
-    _validate.positive_number("guide", guide)
 
 
 def _guided(encoder, renderer, weight, ramp_steps):
@@ -336,178 +244,85 @@ def check_outputs_free(out, force):
         )
 
 
-def _write_json(path, data):
-    files.write_text(path, json.dumps(data, indent=2, sort_keys=True) + "\n")
-
-
-def train(
-    out,
-    shapes="cone",
-    resolution=64,
-    steps=3000,
-    batch_size=64,
-    supervised=False,
-    seconds=None,
-    learning_rate=1e-3,
-    anneal_start=0.1,
-    anneal=0.5,
-    loss="mse",
-    guide=None,
-    guide_decay=None,
-    refine_steps=100,
-    test_size=256,
-    width=16,
-    architecture="cnn",
-    colors="head",
-    feedback=0,
-    init=None,
-    noise=0.0,
-    steps_per_epoch=100,
-    channels=1,
-    devices=None,
-    seed=0,
-    force=False,
-    verbose="auto",
-):
+def train(out, config=None, *, force=False, verbose="auto", **kwargs):
     """Train the encoder–decoder and write its outputs to ``out``; returns the metrics dict.
 
     Args:
         out: output folder (created). Existing outputs are not overwritten
-            unless ``force``; an unfinished run in ``out`` is resumed.
-        shapes: ``"cone"`` (the ``Cones`` layer, 5 numbers per image), a
-            :class:`shapegrad.Render` spec such as ``"disk,box,cone"``, or a
-            :class:`Task` (e.g. an :class:`ImageTask`, see :func:`train_images`;
-            then ``resolution`` and ``channels`` are the task's).
-        resolution: image size ``N``.
-        steps: training steps (batches); rounded up to whole epochs of
-            ``steps_per_epoch``.
-        batch_size: images per step.
-        supervised: train on the true parameters instead of the image.
-        seconds: optional wall-time budget for training, per session: a
-            resumed run gets the budget again.
-        learning_rate: Adam's peak learning rate, reached after a linear warm-up
-            over the first 10% of steps (at most 500), then cosine-decayed to 2%.
-            (Without the warm-up, 1e-3 drove the head's sigmoids into
-            saturation in the first steps. Gradient clipping is not used: under
-            ``tf.distribute`` Keras clips each replica's gradient before the
-            all-reduce, which would make ``devices=N`` train differently.)
-        anneal_start: initial fraction of the decoder's sharpness (1 = off).
-        anneal: fraction of the steps over which the sharpness reaches 1.
-        loss: ``"mse"`` or ``"pyramid"`` (:func:`pyramid_mse`), for the image loss.
-        guide: optional weight ``W > 0`` of the guide loss
-            (:func:`shapegrad.guide.guide_loss` against the true parameters of
-            the synthetic scenes; ``Render`` scenes only, not with
-            ``supervised``, images or ``"cone"``). The training loss is the
-            image loss plus ``w * guide_loss``, ``w`` falling linearly from
-            ``W`` to 0 over the first ``guide_decay`` fraction of the steps.
-        guide_decay: that fraction, in ``[0, 1]`` (None: ``anneal``; 0: ``w = W``
-            throughout).
-        refine_steps: test-time refinement steps (0 = encoder only).
-        test_size: test images (a fixed seed, disjoint from training).
-        width: base width of the encoder's convolutions.
-        architecture: ``"cnn"`` (:func:`shapegrad.models.build_encoder`: a
-            flattened feature map read by a dense head) or ``"spatial"``
-            (:func:`shapegrad.models.build_spatial_encoder`: one attention map
-            per shape, positions read by soft-argmax; ``Render`` scenes).
-        colors: ``"head"`` (the encoder's head predicts the colours),
-            ``"solve"`` or ``"solve-grad"`` (``Render`` decoders: the encoder
-            ends with a :class:`shapegrad.models.ColorSolve`, the colours
-            solved from the image given its geometry and opacities, so the
-            saved encoder predicts those; held constant in the gradient, or
-            with ``"solve-grad"`` the gradient flows through the solve into
-            the geometry, which trained worse, see
-            :func:`shapegrad.models.build_spatial_encoder`).
-        feedback: learnt feedback steps after the encoder
-            (:func:`shapegrad.feedback.build_feedback_encoder`: each draws the
-            current guess, compares it with the image and corrects it; ``Render``
-            decoders). 0: none.
-        init: a trained encoder to start from (a path to ``encoder.keras`` or a
-            Keras model, images of this task -> its parameters), instead of a
-            new one (``width`` then sizes only the feedback steps;
-            ``architecture`` and ``colors`` are unused). With ``feedback`` it is
-            frozen and only the feedback steps learn; without, it is trained
-            further. ``feedback`` without ``init`` trains a new encoder and the
-            steps together. See :func:`load_init` for what is checked.
-        noise: Gaussian noise on the training inputs.
-        channels: colour channels of a Render scene (1 or 3).
-        devices: train data-parallel on this many devices
-            (:func:`shapegrad.distribute.data_parallel`: JAX and TensorFlow);
-            ``batch_size`` is the global batch.
-        seed: seed of the data and of the weights.
+            unless ``force``; an unfinished run in ``out`` (its ``backup/``) is
+            resumed: call ``train`` again with the same configuration.
+        config: a :class:`TrainConfig`; None: ``TrainConfig(**kwargs)``.
+        force: overwrite the outputs of an earlier run.
         verbose: Keras' ``fit`` verbosity (``"auto"`` shows a progress bar).
+        **kwargs: :class:`TrainConfig`'s fields (``shapes``, ``steps``,
+            ``batch_size``, ...); with ``config``, they replace its fields.
+
+    Raises ``ValueError`` naming the field for a configuration that cannot
+    train (before any work), ``FileExistsError`` for outputs in the way, and
+    ``FloatingPointError`` when training produced a non-finite step (see
+    :class:`shapegrad.doctor.NaNGuard`).
     """
-    task = shapes if isinstance(shapes, Task) else Task(shapes, resolution, channels)
-    resolution, shapes = task.resolution, task.shapes
-    if supervised and isinstance(task, ImageTask):
+    if config is None:
+        config = TrainConfig(**kwargs)
+    elif not isinstance(config, TrainConfig):
+        raise ValueError(f"Expected config to be a TrainConfig (or the fields as keyword arguments). "
+                         f"Received: config={config!r}")
+    elif kwargs:
+        config = dataclasses.replace(config, **kwargs)
+    c = config
+    task = c.shapes if isinstance(c.shapes, Task) else Task(c.shapes, c.resolution, c.channels)
+    if c.supervised and isinstance(task, ImageTask):
         raise ValueError("Expected supervised=False with images: they have no parameter labels. Received: supervised=True")
-    if guide is not None:
-        _check_guide(task, guide, supervised)
-        guide_decay = anneal if guide_decay is None else guide_decay
-        if isinstance(guide_decay, bool) or not isinstance(guide_decay, (int, float)) or not 0 <= guide_decay <= 1:
-            raise ValueError(f"Expected guide_decay to be in [0, 1]. Received: guide_decay={guide_decay!r}")
-    _validate.one_of("loss", loss, ("mse", "pyramid"))
-    _validate.one_of("architecture", architecture, ENCODERS)
-    _validate.one_of("colors", colors, COLORS)
-    if isinstance(feedback, bool) or not isinstance(feedback, int) or feedback < 0:
-        raise ValueError(f"Expected feedback to be an integer >= 0. Received: feedback={feedback!r}")
-    if feedback:
-        _check_feedback(task, feedback)
-    init_from = os.fspath(init) if isinstance(init, (str, os.PathLike)) else getattr(init, "name", None)
-    if init is not None:
-        load_init(init, task)  # its errors before any work; loaded again inside the devices' scope
-    if not 0 < anneal_start <= 1:
-        raise ValueError(f"Expected anneal_start to be in (0, 1]. Received: anneal_start={anneal_start!r}")
-    if not 0 <= anneal <= 1:
-        raise ValueError(f"Expected anneal to be in [0, 1]. Received: anneal={anneal!r}")
-    if seconds is not None:
-        _validate.positive_number("seconds", seconds)
-    steps = _validate.positive_int("steps", steps)
-    steps_per_epoch = min(_validate.positive_int("steps_per_epoch", steps_per_epoch), steps)
-    epochs = math.ceil(steps / steps_per_epoch)
-    steps = epochs * steps_per_epoch
-    distribute.check(devices, batch_size)
+    if c.guide is not None:
+        _check_guide(task, c.guide)
+    if c.feedback:
+        _check_feedback(task, c.feedback)
+    init_from = os.fspath(c.init) if isinstance(c.init, (str, os.PathLike)) else getattr(c.init, "name", None)
+    if c.init is not None:
+        load_init(c.init, task)  # its errors before any work; loaded again inside the devices' scope
+    steps = c.total_steps
+    distribute.check(c.devices, c.batch_size)
     check_outputs_free(out, force)
     os.makedirs(out, exist_ok=True)
     started = time.perf_counter()
 
-    with distribute.data_parallel(devices, batch_size):
-        keras.utils.set_random_seed(seed)
+    with distribute.data_parallel(c.devices, c.batch_size):
+        keras.utils.set_random_seed(c.seed)
         # Inside the scope: under tf.distribute / JAX sharding its variables must be the strategy's.
-        encoder = task.build_encoder(width, architecture, colors) if init is None else load_init(init, task)
-        if feedback:
-            encoder.trainable = init is None
-            encoder = build_feedback_encoder(encoder, task.renderer, feedback, width=width)
-        targets = "params" if supervised else "images" if guide is None else "guided"
-        data = task.dataset(batch_size, steps_per_epoch, seed, targets, noise)
-        val_images, val_params = task.validation_set(seed)
+        encoder = task.build_encoder(c.width, c.architecture, c.colors) if c.init is None else load_init(c.init, task)
+        if c.feedback:
+            encoder.trainable = c.init is None
+            encoder = build_feedback_encoder(encoder, task.renderer, c.feedback, width=c.width)
+        targets = "params" if c.supervised else "images" if c.guide is None else "guided"
+        data = task.dataset(c.batch_size, c.epoch_steps, c.seed, targets, c.noise)
+        val_images, val_params = task.validation_set(c.seed)
         warmup = min(steps // 10, 500)
         schedule = keras.optimizers.schedules.CosineDecay(
-            0.0, steps - warmup, alpha=0.02, warmup_target=learning_rate, warmup_steps=warmup
+            0.0, steps - warmup, alpha=0.02, warmup_target=c.learning_rate, warmup_steps=warmup
         )
-        callbacks = [_EpochData(data)]
-        if supervised:
+        if c.supervised:
             model = encoder
             model.compile(optimizer=keras.optimizers.Adam(schedule), loss="mse")
         else:
-            annealed = Annealed(task.renderer, start=anneal_start, ramp_steps=anneal * steps, name="renderer")
-            image_loss = pyramid_mse if loss == "pyramid" else "mse"
-            if guide is None:
+            annealed = Annealed(task.renderer, start=c.anneal_start, ramp_steps=c.anneal * steps, name="renderer")
+            image_loss = pyramid_mse if c.loss == "pyramid" else "mse"
+            if c.guide is None:
                 model = build_autoencoder(encoder, annealed)
             else:
-                model = _guided(encoder, annealed, guide, guide_decay * steps)
+                model = _guided(encoder, annealed, c.guide, c.guide_fraction * steps)
                 image_loss = [image_loss, GuideLoss(task.renderer.spec)]
             model.compile(optimizer=keras.optimizers.Adam(schedule), loss=image_loss)
-        budget = _TimeBudget(seconds)
+        budget = callbacks.TimeBudget(c.seconds)
         guard = doctor.NaNGuard(os.path.join(out, "nan-report"))
-        run_history = _RunHistory(os.path.join(out, "backup", "history.json"), started)
-        callbacks += [
-            _Validate(encoder, task, val_images, val_params),
+        run_history = callbacks.RunHistory(os.path.join(out, "backup", "history.json"), started)
+        history = model.fit(data, epochs=c.epochs, verbose=verbose, callbacks=[
+            callbacks.EpochData(data),
+            callbacks.Validate(encoder, task, val_images, val_params),
             guard,
             run_history,
             keras.callbacks.BackupAndRestore(os.path.join(out, "backup"), save_freq="epoch", delete_checkpoint=True),
             budget,
-        ]
-        history = model.fit(data, epochs=epochs, callbacks=callbacks, verbose=verbose)
+        ])
     train_seconds = run_history.seconds()  # with the earlier sessions of a resumed run
     whole = run_history.history() or history.history
     if guard.caught or any(not np.isfinite(v) for v in history.history.get("loss", [])):
@@ -517,52 +332,50 @@ def train(
             f"report and batch in {os.path.join(out, 'nan-report')}"
         )
 
-    images, params = task.test_set(test_size, seed)
+    images, params = task.test_set(c.test_size, c.seed)
     t0 = time.perf_counter()
-    headline, encoder_only, pred, refined = evaluate(encoder, task, images, params, refine_steps)
-    done_steps = int(keras.ops.convert_to_numpy(model.optimizer.iterations))
+    headline, encoder_only, pred, refined = evaluate(encoder, task, images, params, c.refine_steps)
     result = dict(headline)
     result.update(
-        shapes=shapes,
+        shapes=task.shapes,
         channels=task.channels,
-        resolution=resolution,
-        supervised=bool(supervised),
+        resolution=task.resolution,
+        supervised=c.supervised,
         backend=keras.backend.backend(),
-        devices=devices or 1,
-        steps=done_steps,
-        batch_size=batch_size,
+        devices=c.devices or 1,
+        steps=int(keras.ops.convert_to_numpy(model.optimizer.iterations)),
+        batch_size=c.batch_size,
         wall_seconds=round(train_seconds, 1),
-        refine_steps=refine_steps,
+        refine_steps=c.refine_steps,
         refine_seconds=round(time.perf_counter() - t0, 1),
-        anneal_start=anneal_start,
-        loss="params" if supervised else loss,
-        guide=guide,
-        guide_decay=guide_decay if guide is not None else None,
-        architecture=architecture if init is None else None,  # an init encoder is what it is
-        colors=colors if init is None else None,
-        feedback=feedback,
+        anneal_start=c.anneal_start,
+        loss="params" if c.supervised else c.loss,
+        guide=c.guide,
+        guide_decay=c.guide_fraction if c.guide is not None else None,
+        architecture=c.architecture if c.init is None else None,  # an init encoder is what it is
+        colors=c.colors if c.init is None else None,
+        feedback=c.feedback,
         init=init_from,
-        width=width,
+        width=c.width,
         stopped_by_time_budget=budget.stopped_early,
         train_loss=[float(v) for v in whole["loss"]],
-        test_size=test_size,
+        test_size=c.test_size,
         encoder_only=encoder_only,
-        seed=seed,
+        seed=c.seed,
     )
     result.update(task.describe())
     files.atomic_write(os.path.join(out, "encoder.keras"), encoder.save)
-    _write_json(os.path.join(out, "metrics.json"), result)
+    callbacks.write_json(os.path.join(out, "metrics.json"), result)
     shown = slice(0, 10)
     plots.save_reconstructions(
         os.path.join(out, "reconstructions.png"),
         images[shown],
         task.render(pred[shown]),
         task.render(refined[shown]),
-        labels=("input", "encoder's guess", f"refined ({refine_steps} steps)"),
+        labels=("input", "encoder's guess", f"refined ({c.refine_steps} steps)"),
     )
-    mode = "supervised" if supervised else "self-supervised" if guide is None else f"guided ({guide:g})"
-    title = f"{shapes} {resolution}px, {mode}"
-    plots.save_curves(os.path.join(out, "curves.png"), whole, title=title)
+    mode = "supervised" if c.supervised else "self-supervised" if c.guide is None else f"guided ({c.guide:g})"
+    plots.save_curves(os.path.join(out, "curves.png"), whole, title=f"{task.shapes} {task.resolution}px, {mode}")
     return result
 
 
@@ -709,7 +522,8 @@ def train_images(out, images, shapes=None, kinds=None, max_shapes=None, resoluti
     ``images``: a folder (searched recursively for PNG/JPEG) or a list of
     files and folders. Give ``shapes`` (exact, e.g. ``"disk*2,box"``) or
     ``kinds`` and ``max_shapes`` (:func:`superset_shapes`). Other keyword
-    arguments are :func:`train`'s (``steps``, ``seconds``, ``batch_size``,
+    arguments are :func:`train`'s (``config``, ``force``, ``verbose``) and
+    :class:`TrainConfig`'s fields (``steps``, ``seconds``, ``batch_size``,
     ``width``, ``test_size``: at most this many held-out images are scored...).
     Writes the same outputs as :func:`train`; ``metrics.json`` scores the
     held-out images by reconstruction IoU and PSNR (there are no labels).

@@ -174,15 +174,11 @@ class BoxKernel(_Kernel):
     def _parts(self, c0, c1, h0, h1, u0, u1, rc):
         r0, r1 = self._offsets(c0, c1)
         x, y = _local(r0, r1, u0, u1)
-        q0 = ops.abs(x) - (h0 - rc)
-        q1 = ops.abs(y) - (h1 - rc)
-        corner = (q0 > 0) & (q1 > 0)
-        return r0, r1, x, y, q0, q1, corner
+        return (r0, r1, x, y) + sdf.box_excess(x, y, h0, h1, rc)
 
     def forward(self, *params):
         _, _, _, _, q0, q1, corner = self._parts(*params)
-        outside = ops.sqrt(q0 * q0 + q1 * q1)
-        return ops.where(corner, outside, numerics.maximum(q0, q1)) - params[6], ()
+        return sdf.box_distance(q0, q1, corner, params[6], ops.sqrt(q0 * q0 + q1 * q1)), ()
 
     def terms(self, params, saved, d, w):
         r0, r1, x, y, q0, q1, corner = self._parts(*params)

@@ -104,11 +104,8 @@ def _box(grid, v, n, pixels=None):
     center, half, u = _px(v, "center", n), _px(v, "half_size", n), _dir(v, "direction")
     corner = v["corner"][..., 0] * numerics.minimum(half[..., 0], half[..., 1])
     if pixels is not None:  # the clamps of sdf.box_on_axis, on the parameters
-        h = sdf.nonneg(half)
-        rc = numerics.minimum(sdf.nonneg(corner), numerics.minimum(h[..., 0], h[..., 1]))
-        return kernels.BoxKernel(*pixels), (
-            center[..., 0], center[..., 1], h[..., 0], h[..., 1], u[..., 0], u[..., 1], rc
-        )
+        h0, h1, rc = sdf.box_clamps(half, corner)
+        return kernels.BoxKernel(*pixels), (center[..., 0], center[..., 1], h0, h1, u[..., 0], u[..., 1], rc)
     return sdf.box_on_axis(grid, center, half, u, corner)
 
 

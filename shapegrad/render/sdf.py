@@ -251,16 +251,42 @@ def box(points, center, half_size, angle=0.0, corner_radius=0.0):
 
 def box_on_axis(points, center, half_size, u, corner_radius):
     """:func:`box` with the orientation given as a unit vector ``u`` (axis 0)."""
-    h = nonneg(half_size)
-    h0, h1 = h[..., 0], h[..., 1]
-    rc = numerics.minimum(nonneg(corner_radius), numerics.minimum(h0, h1))
+    h0, h1, rc = box_clamps(half_size, corner_radius)
     x, y = _to_local(points - center, u)
-    q0 = ops.abs(x) - (h0 - rc)
-    q1 = ops.abs(y) - (h1 - rc)
-    corner = (q0 > 0) & (q1 > 0)
+    q0, q1, corner = box_excess(x, y, h0, h1, rc)
     q = ops.stack([q0, q1], axis=-1)
     q_safe = ops.where(corner[..., None], q, ops.ones_like(q))
-    outside = safe.safe_norm(q_safe)
+    return box_distance(q0, q1, corner, rc, safe.safe_norm(q_safe))
+
+
+# The box in three steps, shared with its component kernel (shapegrad.render.kernels.BoxKernel),
+# which computes the length beyond a corner on separate maps and differentiates by hand.
+
+
+def box_clamps(half_size, corner_radius):
+    """The box's sizes as :func:`box` reads them: ``(h0, h1, rc)``.
+
+    ``half_size`` ``(..., 2)`` with negative values counted as 0, and the corner
+    radius ``(...)`` clipped to ``[0, min(h0, h1)]``.
+    """
+    h = nonneg(half_size)
+    h0, h1 = h[..., 0], h[..., 1]
+    return h0, h1, numerics.minimum(nonneg(corner_radius), numerics.minimum(h0, h1))
+
+
+def box_excess(x, y, h0, h1, rc):
+    """How far the point ``(x, y)`` (in the box's frame) lies beyond each pair of edges of the box shrunk by ``rc``.
+
+    Returns ``(q0, q1, corner)``: ``corner`` where it is beyond both, so that the
+    nearest boundary point is on a rounded corner, ``|(q0, q1)| - rc`` away.
+    """
+    q0 = ops.abs(x) - (h0 - rc)
+    q1 = ops.abs(y) - (h1 - rc)
+    return q0, q1, (q0 > 0) & (q1 > 0)
+
+
+def box_distance(q0, q1, corner, rc, outside):
+    """The box's signed distance from :func:`box_excess`'s parts; ``outside`` is ``|(q0, q1)|`` where ``corner``."""
     return ops.where(corner, outside, numerics.maximum(q0, q1)) - rc
 
 
