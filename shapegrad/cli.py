@@ -42,6 +42,7 @@ from shapegrad import allocator, bench, demo, doctor, fit
 from shapegrad.bench import report as bench_report
 from shapegrad.doctor import load
 from shapegrad.io import files, plots
+from shapegrad.io.batch import MIN_SIDE
 from shapegrad.io.images import scan_images
 from shapegrad.learn import distribute, encode, train
 from shapegrad.learn.config import TrainConfig
@@ -331,12 +332,16 @@ def _check_fit(args):
 def _run_fit(args, _):
     result = fit.fit_files(args.inputs, args.out, kinds=args.kinds, max_shapes=args.max_shapes, shapes=args.shapes,
                            force=args.force, progress=True, max_side=args.max_side)
-    ok = [r for r in result["rows"] if r[-1] == "ok"]
-    psnr = sum(float(r[4]) for r in ok) / max(len(ok), 1)
-    seconds = sum(float(r[5]) for r in ok) / max(len(ok), 1)
-    print(f"fitted {result['fitted']} image(s), mean psnr {psnr:.2f} dB, {seconds:.1f} s per image; "
+    psnr, seconds = _means(result)
+    print(f"fitted {result['done']} image(s), mean psnr {psnr:.2f} dB, {seconds:.1f} s per image; "
           f"skipped {len(result['skipped'])} -> {args.out}/summary.csv")
     return 1 if result["skipped"] else 0
+
+
+def _means(result):
+    """Mean PSNR and seconds per image over the ``ok`` rows of a files job's result (``fit``, ``encode``)."""
+    ok = [dict(zip(fit.SUMMARY_COLUMNS, row)) for row in result["rows"] if row[-1] == "ok"]
+    return tuple(sum(float(row[name]) for row in ok) / max(len(ok), 1) for name in ("psnr_db", "seconds"))
 
 
 # --------------------------------------------------------------------------- render
@@ -391,8 +396,8 @@ def _add_encode(subparsers):
         help="read shapes out of images with an encoder trained by train --images",
         description="Encode images and/or folders of images with RUN/encoder.keras: per image OUT/<stem>/"
         "params.json (for shapegrad render), overlay.png, shapes.svg; OUT/summary.csv and OUT/sheet.png. "
-        "Exit status: 0 all done, 1 some images skipped (unreadable, or OUT/<stem> exists without --force), "
-        "2 bad input.",
+        "Unreadable files, images under 4 px a side and existing OUT/<stem> folders (without --force) are "
+        "skipped with a warning, as by fit. Exit status: 0 all done, 1 some skipped, 2 bad input.",
     )
     p.add_argument("encoder", help="encoder.keras written by shapegrad train --images")
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="image files and/or folders (searched recursively)")
@@ -417,6 +422,8 @@ def _check_encode(args):
     if not len(scan):
         what = f"{len(scan.skipped)} file(s), none a readable image" if scan.skipped else "no image files"
         raise UsageError(f"no readable image in {' '.join(args.inputs)} ({what})")
+    if not any(min(size) >= MIN_SIDE for size in scan.sizes):
+        raise UsageError(f"no image to encode in {' '.join(args.inputs)} ({len(scan)} under {MIN_SIDE} px a side)")
     return encode.Encoder.load(args.encoder)  # ValueError: not ours, or no metadata
 
 
@@ -424,13 +431,10 @@ def _run_encode(args, encoder):
     result = encode.encode_files(encoder, args.inputs, args.out, refine_steps=args.refine_steps,
                                  batch_size=args.batch_size, force=args.force, progress=sys.stderr.isatty(),
                                  search=args.search)
-    ok = [r for r in result["rows"] if r[5] == "ok"]
-    psnr = sum(float(r[3]) for r in ok) / max(len(ok), 1)
-    print(
-        f"encoded {result['encoded']} image(s), mean psnr {psnr:.2f} dB; skipped {len(result['unreadable'])} "
-        f"unreadable, {len(result['existing'])} existing -> {args.out}/summary.csv, sheet.png"
-    )
-    return 1 if result["unreadable"] or result["existing"] else 0
+    psnr, seconds = _means(result)
+    print(f"encoded {result['done']} image(s), mean psnr {psnr:.2f} dB, {seconds:.1f} s per image; "
+          f"skipped {len(result['skipped'])} -> {args.out}/summary.csv, sheet.png")
+    return 1 if result["skipped"] else 0
 
 
 # --------------------------------------------------------------------------- gallery, demo

@@ -13,6 +13,7 @@ from PIL import Image
 from helpers import BACKEND
 from shapegrad import cli, fit
 from shapegrad.io import files, plots
+from shapegrad.learn import train
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -141,9 +142,9 @@ def test_overwrite_python_says_force_true_and_the_shell_says_dash_dash_force(tmp
     Image.fromarray(np.zeros((8, 8), np.uint8)).save(tmp_path / "ok.png")
     out = tmp_path / "o"
     out.mkdir()
-    (out / "params.json").write_text("{}")
-    with pytest.raises(FileExistsError, match=r"params.json exists\. Pass force=True to overwrite\.") as error:
-        fit.fit_file(str(tmp_path / "ok.png"), "disk", str(out), steps=1, restarts=1, progress=False)
+    (out / "metrics.json").write_text("{}")
+    with pytest.raises(FileExistsError, match=r"metrics.json exists\. Pass force=True to overwrite\.") as error:
+        train.check_outputs_free(str(out), force=False)
     assert "--force" not in str(error.value)
     (out / "ok").mkdir()  # the CLI's per-image folder exists: skipped in shell words, exit 1, untouched
     (out / "ok" / "params.json").write_text("{}")

@@ -1,4 +1,5 @@
-"""Per-image fitting, the fit and render commands, parameter files and SVG."""
+"""Per-image fitting with known shapes, test-time refinement on the engine, the render command, parameter files
+and SVG."""
 
 import json
 import xml.etree.ElementTree as ET
@@ -8,11 +9,15 @@ import pytest
 from PIL import Image
 from skimage.draw import disk, polygon
 
-from helpers import to_numpy
+from helpers import BACKEND, to_numpy
 from shapegrad.io import files
 from shapegrad.cli import main
-from shapegrad.fit.polish import fit_file
+from shapegrad.fit import LayerEngine, fit_files, refine, refine_best, refine_scene, residual_starts, swap_starts
+from shapegrad.learn import metrics
+from shapegrad.render.cones import Cones
+from shapegrad.render.primitives import fields_for
 from shapegrad.render.render import Render
+from shapegrad.render.slots import SlotRender
 
 
 def _drawing(path):
@@ -29,26 +34,28 @@ def _drawing(path):
     return {"disks": [((14, 15), 8), ((33, 30), 6)], "box": ((30, 39), (10, 5))}
 
 
-@pytest.mark.slow  # 32 restarts x 400 steps: ~20 s compiled, minutes in PyTorch's eager mode
+@pytest.mark.slow  # a whole search with known shapes: ~20 s compiled, longer in PyTorch's eager mode
 def test_fit_recovers_shapes_drawn_by_an_independent_rasterizer(tmp_path):
     truth = _drawing(tmp_path / "drawing.png")
-    renderer, params, loss = fit_file(str(tmp_path / "drawing.png"), "disk*2,box", str(tmp_path / "out"), progress=False)
+    result = fit_files(str(tmp_path / "drawing.png"), str(tmp_path / "out"), shapes="disk*2,box", progress=False)
+    assert result["done"] == 1 and not result["skipped"]
+    renderer, params = files.load_params(str(tmp_path / "out" / "drawing" / "params.json"))
     shapes = renderer.spec.to_natural(params)
-    disks = sorted((tuple(s["center"][0]), float(s["radius"][0, 0])) for s in shapes[:2])
+    order = [kind for kind, count in renderer.shapes for _ in range(count)]  # the search's depth order
+    disks = sorted((tuple(s["center"][0]), float(s["radius"][0, 0])) for s, k in zip(shapes, order) if k == "disk")
     for (center, radius), (true_center, true_radius) in zip(disks, sorted(truth["disks"])):
         assert np.linalg.norm(np.subtract(center, true_center)) < 0.5
         # skimage's disk(r) holds the pixels with distance < r: its edge is about 0.2 px inside r.
         assert abs(radius - true_radius) < 0.5
-    box = shapes[2]
+    (box,) = [s for s, k in zip(shapes, order) if k == "box"]
     assert np.linalg.norm(box["center"][0] - truth["box"][0]) < 0.5
     assert sorted(box["half_size"][0]) == pytest.approx(sorted(truth["box"][1]), abs=0.75)
-    assert loss[0] < 0.01
-    saved = json.load(open(tmp_path / "out" / "params.json"))
-    assert saved["shapes"] == "disk*2,box*1" and len(saved["params"][0]) == renderer.spec.size
-    assert (tmp_path / "out" / "overlay.png").stat().st_size > 0
-    svg = ET.parse(tmp_path / "out" / "shapes.svg").getroot()
+    saved = json.load(open(tmp_path / "out" / "drawing" / "params.json"))
+    assert saved["psnr_db"] > 20 and len(saved["params"][0]) == renderer.spec.size
+    assert (tmp_path / "out" / "drawing" / "overlay.png").stat().st_size > 0
+    svg = ET.parse(tmp_path / "out" / "drawing" / "shapes.svg").getroot()
     tags = [el.tag.split("}")[1] for el in svg]
-    assert tags == ["rect", "circle", "circle", "rect"]  # background, two disks, the box
+    assert tags == ["rect"] + ["circle" if k == "disk" else "rect" for k in order]  # the background, then the shapes
 
 
 def test_render_command_round_trip(tmp_path, capsys):
@@ -135,9 +142,6 @@ def _mse(layer, params, images):
 
 @pytest.mark.slow  # an optimisation's outcome, the same on every backend; ~25 s on JAX
 def test_swap_starts_trade_places_and_refine_best_undoes_a_swap():
-    from shapegrad.fit.polish import refine, refine_best, swap_starts
-    from shapegrad.learn.models import fields_for
-
     layer, truth = _disk_and_box()
     spec = layer.spec
     # The guess swaps the places and colours of the disk and the box...
@@ -173,10 +177,6 @@ def test_swap_starts_trade_places_and_refine_best_undoes_a_swap():
 
 @pytest.mark.slow  # an optimisation's outcome, the same on every backend; ~25 s on JAX
 def test_refine_scene_raises_iou_when_the_first_guess_is_wrong():
-    from shapegrad.learn import metrics
-    from shapegrad.fit.polish import refine_scene
-    from shapegrad.learn.models import fields_for
-
     layer, truth = _disk_and_box(batch=1, seed=7)
     spec = layer.spec
     # Bright, opaque shapes on black, so that the IoU masks (> 0.5 from the background) hold them
@@ -206,8 +206,6 @@ def test_refine_scene_raises_iou_when_the_first_guess_is_wrong():
 
 
 def test_residual_starts_move_a_shape_onto_what_is_missed():
-    from shapegrad.fit.polish import residual_starts
-
     layer = Render("disk,box", 24, channels=1)
     spec = layer.spec
     truth = spec.sample(1, seed=5)
@@ -221,3 +219,69 @@ def test_residual_starts_move_a_shape_onto_what_is_missed():
     np.testing.assert_array_equal(starts[:, 0], guess)
     moved = starts[0, 2, spec.get(1, "center").slice]
     assert np.abs(moved - 0.75).max() < 0.1  # the box slot lands on the missed box
+
+
+# --------------------------------------------------------------------------- the engine under refine
+
+
+def test_layer_engine_loss_is_each_items_mse_and_chunks_change_nothing():
+    """The loss and image returned are the refined parameters' own (drawn again here); items are independent,
+    so a batch run in chunks of 2 ends where the whole batch does; one trace per batch size."""
+    layer = Cones(16)
+    rng = np.random.default_rng(0)
+    axes = rng.normal(size=(3, 2))
+    truth = np.concatenate([rng.uniform(0.3, 0.7, (3, 2)), axes / np.linalg.norm(axes, axis=1, keepdims=True),
+                            rng.uniform(0.1, 0.3, (3, 1))], 1).astype("float32")
+    images = to_numpy(layer(truth))
+    guess = truth + rng.normal(0, 0.03, truth.shape).astype("float32")
+    guess[:, 2:4] /= np.linalg.norm(guess[:, 2:4], axis=1, keepdims=True)  # the head's directions are unit vectors
+    whole = LayerEngine(layer)
+    params, loss, drawn = whole.fit(guess, images, steps=5)
+    assert params.shape == guess.shape and params.dtype == np.float32 and loss.shape == (3,)
+    np.testing.assert_allclose(drawn, to_numpy(layer(params)), atol=1e-5)
+    np.testing.assert_allclose(loss, ((to_numpy(layer(params)) - images) ** 2).mean(axis=(1, 2, 3)), rtol=1e-4, atol=1e-8)
+    chunked = LayerEngine(layer, batch=2)
+    again, again_loss, _ = chunked.fit(guess, images, steps=5)
+    np.testing.assert_allclose(again, params, atol=1e-5)
+    np.testing.assert_allclose(again_loss, loss, rtol=1e-3, atol=1e-8)
+    whole.fit(guess[::-1], images[::-1], steps=3)  # same batch size, other steps: no new trace
+    if BACKEND != "torch":
+        assert whole.traces == 1 and chunked.traces == 2  # chunks of 2 and 1
+    start, start_loss, _ = whole.fit(guess, images, steps=0)  # only draws
+    np.testing.assert_allclose(start, guess, atol=1e-5)
+    np.testing.assert_allclose(start_loss, ((to_numpy(layer(guess)) - images) ** 2).mean(axis=(1, 2, 3)), rtol=1e-3)
+
+
+def test_layer_engine_refines_a_slot_decoders_parameters():
+    """SlotRender's flat vector (background, presences, kind logits, geometry) has its own fields: the engine
+    reads them from the layer and lowers the image error."""
+    layer = SlotRender("disk,box", slots=2, resolution=12, channels=3)
+    rng = np.random.default_rng(1)
+    truth = rng.uniform(0.2, 0.8, (2, layer.size)).astype("float32")
+    images = to_numpy(layer(truth))
+    guess = np.clip(truth + rng.normal(0, 0.05, truth.shape), 0.01, 0.99).astype("float32")
+    engine = LayerEngine(layer)
+    assert engine.fields == layer.fields()
+    _, before, _ = engine.fit(guess, images, steps=0)
+    _, after, _ = engine.fit(guess, images, steps=30, learning_rate=0.05)
+    assert (after < before).all(), (before, after)
+
+
+def test_layer_engine_and_refine_bad_arguments():
+    layer = Cones(8)
+    params = np.full((2, 5), 0.5, "float32")
+    images = np.zeros((2, 8, 8, 1), "float32")
+    for call, received in (
+        (lambda: LayerEngine("cones"), "Received: renderer='cones'"),
+        (lambda: LayerEngine(layer, batch=0), "Received: batch=0"),
+        (lambda: LayerEngine(layer).fit(params, images[:1]), "Received: images.shape=(1, 8, 8, 1)"),
+        (lambda: LayerEngine(layer).fit(params[:, :4], images), "Received: params.shape=(2, 4)"),
+        (lambda: LayerEngine(layer).fit(params, images, steps=-1), "Received: steps=-1"),
+        (lambda: LayerEngine(layer).fit(params, images, sharpness=(0.0, 1.0)), "Received: sharpness=(0.0, 1.0)"),
+        (lambda: LayerEngine(layer).fit(params, images, anneal=2), "Received: anneal=2"),
+        (lambda: refine(layer, fields_for(layer.spec), params, images, start_sharpness=0), "Received: start_sharpness=0"),
+        (lambda: refine(layer, fields_for(layer.spec), params, images, engine=LayerEngine(Cones(8))), "Received: engine="),
+        (lambda: refine_best(layer, fields_for(layer.spec), params, images), "Received: starts.shape=(2, 5)"),
+    ):
+        with pytest.raises(ValueError, match=received.replace("(", "\\(").replace(")", "\\)")):
+            call()

@@ -56,7 +56,7 @@ def test_unknown_count_on_a_non_square_image_and_mixed_inputs(tmp_path, capsys):
     (folder / "notes.txt").write_text("not an image")
     out = tmp_path / "out"
     result = fit.fit_files([str(folder)], str(out), kinds="disk,box", max_shapes=3, progress=False, **QUICK)
-    assert result["fitted"] == 2 and [p for p, _ in result["skipped"]] == [str(folder / "notes.txt")]
+    assert result["done"] == 2 and [p for p, _ in result["skipped"]] == [str(folder / "notes.txt")]
     assert "skipped" in capsys.readouterr().err
     rows = {os.path.basename(r["file"]): r for r in _summary(out)}
     assert list(rows) == ["grey.png", "scene.png", "notes.txt"]
@@ -108,10 +108,10 @@ def test_existing_stem_is_kept_without_force_and_the_others_are_done(tmp_path, m
     status = {os.path.relpath(r["file"], tmp_path / "in"): r["status"] for r in _summary(out)}
     assert status == {"a.png": f"skipped: {out / 'a'} exists (use --force to overwrite)", "c.png": "ok",
                       os.path.join("sub", "a.png"): "ok"}  # same stem: a-2
-    assert result["fitted"] == 2 and os.listdir(out / "a") == ["mine.txt"] and (out / "a-2" / "params.json").exists()
+    assert result["done"] == 2 and os.listdir(out / "a") == ["mine.txt"] and (out / "a-2" / "params.json").exists()
     assert b and c
     result = fit.fit_files([a], str(out), shapes="disk,box", force=True, progress=False, **QUICK)
-    assert result["fitted"] == 1 and (out / "a" / "params.json").exists()
+    assert result["done"] == 1 and (out / "a" / "params.json").exists()
 
 
 def test_exit_codes_and_the_tiny_image_rule(tmp_path, capsys):
@@ -222,7 +222,7 @@ def test_a_large_image_is_fitted_shrunk_and_its_params_are_at_its_own_size(tmp_p
     path = _save(tmp_path / "big.png", _scene((40, 64)))
     out = tmp_path / "out"
     result = fit.fit_files(path, str(out), shapes="disk", progress=False, max_side=16)
-    assert result["fitted"] == 1 and sizes == [(10, 16, 3)] and result["rows"][0][1] == "64x40"
+    assert result["done"] == 1 and sizes == [(10, 16, 3)] and result["rows"][0][1] == "64x40"
     renderer, params = files.load_params(str(out / "big" / "params.json"))
     meta = json.loads((out / "big" / "params.json").read_text())
     assert (renderer.height, renderer.width) == (40, 64) and meta["fitted_size"] == [10, 16]

@@ -187,7 +187,7 @@ def test_encode_writes_per_image_files_that_render_at_the_images_size(tmp_path, 
     assert status == 0, io_.err
     assert "encoded 8 image(s)" in io_.out
     rows = (out / "summary.csv").read_text().splitlines()
-    assert rows[0] == "file,size,shapes_kept,psnr_db,seconds,status" and len(rows) == 9
+    assert rows[0] == "file,size,kinds,count,psnr_db,seconds,status" and len(rows) == 9
     assert (out / "sheet.png").exists()
     for path in paths:
         stem = os.path.splitext(os.path.basename(path))[0]

@@ -1,9 +1,18 @@
-"""The ONE compiled optimisation loop that every stage of a scene search runs: :class:`SceneEngine`.
+"""The ONE compiled optimisation loop: every fit of parameters through a renderer runs on it.
 
-Adam on raw parameters through :class:`~shapegrad.Render` with edges sharpened over the
-run, loss = each item's image MSE. Items (candidate scenes of all images, restarts...) share one
-batch axis and are independent: each has its own shapes, background and Adam moments, and the loss
-is the *sum* of the items' MSEs. A batch is held as per-kind *instance tables* (one row of raw
+Adam on raw (unconstrained) parameters, the rate cosine-decayed to 2 %, the renderer's edges
+sharpened geometrically over the first part of the run, loss = the *sum* of the items' image MSEs
+(items are independent). Two front ends share it:
+
+- :class:`SceneEngine`: scenes whose shapes, kinds and depth order change between calls (the
+  scene search of :mod:`shapegrad.fit.search`, an encoder's refinement);
+- :class:`LayerEngine`: the flat ``(B, P)`` parameters of one renderer layer (``Cones``,
+  ``Render``, ``SlotRender``) through a :class:`~shapegrad.learn.models.ParameterHead`: test-time
+  refinement of an encoder's guess (:mod:`shapegrad.fit.refinement`).
+
+:class:`SceneEngine` in detail: Adam on raw parameters through :class:`~shapegrad.Render` with
+edges sharpened over the run. Items (candidate scenes of all images, restarts...) share one batch
+axis and are independent: each has its own shapes, background and Adam moments. A batch is held as per-kind *instance tables* (one row of raw
 parameters per shape, the shapes of one kind of every item together, so each kind's distance is
 computed only for the shapes that have it) and a ``(B, D)`` *depth table* of instance indices,
 back to front, that composites each item's shapes in its own order (``Render`` composites in spec
@@ -31,7 +40,8 @@ from shapegrad.render import raster
 from shapegrad.render.primitives import fields_for, parse_kinds
 from shapegrad.render.render import Render
 
-__all__ = ["Scene", "SceneEngine", "bucket", "fold_color", "resolution_of", "shared_engine"]
+__all__ = ["LayerEngine", "Scene", "SceneEngine", "bucket", "fold_color", "raw_from_params", "resolution_of",
+           "shared_engine"]
 
 
 # Table sizes are rounded up to this ladder (about 25 % apart), so that the
@@ -71,6 +81,32 @@ def _logit(x, eps=1e-4):
     return np.log(x) - np.log1p(-x)
 
 
+def raw_from_params(fields, params, eps=1e-4):
+    """Invert a :class:`~shapegrad.learn.models.ParameterHead`: normalised ``(B, P)`` parameters to raw ``(B, P)``.
+
+    Fractions go through the logit (clipped to ``[eps, 1 - eps]``, so 0 and 1
+    map to finite numbers), directions and identities are kept. Computed in
+    ``params``' floating dtype (float32 for anything else); returns float32.
+
+    Example:
+        >>> fields = (("center", 2, "fraction"), ("axis", 2, "direction"))
+        >>> raw_from_params(fields, [[0.5, 0.0, 0.6, 0.8]]).round(3).tolist()
+        [[0.0, -9.21, 0.6, 0.8]]
+    """
+    params = np.asarray(params)
+    if not np.issubdtype(params.dtype, np.floating):
+        params = params.astype(np.float32)
+    if params.ndim != 2 or params.shape[1] != sum(size for _, size, _ in fields):
+        raise ValueError(f"Expected params of shape (B, {sum(size for _, size, _ in fields)}). "
+                         f"Received: params.shape={params.shape}")
+    raw, start = [], 0
+    for _, size, activation in fields:
+        x = params[:, start : start + size]
+        raw.append(_logit(x, eps) if activation == "fraction" else x)
+        start += size
+    return np.concatenate(raw, axis=1).astype("float32")
+
+
 # A fitted opacity is ``sigmoid(_OPACITY_GAIN * raw)``: its logit moves this many times as fast as the
 # other raw parameters (Adam's steps are about the learning rate whatever the gradient's scale), so
 # that a polish of 100 steps can take it from its start (at most _OPACITY_START) to 0.6 and back.
@@ -106,7 +142,115 @@ class Scene:
         return Scene([(k, p.copy()) for k, p in self.shapes], self.background.copy(), self.below, self.above)
 
 
-class SceneEngine:
+class _AdamLoop:
+    """The compiled loop both engines run: Adam, cosine decay, edge annealing, on a tuple of raw tensors.
+
+    A subclass defines ``_loss(variables, extra, images, sharpness) -> (sum,
+    (per_item (B,), images (B, ...)))`` on backend tensors (``variables``: the
+    tuple of tensors that move; ``extra``: anything else the loss reads) and
+    calls :meth:`_start_loop` from its constructor. :meth:`_optimise` runs
+    ``steps`` Adam steps on every element of ``variables`` where its mask
+    (broadcast against it) is 1, and one more evaluation; the whole run is one
+    compiled call (``loop="compiled"``) or one compiled call per step
+    (``"python"``, the default on PyTorch, which runs eagerly either way).
+    """
+
+    def _start_loop(self, loop):
+        if loop is None:
+            loop = "python" if keras.backend.backend() == "torch" else "compiled"
+        if loop not in ("compiled", "python"):
+            raise ValueError(f"Expected loop to be 'compiled' or 'python'. Received: loop={loop!r}")
+        self.loop = loop
+        self.traces = 0
+        self._grad = autodiff.traced_value_and_grad(self._loss, wrt=1)
+        self._run_compiled = autodiff.jit(self._run)
+        self._step_compiled = autodiff.jit(self._step)
+
+    def _schedule(self, i, steps, lr, sharp_start, sharp_end, anneal):
+        t = ops.cast(i, "float32")
+        n = ops.maximum(ops.cast(steps, "float32"), 1.0)
+        ramp = ops.minimum(t / ops.maximum(anneal * n, 1.0), 1.0)
+        ramp = ops.where(ops.less(i, steps), ramp, 1.0)  # the last evaluation at the end's sharpness (also for 0 steps)
+        sharpness = sharp_start * ops.power(sharp_end / sharp_start, ramp)
+        rate = lr * (0.02 + 0.98 * 0.5 * (1.0 + ops.cos(math.pi * t / n)))
+        return sharpness, rate
+
+    def _update(self, state, i, masks, extra, images, steps, lr, sharp_start, sharp_end, anneal):
+        """One Adam step on every item (per-element moments: items are independent).
+
+        Step ``i`` also records each item's loss and image *before* its update;
+        step ``steps`` only records (its rate is 0): so a run of ``steps + 1``
+        evaluations ends with the final parameters' loss and image, and one
+        traced gradient serves both (no second, forward-only copy of the
+        renderer in the compiled program).
+        """
+        variables, m, v = state[:3]
+        sharpness, rate = self._schedule(i, steps, lr, sharp_start, sharp_end, anneal)
+        rate = rate * ops.cast(ops.less(i, steps), "float32")
+        _, (per_item, recon), (grads,) = self._grad(variables, extra, images, sharpness)
+        t = ops.cast(i, "float32") + 1.0
+        b1, b2, eps = 0.9, 0.999, 1e-8
+        c1, c2 = 1.0 - ops.power(b1, t), 1.0 - ops.power(b2, t)
+
+        def adam(x, g, m_, v_, mask):
+            m_ = b1 * m_ + (1 - b1) * g
+            v_ = b2 * v_ + (1 - b2) * g * g
+            return x - mask * (rate * (m_ / c1) / (ops.sqrt(v_ / c2) + eps)), m_, v_
+
+        new = [adam(x, g, a, b, k) for x, g, a, b, k in zip(variables, grads, m, v, masks)]
+        return tuple(n[0] for n in new), tuple(n[1] for n in new), tuple(n[2] for n in new), per_item, recon
+
+    def _init_state(self, variables, images):
+        variables = tuple(variables)
+        return (variables, tuple(ops.zeros_like(x) for x in variables), tuple(ops.zeros_like(x) for x in variables),
+                ops.zeros((ops.shape(images)[0],), "float32"), ops.zeros_like(images))
+
+    def _run(self, variables, masks, extra, images, steps, lr, sharp_start, sharp_end, anneal):
+        self.traces += 1
+        state = self._init_state(variables, images)
+
+        def body(i, state):
+            return self._update(state, i, masks, extra, images, steps, lr, sharp_start, sharp_end, anneal)
+
+        state = ops.fori_loop(0, steps + 1, body, state)
+        return state[0], state[3], state[4]
+
+    def _step(self, state, i, masks, extra, images, steps, lr, sharp_start, sharp_end, anneal):
+        self.traces += 1
+        return self._update(state, i, masks, extra, images, steps, lr, sharp_start, sharp_end, anneal)
+
+    def _optimise(self, variables, masks, extra, images, steps, schedule):
+        """``steps`` Adam steps from ``variables`` (backend tensors); ``(variables, loss (B,), images)`` as tensors.
+
+        ``schedule``: float32 ``(learning_rate, sharpness_start, sharpness_end, anneal)``.
+        """
+        steps = np.int32(steps)
+        if self.loop == "compiled":
+            return self._run_compiled(variables, masks, extra, images, steps, *schedule)
+        state = self._init_state(variables, images)
+        for i in range(steps + 1):  # the last step only evaluates (see _update)
+            state = self._step_compiled(state, np.int32(i), masks, extra, images, steps, *schedule)
+        return state[0], state[3], state[4]
+
+
+def _check_run(steps, sharpness, learning_rate, anneal):
+    """Keras-style checks of one run's settings; float32 ``(learning_rate, sharpness_start, sharpness_end, anneal)``."""
+    if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 0:
+        raise ValueError(f"Expected steps to be an integer >= 0. Received: steps={steps!r}")
+    try:
+        s0, s1 = (float(v) for v in sharpness)
+    except (TypeError, ValueError):
+        s0 = s1 = float("nan")
+    if not (s0 > 0 and s1 > 0):
+        raise ValueError(f"Expected sharpness to be two numbers > 0. Received: sharpness={sharpness!r}")
+    if isinstance(learning_rate, bool) or not isinstance(learning_rate, (int, float, np.floating)) or not learning_rate > 0:
+        raise ValueError(f"Expected learning_rate to be a number > 0. Received: learning_rate={learning_rate!r}")
+    if isinstance(anneal, bool) or not isinstance(anneal, (int, float, np.floating)) or not 0 <= anneal <= 1:
+        raise ValueError(f"Expected anneal to be a number in [0, 1]. Received: anneal={anneal!r}")
+    return tuple(np.float32(v) for v in (learning_rate, s0, s1, anneal))
+
+
+class SceneEngine(_AdamLoop):
     """One compiled Adam loop that fits batches of scenes of ``kinds`` to ``(H, W, C)`` images.
 
     The loop is compiled once, for fixed table sizes: ``batch`` items and
@@ -168,15 +312,7 @@ class SceneEngine:
         self._heads = {k: ParameterHead(self._fields[k]) for k in kinds}
         self.sizes = {k: self.specs[k].size for k in kinds}
         self._geometry = {k: self.sizes[k] - self.channels - 1 for k in kinds}
-        if loop is None:
-            loop = "python" if keras.backend.backend() == "torch" else "compiled"
-        if loop not in ("compiled", "python"):
-            raise ValueError(f"Expected loop to be 'compiled' or 'python'. Received: loop={loop!r}")
-        self.loop = loop
-        self.traces = 0
-        self._grad = autodiff.traced_value_and_grad(self._loss, wrt=2)
-        self._run_compiled = autodiff.jit(self._run)
-        self._step_compiled = autodiff.jit(self._step)
+        self._start_loop(loop)
         self._paint_compiled = autodiff.jit(self._paint)
 
     # ---- the compiled part: backend tensors only --------------------------------------
@@ -206,70 +342,16 @@ class SceneEngine:
             )
         return above_t * raster.finish(self.composite, state, background) + above_p
 
-    def _loss(self, raws, bg_raw, ctx, depth, images, sharpness):
-        recon = self._images(raws, bg_raw, ctx, depth, sharpness)
+    def _loss(self, variables, extra, images, sharpness):
+        """Variables: each kind's raw table, then the background's raw ``(B, C)``; ``extra``: ``(context, depth)``."""
+        ctx, depth = extra
+        recon = self._images(variables[:-1], variables[-1], ctx, depth, sharpness)
         per_item = ops.mean(ops.square(recon - images), axis=(1, 2, 3))
         return ops.sum(per_item), (per_item, recon)
-
-    def _schedule(self, i, steps, lr, sharp_start, sharp_end, anneal):
-        t = ops.cast(i, "float32")
-        n = ops.maximum(ops.cast(steps, "float32"), 1.0)
-        ramp = ops.minimum(t / ops.maximum(anneal * n, 1.0), 1.0)
-        sharpness = sharp_start * ops.power(sharp_end / sharp_start, ramp)
-        rate = lr * (0.02 + 0.98 * 0.5 * (1.0 + ops.cos(math.pi * t / n)))
-        return sharpness, rate
-
-    def _update(self, state, i, ctx, depth, images, masks, steps, lr, sharp_start, sharp_end, anneal):
-        """One Adam step on every item (per-element moments: items are independent).
-
-        Step ``i`` also records each item's loss and image *before* its update;
-        step ``steps`` only records (its rate is 0): so a run of ``steps + 1``
-        evaluations ends with the final parameters' loss and image, and one
-        traced gradient serves both (no second, forward-only copy of the
-        renderer in the compiled program).
-        """
-        raws, bg_raw, m, v, bg_m, bg_v = state[:6]
-        sharpness, rate = self._schedule(i, steps, lr, sharp_start, sharp_end, anneal)
-        rate = rate * ops.cast(ops.less(i, steps), "float32")
-        _, (per_item, recon), (g_raws, g_bg) = self._grad(raws, bg_raw, ctx, depth, images, sharpness)
-        t = ops.cast(i, "float32") + 1.0
-        b1, b2, eps = 0.9, 0.999, 1e-8
-        c1, c2 = 1.0 - ops.power(b1, t), 1.0 - ops.power(b2, t)
-
-        def adam(x, g, m_, v_, mask):
-            m_ = b1 * m_ + (1 - b1) * g
-            v_ = b2 * v_ + (1 - b2) * g * g
-            return x - mask * (rate * (m_ / c1) / (ops.sqrt(v_ / c2) + eps)), m_, v_
-
-        new = [adam(x, g, a, b, k) for x, g, a, b, k in zip(raws, g_raws, m, v, masks)]
-        bg_raw, bg_m, bg_v = adam(bg_raw, g_bg, bg_m, bg_v, 1.0)
-        return (tuple(n[0] for n in new), bg_raw, tuple(n[1] for n in new), tuple(n[2] for n in new), bg_m, bg_v,
-                per_item, recon)
-
-    def _init_state(self, raws, bg_raw):
-        raws = tuple(raws)
-        zeros = tuple(ops.zeros_like(r) for r in raws)
-        return (raws, bg_raw, zeros, tuple(ops.zeros_like(r) for r in raws), ops.zeros_like(bg_raw),
-                ops.zeros_like(bg_raw), ops.zeros((self.batch,), "float32"),
-                ops.zeros((self.batch, self.height, self.width, self.channels), "float32"))
-
-    def _run(self, raws, bg_raw, masks, ctx, depth, images, steps, lr, sharp_start, sharp_end, anneal):
-        self.traces += 1
-        state = self._init_state(raws, bg_raw)
-
-        def body(i, state):
-            return self._update(state, i, ctx, depth, images, masks, steps, lr, sharp_start, sharp_end, anneal)
-
-        state = ops.fori_loop(0, steps + 1, body, state)
-        return state[0], state[1], state[6], state[7]
 
     def _paint(self, raws, bg_raw, ctx, depth, sharpness):
         self.traces += 1
         return self._images(raws, bg_raw, ctx, depth, sharpness)
-
-    def _step(self, state, i, ctx, depth, images, masks, steps, lr, sharp_start, sharp_end, anneal):
-        self.traces += 1
-        return self._update(state, i, ctx, depth, images, masks, steps, lr, sharp_start, sharp_end, anneal)
 
     # ---- host side: scenes <-> tables ----------------------------------------------------
 
@@ -345,12 +427,7 @@ class SceneEngine:
         return tuple(raws), tuple(masks), bg, ctx, depth.astype("int32"), target
 
     def _raw(self, kind, params):
-        raw, start = [], 0
-        for _, size, activation in self._fields[kind]:
-            x = params[:, start : start + size]
-            raw.append(_logit(x) if activation == "fraction" else x)
-            start += size
-        return np.concatenate(raw, axis=1).astype("float32")
+        return raw_from_params(self._fields[kind], params)
 
     def _unpack(self, scenes, raws, bg_raw, opacity):
         params = {k: keras.ops.convert_to_numpy(self._heads[k](r)) for k, r in zip(self.kinds, raws)}
@@ -402,24 +479,19 @@ class SceneEngine:
             ``(scenes, loss (B,), images (B, H, W, C))``: the refined scenes,
             their MSE and their images at the final sharpness.
         """
-        if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 0:
-            raise ValueError(f"Expected steps to be an integer >= 0. Received: steps={steps!r}")
+        args = _check_run(steps, sharpness, learning_rate, anneal)
         if not isinstance(scenes, (list, tuple)) or not scenes:
             raise ValueError(f"Expected scenes to be a non-empty list of Scene. Received: scenes={scenes!r}")
         images = np.asarray(images, np.float32)
         expected = (len(scenes), self.height, self.width, self.channels)
         if images.shape != expected:
             raise ValueError(f"Expected images of shape {expected}. Received: images.shape={images.shape}")
-        s0, s1 = (float(v) for v in sharpness)
-        if not (s0 > 0 and s1 > 0):
-            raise ValueError(f"Expected sharpness to be two numbers > 0. Received: sharpness={sharpness!r}")
         if not isinstance(opacity, (list, tuple, np.ndarray)):
             opacity = [opacity] * len(scenes)
         if len(opacity) != len(scenes):
             raise ValueError(f"Expected opacity to be one value or one per scene ({len(scenes)}). "
                              f"Received: opacity={opacity!r}")
         opacity = [_opacity_mode(v) for v in opacity]
-        args = tuple(np.float32(v) for v in (learning_rate, s0, s1, anneal))
         with autodiff.torch_threads(1):
             return self._fit_chunks(scenes, images, steps, train, opacity, args)
 
@@ -430,14 +502,10 @@ class SceneEngine:
             tables = self._pack(part, images[chunk], None if train is None else [train[b] for b in chunk],
                                 [opacity[b] for b in chunk])
             raws, masks, bg_raw, ctx, depth, target = keras.tree.map_structure(ops.convert_to_tensor, tables)
-            if self.loop == "compiled":
-                raws, bg_raw, loss, recon = self._run_compiled(raws, bg_raw, masks, ctx, depth, target, np.int32(steps),
-                                                               *args)
-            else:
-                state = self._init_state(raws, bg_raw)
-                for i in range(steps + 1):  # the last step only evaluates (see _update)
-                    state = self._step_compiled(state, np.int32(i), ctx, depth, target, masks, np.int32(steps), *args)
-                raws, bg_raw, loss, recon = state[0], state[1], state[6], state[7]
+            background_mask = ops.ones((self.batch, 1), "float32")  # the background always moves
+            variables, loss, recon = self._optimise((*raws, bg_raw), (*masks, background_mask), (ctx, depth), target,
+                                                    steps, args)
+            raws, bg_raw = variables[:-1], variables[-1]
             out.extend(self._unpack(part, raws, bg_raw, [opacity[b] for b in chunk]))
             losses.append(keras.ops.convert_to_numpy(loss)[: len(part)])
             recons.append(keras.ops.convert_to_numpy(recon)[: len(part)])
@@ -490,6 +558,100 @@ def _opacity_mode(value):
     if isinstance(value, (int, float, np.number)) and 0.0 < float(value) <= 1.0:
         return float(value)
     raise ValueError(f"Expected opacity to be a bool, a number in (0, 1] or 'held'. Received: opacity={value!r}")
+
+
+class LayerEngine(_AdamLoop):
+    """The same compiled loop on the flat ``(B, P)`` normalised parameters of one renderer layer.
+
+    Each item's raw parameters (:func:`raw_from_params`) move by Adam through
+    the layer's :class:`~shapegrad.learn.models.ParameterHead` (so every
+    iterate is valid: fractions in ``(0, 1)``, unit directions) against its
+    image; items are independent. Every call of one size reuses one compiled
+    loop (compiled on the first call of that size; PyTorch runs eagerly).
+
+    Args:
+        renderer: a layer mapping ``(B, P)`` normalised parameters to
+            ``(B, H, W, C)`` images whose ``call`` takes ``sharpness=`` and that
+            has a ``default_sharpness``: ``Cones``, ``Render``, ``SlotRender``.
+        fields: the ``P`` numbers' ``(name, size, activation)``, as for
+            ``ParameterHead``; default ``renderer.fields()`` where the layer
+            has that method (``SlotRender``), else ``fields_for(renderer.spec)``.
+        batch: the most items per compiled call (longer inputs run in chunks
+            of this size); default: all at once.
+        loop: ``"compiled"`` or ``"python"``, as for :class:`SceneEngine`.
+
+    Attributes:
+        traces: how many times the loop was traced (once per new batch size
+            on TensorFlow and JAX); on PyTorch, how many steps ran.
+
+    Example:
+        >>> import numpy as np
+        >>> from shapegrad import Cones
+        >>> truth = np.array([[0.5, 0.5, 0.0, 1.0, 0.2]], "float32")
+        >>> image = keras.ops.convert_to_numpy(Cones(24)(truth))     # (1, 24, 24, 1)
+        >>> guess = np.array([[0.45, 0.55, 0.2, 1.0, 0.25]], "float32")
+        >>> fitted, loss, drawn = LayerEngine(Cones(24)).fit(guess, image, steps=150)
+        >>> bool(np.abs(fitted - truth).max() < 0.01), loss.shape, drawn.shape
+        (True, (1,), (1, 24, 24, 1))
+    """
+
+    def __init__(self, renderer, fields=None, batch=None, loop=None):
+        if not callable(renderer) or not hasattr(renderer, "default_sharpness"):
+            raise ValueError(f"Expected renderer to be a layer with call(params, sharpness=) and default_sharpness "
+                             f"(Cones, Render, SlotRender). Received: renderer={renderer!r}")
+        if fields is None:
+            fields = renderer.fields() if callable(getattr(renderer, "fields", None)) else fields_for(renderer.spec)
+        self.renderer = renderer
+        self.head = ParameterHead(fields)
+        self.fields = self.head.fields
+        self.size = self.head.size
+        self.batch = None if batch is None else _validate.positive_int("batch", batch)
+        self._start_loop(loop)
+
+    def _loss(self, variables, extra, images, sharpness):
+        """``variables``: the raw ``(B, P)`` parameters (a tuple of one); ``extra`` is unused."""
+        recon = _draw(self.renderer, self.head(variables[0]), sharpness)
+        per_item = ops.mean(ops.square(recon - images), axis=(1, 2, 3))
+        return ops.sum(per_item), (per_item, recon)
+
+    def fit(self, params, images, steps=100, learning_rate=0.02, sharpness=None, anneal=0.3):
+        """Refine ``params`` so that ``renderer(params)`` draws ``images``.
+
+        Args:
+            params: ``(B, P)`` normalised starts (e.g. an encoder's guess).
+            images: ``(B, H, W, C)`` targets, the renderer's output shape.
+            steps: Adam steps (every item at once); 0 only draws.
+            learning_rate: peak rate on the raw parameters, cosine-decayed to 2 %.
+            sharpness: ``(start, end)`` edge sharpness in the renderer's units,
+                grown geometrically over the first ``anneal`` fraction of the
+                steps; default ``(0.5, 1) x renderer.default_sharpness``.
+            anneal: fraction of the steps over which the edges sharpen.
+
+        Returns:
+            ``(params (B, P) float32, loss (B,) float64, images (B, H, W, C)
+            float32)``: the refined parameters, their MSE against ``images``
+            and their drawing, at the final sharpness.
+        """
+        if sharpness is None:
+            sharpness = (0.5 * float(self.renderer.default_sharpness), float(self.renderer.default_sharpness))
+        schedule = _check_run(steps, sharpness, learning_rate, anneal)
+        raw = raw_from_params(self.fields, params)
+        images = np.asarray(images, np.float32)
+        if not len(raw) or images.ndim != 4 or len(images) != len(raw):
+            raise ValueError(f"Expected at least one row of params and images of shape (B, H, W, C), B = {len(raw)} "
+                             f"(one per row of params). "
+                             f"Received: images.shape={images.shape}")
+        size = len(raw) if self.batch is None else self.batch
+        out, losses, recons = [], [], []
+        for start in range(0, len(raw), max(size, 1)):
+            part = slice(start, start + size)
+            ones = np.ones((len(raw[part]), 1), np.float32)
+            tensors = keras.tree.map_structure(ops.convert_to_tensor, ((raw[part],), (ones,), images[part]))
+            (fitted,), loss, recon = self._optimise(*tensors[:2], (), tensors[2], steps, schedule)
+            out.append(keras.ops.convert_to_numpy(self.head(fitted)).astype(np.float32))
+            losses.append(keras.ops.convert_to_numpy(loss).astype(np.float64))
+            recons.append(keras.ops.convert_to_numpy(recon).astype(np.float32))
+        return np.concatenate(out), np.concatenate(losses), np.concatenate(recons)
 
 
 def fold_color(color, opacity):

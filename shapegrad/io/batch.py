@@ -1,12 +1,58 @@
-"""Files in, folders out: the per-image output folders of ``shapegrad fit`` and ``shapegrad encode``."""
+"""Files in, folders out: the job that ``shapegrad fit`` and ``shapegrad encode`` both run.
 
+:func:`process_files` lists the images among the inputs, skips what cannot be
+done (with a warning and a summary row), hands the rest to a per-batch function
+(a fit, an encoder) in batches, and writes each image's folder
+(:func:`write_image_outputs`) and ``summary.csv`` after every batch. It knows
+nothing of how images are fitted: the caller passes that in.
+"""
+
+import contextlib
+import dataclasses
 import os
+import sys
 
+import keras
 import numpy as np
 
 from shapegrad.io import files, plots
+from shapegrad.io.images import IMAGE_EXTENSIONS, scan_images
 
-__all__ = ["output_folders", "write_image_outputs"]
+__all__ = ["MIN_SIDE", "SUMMARY_COLUMNS", "ImageResult", "output_folders", "process_files", "write_image_outputs"]
+
+MIN_SIDE = 4  # an image under this many pixels a side (at the size it is worked at) is skipped
+SUMMARY_COLUMNS = ("file", "size", "kinds", "count", "psnr_db", "seconds", "status")
+
+
+@dataclasses.dataclass
+class ImageResult:
+    """What a per-batch function of :func:`process_files` returns for one image.
+
+    Attributes:
+        renderer: a :class:`~shapegrad.Render` of the shapes found, at the size of
+            ``pixels``; None when no shape was found.
+        params: ``(1, P)`` normalised parameters of ``renderer``.
+        kinds: the shapes' kinds, back to front, comma-separated (``""``: none).
+        count: how many shapes were found.
+        psnr: of the reconstruction against the image, dB.
+        seconds: this image's share of its batch's time.
+        pixels: ``(h, w, C)`` the image the overlay shows (the image as it was
+            worked on: shrunk, in the run's channels).
+        full: ``(renderer, (1, P) params)`` of the same shapes at the image's own
+            size when it was worked on at another, for ``params.json`` and
+            ``shapes.svg``; None otherwise.
+        extra: more ``params.json`` keys.
+    """
+
+    renderer: object
+    params: np.ndarray
+    kinds: str
+    count: int
+    psnr: float
+    seconds: float
+    pixels: np.ndarray
+    full: tuple = None
+    extra: dict = dataclasses.field(default_factory=dict)
 
 
 def output_folders(paths, out, force):
@@ -57,3 +103,129 @@ def write_image_outputs(folder, pixels, renderer, params, /, full=None, **extra)
     written.insert(1 if written else 0, plots.save_image(os.path.join(folder, "overlay.png"),
                                                          plots.overlay(pixels, outlines), scale=scale))
     return written
+
+
+def process_files(inputs, out, work, command, force=False, progress=True, worked_size=None, batches=None):
+    """Run ``work`` on every image among ``inputs`` (files and/or folders); write one folder per image into ``out``.
+
+    Per image ``out/<stem>/params.json``, ``overlay.png`` and ``shapes.svg``
+    (:func:`write_image_outputs`; ``params.json`` adds ``image``, ``psnr_db``,
+    ``seconds`` and the result's ``extra``); two images with the same stem get
+    ``<stem>``, ``<stem>-2``... Then ``out/summary.csv``, one row per file with
+    the columns :data:`SUMMARY_COLUMNS` (``size`` is the image's own ``WxH``,
+    ``kinds`` back to front, ``status`` ``ok`` or ``skipped: <why>``), written
+    after every batch, so an interrupted run keeps what it finished.
+
+    Skipped, each with a warning ``shapegrad <command>: skipped <path>: <why>``
+    on stderr and a summary row, the others still done: a file that does not
+    read as an image (``unreadable (...)``), a file in an input folder that is
+    not a PNG/JPEG (``not a PNG/JPEG file``), an image under :data:`MIN_SIDE` px
+    a side at the size it is worked at (``WxH is smaller than 4 px a side``),
+    an image whose ``out/<stem>`` exists unless ``force``
+    (``out/<stem> exists (use --force to overwrite)``).
+
+    Args:
+        inputs: a path or a list of image files and/or folders (searched
+            recursively for PNG/JPEG).
+        out: the output folder.
+        work: ``work(images) -> [ImageResult]``, one result per image, for
+            a list of ``(H, W, C)`` float32 images (as :func:`files.read_image`
+            reads them).
+        command: the name in the warnings (``"fit"``, ``"encode"``).
+        force: overwrite existing ``out/<stem>`` folders.
+        progress: a progress bar over images on stderr.
+        worked_size: ``(H, W) -> (h, w)``, the size an image is worked at
+            (for the :data:`MIN_SIDE` rule); default its own.
+        batches: ``batches(paths, sizes) -> iterable of lists of paths``, the
+            images given to ``work`` together (``sizes``: ``{path: (H, W)}``);
+            default: all in one batch.
+
+    Returns:
+        ``{"done": n, "skipped": [(path, why)], "rows": [...]}`` (the rows of
+        ``summary.csv``). Raises ``ValueError`` before any work when no input
+        is an image of at least :data:`MIN_SIDE` px a side.
+
+    Example:
+        >>> import tempfile
+        >>> folder = tempfile.mkdtemp()
+        >>> _ = plots.save_image(os.path.join(folder, "in", "a.png"), np.full((6, 8, 3), 0.5, "float32"))
+        >>> _ = files.write_text(os.path.join(folder, "in", "notes.txt"), "not an image")
+        >>> def nothing_found(images):  # a stand-in for a fit: no shape, the image's mean colour
+        ...     return [ImageResult(None, None, "", 0, 20.0, 0.0, im) for im in images]
+        >>> result = process_files(os.path.join(folder, "in"), os.path.join(folder, "out"), nothing_found,
+        ...                        "fit", progress=False)  # warns on stderr: skipped .../notes.txt
+        >>> result["done"], [row[1:] for row in result["rows"]]
+        (1, [['8x6', '', 0, '20.00', '0.00', 'ok'], ['', '', '', '', '', 'skipped: not a PNG/JPEG file']])
+    """
+    scan = scan_images(inputs)  # ValueError for a missing input
+    worked_size = worked_size or (lambda size: tuple(size))
+    sizes = dict(zip(scan.paths, scan.sizes))
+    tiny = [p for p in scan.paths if min(worked_size(sizes[p])) < MIN_SIDE]
+    usable = [p for p in scan.paths if p not in set(tiny)]
+    if not usable:
+        what = (f"{len(scan.skipped)} unreadable, {len(tiny)} under {MIN_SIDE} px a side"
+                if scan.skipped or tiny else "no image files")
+        received = [inputs] if isinstance(inputs, (str, os.PathLike)) else list(inputs)
+        raise ValueError(f"Expected PNG/JPEG images of at least {MIN_SIDE} px a side. Received: {received!r} ({what})")
+    skipped, rows = [], {}
+
+    def skip(path, why, size=""):
+        skipped.append((path, why))
+        rows[path] = [path, size, "", "", "", "", f"skipped: {why}"]
+        print(f"shapegrad {command}: skipped {path}: {why}", file=sys.stderr)
+
+    for path, why in scan.skipped:
+        skip(path, f"unreadable ({why})")
+    others = _other_files(inputs)
+    for path in others:
+        skip(path, "not a PNG/JPEG file")
+    for path in tiny:
+        (h, w), at = sizes[path], worked_size(sizes[path])
+        note = f" (fitted at {at[1]}x{at[0]})" if tuple(at) != (h, w) else ""
+        skip(path, f"{w}x{h} is smaller than {MIN_SIDE} px a side{note}", f"{w}x{h}")
+    folders, todo, existing = output_folders(usable, out, force)
+    for path in existing:
+        skip(path, f"{os.path.join(out, folders[path])} exists (use --force to overwrite)")
+    order = [*scan.paths, *(p for p, _ in scan.skipped), *others]
+
+    def write_summary():
+        table = [rows[p] for p in order if p in rows]
+        files.write_csv(os.path.join(out, "summary.csv"), SUMMARY_COLUMNS, table)
+        return table
+
+    bar = keras.utils.Progbar(len(todo), unit_name="image") if progress and todo else None
+    done = 0
+    for batch in (batches(todo, sizes) if batches else [todo] if todo else []):
+        images = {}
+        for path in batch:
+            try:
+                images[path] = files.read_image(path)
+            except ValueError as error:  # listed as readable, but does not decode
+                skip(path, f"unreadable ({error})")
+        results = work(list(images.values())) if images else []
+        for (path, image), result in zip(images.items(), results):
+            extra = dict(image=path, psnr_db=round(float(result.psnr), 3), seconds=round(float(result.seconds), 3),
+                         **result.extra)
+            write_image_outputs(os.path.join(out, folders[path]), result.pixels, result.renderer, result.params,
+                                full=result.full, **extra)
+            h, w = image.shape[:2]
+            rows[path] = [path, f"{w}x{h}", result.kinds, int(result.count), f"{result.psnr:.2f}",
+                          f"{result.seconds:.2f}", "ok"]
+            done += 1
+        write_summary()  # after every batch: a killed run's summary lists what it finished
+        if bar:
+            with contextlib.redirect_stdout(sys.stderr):  # Progbar prints to stdout; keep stdout for results
+                bar.add(len(batch))
+    return {"done": done, "skipped": skipped, "rows": write_summary()}
+
+
+def _other_files(inputs):
+    """Files inside the folders among ``inputs`` that a scan does not take (not hidden, other extensions)."""
+    found = []
+    for item in [inputs] if isinstance(inputs, (str, os.PathLike)) else inputs:
+        if os.path.isdir(item):
+            for root, dirs, names in os.walk(item):
+                dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+                found += sorted(os.path.join(root, n) for n in names
+                                if not n.startswith(".") and not n.lower().endswith(IMAGE_EXTENSIONS))
+    return found

@@ -21,7 +21,7 @@ and kinds are revised and shapes that do not earn their place dropped, by
 the rules of ``fit_scene``. ``search=False``: only refine the kept shapes,
 opaque, and the background colour by ``refine_steps`` Adam steps on the
 image loss through the compiled scene engine
-(:class:`shapegrad.scenefit.SceneEngine`: one compiled loop per encoder,
+(:class:`shapegrad.fit.engine.SceneEngine`: one compiled loop per encoder,
 every image of a batch at once) in the ``N x N`` frame, then map them back.
 ``refine_steps=0``: the encoder's guess as it is. The PSNR is measured at
 the image's size.
@@ -38,7 +38,6 @@ Example (a tiny run; skipped by the doctest run, it trains for ~20 s):
 """
 
 import os
-import sys
 import time
 
 import keras
@@ -47,8 +46,8 @@ import numpy as np
 from shapegrad import _keras_internals
 from shapegrad.fit import engine
 from shapegrad.fit import search as scene_search
-from shapegrad.io import files, plots
-from shapegrad.io.batch import output_folders, write_image_outputs
+from shapegrad.io import plots
+from shapegrad.io.batch import ImageResult, process_files
 from shapegrad.learn import data, metrics
 from shapegrad.learn.models import fields_for
 from shapegrad.render.primitives import format_shapes
@@ -226,7 +225,7 @@ class Encoder:
         The encoder's guess (shapes with opacity >= ``keep_opacity``, back to
         front as the run's renderer draws them, opaque) is refined by
         ``refine_steps`` Adam steps of the compiled scene engine
-        (:class:`shapegrad.scenefit.SceneEngine`, shared by every batch of
+        (:class:`shapegrad.fit.engine.SceneEngine`, shared by every batch of
         this encoder) in an ``R x R`` letterbox frame (``refine_resolution``,
         default ``N``; normalised parameters do not depend on the frame's
         size, so an encoder trained small can be refined on more pixels),
@@ -386,71 +385,50 @@ class _Found:
 
 
 def encode_files(encoder, inputs, out, refine_steps=100, batch_size=32, force=False, progress=True, search=True):
-    """Encode every image among ``inputs`` (files and/or folders) into ``out``; returns a summary dict.
+    """Encode every image among ``inputs`` (files and/or folders) into ``out``; the job ``shapegrad encode`` runs.
 
-    Per image ``out/<stem>/params.json`` (readable by ``shapegrad render``;
-    ``height``/``width`` are the image's, plus ``image``, ``psnr_db`` and
-    ``shapes_kept``), ``overlay.png`` (the image with each shape's outline)
-    and ``shapes.svg``; then ``out/summary.csv`` (one row per file: ``file,
-    size, shapes_kept, psnr_db, seconds, status``; unreadable files and
-    images whose folder exists are rows with status ``skipped: ...``) and
-    ``out/sheet.png`` (up to 16 inputs letterboxed, above their
-    reconstructions). Two images with the same stem get ``<stem>``,
-    ``<stem>-2``, ...
+    The files, the skip rules, the summary and the return value are those of
+    :func:`shapegrad.io.batch.process_files` (the job ``shapegrad fit`` runs
+    too): per image ``out/<stem>/params.json`` (readable by ``shapegrad
+    render``; ``height``/``width`` are the image's, plus ``image``,
+    ``psnr_db``, ``seconds`` and ``shapes_kept``), ``overlay.png`` (the image,
+    in the run's channels, with each shape's outline) and ``shapes.svg``; then
+    ``out/summary.csv`` (columns :data:`shapegrad.io.batch.SUMMARY_COLUMNS`;
+    ``kinds`` are those of ``params.json``, ``count`` is
+    :attr:`Encoded.kept`), written after every batch of ``batch_size``
+    images. Unreadable files, other files in the input folders, images under
+    4 px a side and images whose ``out/<stem>`` exists (unless ``force``) are
+    skipped with a warning on stderr and a summary row. Last,
+    ``out/sheet.png``: up to 16 inputs letterboxed, above their
+    reconstructions.
 
-    ``search``, ``refine_steps``: as in :meth:`Encoder.encode`.
-    ``encoder``: an :class:`Encoder` or a path to ``encoder.keras``. An
-    existing ``out/<stem>`` is left alone unless ``force`` (the others are
-    still done). Returns ``{"encoded": n, "unreadable": [(path, why)],
-    "existing": [paths], "rows": [...]}``. Raises ``ValueError`` when no
-    input is a readable image.
+    ``encoder``: an :class:`Encoder` or a path to ``encoder.keras``.
+    ``search``, ``refine_steps``, ``batch_size``: as in :meth:`Encoder.encode`.
+
+    Returns:
+        ``{"done": n, "skipped": [(path, why)], "rows": [...]}``. Raises
+        ``ValueError`` when no input is a readable image of at least 4 px a side.
     """
 
     encoder = encoder if isinstance(encoder, Encoder) else Encoder.load(encoder)
-    scan = data.scan_images(inputs)
-    if not len(scan):
-        what = f"{len(scan.skipped)} file(s), none a readable image" if scan.skipped else "no image files"
-        raise ValueError(f"Expected PNG/JPEG images. Received: {list(inputs)!r} ({what})")
-    rows = [[p, "", "", "", "", f"skipped: unreadable ({why})"] for p, why in scan.skipped]
-    for path, why in scan.skipped:
-        print(f"skipped unreadable {path}: {why}", file=sys.stderr)
-    folders, todo, existing = output_folders(scan.paths, out, force)
-    for path in existing:
-        where = os.path.join(out, folders[path])
-        rows.append([path, "", "", "", "", f"skipped: {where} exists (use --force)"])
-        print(f"skipped {path}: {where} exists (use --force to overwrite)", file=sys.stderr)
-    bar = keras.utils.Progbar(len(todo), unit_name="image") if progress and todo else None
     sheet_in, sheet_out = [], []
-    encoded = 0
-    for start in range(0, len(todo), batch_size):
-        paths, images = [], []
-        for path in todo[start : start + batch_size]:
-            try:
-                images.append(files.read_image(path))
-                paths.append(path)
-            except ValueError as error:  # listed as readable, but does not decode
-                rows.append([path, "", "", "", "", f"skipped: unreadable ({error})"])
-                print(f"skipped unreadable {path}: {error}", file=sys.stderr)
-        results = (encoder.encode(images, refine_steps=refine_steps, batch_size=batch_size, search=search)
-                   if images else [])
-        for path, image, e in zip(paths, images, results):
-            folder = os.path.join(out, folders[path])
-            write_image_outputs(folder, data.to_channels(image, encoder.channels), e.renderer, e.params,
-                                      image=path, psnr_db=round(e.psnr, 3), shapes_kept=e.kept)
-            rows.append([path, f"{e.width}x{e.height}", e.kept, f"{e.psnr:.2f}", f"{e.seconds:.3f}", "ok"])
-            encoded += 1
+
+    def work(images):
+        results = []
+        for image, e in zip(images, encoder.encode(images, refine_steps=refine_steps, batch_size=batch_size,
+                                                   search=search)):
+            kinds = ",".join(kind for kind, count in e.renderer.shapes for _ in range(count))
+            results.append(ImageResult(e.renderer, e.params, kinds, e.kept, e.psnr, e.seconds,
+                                             data.to_channels(image, encoder.channels), extra=dict(shapes_kept=e.kept)))
             if len(sheet_in) < 16:
                 boxed, _, box = encoder.prepare(image)
                 sheet_in.append(boxed)
                 sheet_out.append(box.apply(e.render()))
-            if bar:
-                bar.add(1)
-    order = {p: i for i, p in enumerate([*scan.paths, *(p for p, _ in scan.skipped)])}
-    rows.sort(key=lambda r: order.get(r[0], len(order)))
-    os.makedirs(out, exist_ok=True)
-    files.write_csv(os.path.join(out, "summary.csv"), ["file", "size", "shapes_kept", "psnr_db", "seconds", "status"], rows)
+        return results
+
+    result = process_files(inputs, out, work, "encode", force=force, progress=progress,
+                           batches=lambda paths, sizes: [paths[k : k + batch_size] for k in range(0, len(paths), batch_size)])
     if sheet_in:
         plots.save_image(os.path.join(out, "sheet.png"), plots.image_grid([sheet_in, sheet_out]),
                          scale=max(1, 96 // encoder.resolution))
-    unreadable = [r[0] for r in rows if str(r[5]).startswith("skipped: unreadable")]
-    return {"encoded": encoded, "unreadable": unreadable, "existing": existing, "rows": rows}
+    return result

@@ -9,7 +9,8 @@ pixels away from the boundary:
   sharpness, i.e. 10x wider) and sharpens geometrically over the first
   ``anneal`` fraction of training, so early on every pixel feels the shape;
 - **test-time refinement**: after the encoder's guess, a few Adam steps per
-  image through the renderer (:func:`shapegrad.fit.refine`) polish the
+  image through the renderer (:func:`shapegrad.fit.refine`, on the compiled
+  loop every fit runs, :class:`shapegrad.fit.LayerEngine`) polish the
   parameters to sub-pixel accuracy, again with the image loss only.
 
 ``supervised=True`` trains the same encoder on the true parameters instead (a
@@ -129,6 +130,9 @@ def evaluate(encoder, task, images, params, refine_steps=100, batch=256):
     Cones: :func:`shapegrad.fit.refine` from the encoder's guess. Scenes:
     :func:`shapegrad.fit.refine_scene` (restarts that swap shapes' places and
     move shapes onto what the others miss; ``refine_steps`` per restart).
+    Every chunk of ``batch`` images (scenes: ``batch // 4``, each with its
+    restarts) runs on one :class:`shapegrad.fit.LayerEngine` of the task's
+    renderer, compiled once per batch size.
 
     Returns ``(headline, encoder_only, pred, refined)``: dicts of summary
     figures (see :func:`shapegrad.metrics.summarize`) after and before
@@ -147,9 +151,11 @@ def evaluate(encoder, task, images, params, refine_steps=100, batch=256):
         return summary(pred), summary(pred), pred, pred
     # refine_scene renders every image from several restarts at once: a smaller chunk.
     chunk = batch if task.refine is fit.refine else max(1, batch // 4)
+    engine = fit.LayerEngine(task.renderer, task.fields)
     refined = np.concatenate(
         [
-            task.refine(task.renderer, task.fields, pred[k : k + chunk], images[k : k + chunk], steps=refine_steps)
+            task.refine(task.renderer, task.fields, pred[k : k + chunk], images[k : k + chunk], steps=refine_steps,
+                        engine=engine)
             for k in range(0, len(images), chunk)
         ]
     )

@@ -1,0 +1,156 @@
+"""``shapegrad fit`` as a library call: :func:`fit_files`, the files-in, folders-out job run with :func:`fit_scene`.
+
+The job itself (skip rules, output folders, ``summary.csv``) is
+:func:`shapegrad.io.batch.process_files`, shared with ``shapegrad encode``;
+this module adds what fitting needs: option checks, large images shrunk to
+``max_side``, images of one size fitted together.
+"""
+
+import dataclasses
+
+from shapegrad.fit import search
+from shapegrad.io.batch import MIN_SIDE, SUMMARY_COLUMNS, ImageResult, process_files
+from shapegrad.io.images import Letterbox
+
+__all__ = ["MAX_SIDE", "SUMMARY_COLUMNS", "check_fit_options", "fit_files", "fittable", "fitted_size"]
+
+MAX_SIDE = 512  # fit_files fits a larger image on a copy shrunk to this many pixels on its longer side
+
+
+def fitted_size(size, max_side=MAX_SIDE):
+    """The size ``(h, w)`` at which ``fit_files`` fits an image of ``size`` ``(H, W)``: its own, or shrunk
+    (proportions kept, :class:`shapegrad.io.images.Letterbox` with ``pad=False``) to ``max_side`` on its longer side.
+
+    Example:
+        >>> fitted_size((40, 64)), fitted_size((1000, 2000))
+        ((40, 64), (256, 512))
+    """
+    if max(size) <= max_side:
+        return tuple(size)
+    return Letterbox(*size, max_side, pad=False).inner
+
+
+def fittable(size, max_side=MAX_SIDE):
+    """Whether ``fit_files`` fits an image of ``size`` ``(H, W)``: at least 4 px a side at its fitted size."""
+    return min(fitted_size(size, max_side)) >= MIN_SIDE
+
+
+def check_fit_options(kinds, max_shapes, shapes, options=None):
+    """Raise ``ValueError`` (Keras style) for bad ``kinds``, ``max_shapes``, ``shapes`` or search options."""
+    unknown = set(options or {}) - set(search.SEARCH_DEFAULTS)
+    if unknown:
+        raise ValueError(f"Expected options among {sorted(search.SEARCH_DEFAULTS)}. Received: {sorted(unknown)}")
+    search.search_spec(kinds, max_shapes, shapes)
+
+
+def fit_files(inputs, out, kinds=None, max_shapes=None, shapes=None, force=False, progress=True, max_side=MAX_SIDE,
+              **options):
+    """Fit a scene of primitives to every image among ``inputs`` (files and/or folders); write into ``out``.
+
+    Each image is fitted by :func:`shapegrad.fit_scene` (kinds and count
+    unknown: up to ``max_shapes`` shapes of ``kinds``; or exactly ``shapes``
+    such as ``"disk*2,box"``), at its own size and channels (grey stays grey,
+    colour stays colour; alpha is dropped, 16-bit images are read with every
+    bit). Images of one size are fitted together, up to ``search.GROUP`` per
+    call (one compilation per size and much less time per image). ``seconds``
+    is an image's share of its batch's time.
+
+    The files, the skip rules and the summary are those of
+    :func:`shapegrad.io.batch.process_files` (the job ``shapegrad encode``
+    runs too): per image ``out/<stem>/params.json`` (readable by ``shapegrad
+    render``; it records ``height``/``width`` and adds ``image``, ``psnr_db``,
+    ``seconds``, ``noise``), ``overlay.png`` and ``shapes.svg``; then
+    ``out/summary.csv`` with the columns :data:`SUMMARY_COLUMNS`, written
+    after every batch. Unreadable files, other files in the input folders,
+    images under 4 px a side (at their fitted size) and images whose
+    ``out/<stem>`` exists (unless ``force``) are skipped with a warning on
+    stderr and a summary row.
+
+    An image larger than ``max_side`` px a side is fitted on a copy shrunk
+    to ``max_side`` on its longer side (:func:`fitted_size`); its
+    ``params.json`` and ``shapes.svg`` are at the image's own size (the
+    parameters are normalised, so they carry over; edges keep the fitted
+    sharpness in pixels), its ``overlay.png`` and ``psnr_db`` at the fitted
+    size, recorded as ``fitted_size``.
+
+    Args:
+        inputs: a path or a list of image files and/or folders (searched
+            recursively for PNG/JPEG).
+        out: the output folder.
+        kinds: the kinds a shape may be (default disk, box, triangle, ellipse).
+        max_shapes: the most shapes per image (default 5).
+        shapes: exactly these shapes instead of ``kinds``/``max_shapes``
+            (giving both is a ``ValueError``).
+        force: overwrite existing ``out/<stem>`` folders.
+        progress: show a progress bar on stderr.
+        max_side: fit larger images shrunk to this many pixels on their longer side.
+        **options: search settings of ``fit_scene`` (e.g. ``steps``).
+
+    Returns:
+        ``{"done": n, "skipped": [(path, why)], "rows": [...]}`` (the rows of
+        ``summary.csv``). Raises ``ValueError`` before any work when no input
+        is an image that can be fitted, or for bad ``kinds``/``shapes``/
+        ``max_shapes``/``max_side``/options.
+
+    Example (skipped by the doctest run: a whole search, ~20 s with compilation):
+        >>> import os, tempfile, numpy as np
+        >>> from skimage.draw import disk
+        >>> from shapegrad.io import files, plots
+        >>> folder = tempfile.mkdtemp()
+        >>> image = np.full((24, 40, 3), 0.1, "float32")
+        >>> rr, cc = disk((12, 14), 7, shape=(24, 40)); image[rr, cc] = (0.9, 0.3, 0.2)
+        >>> _ = plots.save_image(os.path.join(folder, "in", "a.png"), image)
+        >>> result = fit_files(os.path.join(folder, "in"), os.path.join(folder, "out"), kinds="disk,box",  # doctest: +SKIP
+        ...                    max_shapes=2, progress=False)
+        >>> result["done"], result["rows"][0][1:4]  # doctest: +SKIP
+        (1, ['40x24', 'disk', 1])
+        >>> renderer, params = files.load_params(os.path.join(folder, "out", "a", "params.json"))  # doctest: +SKIP
+        >>> (renderer.height, renderer.width)  # doctest: +SKIP
+        (24, 40)
+    """
+    check_fit_options(kinds, max_shapes, shapes, options)
+    if isinstance(max_side, bool) or not isinstance(max_side, int) or max_side < MIN_SIDE:
+        raise ValueError(f"Expected max_side to be an integer >= {MIN_SIDE}. Received: max_side={max_side!r}")
+
+    def work(images):
+        shrunk = [Letterbox(*im.shape[:2], max_side, pad=False) if max(im.shape[:2]) > max_side else None
+                  for im in images]
+        fitted = [box.apply(im) if box else im for im, box in zip(images, shrunk)]
+        found = search.fit_scene(fitted, kinds=kinds, max_shapes=max_shapes, shapes=shapes, **options)
+        results = []
+        for one, pixels, box in zip(found, fitted, shrunk):
+            extra = dict(noise=round(float(one.noise), 6))
+            if box:
+                extra["fitted_size"] = [one.height, one.width]
+            results.append(ImageResult(one.renderer(), one.params, one.shapes, one.count, float(one.psnr),
+                                       float(one.seconds), pixels, full=_at_size(one, box) if box else None,
+                                       extra=extra))
+        return results
+
+    return process_files(inputs, out, work, "fit", force=force, progress=progress,
+                         worked_size=lambda size: fitted_size(size, max_side),
+                         batches=lambda paths, sizes: _batches(paths, {p: fitted_size(s, max_side) for p, s in sizes.items()}))
+
+
+def _at_size(found, box):
+    """``(Render, (1, P) params)`` of the fit ``found`` (made at ``box.inner``) at the image's own size."""
+    full = dataclasses.replace(found, height=box.height, width=box.width)
+    renderer = full.renderer()
+    if renderer is None:
+        return None
+    params = box.to_image(found.renderer().spec, found.params[None], renderer.spec)
+    return renderer, params
+
+
+def _batches(paths, sizes):
+    """``paths`` in batches that :func:`~shapegrad.fit.search.fit_scene` fits together: one image size per
+    batch, at most ``search.GROUP`` images, the images of a size split into equal parts (one compiled
+    batch size per image size). Each batch's files are written before the next starts, so a killed run
+    keeps every finished batch; batched, small images cost a fraction of one call each."""
+    by_size = {}
+    for path in paths:
+        by_size.setdefault(sizes[path], []).append(path)
+    for group in by_size.values():
+        size = -(-len(group) // -(-len(group) // search.GROUP))
+        for j in range(0, len(group), size):
+            yield group[j : j + size]
