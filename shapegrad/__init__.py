@@ -19,6 +19,7 @@ search), ``learn`` (models, data, training, the encoder on new images), ``io`` (
 from shapegrad import _startup  # noqa: F401 - first: the command line's quiet TensorFlow start-up
 from shapegrad import _moved, allocator, doctor
 from shapegrad.allocator import keep_freed_memory
+from shapegrad.fit.pictures import PictureFit, fit_picture
 from shapegrad.fit.search import SceneFit, fit_scene
 from shapegrad.learn import encode, feedback, guide, models
 from shapegrad.learn.config import TrainConfig
@@ -49,6 +50,7 @@ __all__ = [
     "Annealed",
     "Cones",
     "Encoder",
+    "PictureFit",
     "Render",
     "RenderSpec",
     "SceneFit",
@@ -56,6 +58,7 @@ __all__ = [
     "TrainConfig",
     "angle_between",
     "allocator",
+    "fit_picture",
     "fit_scene",
     "doctor",
     "encode",

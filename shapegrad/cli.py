@@ -47,6 +47,7 @@ from shapegrad.io.images import scan_images
 from shapegrad.learn import distribute, encode, train
 from shapegrad.learn.config import TrainConfig
 from shapegrad.learn.models import COLORS, ENCODERS
+from shapegrad.ops import autodiff
 from shapegrad.render.render import Render
 
 __all__ = ["UsageError", "build_parser", "main"]
@@ -284,12 +285,15 @@ def _run_train(args, config):
 def _add_fit(subparsers):
     p = subparsers.add_parser(
         "fit",
-        help="fit primitives (kinds and count found) to images by gradient descent",
+        help="fit primitives to images by gradient descent: a scene (kinds and count found) or a picture "
+        "(--count or --seconds of shapes)",
         description="Fit a scene of primitives to each image (any size, grey or colour): how many shapes, of "
         "which kinds, in which depth order. Per image OUT/<stem>/params.json (for shapegrad render), overlay.png, "
         "shapes.svg; one OUT/summary.csv. Images larger than --max-side are fitted shrunk to it (params.json and "
         "shapes.svg at their own size). Unreadable files, images under 4 px a side and existing OUT/<stem> "
-        "folders (without --force) are skipped with a warning. "
+        "folders (without --force) are skipped with a warning. With --count or --seconds: vectorise pictures "
+        "(photographs, drawings) with that many shapes (default --kinds triangle), each fitted on top of the "
+        "others; per image preview.png instead of overlay.png, and OUT/index.html shows each input beside its SVG. "
         "Exit status: 0 all fitted, 1 some skipped, 2 bad arguments.",
     )
     p.add_argument("inputs", nargs="+", metavar="IMAGE_OR_FOLDER", help="PNG/JPEG files and/or folders (recursive)")
@@ -298,6 +302,13 @@ def _add_fit(subparsers):
     p.add_argument("--max-shapes", type=int, default=None, help="the most shapes per image (default 5)")
     p.add_argument("--shapes", default=None,
                    help="fit exactly these shapes instead, e.g. 'disk*2,box' (not with --kinds or --max-shapes)")
+    p.add_argument("--count", type=int, default=None,
+                   help="vectorise a picture with this many shapes (not with --max-shapes or --shapes)")
+    p.add_argument("--seconds", type=float, default=None,
+                   help="vectorise a picture with as many shapes as fit in this many seconds per image")
+    p.add_argument("--alpha", type=float, default=None,
+                   help="with --count/--seconds: every shape's opacity, in (0, 1] (default: fitted per shape)")
+    p.add_argument("--seed", type=int, default=0, help="with --count/--seconds: seed of the shapes' starts")
     p.add_argument("--force", action="store_true", help="overwrite existing OUT/<stem> folders")
     p.add_argument("--max-side", type=int, default=_FIT_MAX_SIDE,
                    help=f"fit larger images shrunk to this many px on their longer side (default {_FIT_MAX_SIDE})")
@@ -308,6 +319,22 @@ _FIT_MAX_SIDE = 512  # = shapegrad.fit.MAX_SIDE (not imported: --help stays ligh
 
 
 def _check_fit(args):
+    pictures = args.count is not None or args.seconds is not None
+    if pictures:
+        given = [_flag(n) for n in ("max_shapes", "shapes") if getattr(args, n) is not None]
+        if given:
+            which = "--count" if args.count is not None else "--seconds"
+            raise UsageError(f"Expected either {which} (a picture) or {' and '.join(given)} (a scene), not both. "
+                             f"Received: {which} and {', '.join(given)}")
+        if args.count is not None and args.count < 1:
+            raise UsageError(f"Expected --count to be a positive integer. Received: --count={args.count}")
+        if args.seconds is not None and not 0 < args.seconds < math.inf:
+            raise UsageError(f"Expected --seconds to be a number > 0. Received: --seconds={args.seconds}")
+        if args.alpha is not None and not 0 < args.alpha <= 1:
+            raise UsageError(f"Expected --alpha to be a number in (0, 1]. Received: --alpha={args.alpha}")
+        args.kinds = args.kinds or "triangle"
+    elif args.alpha is not None:
+        raise UsageError(f"Expected --alpha only with --count or --seconds. Received: --alpha={args.alpha}")
     if args.max_shapes is not None and args.max_shapes < 1:
         raise UsageError(f"Expected --max-shapes to be a positive integer. Received: --max-shapes={args.max_shapes}")
     if args.max_side < 4:
@@ -330,6 +357,14 @@ def _check_fit(args):
 
 
 def _run_fit(args, _):
+    if args.count is not None or args.seconds is not None:
+        result = fit.fit_picture_files(args.inputs, args.out, kinds=args.kinds, count=args.count, seconds=args.seconds,
+                                       opacity=args.alpha, seed=args.seed, force=args.force, progress=True,
+                                       max_side=args.max_side)
+        psnr, seconds = _means(result)
+        print(f"fitted {result['done']} picture(s), mean psnr {psnr:.2f} dB, {seconds:.1f} s per picture; "
+              f"skipped {len(result['skipped'])} -> {args.out}/index.html, {args.out}/summary.csv")
+        return 1 if result["skipped"] else 0
     result = fit.fit_files(args.inputs, args.out, kinds=args.kinds, max_shapes=args.max_shapes, shapes=args.shapes,
                            force=args.force, progress=True, max_side=args.max_side)
     psnr, seconds = _means(result)
@@ -340,7 +375,7 @@ def _run_fit(args, _):
 
 def _means(result):
     """Mean PSNR and seconds per image over the ``ok`` rows of a files job's result (``fit``, ``encode``)."""
-    ok = [dict(zip(fit.SUMMARY_COLUMNS, row)) for row in result["rows"] if row[-1] == "ok"]
+    ok = [dict(zip(fit.SUMMARY_COLUMNS, row)) for row in result["rows"] if row[-1].startswith("ok")]
     return tuple(sum(float(row[name]) for row in ok) / max(len(ok), 1) for name in ("psnr_db", "seconds"))
 
 
@@ -662,6 +697,7 @@ def main(argv=None):
     _, check, run = _COMMANDS[args.command]
     prefix = f"shapegrad {args.command}"
     allocator.keep_freed_memory()
+    autodiff.keep_compiled_programs()
     try:
         try:
             checked = check(args) if check else None

@@ -65,7 +65,7 @@ def test_unknown_count_on_a_non_square_image_and_mixed_inputs(tmp_path, capsys):
         assert row["status"] == "ok" and row["size"] == "40x24", row
         assert sorted(row["kinds"].split(",")) == ["box", "disk"] and row["count"] == "2", row
         assert float(row["psnr_db"]) > 25, row
-        assert sorted(os.listdir(out / name[:-4])) == ["overlay.png", "params.json", "shapes.svg"]
+        assert sorted(os.listdir(out / name[:-4])) == ["input.png", "overlay.png", "params.json", "shapes.svg"]
     assert rows["notes.txt"]["status"] == "skipped: not a PNG/JPEG file"
     renderer, _ = files.load_params(str(out / "grey" / "params.json"))
     assert (renderer.height, renderer.width, renderer.channels) == (24, 40, 1)  # grey stays grey

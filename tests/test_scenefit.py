@@ -82,7 +82,7 @@ def test_engine_is_traced_once_for_any_scenes_steps_and_chunks():
     fitted, loss, recon = engine.fit(truth[::-1], images[::-1], steps=7, learning_rate=0.01)
     assert loss.shape == (3,) and np.isfinite(loss).all() and recon.shape == images.shape
     if COMPILES:
-        assert engine.traces == 1
+        assert engine.traces == 1 and engine.paint_traces == 1  # the loop, and render's forward-only program
     for scene in fitted:
         for _, params in scene.shapes:
             assert params.dtype == np.float32 and np.isfinite(params).all()
@@ -249,24 +249,28 @@ def test_engine_checks_images_and_scenes():
 
 
 def test_opacity_is_exactly_one_when_held_and_matches_float64_finite_differences(float64):
-    """The engine's opacity ``1 - free (1 - sigmoid(G raw))``: held (free 0) exactly 1 with gradient exactly 0;
-    free, autodiff matches float64 central differences and the closed form ``G s (1 - s)``."""
+    """The engine's opacity ``free sigmoid(G raw) + (1 - free) held``: held (free 0) exactly its value (1, or
+    0.5) with gradient exactly 0; free, autodiff matches float64 central differences and the closed form
+    ``G s (1 - s)``."""
     raw = np.array([[-2.0], [-0.3], [0.0], [0.7], [1.5]], np.float64)
-    held, free = np.zeros_like(raw), np.ones_like(raw)
-    value, (grad,) = value_and_grad(lambda r: keras.ops.sum(_opacity(r, held)), raw)
+    held, free, one = np.zeros_like(raw), np.ones_like(raw), np.ones_like(raw)
+    value, (grad,) = value_and_grad(lambda r: keras.ops.sum(_opacity(r, held, one)), raw)
     assert float(value) == raw.size and (np.asarray(grad) == 0.0).all()
-    check_gradients(lambda r: keras.ops.sum(_opacity(r, free)), [raw], rtol=1e-6)
-    _, (grad,) = value_and_grad(lambda r: keras.ops.sum(_opacity(r, free)), raw)
+    value, (grad,) = value_and_grad(lambda r: keras.ops.sum(_opacity(r, held, 0.5 * one)), raw)
+    assert float(value) == 0.5 * raw.size and (np.asarray(grad) == 0.0).all()
+    check_gradients(lambda r: keras.ops.sum(_opacity(r, free, one)), [raw], rtol=1e-6)
+    _, (grad,) = value_and_grad(lambda r: keras.ops.sum(_opacity(r, free, one)), raw)
     s = 1.0 / (1.0 + np.exp(-_OPACITY_GAIN * raw))
     np.testing.assert_allclose(np.asarray(grad), _OPACITY_GAIN * s * (1 - s), rtol=1e-9)
 
 
 @given(raw=adversarial_array((4, 1)), free=hnp.arrays(np.float32, (4, 1), elements=st.sampled_from([0.0, 1.0])))
 def test_property_opacity_and_its_gradient_are_finite_and_in_range(raw, free):
-    value, (grad,) = value_and_grad(lambda r: keras.ops.sum(_opacity(r, free)), raw)
+    held = np.full_like(free, 0.25)
+    value, (grad,) = value_and_grad(lambda r: keras.ops.sum(_opacity(r, free, held)), raw)
     assert_finite("opacity", value, grad)
-    o = to_numpy(_opacity(raw, free))
-    assert ((o >= 0) & (o <= 1)).all() and (o[free == 0] == 1.0).all()
+    o = to_numpy(_opacity(raw, free, held))
+    assert ((o >= 0) & (o <= 1)).all() and (o[free == 0] == 0.25).all()
 
 
 def test_engine_fits_a_translucent_shape_and_holds_opacity_at_one_when_told():

@@ -273,6 +273,7 @@ class SceneEngine(_AdamLoop):
     Attributes:
         traces: how many times the loop was traced (so compiled) so far; on
             PyTorch, where nothing is compiled, how many times it ran.
+        paint_traces: the same for :meth:`render`'s forward-only program.
 
     Example:
         >>> import numpy as np
@@ -314,6 +315,7 @@ class SceneEngine(_AdamLoop):
         self._geometry = {k: self.sizes[k] - self.channels - 1 for k in kinds}
         self._start_loop(loop)
         self._paint_compiled = autodiff.jit(self._paint)
+        self.paint_traces = 0
 
     # ---- the compiled part: backend tensors only --------------------------------------
 
@@ -350,7 +352,7 @@ class SceneEngine(_AdamLoop):
         return ops.sum(per_item), (per_item, recon)
 
     def _paint(self, raws, bg_raw, ctx, depth, sharpness):
-        self.traces += 1
+        self.paint_traces += 1
         return self._images(raws, bg_raw, ctx, depth, sharpness)
 
     # ---- host side: scenes <-> tables ----------------------------------------------------

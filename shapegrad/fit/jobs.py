@@ -6,13 +6,19 @@ this module adds what fitting needs: option checks, large images shrunk to
 ``max_side``, images of one size fitted together.
 """
 
+import contextlib
 import dataclasses
+import sys
 
-from shapegrad.fit import search
+import keras
+
+from shapegrad.fit import pictures, search
+from shapegrad.fit.pictures import PICTURE_DEFAULTS
 from shapegrad.io.batch import MIN_SIDE, SUMMARY_COLUMNS, ImageResult, process_files
 from shapegrad.io.images import Letterbox
+from shapegrad.render.primitives import parse_kinds
 
-__all__ = ["MAX_SIDE", "SUMMARY_COLUMNS", "check_fit_options", "fit_files", "fittable", "fitted_size"]
+__all__ = ["MAX_SIDE", "SUMMARY_COLUMNS", "check_fit_options", "fit_files", "fit_picture_files", "fittable", "fitted_size"]
 
 MAX_SIDE = 512  # fit_files fits a larger image on a copy shrunk to this many pixels on its longer side
 
@@ -124,12 +130,74 @@ def fit_files(inputs, out, kinds=None, max_shapes=None, shapes=None, force=False
                 extra["fitted_size"] = [one.height, one.width]
             results.append(ImageResult(one.renderer(), one.params, one.shapes, one.count, float(one.psnr),
                                        float(one.seconds), pixels, full=_at_size(one, box) if box else None,
-                                       extra=extra))
+                                       extra=extra, background=one.background))
         return results
 
     return process_files(inputs, out, work, "fit", force=force, progress=progress,
                          worked_size=lambda size: fitted_size(size, max_side),
                          batches=lambda paths, sizes: _batches(paths, {p: fitted_size(s, max_side) for p, s in sizes.items()}))
+
+
+def fit_picture_files(inputs, out, kinds="triangle", count=None, seconds=None, opacity=None, seed=0, force=False,
+                      progress=True, max_side=MAX_SIDE, **options):
+    """Vectorise every picture among ``inputs`` with :func:`~shapegrad.fit.pictures.fit_picture`; write into ``out``.
+
+    The job of :func:`fit_files` (the same skip rules, ``summary.csv`` and
+    ``params.json``/``shapes.svg`` per picture, large pictures fitted shrunk
+    to ``max_side``) with a count or a time budget of shapes per picture:
+    ``count`` shapes (fewer only where no more lowers the error: the
+    summary's status then says ``ok (no gain after N shapes)``), or as many
+    as ``seconds`` allows per picture, of ``kinds`` (default triangles),
+    ``opacity`` None (fitted per shape) or held at a number in ``(0, 1]``.
+    Per picture ``preview.png`` (the shapes drawn) and ``input.png`` rather
+    than an outline overlay; ``params.json`` adds ``history`` (PSNR after
+    each added shape). ``out/index.html`` shows each input beside its SVG.
+    Pictures are fitted one at a time and written as each ends (a killed run
+    keeps the pictures it finished). ``progress``: a bar per picture on
+    stderr with the shapes added and the current PSNR.
+
+    Returns:
+        ``{"done": n, "skipped": [(path, why)], "rows": [...]}`` as :func:`fit_files`.
+    """
+    if count is None and seconds is None:
+        raise ValueError("Expected count or seconds (or both). Received: count=None, seconds=None")
+    if isinstance(max_side, bool) or not isinstance(max_side, int) or max_side < MIN_SIDE:
+        raise ValueError(f"Expected max_side to be an integer >= {MIN_SIDE}. Received: max_side={max_side!r}")
+    kinds = parse_kinds(kinds)
+    unknown = set(options) - set(PICTURE_DEFAULTS)
+    if unknown:
+        raise ValueError(f"Expected options among {sorted(PICTURE_DEFAULTS)}. Received: {sorted(unknown)}")
+
+    def work(images):
+        results = []
+        for image in images:
+            box = Letterbox(*image.shape[:2], max_side, pad=False) if max(image.shape[:2]) > max_side else None
+            pixels = box.apply(image) if box else image
+            bar = keras.utils.Progbar(count, unit_name="shape", stateful_metrics=["psnr"]) if progress else None
+
+            def show(n, psnr, bar=bar):
+                with contextlib.redirect_stdout(sys.stderr):
+                    bar.update(n, values=[("psnr", psnr)], finalize=False)
+
+            one = pictures.fit_picture(pixels, kinds, count=count, seconds=seconds, opacity=opacity, seed=seed,
+                                       progress=show if bar else None, **options)
+            if bar:
+                with contextlib.redirect_stdout(sys.stderr):
+                    bar.update(one.count, values=[("psnr", one.psnr)], finalize=True)
+            extra = dict(history=[round(float(v), 3) for v in one.history], stopped=one.stopped)
+            if box:
+                extra["fitted_size"] = [one.height, one.width]
+            status = ("ok (one colour: no shape needed)" if one.count == 0 and one.stopped == "no gain"
+                      else f"ok (no gain after {one.count} shapes)" if one.stopped == "no gain" and count is not None
+                      else "ok")
+            results.append(ImageResult(one.renderer(), one.params, one.shapes, one.count, float(one.psnr),
+                                       float(one.seconds), pixels, full=_at_size(one, box) if box else None,
+                                       extra=extra, status=status, pictures=True, background=one.background))
+        return results
+
+    return process_files(inputs, out, work, "fit", force=force, progress=False,
+                         worked_size=lambda size: fitted_size(size, max_side),
+                         batches=lambda paths, sizes: ([p] for p in paths))
 
 
 def _at_size(found, box):

@@ -62,13 +62,13 @@ PICTURE_DEFAULTS = dict(
     window=32,
     candidates=8,
     windows=4,
-    steps=40,
+    steps=80,
     learning_rate=0.08,
-    sharpness=1.0,
-    group=16,
+    sharpness=0.6,
+    group=32,
     refine_every=32,
     refine_steps=30,
-    final_steps=60,
+    final_steps=150,
 )
 
 

@@ -16,6 +16,7 @@ import keras
 import numpy as np
 
 from shapegrad.io import files, plots
+from shapegrad.io.gallery import GalleryEntry, write_gallery
 from shapegrad.io.images import IMAGE_EXTENSIONS, scan_images
 
 __all__ = ["MIN_SIDE", "SUMMARY_COLUMNS", "ImageResult", "output_folders", "process_files", "write_image_outputs"]
@@ -42,6 +43,11 @@ class ImageResult:
             size when it was worked on at another, for ``params.json`` and
             ``shapes.svg``; None otherwise.
         extra: more ``params.json`` keys.
+        status: the summary's ``status`` (``"ok"``, or ``"ok (...)"`` with a note).
+        pictures: draw the result (``preview.png``) rather than outlines on
+            the image (``overlay.png``): for pictures of many shapes.
+        background: ``(C,)`` colour under the shapes, if known: with no
+            shape, ``shapes.svg`` is this colour alone.
     """
 
     renderer: object
@@ -53,6 +59,9 @@ class ImageResult:
     pixels: np.ndarray
     full: tuple = None
     extra: dict = dataclasses.field(default_factory=dict)
+    status: str = "ok"
+    pictures: bool = False
+    background: np.ndarray = None
 
 
 def output_folders(paths, out, force):
@@ -75,33 +84,43 @@ def output_folders(paths, out, force):
     return folders, todo, existing
 
 
-def write_image_outputs(folder, pixels, renderer, params, /, full=None, **extra):
+def write_image_outputs(folder, pixels, renderer, params, /, full=None, pictures=False, background=None, **extra):
     """The per-image files of ``shapegrad fit`` and ``shapegrad encode`` in ``folder``.
 
     ``params.json`` (:func:`save_params` of ``renderer`` and ``(1, P)``
     ``params``, plus ``extra`` keys; readable by ``shapegrad render``),
     ``overlay.png`` (``pixels``, the image ``(H, W, C)`` with each shape's outline, scaled
-    up by an integer so that its longer side is about 256 px) and
-    ``shapes.svg``. ``renderer`` may be None (no shape found): then only the
-    overlay (the image alone) is written. ``full``: ``(renderer, params)``
+    up by an integer so that its longer side is about 256 px), ``input.png``
+    (``pixels`` as they are) and ``shapes.svg``. ``pictures``: ``preview.png``
+    (the shapes drawn by ``renderer``) instead of ``overlay.png``.
+    ``renderer`` may be None (no shape found): then ``params.json`` is not
+    written, and ``shapes.svg`` only if ``background`` (a colour) is given. ``full``: ``(renderer, params)``
     of the same shapes at another size (an image fitted shrunk, at its own
-    size), for ``params.json`` and ``shapes.svg``; the overlay stays at
+    size), for ``params.json`` and ``shapes.svg``; the PNGs stay at
     ``pixels``' size. Returns the paths written.
     """
 
     pixels = np.asarray(pixels, np.float32)
-    written = []
+    written = [plots.save_image(os.path.join(folder, "input.png"), pixels)]
+    if pictures:
+        drawn = (np.broadcast_to(pixels.mean(axis=(0, 1)), pixels.shape) if renderer is None
+                 else keras.ops.convert_to_numpy(renderer(np.asarray(params, np.float32).reshape(1, -1)))[0])
+        written.append(plots.save_image(os.path.join(folder, "preview.png"), drawn))
     if renderer is not None:
         row = np.asarray(params, np.float32).reshape(1, -1)
         saved, saved_row = (full[0], np.asarray(full[1], np.float32).reshape(1, -1)) if full else (renderer, row)
         written.append(files.save_params(os.path.join(folder, "params.json"), saved, saved_row, **extra))
-        outlines = plots.outlines(renderer, row[0])
         written.append(files.write_text(os.path.join(folder, "shapes.svg"), files.to_svg(saved, saved_row[0])))
-    else:
-        outlines = np.zeros((0, *pixels.shape[:2]), bool)
-    scale = max(1, 256 // max(pixels.shape[:2]))
-    written.insert(1 if written else 0, plots.save_image(os.path.join(folder, "overlay.png"),
-                                                         plots.overlay(pixels, outlines), scale=scale))
+    elif background is not None:
+        h, w = (full[0].height, full[0].width) if full else pixels.shape[:2]
+        svg = "\n".join([*files.svg_background(h, w, np.ravel(background).tolist()), "</svg>"]) + "\n"
+        written.append(files.write_text(os.path.join(folder, "shapes.svg"), svg))
+    if not pictures:
+        outlines = (plots.outlines(renderer, np.asarray(params, np.float32).reshape(-1)) if renderer is not None
+                    else np.zeros((0, *pixels.shape[:2]), bool))
+        scale = max(1, 256 // max(pixels.shape[:2]))
+        written.append(plots.save_image(os.path.join(folder, "overlay.png"), plots.overlay(pixels, outlines),
+                                        scale=scale))
     return written
 
 
@@ -194,7 +213,7 @@ def process_files(inputs, out, work, command, force=False, progress=True, worked
         return table
 
     bar = keras.utils.Progbar(len(todo), unit_name="image") if progress and todo else None
-    done = 0
+    done, shown = 0, {}
     for batch in (batches(todo, sizes) if batches else [todo] if todo else []):
         images = {}
         for path in batch:
@@ -206,13 +225,21 @@ def process_files(inputs, out, work, command, force=False, progress=True, worked
         for (path, image), result in zip(images.items(), results):
             extra = dict(image=path, psnr_db=round(float(result.psnr), 3), seconds=round(float(result.seconds), 3),
                          **result.extra)
-            write_image_outputs(os.path.join(out, folders[path]), result.pixels, result.renderer, result.params,
-                                full=result.full, **extra)
+            written = write_image_outputs(os.path.join(out, folders[path]), result.pixels, result.renderer,
+                                          result.params, full=result.full, pictures=result.pictures,
+                                          background=result.background, **extra)
+            svg = any(p.endswith("shapes.svg") for p in written)
             h, w = image.shape[:2]
             rows[path] = [path, f"{w}x{h}", result.kinds, int(result.count), f"{result.psnr:.2f}",
-                          f"{result.seconds:.2f}", "ok"]
+                          f"{result.seconds:.2f}", result.status]
+            shown[path] = GalleryEntry(os.path.basename(path), f"{folders[path]}/input.png",
+                                       f"{folders[path]}/shapes.svg" if svg else None, *result.pixels.shape[:2],
+                                       {"shapes": int(result.count), "PSNR": f"{result.psnr:.2f} dB",
+                                        "seconds": f"{result.seconds:.1f}"})
             done += 1
         write_summary()  # after every batch: a killed run's summary lists what it finished
+        write_gallery(os.path.join(out, "index.html"), [shown[p] for p in order if p in shown],
+                      title=f"shapegrad {command}: {out}")
         if bar:
             with contextlib.redirect_stdout(sys.stderr):  # Progbar prints to stdout; keep stdout for results
                 bar.add(len(batch))

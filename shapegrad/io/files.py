@@ -38,7 +38,8 @@ from shapegrad.render.cones import Cones
 from shapegrad.render.primitives import format_shapes
 from shapegrad.render.render import Render
 
-__all__ = ["atomic_write", "read_image", "write_text", "write_csv", "load_params", "save_params", "to_svg", "to_svg_strip"]
+__all__ = ["atomic_write", "read_image", "write_text", "write_csv", "load_params", "save_params", "svg_background", "to_svg",
+           "to_svg_strip"]
 
 
 def atomic_write(path, data):
@@ -222,16 +223,24 @@ def _points(pts):
     return " ".join(f"{c:.3f},{r:.3f}" for r, c in pts)
 
 
+def svg_background(height, width, color):
+    """The opening of an SVG document of an ``height x width`` image of one ``color``: its ``<svg>`` and ``<rect>``.
+
+    Close it with ``</svg>``; :func:`to_svg` draws shapes between the two.
+    """
+    h, w = int(height), int(width)
+    return [
+        f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="-0.5 -0.5 {w} {h}" width="{4 * w}" height="{4 * h}">',
+        f'<rect x="-0.5" y="-0.5" width="{w}" height="{h}" fill="{_rgb(color)}"/>',
+    ]
+
+
 def to_svg(renderer, row):
     """An SVG document of one row of parameters (x = column, y = row, pixel (i, j) centred at (j, i))."""
     h, w = renderer.height, renderer.width
     n = max(h, w)
     shapes = _natural(renderer, np.asarray(row, np.float64))
-    background = _rgb(getattr(renderer, "background", [0.0]))
-    out = [
-        f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="-0.5 -0.5 {w} {h}" width="{4 * w}" height="{4 * h}">',
-        f'<rect x="-0.5" y="-0.5" width="{w}" height="{h}" fill="{background}"/>',
-    ]
+    out = svg_background(h, w, getattr(renderer, "background", [0.0]))
     for shape in shapes:
         kind = shape["kind"]
         fill = _rgb(shape.get("color", [1.0]))

@@ -14,7 +14,7 @@ class GalleryEntry:
     Args:
         title: what the row is (the file's name, and e.g. the count).
         picture: path of the input picture (PNG), relative to the page's folder.
-        svg: path of its ``shapes.svg``, relative to the page's folder.
+        svg: path of its ``shapes.svg``, relative to the page's folder (None: none was written).
         height, width: the picture's size in pixels; both are shown at
             ``scale`` times it (the SVG scales, the PNG is shown pixelated).
         notes: ``{label: value}`` shown under the row (count, PSNR, seconds...).
@@ -76,8 +76,8 @@ def write_gallery(path, entries, title="shapegrad fit", scale=None):
             f'<tr><td colspan="2"><b>{html.escape(e.title)}</b> {notes}</td></tr>\n'
             f'<tr><td><figure><img src="{html.escape(e.picture)}" width="{w}" height="{h}" alt="input">'
             f"<figcaption>input</figcaption></figure></td>\n"
-            f'<td><figure><img src="{html.escape(e.svg)}" width="{w}" height="{h}" alt="shapes">'
-            f"<figcaption>shapes.svg</figcaption></figure></td></tr>"
+            + (f'<td><figure><img src="{html.escape(e.svg)}" width="{w}" height="{h}" alt="shapes">'
+               f"<figcaption>shapes.svg</figcaption></figure></td></tr>" if e.svg else "<td>no shapes</td></tr>")
         )
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     return files.write_text(path, _PAGE.format(title=html.escape(title), rows="\n".join(rows)))
