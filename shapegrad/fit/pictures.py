@@ -182,7 +182,8 @@ class _Picture:
             if not added:
                 stopped = "no gain"
                 break
-            if len(self.shapes) - refined_at >= o["refine_every"] and o["refine_steps"]:
+            more = self.count is None or len(self.shapes) < self.count  # else the final refinement comes next
+            if more and len(self.shapes) - refined_at >= o["refine_every"] and o["refine_steps"]:
                 self._refine(range(refined_at, len(self.shapes)), o["refine_steps"])
                 refined_at = len(self.shapes)
             if self.progress is not None:
