@@ -68,7 +68,7 @@ PICTURE_DEFAULTS = dict(
     group=32,
     refine_every=32,
     refine_steps=30,
-    final_steps=150,
+    final_steps=60,
 )
 
 
@@ -95,9 +95,11 @@ def fit_picture(image, kinds="triangle", count=None, seconds=None, opacity=None,
         kinds: the kinds a shape may be (``"triangle"``, ``"triangle,ellipse,box"``...).
         count: how many shapes to add (fewer only where no start lowers the
             error: ``stopped`` says so).
-        seconds: stop adding shapes when this many seconds have passed
-            (the final refinement comes on top, about a tenth of it). At
-            least one of ``count`` and ``seconds``; with both, whichever comes first.
+        seconds: stop adding shapes when 80 % of this many seconds have
+            passed, and give the final refinement as many steps as fit in
+            the rest (once a refinement has been timed; else its usual
+            steps). At least one of ``count`` and ``seconds``; with both,
+            whichever comes first.
         opacity: None: each shape's opacity is fitted; a number in
             ``(0, 1]``: every shape held at that opacity (1: opaque).
         seed: seed of the starts (the same seed, image and options give the
@@ -164,6 +166,7 @@ class _Picture:
         self.group_engine = shared_engine(kinds, h, w, c, o["group"], "over", 1)
         self.background = image.reshape(-1, c).mean(axis=0, dtype=np.float64).astype(np.float32)
         self.shapes = []
+        self.pace = None  # seconds per refinement step and shape, once measured
         self.canvas = np.broadcast_to(self.background, image.shape).astype(np.float32).copy()
         self.history = []
         self.sizes = {k: self.candidate_engine.sizes[k] for k in kinds}
@@ -175,7 +178,7 @@ class _Picture:
         o = self.o
         stopped, refined_at = "count", 0
         while self.count is None or len(self.shapes) < self.count:
-            if self.seconds is not None and self._elapsed() > 0.9 * self.seconds:
+            if self.seconds is not None and self._elapsed() > 0.8 * self.seconds:
                 stopped = "seconds"
                 break
             added = self._round()
@@ -188,8 +191,12 @@ class _Picture:
                 refined_at = len(self.shapes)
             if self.progress is not None:
                 self.progress(len(self.shapes), self.psnr())
-        if o["final_steps"] and self.shapes:
-            self._refine(range(len(self.shapes)), o["final_steps"])
+        steps = o["final_steps"]
+        if self.seconds is not None and self.pace:  # the final refinement within what is left of the budget
+            left = self.seconds - self._elapsed()
+            steps = min(steps, max(0, int(left / (self.pace * len(self.shapes)))))
+        if steps and self.shapes:
+            self._refine(range(len(self.shapes)), steps)
         return self._result(stopped)
 
     def _elapsed(self):
@@ -316,14 +323,20 @@ class _Picture:
             above[j] = (t, p)
             gt, gp = self._affine(self.shapes[starts[j] : min(starts[j] + g, stop)])
             t, p = gt * t, t * gp + p
+        before = float(np.mean(np.square(self.canvas - self.image)))
         for j, a in enumerate(starts):
             part = self.shapes[a : min(a + g, stop)]
             scene = Scene(list(part), self.background, below=below, above=above[j])
-            fitted, _, _ = self.group_engine.fit([scene], self.image[None], steps=steps,
-                                                 learning_rate=0.3 * self.o["learning_rate"],
-                                                 sharpness=(self.o["sharpness"], self.o["sharpness"]), opacity=self.mode)
-            self.shapes[a : a + len(part)] = fitted[0].shapes
-            below = self._draw(fitted[0].shapes, below)
+            clock = time.perf_counter()
+            fitted, loss, _ = self.group_engine.fit([scene], self.image[None], steps=steps,
+                                                    learning_rate=0.3 * self.o["learning_rate"],
+                                                    sharpness=(self.o["sharpness"], self.o["sharpness"]),
+                                                    opacity=self.mode)
+            self.pace = (time.perf_counter() - clock) / (steps * len(part))  # seconds per step and shape
+            if loss[0] < before:  # a refinement that does not help is not kept
+                self.shapes[a : a + len(part)] = fitted[0].shapes
+                before = float(loss[0])
+            below = self._draw(self.shapes[a : a + len(part)], below)
         self.canvas = self._draw_all(self.shapes[stop:], below)
 
     def background_canvas(self):
