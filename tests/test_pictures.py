@@ -110,12 +110,3 @@ def test_bad_images():
     with pytest.raises(ValueError, match="image"):
         fit_picture(np.full((20, 20, 3), np.nan, "float32"), count=2)
 
-
-def test_half_resolution_refinement_carries_over_to_full_resolution():
-    """On a picture of >= 64 px a side the refinement runs at half resolution (half-pixel i = full point 2i):
-    what it returns still draws at full resolution as measured, and is as good as refining at full size."""
-    image = picture(64, 80)
-    coarse = fit_picture(image, "triangle", count=5, seed=0, **QUICK)
-    full = fit_picture(image, "triangle", count=5, seed=0, coarse_refine=False, **QUICK)
-    assert abs(psnr_of(coarse.render(), image) - coarse.psnr) < 0.05
-    assert coarse.psnr > full.psnr - 0.5 and coarse.psnr >= coarse.history[-1] - 0.05

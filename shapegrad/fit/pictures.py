@@ -69,7 +69,6 @@ PICTURE_DEFAULTS = dict(
     refine_every=32,
     refine_steps=30,
     final_steps=60,
-    coarse_refine=True,
 )
 
 
@@ -111,10 +110,7 @@ def fit_picture(image, kinds="triangle", count=None, seconds=None, opacity=None,
             window), ``windows`` (windows per scale and round), ``steps``
             (Adam steps per candidate), ``learning_rate``, ``sharpness``
             (edge sharpness in px^-1 of the result), ``group``, ``refine_every``,
-            ``refine_steps``, ``final_steps`` (0: no final refinement),
-            ``coarse_refine`` (refine at half resolution, then a third of
-            ``final_steps`` at full resolution, where the picture is at
-            least 64 px a side).
+            ``refine_steps``, ``final_steps`` (0: no final refinement).
 
     Returns:
         A :class:`PictureFit` (``shapes``, ``params``, ``background``,
@@ -168,11 +164,6 @@ class _Picture:
         self.candidate_engine = shared_engine(kinds, e, e, c, 1, "over", items,
                                               instances=len(self.levels) * o["windows"] * per_kind)
         self.group_engine = shared_engine(kinds, h, w, c, o["group"], "over", 1)
-        # Refinement runs mostly at half resolution (a quarter of the pixels), where the picture is
-        # large enough; half-pixel i is the full-resolution point 2i, so normalised parameters carry over.
-        self.half = None
-        if o["coarse_refine"] and min(h, w) >= 64:
-            self.half = shared_engine(kinds, h // 2, w // 2, c, o["group"], "over", 1)
         self.background = image.reshape(-1, c).mean(axis=0, dtype=np.float64).astype(np.float32)
         self.shapes = []
         self.pace = None  # seconds per refinement step and shape, once measured
@@ -200,13 +191,12 @@ class _Picture:
                 refined_at = len(self.shapes)
             if self.progress is not None:
                 self.progress(len(self.shapes), self.psnr())
-        steps, finish = o["final_steps"], o["final_steps"] // 3 if self.half is not None else 0
+        steps = o["final_steps"]
         if self.seconds is not None and self.pace:  # the final refinement within what is left of the budget
             left = self.seconds - self._elapsed()
-            scale = min(1.0, left / (self.pace * len(self.shapes) * (steps / 4 + finish)))
-            steps, finish = int(steps * max(scale, 0)), int(finish * max(scale, 0))
-        if (steps or finish) and self.shapes:
-            self._refine(range(len(self.shapes)), steps, finish)
+            steps = min(steps, max(0, int(left / (self.pace * len(self.shapes)))))
+        if steps and self.shapes:
+            self._refine(range(len(self.shapes)), steps)
         return self._result(stopped)
 
     def _elapsed(self):
@@ -320,19 +310,9 @@ class _Picture:
         scene = Scene(list(shapes), self.background, below=canvas)
         return self.group_engine.render([scene], sharpness=self.o["sharpness"], opacity="held")[0]
 
-    def _refine(self, index, steps, finish=0):
-        """Refine the shapes ``index`` (a range) together, ``group`` at a time, the others frozen: ``steps`` at
-        half resolution (at full resolution where the picture is small), then ``finish`` at full resolution."""
-        if self.half is None:
-            self._refine_at(index, steps + finish, self.group_engine)
-            return
-        self._refine_at(index, steps, self.half)
-        if finish:
-            self._refine_at(index, finish, self.group_engine)
-
-    def _refine_at(self, index, steps, engine):
+    def _refine(self, index, steps):
+        """Refine the shapes ``index`` (a range) together, ``group`` at a time, the others frozen."""
         g = self.o["group"]
-        f = 2 if engine is self.half else 1
         start, stop = index.start, index.stop
         starts = list(range(start, stop, g))
         # Under the first group: everything before it; over each group: the affine map of what is above.
@@ -343,24 +323,16 @@ class _Picture:
             above[j] = (t, p)
             gt, gp = self._affine(self.shapes[starts[j] : min(starts[j] + g, stop)])
             t, p = gt * t, t * gp + p
-        target = _halve(self.image) if f == 2 else self.image
-        sharpness = self.o["sharpness"] * f  # the same edge width in image units
-        before = None
+        before = float(np.mean(np.square(self.canvas - self.image)))
         for j, a in enumerate(starts):
             part = self.shapes[a : min(a + g, stop)]
-            under, (t, p) = below, above[j]
-            if f == 2:
-                under, t, p = _halve(under), _halve(t), _halve(p)
-            if before is None:  # the error of the shapes as they are, at this resolution
-                before = float(np.mean(np.square(t * engine.render([Scene(list(part), self.background, below=under)],
-                                                                   sharpness=sharpness, opacity="held")[0] + p
-                                                  - target)))
-            scene = Scene(list(part), self.background, below=under, above=(t, p))
+            scene = Scene(list(part), self.background, below=below, above=above[j])
             clock = time.perf_counter()
-            fitted, loss, _ = engine.fit([scene], target[None], steps=steps,
-                                         learning_rate=0.3 * self.o["learning_rate"], sharpness=(sharpness, sharpness),
-                                         opacity=self.mode)
-            self.pace = (time.perf_counter() - clock) * f * f / (steps * len(part))  # per step and shape at full size
+            fitted, loss, _ = self.group_engine.fit([scene], self.image[None], steps=steps,
+                                                    learning_rate=0.3 * self.o["learning_rate"],
+                                                    sharpness=(self.o["sharpness"], self.o["sharpness"]),
+                                                    opacity=self.mode)
+            self.pace = (time.perf_counter() - clock) / (steps * len(part))  # seconds per step and shape
             if loss[0] < before:  # a refinement that does not help is not kept
                 self.shapes[a : a + len(part)] = fitted[0].shapes
                 before = float(loss[0])
@@ -390,17 +362,6 @@ class _Picture:
         return PictureFit(",".join(k for k, _ in self.shapes), params, self.background.astype(np.float32),
                           self.h, self.w, self.c, float(self.o["sharpness"]), mse, self.psnr(), 0.0,
                           self._elapsed(), history=np.asarray(self.history, np.float64), stopped=stopped)
-
-
-def _halve(x):
-    """``(H, W, C)`` at half resolution, ``(H // 2, W // 2, C)``: pixel ``i`` is the tent-weighted mean around
-    full-resolution pixel ``2 i`` (weights 1/4, 1/2, 1/4 on each axis, the border repeated)."""
-    x = np.asarray(x, np.float32)
-    h, w = x.shape[0] // 2, x.shape[1] // 2
-    padded = np.pad(x, ((1, 1), (1, 1), (0, 0)), mode="edge")
-    rows = 0.25 * padded[0 : 2 * h : 2] + 0.5 * padded[1 : 2 * h + 1 : 2] + 0.25 * padded[2 : 2 * h + 2 : 2]
-    return (0.25 * rows[:, 0 : 2 * w : 2] + 0.5 * rows[:, 1 : 2 * w + 1 : 2] + 0.25 * rows[:, 2 : 2 * w + 2 : 2]).astype(
-        np.float32)
 
 
 def _block_mean(x, f):
