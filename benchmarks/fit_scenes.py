@@ -18,6 +18,7 @@ The seeds are the benchmark's own (tests use others).
 """
 
 import argparse
+import dataclasses
 import json
 import math
 import sys
@@ -118,9 +119,7 @@ def fit_alpha(fit):
     spec = r.spec
     for k in range(spec.num_shapes):
         white[spec.get(k, "color").slice] = 1.0
-    from shapegrad.fit.search import _render_layer
-
-    mono = _render_layer(fit.shapes, fit.height, fit.width, 3, 0.0, fit.sharpness)
+    mono = dataclasses.replace(fit, background=np.zeros(3, np.float32)).renderer()  # the same shapes over black
     return keras.ops.convert_to_numpy(mono(white[None]))[0, ..., 0]
 
 

@@ -274,6 +274,8 @@ class SceneEngine(_AdamLoop):
         traces: how many times the loop was traced (so compiled) so far; on
             PyTorch, where nothing is compiled, how many times it ran.
         paint_traces: the same for :meth:`render`'s forward-only program.
+        sizes, geometry: ``{kind: numbers}`` of a shape's parameters, all and
+            geometric only (without colour and opacity).
 
     Example:
         >>> import numpy as np
@@ -312,7 +314,7 @@ class SceneEngine(_AdamLoop):
         }
         self._heads = {k: ParameterHead(self._fields[k]) for k in kinds}
         self.sizes = {k: self.specs[k].size for k in kinds}
-        self._geometry = {k: self.sizes[k] - self.channels - 1 for k in kinds}
+        self.geometry = {k: self.sizes[k] - self.channels - 1 for k in kinds}
         self._start_loop(loop)
         self._paint_compiled = autodiff.jit(self._paint)
         self.paint_traces = 0
@@ -325,7 +327,7 @@ class SceneEngine(_AdamLoop):
         c, dtype = self.channels, "float32"
         for kind, raw, f, a in zip(self.kinds, raws, free, held):
             p = self._heads[kind](raw)
-            g = self._geometry[kind]
+            g = self.geometry[kind]
             ones = ops.ones((ops.shape(p)[0], 2), dtype)  # colour 1, opacity 1: the coverage
             coverage = _draw(self._alpha[kind], ops.concatenate([p[:, :g], ones], axis=1), sharpness)
             alphas.append(coverage * _opacity(raw[:, -1:], f, a)[:, :, None, None])
@@ -442,7 +444,7 @@ class SceneEngine(_AdamLoop):
             shapes = []
             for kind, _ in scene.shapes:
                 p = params[kind][counters[kind]].astype("float32")
-                g = self._geometry[kind]
+                g = self.geometry[kind]
                 if opacity[b] is True:
                     p[g : g + self.channels], p[-1] = fold_color(p[g : g + self.channels], opacities[kind][counters[kind]])
                 else:

@@ -152,7 +152,7 @@ class _Search:
 
     def _score(self, i, scene, loss):
         """Image ``i``'s penalised error of ``scene``: summed squared error + price x geometry parameters."""
-        return loss * self.n + self.price[i] * sum(self.engine._geometry[k] for k, _ in scene.shapes)
+        return loss * self.n + self.price[i] * sum(self.engine.geometry[k] for k, _ in scene.shapes)
 
     def _simplest(self, i, rows, scenes, losses):
         """The row of ``rows`` (candidates for image ``i``) of least penalised error: the simpler kind wins ties

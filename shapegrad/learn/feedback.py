@@ -67,7 +67,7 @@ class DrawGuess(layers.Layer):
         self.renderer.trainable = False
 
     def build(self, input_shape):
-        self.renderer._check(input_shape)
+        self.renderer.check_input(input_shape)
         self.built = True
 
     def compute_output_shape(self, input_shape):

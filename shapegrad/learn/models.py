@@ -344,7 +344,7 @@ class ColorSolve(layers.Layer):
 
     def build(self, input_shapes):
         params, images = input_shapes
-        self.renderer._check(params)
+        self.renderer.check_input(params)
         expected = (self.renderer.height, self.renderer.width, self.renderer.channels)
         if tuple(images[1:]) != expected:
             raise ValueError(f"Expected images of shape (batch, {expected[0]}, {expected[1]}, {expected[2]}) "

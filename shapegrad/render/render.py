@@ -282,7 +282,7 @@ class Render(keras.layers.Layer):
         self.recompute = recompute
         self.supports_masking = False
 
-    def _check(self, input_shape):
+    def check_input(self, input_shape):
         _validate.last_dim(
             "Render",
             input_shape,
@@ -291,11 +291,11 @@ class Render(keras.layers.Layer):
         )
 
     def build(self, input_shape):
-        self._check(input_shape)
+        self.check_input(input_shape)
         self.built = True
 
     def compute_output_shape(self, input_shape):
-        self._check(input_shape)
+        self.check_input(input_shape)
         return (input_shape[0], self.height, self.width, self.channels)
 
     @property
@@ -379,7 +379,7 @@ class Render(keras.layers.Layer):
             >>> tuple(a.shape), tuple(c.shape)
             ((2, 2, 8, 8), (2, 2, 3))
         """
-        self._check(inputs.shape)
+        self.check_input(inputs.shape)
         _, x, softness = self._prepare(inputs, sharpness)
         alphas, colors = zip(*self._group_alphas(x, softness))
         if len(alphas) == 1:
