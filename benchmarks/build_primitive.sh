@@ -15,7 +15,9 @@
 # What the patch adds (all off unless the environment asks for it; flags and output unchanged):
 #   PRIMITIVE_SEED=N           seeds math/rand's global source with N and worker i's own source
 #                              with N + 1000003*(i+1) (upstream seeds both from the clock), so a
-#                              run is reproducible for the same input, flags and -j.
+#                              run is reproducible for the same input, flags and -j (-j splits the
+#                              16 hill-climbs per shape among the workers; the best state is taken
+#                              in the order workers finish, which only matters on an exact tie).
 #   PRIMITIVE_SCORE_FILE=PATH  at the end writes JSON: model.Score (primitive's running RMS over
 #                              RGBA/255), the same recomputed from scratch on its internal raster,
 #                              the raster's size, the shape count and the seconds spent adding shapes.

@@ -10,7 +10,12 @@ folder. Each program runs as a whole command (start-up included, wall clock from
   inputs over 256 px and draw the output at 1024 px). Scored twice: on its internal raster (the
   scanline raster it optimises; ``model.Score`` is an RMS over RGBA/255 whose alpha term is 0 for an
   opaque picture, so the RGB MSE is ``score**2 * 4/3``: checked against the raster saved as PNG),
-  and on the PNG it writes (drawn again by ``gg``, anti-aliased, half a pixel off: lower).
+  and on the PNG it writes (drawn again by ``gg``, anti-aliased, while the raster it optimised is
+  hard-edged on whole pixels: lower, and more so the more shapes). Its PNG is ``int(L / aspect)``
+  rows high, which a float rounding can make one short of the picture (horse: 104 of 105): then
+  the PNG is scored on the rows it has, with a warning.
+- ``-m 0`` (combo) draws each candidate from all 8 of its kinds (triangle, box, ellipse, circle,
+  rotated box, quadratic Bezier stroke, rotated ellipse, quadrilateral), not just three.
 - shapegrad: ``python -m shapegrad fit PIC.png --kinds triangle --count N --out DIR``, its PSNR
   read from ``DIR/summary.csv`` (``psnr_db``).
 
@@ -169,10 +174,11 @@ def summarise(rows):
 
 def markdown(rows, summary, args):
     fmt = lambda x, d=2: "–" if x is None else f"{x:.{d}f}"  # noqa: E731
-    lines = [f"Pictures: {', '.join(args.pictures)} at {args.size} px (long side); primitive seeds 1..{args.seeds}, "
-             f"-j {args.jobs}; load = 1-minute load average before each run ({os.cpu_count()} cores).", "",
-             "| program | kinds | count | runs | PSNR internal (dB) | PSNR PNG (dB) | wall s (mean) | wall s (median) "
-             "| CPU s | load |", "|---|---|---|---|---|---|---|---|---|---|"]
+    lines = [f"Pictures: {', '.join(args.pictures)} at {args.size} px (long side); primitive seeded 1, 2, ... "
+             f"(runs = pictures x seeds), -j {args.jobs}; load = 1-minute load average before each run "
+             f"({os.cpu_count()} cores).", "",
+             "| program | kinds | count | runs | PSNR internal (dB) | PSNR PNG (dB; shapegrad: its own) "
+             "| wall s (mean) | wall s (median) | CPU s | load |", "|---|---|---|---|---|---|---|---|---|---|"]
     for s in summary:
         lines.append(f"| {s['program']} | {s['kinds']} | {s['count']} | {s['runs']} | {fmt(s['psnr_internal'])} | "
                      f"{fmt(s['psnr_png'])} | {fmt(s['wall_s'])} | {fmt(s['wall_median_s'])} | {fmt(s['cpu_s'])} | "
@@ -217,14 +223,17 @@ def plot(summary, path):
                 if combo:
                     axis.plot([s[x] for s in combo], [s[key] for s in combo], marker="*" if style == "-" else "x",
                               markersize=11, linestyle="none", color=colours[program], label=label + ", combo")
-    from matplotlib.ticker import ScalarFormatter
+    from matplotlib.ticker import NullFormatter, ScalarFormatter
 
     counts = sorted({s["count"] for s in summary})
     by_count.set_xscale("log", base=2)
     by_count.set_xticks(counts, [str(n) for n in counts])
     by_count.set_xlabel("shapes")
     by_time.set_xscale("log")
+    walls = [s["wall_s"] for s in summary]
+    by_time.set_xticks([t for t in (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000) if min(walls) / 2 <= t <= max(walls) * 2])
     by_time.xaxis.set_major_formatter(ScalarFormatter())
+    by_time.xaxis.set_minor_formatter(NullFormatter())
     by_time.set_xlabel("wall seconds per picture (whole command)")
     for axis in (by_count, by_time):
         axis.set_ylabel("mean PSNR (dB)")
