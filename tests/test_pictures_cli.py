@@ -176,11 +176,13 @@ def _runs(mask):
 def test_seconds_stops_adding_when_the_time_is_up(tmp_path):
     path = _save(tmp_path / "a.png", _picture())
     out = tmp_path / "out"
-    assert cli.main(["fit", path, "--seconds", "1", "--out", str(out)]) == 0
+    # A budget shorter than one round: the round that starts inside it finishes, none starts after it.
+    # (A longer one can end in "no gain" first on a tiny picture, once the compiled programs are cached.)
+    assert cli.main(["fit", path, "--seconds", "0.05", "--out", str(out)]) == 0
     row = _summary(out)["a.png"]
     saved = json.loads((out / "a" / "params.json").read_text())
     assert row["status"] == "ok" and saved["stopped"] == "seconds", (row, saved["stopped"])
-    assert int(row["count"]) >= 1 and len(saved["history"]) == int(row["count"])
+    assert 1 <= int(row["count"]) < 8 and len(saved["history"]) == int(row["count"])
 
 
 def test_alpha_holds_every_opacity(tmp_path):
