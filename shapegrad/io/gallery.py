@@ -42,8 +42,10 @@ td {{ padding: 0 1em 1em 0; vertical-align: top; }}
 <script>
 // Says in <body data-loaded> whether every picture and SVG loaded, and at the size it was given.
 window.addEventListener("load", () => {{
+  // clientWidth/Height: the drawn size inside the border (getBoundingClientRect adds the border).
   const bad = [...document.images].filter(img => !img.complete || img.naturalWidth === 0
-    || Math.round(img.getBoundingClientRect().width) !== Number(img.getAttribute("width")));
+    || img.clientWidth !== Number(img.getAttribute("width"))
+    || img.clientHeight !== Number(img.getAttribute("height")));
   document.body.dataset.loaded = bad.length ? "failed: " + bad.map(img => img.getAttribute("src")).join(" ") : "all";
 }});
 </script>
