@@ -3,9 +3,12 @@
 #
 #   tests/run_backends.sh PYTHON "tensorflow jax torch" SLOW_BACKEND JOBS [pytest args...]
 #
-# Cases marked `slow` run on SLOW_BACKEND only. The JAX run, the longest (eager JAX compiles each
-# operation on first use), is split over SPLIT_WORKERS pytest-xdist workers (default 2; 0: none),
-# so that it takes up a core that the shorter TensorFlow and PyTorch runs leave idle. JOBS=1 runs the backends one after the other,
+# Cases marked `slow` run on SLOW_BACKEND only. The two long runs, JAX (eager JAX compiles each
+# operation on first use) and TensorFlow (the slow cases), are each split over SPLIT_WORKERS
+# pytest-xdist workers (default 2; 0: none; SPLIT_BACKENDS names them), so that whichever ends last
+# still has both cores: one process alone at the end left a core idle for minutes. TensorFlow's
+# workers take whole files (--dist loadfile): it has no compilation cache shared between processes,
+# and a file's tests share compiled programs (module caches, shared engines). JOBS=1 runs the backends one after the other,
 # printing as it goes; JOBS>1 runs them side by side (most of a test's time is one-threaded
 # tracing and compiling, so two cores serve three backends well), each into its own log under
 # .test-logs/, printed whole when that backend ends. The exit status is 1 if any backend failed.
@@ -24,7 +27,10 @@ run_one() {  # backend [pytest args...]
     [ "$b" = jax ] && cache=(JAX_COMPILATION_CACHE_DIR="$PWD/.test-logs/jax-cache"
         JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS=0 JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES=0)
     local split=()
-    [ "$b" = jax ] && [ "${SPLIT_WORKERS:-2}" -gt 0 ] && split=(-n "${SPLIT_WORKERS:-2}")
+    if [ "${SPLIT_WORKERS:-2}" -gt 0 ] && [[ " ${SPLIT_BACKENDS:-jax tensorflow} " == *" $b "* ]]; then
+        split=(-n "${SPLIT_WORKERS:-2}")
+        [ "$b" = tensorflow ] && split+=(--dist loadfile)
+    fi
     env "${cache[@]}" KERAS_BACKEND=$b TF_CPP_MIN_LOG_LEVEL=${TF_CPP_MIN_LOG_LEVEL:-3} "$py" -m pytest -q -m "$marks" "${split[@]}" "$@"
 }
 

@@ -42,6 +42,10 @@ def test_python_dash_m_shapegrad_help_and_no_tensorflow_start_up_log():
     assert done.returncode == 0 and "oneDNN" in done.stderr, done.stderr
 
 
+# A fresh interpreter: the process's exit status and stderr, the same on every backend (arguments are checked
+# before any backend work); test_bad_arguments_are_one_line_and_exit_2 checks main's status and line in-process
+# on each backend. So once, on SLOW_BACKEND.
+@pytest.mark.slow
 def test_bad_argument_is_one_line_and_exit_2_from_a_subprocess(tmp_path):
     done = _run("-m", "shapegrad", "train", "--resolution", "-3", "--out", str(tmp_path))
     assert done.returncode == 2, done.stderr

@@ -83,6 +83,10 @@ def test_bad_input_exits_2_with_one_line(argv, message, capsys):
     assert message in err and len(err.strip().splitlines()) == 1, err
 
 
+# A fresh interpreter per call (~10-20 s of imports on JAX): the process's wiring (``python -m shapegrad``,
+# sys.exit of main's status, --import in a new process) is the same on every backend, and the tests above
+# check main's statuses 0, 1 and 2 in-process on each backend; so once, on SLOW_BACKEND.
+@pytest.mark.slow
 def test_exit_statuses_from_a_subprocess(files):
     env = dict(os.environ, PYTHONPATH=TESTS + os.pathsep + os.environ.get("PYTHONPATH", ""))
 

@@ -149,7 +149,9 @@ def test_feedback_encoder_learns_and_keeps_its_output_through_save_and_load(tmp_
     model.compile(keras.optimizers.Adam(3e-3), loss="mse")
     before = model.evaluate(images, images, verbose=0)
     frozen = [to_numpy(w) for w in base.weights]
-    model.fit(images, images, epochs=15, batch_size=8, verbose=0)
+    # The loss falls from the first step on (0.0520 -> 0.0514 after 5 steps on JAX and PyTorch, float32 noise
+    # ~1e-7); 5 steps, not 15, keep the same check at a third of the eager (PyTorch) cost.
+    model.fit(images, images, epochs=5, batch_size=8, verbose=0)
     after = model.evaluate(images, images, verbose=0)
     assert np.isfinite(after) and after < before, (before, after)
     for w, v in zip(base.weights, frozen):
