@@ -37,7 +37,7 @@ Example:
     >>> image = np.full((40, 56, 3), 0.9, "float32")
     >>> rr, cc = polygon([4, 36, 36], [28, 4, 52], shape=(40, 56)); image[rr, cc] = (0.8, 0.2, 0.1)
     >>> rr, cc = disk((24, 28), 8, shape=(40, 56)); image[rr, cc] = (0.1, 0.2, 0.7)
-    >>> result = fit_picture(image, kinds="triangle", count=8, seed=0)
+    >>> result = fit_picture(image, kinds="triangle", count=8, seed=0, steps=40, final_steps=20)  # quick settings
     >>> result.count, len(result.history), bool(result.psnr > 15)
     (8, 8, True)
     >>> result.render().shape
