@@ -68,7 +68,7 @@ PICTURE_DEFAULTS = dict(
     group=32,
     refine_every=32,
     refine_steps=30,
-    final_steps=60,
+    final_steps=None,
 )
 
 
@@ -110,7 +110,9 @@ def fit_picture(image, kinds="triangle", count=None, seconds=None, opacity=None,
             window), ``windows`` (windows per scale and round), ``steps``
             (Adam steps per candidate), ``learning_rate``, ``sharpness``
             (edge sharpness in px^-1 of the result), ``group``, ``refine_every``,
-            ``refine_steps``, ``final_steps`` (0: no final refinement).
+            ``refine_steps``, ``final_steps`` (0: no final refinement; None:
+            ``4800 / shapes`` within ``[60, 150]``, about one cost whatever
+            the count, since a step costs each shape's pixels).
 
     Returns:
         A :class:`PictureFit` (``shapes``, ``params``, ``background``,
@@ -126,6 +128,8 @@ def fit_picture(image, kinds="triangle", count=None, seconds=None, opacity=None,
         if isinstance(o[name], bool) or not isinstance(o[name], (int, float)) or not 0 < o[name] < math.inf:
             raise ValueError(f"Expected {name} to be a number > 0. Received: {name}={o[name]!r}")
     for name in ("refine_steps", "final_steps"):
+        if name == "final_steps" and o[name] is None:
+            continue
         if isinstance(o[name], bool) or not isinstance(o[name], (int, np.integer)) or o[name] < 0:
             raise ValueError(f"Expected {name} to be an integer >= 0. Received: {name}={o[name]!r}")
     kinds = parse_kinds(kinds)
@@ -192,6 +196,8 @@ class _Picture:
             if self.progress is not None:
                 self.progress(len(self.shapes), self.psnr())
         steps = o["final_steps"]
+        if steps is None:
+            steps = int(np.clip(4800 // max(len(self.shapes), 1), 60, 150))
         if self.seconds is not None and self.pace:  # the final refinement within what is left of the budget
             left = self.seconds - self._elapsed()
             steps = min(steps, max(0, int(left / (self.pace * len(self.shapes)))))
