@@ -173,7 +173,6 @@ class _Picture:
         self.pace = None  # seconds per refinement step and shape, once measured
         self.canvas = np.broadcast_to(self.background, image.shape).astype(np.float32).copy()
         self.history = []
-        self.sizes = {k: self.candidate_engine.sizes[k] for k in kinds}
         self.spec = {k: Render(k, 8, channels=c).spec for k in kinds}
 
     # ---- the loop ---------------------------------------------------------------------------
@@ -228,7 +227,7 @@ class _Picture:
             weight = _block_mean(error[r : r + e * f, c : c + e * f, None], f)[..., 0]
             for kind in self.kinds:
                 for _ in range(o["candidates"]):
-                    shape = self._start(kind, target, below, weight)
+                    shape = self._start(kind, target, weight)
                     scenes.append(Scene([(kind, shape)], self.background, below=below))
                     targets.append(target)
                     meta.append((f, r, c))
@@ -263,7 +262,7 @@ class _Picture:
             self.history.append(self.psnr())
         return len(new)
 
-    def _start(self, kind, target, below, weight):
+    def _start(self, kind, target, weight):
         """A start of ``kind`` in an ``e x e`` window: at a point drawn where ``weight`` (the error) is large."""
         e, rng = self.e, self.rng
         p = weight.reshape(-1) + 1e-12
