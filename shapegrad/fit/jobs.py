@@ -115,23 +115,14 @@ def fit_files(inputs, out, kinds=None, max_shapes=None, shapes=None, force=False
         (24, 40)
     """
     check_fit_options(kinds, max_shapes, shapes, options)
-    if isinstance(max_side, bool) or not isinstance(max_side, int) or max_side < MIN_SIDE:
-        raise ValueError(f"Expected max_side to be an integer >= {MIN_SIDE}. Received: max_side={max_side!r}")
+    _check_max_side(max_side)
 
     def work(images):
-        shrunk = [Letterbox(*im.shape[:2], max_side, pad=False) if max(im.shape[:2]) > max_side else None
-                  for im in images]
-        fitted = [box.apply(im) if box else im for im, box in zip(images, shrunk)]
-        found = search.fit_scene(fitted, kinds=kinds, max_shapes=max_shapes, shapes=shapes, **options)
-        results = []
-        for one, pixels, box in zip(found, fitted, shrunk):
-            extra = dict(noise=round(float(one.noise), 6))
-            if box:
-                extra["fitted_size"] = [one.height, one.width]
-            results.append(ImageResult(one.renderer(), one.params, one.shapes, one.count, float(one.psnr),
-                                       float(one.seconds), pixels, full=_at_size(one, box) if box else None,
-                                       extra=extra, background=one.background))
-        return results
+        shrunk = [_shrunk(im, max_side) for im in images]
+        found = search.fit_scene([pixels for pixels, _ in shrunk], kinds=kinds, max_shapes=max_shapes, shapes=shapes,
+                                 **options)
+        return [_image_result(one, pixels, box, dict(noise=round(float(one.noise), 6)))
+                for one, (pixels, box) in zip(found, shrunk)]
 
     return process_files(inputs, out, work, "fit", force=force, progress=progress,
                          worked_size=lambda size: fitted_size(size, max_side),
@@ -161,8 +152,7 @@ def fit_picture_files(inputs, out, kinds="triangle", count=None, seconds=None, o
     """
     if count is None and seconds is None:
         raise ValueError("Expected count or seconds (or both). Received: count=None, seconds=None")
-    if isinstance(max_side, bool) or not isinstance(max_side, int) or max_side < MIN_SIDE:
-        raise ValueError(f"Expected max_side to be an integer >= {MIN_SIDE}. Received: max_side={max_side!r}")
+    _check_max_side(max_side)
     kinds = parse_kinds(kinds)
     unknown = set(options) - set(PICTURE_DEFAULTS)
     if unknown:
@@ -171,8 +161,7 @@ def fit_picture_files(inputs, out, kinds="triangle", count=None, seconds=None, o
     def work(images):
         results = []
         for image in images:
-            box = Letterbox(*image.shape[:2], max_side, pad=False) if max(image.shape[:2]) > max_side else None
-            pixels = box.apply(image) if box else image
+            pixels, box = _shrunk(image, max_side)
             bar = keras.utils.Progbar(count, unit_name="shape", stateful_metrics=["psnr"]) if progress else None
 
             def show(n, psnr, bar=bar):
@@ -185,19 +174,37 @@ def fit_picture_files(inputs, out, kinds="triangle", count=None, seconds=None, o
                 with contextlib.redirect_stdout(sys.stderr):
                     bar.update(one.count, values=[("psnr", one.psnr)], finalize=True)
             extra = dict(history=[round(float(v), 3) for v in one.history], stopped=one.stopped)
-            if box:
-                extra["fitted_size"] = [one.height, one.width]
             status = ("ok (one colour: no shape needed)" if one.count == 0 and one.stopped == "no gain"
                       else f"ok (no gain after {one.count} shapes)" if one.stopped == "no gain" and count is not None
                       else "ok")
-            results.append(ImageResult(one.renderer(), one.params, one.shapes, one.count, float(one.psnr),
-                                       float(one.seconds), pixels, full=_at_size(one, box) if box else None,
-                                       extra=extra, status=status, pictures=True, background=one.background))
+            results.append(_image_result(one, pixels, box, extra, status=status, pictures=True))
         return results
 
     return process_files(inputs, out, work, "fit", force=force, progress=False,
                          worked_size=lambda size: fitted_size(size, max_side),
                          batches=lambda paths, sizes: ([p] for p in paths))
+
+
+def _check_max_side(max_side):
+    if isinstance(max_side, bool) or not isinstance(max_side, int) or max_side < MIN_SIDE:
+        raise ValueError(f"Expected max_side to be an integer >= {MIN_SIDE}. Received: max_side={max_side!r}")
+
+
+def _shrunk(image, max_side):
+    """``(pixels, box)``: ``image`` as it is fitted (shrunk to ``max_side`` on its longer side, or itself) and
+    the :class:`Letterbox` that shrank it (None if it was not)."""
+    if max(image.shape[:2]) <= max_side:
+        return image, None
+    box = Letterbox(*image.shape[:2], max_side, pad=False)
+    return box.apply(image), box
+
+
+def _image_result(one, pixels, box, extra, **fields):
+    """The :class:`ImageResult` of a fit ``one`` (a SceneFit) of ``pixels``, shrunk by ``box`` (or None)."""
+    if box:
+        extra = dict(extra, fitted_size=[one.height, one.width])
+    return ImageResult(one.renderer(), one.params, one.shapes, one.count, float(one.psnr), float(one.seconds), pixels,
+                       full=_at_size(one, box) if box else None, extra=extra, background=one.background, **fields)
 
 
 def _at_size(found, box):
