@@ -13,10 +13,8 @@ import sys
 import keras
 
 from shapegrad.fit import pictures, search
-from shapegrad.fit.pictures import PICTURE_DEFAULTS
 from shapegrad.io.batch import MIN_SIDE, SUMMARY_COLUMNS, ImageResult, process_files
 from shapegrad.io.images import Letterbox
-from shapegrad.render.primitives import parse_kinds
 
 __all__ = ["MAX_SIDE", "SUMMARY_COLUMNS", "check_fit_options", "fit_files", "fit_picture_files", "fittable", "fitted_size"]
 
@@ -150,13 +148,8 @@ def fit_picture_files(inputs, out, kinds="triangle", count=None, seconds=None, o
     Returns:
         ``{"done": n, "skipped": [(path, why)], "rows": [...]}`` as :func:`fit_files`.
     """
-    if count is None and seconds is None:
-        raise ValueError("Expected count or seconds (or both). Received: count=None, seconds=None")
+    pictures.check_picture_options(kinds, count, seconds, opacity, options)
     _check_max_side(max_side)
-    kinds = parse_kinds(kinds)
-    unknown = set(options) - set(PICTURE_DEFAULTS)
-    if unknown:
-        raise ValueError(f"Expected options among {sorted(PICTURE_DEFAULTS)}. Received: {sorted(unknown)}")
 
     def work(images):
         results = []

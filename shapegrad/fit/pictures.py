@@ -56,7 +56,7 @@ from shapegrad.fit.search import SceneFit
 from shapegrad.render.primitives import parse_kinds
 from shapegrad.render.render import Render
 
-__all__ = ["PICTURE_DEFAULTS", "PictureFit", "fit_picture"]
+__all__ = ["PICTURE_DEFAULTS", "PictureFit", "check_picture_options", "fit_picture"]
 
 PICTURE_DEFAULTS = dict(
     window=32,
@@ -118,6 +118,16 @@ def fit_picture(image, kinds="triangle", count=None, seconds=None, opacity=None,
         A :class:`PictureFit` (``shapes``, ``params``, ``background``,
         ``psnr``, ``history``...); ``result.renderer()`` is a ``Render`` that draws it.
     """
+    kinds, count, o = check_picture_options(kinds, count, seconds, opacity, options)
+    a = np.asarray(image, np.float32)
+    if a.ndim != 3 or a.shape[-1] < 1 or min(a.shape[:2]) < 8 or not np.isfinite(a).all():
+        raise ValueError(f"Expected image to be a finite (H, W, C) array with H, W >= 8. Received: shape={a.shape}")
+    return _Picture(a, kinds, count, seconds, opacity, seed, progress, o).run()
+
+
+def check_picture_options(kinds, count, seconds, opacity, options):
+    """``(kinds, count, options)`` of :func:`fit_picture` checked (Keras-style ``ValueError``), the options
+    completed from :data:`PICTURE_DEFAULTS`: what a job checks before its first picture."""
     unknown = set(options) - set(PICTURE_DEFAULTS)
     if unknown:
         raise ValueError(f"Expected options among {sorted(PICTURE_DEFAULTS)}. Received: {sorted(unknown)}")
@@ -133,9 +143,6 @@ def fit_picture(image, kinds="triangle", count=None, seconds=None, opacity=None,
         if isinstance(o[name], bool) or not isinstance(o[name], (int, np.integer)) or o[name] < 0:
             raise ValueError(f"Expected {name} to be an integer >= 0. Received: {name}={o[name]!r}")
     kinds = parse_kinds(kinds)
-    a = np.asarray(image, np.float32)
-    if a.ndim != 3 or a.shape[-1] < 1 or min(a.shape[:2]) < 8 or not np.isfinite(a).all():
-        raise ValueError(f"Expected image to be a finite (H, W, C) array with H, W >= 8. Received: shape={a.shape}")
     if count is None and seconds is None:
         raise ValueError("Expected count or seconds (or both). Received: count=None, seconds=None")
     if count is not None:
@@ -146,7 +153,7 @@ def fit_picture(image, kinds="triangle", count=None, seconds=None, opacity=None,
     if opacity is not None and (isinstance(opacity, bool) or not isinstance(opacity, (int, float))
                                 or not 0.0 < float(opacity) <= 1.0):
         raise ValueError(f"Expected opacity to be None (fitted) or a number in (0, 1]. Received: opacity={opacity!r}")
-    return _Picture(a, kinds, count, seconds, opacity, seed, progress, o).run()
+    return kinds, count, o
 
 
 class _Picture:
