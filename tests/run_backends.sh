@@ -3,7 +3,8 @@
 #
 #   tests/run_backends.sh PYTHON "tensorflow jax torch" SLOW_BACKEND JOBS [pytest args...]
 #
-# Cases marked `slow` run on SLOW_BACKEND only. The two long runs, JAX (eager JAX compiles each
+# Cases marked `slow` run on SLOW_BACKEND only; cases marked `once` (they do not depend on the
+# backend: parsing, files, messages) run on ONCE_BACKEND only (default torch, the shortest run). The two long runs, JAX (eager JAX compiles each
 # operation on first use) and TensorFlow (the slow cases), are each split over SPLIT_WORKERS
 # pytest-xdist workers (default 2; 0: none; SPLIT_BACKENDS names them), so that whichever ends last
 # still has both cores: one process alone at the end left a core idle for minutes. TensorFlow's
@@ -17,9 +18,12 @@ py=$1 backends=$2 slow=$3 jobs=$4
 shift 4
 
 run_one() {  # backend [pytest args...]
-    local b=$1 marks="not slow"
+    local b=$1 marks=()
     shift
-    [ "$b" = "$slow" ] && marks=""
+    [ "$b" = "$slow" ] || marks+=("not slow")
+    [ "$b" = "${ONCE_BACKEND:-torch}" ] || marks+=("not once")
+    local expr=""
+    for m in "${marks[@]}"; do expr="${expr:+$expr and }$m"; done
     echo "=== KERAS_BACKEND=$b ==="
     # JAX: a compilation cache for this run, so the same program compiled by many tests
     # (each its own jit wrapper, the same HLO) is compiled once.
@@ -31,7 +35,7 @@ run_one() {  # backend [pytest args...]
         split=(-n "${SPLIT_WORKERS:-2}")
         [ "$b" = tensorflow ] && split+=(--dist loadfile)
     fi
-    env "${cache[@]}" KERAS_BACKEND=$b TF_CPP_MIN_LOG_LEVEL=${TF_CPP_MIN_LOG_LEVEL:-3} "$py" -m pytest -q -m "$marks" "${split[@]}" "$@"
+    env "${cache[@]}" KERAS_BACKEND=$b TF_CPP_MIN_LOG_LEVEL=${TF_CPP_MIN_LOG_LEVEL:-3} "$py" -m pytest -q -m "$expr" "${split[@]}" "$@"
 }
 
 if [ "$jobs" -le 1 ]; then
