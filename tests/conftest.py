@@ -70,3 +70,16 @@ def pytest_report_header(config):
 
         mode = ", jax_enable_x64=" + str(jax.config.read("jax_enable_x64")) + " outside the float64 fixture"
     return f"keras {keras.__version__}, backend {keras.backend.backend()}{mode}, hypothesis profile {settings.default}"
+
+
+# Docstring examples that run a whole scene search or picture fit: they show the documented call and
+# its result, so they run on one backend (marked `once`); the search and the picture fitter are
+# tested on every backend by tests/test_scenefit.py, tests/test_fit.py and tests/test_pictures.py.
+_ONCE_DOCTESTS = {"shapegrad.fit.search", "shapegrad.fit.search.fit_scene", "shapegrad.fit.pictures"}
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if isinstance(item, pytest.DoctestItem) and item.name in _ONCE_DOCTESTS:
+            item.add_marker(pytest.mark.once)
