@@ -23,6 +23,9 @@ from shapegrad import cli
 from shapegrad.fit import pictures
 from shapegrad.io import files
 
+# Run on one backend: the command line's files and messages; the picture fitter itself is tested on every backend in test_pictures.py.
+pytestmark = pytest.mark.once
+
 H, W = 24, 32
 QUICK = dict(steps=20, final_steps=10, refine_every=4, refine_steps=5, candidates=4, windows=2)
 

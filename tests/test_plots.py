@@ -6,6 +6,9 @@ from PIL import Image
 
 from shapegrad.io import plots
 
+# Run on one backend: PNG figures from NumPy arrays do not depend on the backend.
+pytestmark = pytest.mark.once
+
 
 def _examples(seed, count=4, size=8, channels=1):
     return np.random.default_rng(seed).uniform(0.2, 0.8, (count, size, size, channels))

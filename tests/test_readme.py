@@ -7,6 +7,9 @@ from urllib.parse import unquote
 
 import pytest
 
+# Run on one backend: links in a Markdown file do not depend on the backend.
+pytestmark = pytest.mark.once
+
 ROOT = Path(__file__).resolve().parent.parent
 README = ROOT / "README.md"
 
