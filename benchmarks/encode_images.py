@@ -9,6 +9,12 @@ mean foreground IoU (fit alpha >= 0.5 vs the drawn union), PSNR and seconds per 
 
     PYTHONPATH=$PWD python benchmarks/encode_images.py --write /tmp/train --count 3000 --seed 1
     PYTHONPATH=$PWD python benchmarks/encode_images.py --write /tmp/test --count 48 --seed 2
+
+``--train RUN --images DIR --truth TEST --seconds S [--pretrain F]`` trains ``train_images`` (32 px,
+the CLI's defaults otherwise) and writes ``RUN/curve.json``: after every epoch, the encoder alone
+(``Encoder.encode(refine_steps=0, search=False)``) scored on TEST against the drawn foregrounds, with
+the training seconds. ``--figure RUN... --out PNG`` plots the curves of several runs.
+``--all DIR`` does the whole issue-31 measurement (data, the two trainings, fast and full encode).
 """
 
 import argparse
@@ -16,6 +22,7 @@ import csv
 import json
 import os
 import sys
+import time
 
 import numpy as np
 
@@ -86,6 +93,87 @@ def alpha_of(renderer, params):
     return keras.ops.convert_to_numpy(white(np.concatenate(q, axis=1)))[0, ..., 0]
 
 
+def heldout(truth_dir):
+    """``(names, images (n, H, W, C) in [0, 1], foregrounds (n, H, W) bool)`` of a ``--write`` folder."""
+    from shapegrad.io import files
+
+    with open(os.path.join(truth_dir, "truth.json")) as f:
+        names = sorted(json.load(f))
+    images = [files.read_image(os.path.join(truth_dir, n + ".png")) for n in names]
+    return names, images, [np.load(os.path.join(truth_dir, n + ".fg.npy")) for n in names]
+
+
+def encoder_scores(model, images, foregrounds):
+    """Mean foreground IoU and PSNR of an encoder alone (its kept shapes, no refinement) on ``images``."""
+    from shapegrad.learn import encode
+
+    found = encode.Encoder(model, encode.find_info(model)).encode(images, refine_steps=0, search=False)
+    ious = []
+    for e, fg in zip(found, foregrounds):
+        pred = alpha_of(e.renderer, e.params) >= 0.5
+        ious.append((pred & fg).sum() / max((pred | fg).sum(), 1))
+    return float(np.mean(ious)), float(np.mean([e.psnr for e in found]))
+
+
+def train_with_curve(run, images, truth_dir, seconds, pretrain, steps=4000, seed=0):
+    """Train on ``images`` for ``seconds``, then write ``run/curve.json``: the held-out IoU after every epoch.
+
+    Each epoch's encoder is saved (``run/curve/``) and scored after training, so the scoring takes no
+    training time.
+    """
+    import keras
+
+    from shapegrad.learn import encode, train
+
+    saved = []
+
+    class Keep(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            inner = [m for m in self.model.layers if isinstance(m, keras.Model) and encode.find_info(m)][0]
+            path = os.path.join(run, "curve", f"epoch-{epoch + 1:03d}.keras")
+            t = time.perf_counter() - start
+            inner.save(path)
+            saved.append((epoch + 1, t, path, float((logs or {}).get("val_iou", float("nan")))))
+
+    os.makedirs(os.path.join(run, "curve"), exist_ok=True)
+    start = time.perf_counter()
+    result = train.train_images(run, images, kinds="disk,box,triangle,ellipse", max_shapes=3, resolution=32,
+                                steps=steps, seconds=seconds, steps_per_epoch=100, refine_steps=0, test_size=64,
+                                pretrain=pretrain, seed=seed, verbose=2, force=True, extra_callbacks=[Keep()])
+    _, test, fgs = heldout(truth_dir)
+    curve = []
+    for epoch, t, path, val_iou in saved:
+        iou, psnr = encoder_scores(encode.load_model_file(path), test, fgs)
+        curve.append({"epoch": epoch, "seconds": round(t, 1), "iou": iou, "psnr": psnr, "val_iou": val_iou})
+        print(f"curve: epoch {epoch} at {t:.0f} s: held-out IoU {iou:.3f}, {psnr:.1f} dB", flush=True)
+    with open(os.path.join(run, "curve.json"), "w") as f:
+        json.dump({"pretrain": pretrain, "seconds": seconds, "curve": curve, "metrics": {
+            k: result[k] for k in ("iou", "psnr", "steps", "wall_seconds")}}, f, indent=1)
+    return curve
+
+
+def figure(runs, out):
+    """Held-out IoU of the encoder alone against training seconds, one line per run."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 3.6))
+    for run in runs:
+        with open(os.path.join(run, "curve.json")) as f:
+            c = json.load(f)
+        label = f"pre-trained on folder-like scenes ({c['pretrain']:g})" if c["pretrain"] else "images only (image loss)"
+        ax.plot([p["seconds"] for p in c["curve"]], [p["iou"] for p in c["curve"]], marker="o", label=label)
+    ax.set_xlabel("training seconds (scoring excluded)")
+    ax.set_ylabel("held-out IoU, encoder alone")
+    ax.set_ylim(0, 1)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower right")
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--write")
@@ -93,7 +181,17 @@ def main(argv=None):
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--score")
     ap.add_argument("--truth")
+    ap.add_argument("--train")
+    ap.add_argument("--images")
+    ap.add_argument("--seconds", type=float, default=420)
+    ap.add_argument("--pretrain", type=float, default=None)
+    ap.add_argument("--figure", nargs="+")
+    ap.add_argument("--out")
     a = ap.parse_args(argv)
+    if a.train:
+        train_with_curve(a.train, a.images, a.truth, a.seconds, a.pretrain)
+    if a.figure:
+        figure(a.figure, a.out)
     if a.write:
         write(a.write, a.count, a.seed)
     if a.score:
