@@ -13,7 +13,7 @@ from skimage import draw
 from helpers import assert_finite, to_numpy
 from shapegrad.ops.autodiff import value_and_grad
 from shapegrad.learn import pretrain
-from shapegrad.learn.guide import slot_drawable, slot_guide_loss, slot_target
+from shapegrad.learn.guide import SLOT_GEOMETRY_WEIGHT, slot_drawable, slot_guide_loss, slot_target
 from shapegrad.learn.train import TrainConfig, train_images
 from shapegrad.render.slots import SlotRender
 
@@ -37,7 +37,7 @@ def test_slot_guide_loss_is_zero_at_the_truth_whatever_the_slot_order_and_shape_
     assert _loss(slot_drawable(LAYER, reordered[None]), true[None])[0] < 1e-6
     moved = reordered.copy()
     moved[3 + LAYER.slot_size + 4] += 0.1  # the disk's centre (slot 1: presence, 3 kind logits, centre)
-    assert abs(_loss(slot_drawable(LAYER, moved[None]), true[None])[0] - 0.01 / 3) < 1e-5
+    assert abs(_loss(slot_drawable(LAYER, moved[None]), true[None])[0] - SLOT_GEOMETRY_WEIGHT * 0.01 / 3) < 1e-5
     one = slot_target(LAYER, [("disk", DISK)], [0.5, 0.5, 0.5])  # two empty slots: only their presence counts
     other = one.copy()
     other[3 + LAYER.slot_size :] = np.random.default_rng(0).uniform(0, 1, 2 * LAYER.slot_size)
