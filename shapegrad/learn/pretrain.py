@@ -28,6 +28,7 @@ Example:
 
 import json
 import os
+import time
 
 import keras
 import numpy as np
@@ -222,8 +223,12 @@ class PhaseSwitch(keras.callbacks.Callback):
     """Decide, at the start of an epoch, when a :class:`PhasedDataset` moves to the folder's images.
 
     It switches at the first epoch at or after ``epochs`` (a number of
-    epochs), or once ``clock()`` (training seconds of the whole run) reaches
-    ``seconds`` (None: no time rule). The decision is written to ``path``
+    epochs), or once ``seconds`` of training have passed in this session
+    (None: no time rule), counted from the start of training as
+    :class:`~shapegrad.learn.callbacks.TimeBudget` counts its budget (so the
+    start-up and the first compilation, which took 200 s of a 420 s budget on
+    a loaded CPU, do not eat the pre-training); ``clock`` replaces that count
+    (a function returning seconds). The decision is written to ``path``
     (JSON) and read back by a resumed run, so a killed run continues the
     phase it was in; ``log`` (a function of one string, or None) says when.
     """
@@ -236,10 +241,17 @@ class PhaseSwitch(keras.callbacks.Callback):
             with open(path) as f:
                 dataset.switch_epoch = json.load(f)["switch_epoch"]
 
+    def on_train_begin(self, logs=None):
+        self._start = time.perf_counter()
+
+    def elapsed(self):
+        """Seconds of training so far (``clock()`` if given)."""
+        return self.clock() if self.clock is not None else time.perf_counter() - getattr(self, "_start", time.perf_counter())
+
     def on_epoch_begin(self, epoch, logs=None):
         if self.dataset.switch_epoch is not None:
             return
-        late = self.seconds is not None and self.clock is not None and self.clock() >= self.seconds
+        late = self.seconds is not None and self.elapsed() >= self.seconds
         if epoch >= self.epochs or late:
             self.dataset.switch_epoch = epoch
             write_json(self.path, {"switch_epoch": epoch})

@@ -379,8 +379,6 @@ def train(out, config=None, *, force=False, verbose="auto", extra_callbacks=(), 
         budget = callbacks.TimeBudget(c.seconds)
         guard = doctor.NaNGuard(os.path.join(out, "nan-report"))
         run_history = callbacks.RunHistory(os.path.join(out, "backup", "history.json"), started)
-        if switch is not None:
-            switch.clock = run_history.seconds
         history = model.fit(data, epochs=c.epochs, verbose=verbose, callbacks=[
             *([switch] if switch is not None else []),
             callbacks.EpochData(data),
