@@ -19,7 +19,9 @@ keeps the image loss and adds ``W`` times :func:`shapegrad.guide.guide_loss`
 against the generator's parameters, a per-shape loss blind to each shape's
 symmetries, its weight falling to 0 over the ``guide_decay`` fraction of the
 steps, so that training ends self-supervised; it uses labels that only
-synthetic scenes have.
+synthetic scenes have. The user's images (:func:`train_images`) with a slot
+decoder are first learnt from synthetic scenes drawn like them, guided the
+same way (:mod:`shapegrad.learn.pretrain`), then from the images themselves.
 
 Outputs in ``out``: ``encoder.keras``, ``metrics.json``, ``reconstructions.png``,
 ``curves.png``; while training, ``backup/`` holds the checkpoint from which a
@@ -602,7 +604,12 @@ def train_images(out, images, shapes=None, kinds=None, max_shapes=None, resoluti
     :class:`TrainConfig`'s fields (``steps``, ``seconds``, ``batch_size``,
     ``width``, ``test_size``: at most this many held-out images are scored...).
     Writes the same outputs as :func:`train`; ``metrics.json`` scores the
-    held-out images by reconstruction IoU and PSNR (there are no labels).
+    held-out images by reconstruction IoU (masks against each image's border
+    colour) and PSNR (there are no labels). With ``kinds`` and the slot
+    decoder, the run first trains on synthetic scenes drawn like the folder,
+    guided by their parameters, then fine-tunes on the images
+    (:mod:`shapegrad.learn.pretrain`; ``pretrain``, ``pretrain_mix``: the
+    :class:`TrainConfig` fields; ``pretrain=0``: the images alone).
     """
     task = ImageTask(images, shapes, kinds, max_shapes, resolution, softness, holdout, seed, decoder, presence_prior,
                      kind_prior)
