@@ -161,6 +161,12 @@ def _add_train(subparsers):
     p.add_argument("--guide-decay", type=float, default=None, metavar="F",
                    help="fraction of the steps over which the guide's weight falls to 0 (default: the anneal "
                         "fraction, 0.5; 0 = constant)")
+    p.add_argument("--pretrain", type=float, default=None, metavar="F",
+                   help="with --images --kinds (slots): the fraction of the epochs or of --seconds spent on "
+                        "synthetic scenes drawn like the folder, guided by their parameters, before fine-tuning on "
+                        "the images (default 0.5; 0 = the images alone)")
+    p.add_argument("--pretrain-mix", type=float, default=0.5, metavar="M",
+                   help="the fraction of each fine-tuning batch still synthetic and guided (default 0.5)")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--force", action="store_true", help="overwrite existing outputs in --out")
     return p
@@ -173,6 +179,8 @@ def _check_train(args):
         args.shapes = args.shapes or "cone"
     else:
         _check_train_images(args)
+    if args.pretrain is not None or args.pretrain_mix != 0.5:
+        _check_train_pretrain(args)
     if args.guide is not None or args.guide_decay is not None:
         _check_train_guide(args)
     other = _not_a_render(args)
@@ -225,7 +233,28 @@ def _not_a_render(args):
     return None
 
 
+def _check_train_pretrain(args):
+    _number(args, "pretrain_mix", 0, 1, low_open=False, high_open=True)
+    if args.pretrain is None:
+        return
+    _number(args, "pretrain", 0, 1, low_open=False)
+    if args.pretrain and _not_a_render(args) != "--decoder slots":
+        raise UsageError(f"--pretrain draws slot scenes: it needs --images with --kinds (--decoder slots). "
+                         f"Received: --pretrain={args.pretrain:g}")
+
+
+def _pretraining(args):
+    """Whether the run pre-trains on synthetic scenes (then --guide W is the pre-training guide's weight)."""
+    slots = _not_a_render(args) == "--decoder slots"
+    return slots and (args.pretrain is None or args.pretrain > 0)
+
+
 def _check_train_guide(args):
+    if args.images is not None and _pretraining(args):
+        _number(args, "guide", 0)
+        if args.guide_decay is not None:
+            _number(args, "guide_decay", 0, 1, low_open=False)
+        return
     if args.images is not None:
         raise UsageError("--guide needs the parameters of synthetic scenes; --images has none")
     if args.shapes == "cone":
@@ -438,16 +467,22 @@ def _add_encode(subparsers):
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="image files and/or folders (searched recursively)")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--refine-steps", type=int, default=100, help="Adam steps refining each guess (0 = off; default 100)")
-    p.add_argument("--search", action=argparse.BooleanOptionalAction, default=True,
+    p.add_argument("--search", action=argparse.BooleanOptionalAction, default=None,
                    help="continue the scene search of `shapegrad fit` from the encoder's shapes: adds the shapes it "
                    "missed, revises kinds and depth order, drops the spurious ones (default); --no-search only "
                    "refines the encoder's shapes (--refine-steps)")
+    p.add_argument("--fast", action="store_true",
+                   help="no search: the encoder's shapes polished by --refine-steps Adam steps of the scene engine, "
+                   "batched over images (the same as --no-search)")
     p.add_argument("--batch-size", type=int, default=32, help="images per batch (default 32)")
     p.add_argument("--force", action="store_true", help="overwrite existing OUT/<stem> folders")
     return p
 
 
 def _check_encode(args):
+    if args.fast and args.search:
+        raise UsageError("--fast skips the search; give --fast or --search, not both")
+    args.search = not args.fast if args.search is None else args.search
     _positive_int(args, "refine_steps", minimum=0)
     _positive_int(args, "batch_size")
     if os.path.exists(args.out) and not os.path.isdir(args.out):

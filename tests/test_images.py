@@ -225,6 +225,25 @@ def test_encode_searches_on_from_the_encoders_guess_at_the_images_size(tmp_path,
         enc.encode(images, search="yes")
 
 
+def test_encode_fast_polishes_the_encoders_shapes_batched_without_the_search(tmp_path, capsys):
+    """--fast: the slot encoder's kept shapes, polished by the scene engine (no search: the count stays the
+    encoder's); --fast with --search is one line, exit 2."""
+    make_folder(tmp_path / "in", count=4)
+    enc = save_untrained_slots(str(tmp_path / "s.keras"))
+    status, io_ = run_cli("encode", enc, tmp_path / "in", "--out", tmp_path / "fast", "--fast", "--refine-steps", "5",
+                          capsys=capsys)
+    assert status == 0 and "encoded 4 image(s)" in io_.out, io_.err
+    import csv
+
+    with open(tmp_path / "fast" / "summary.csv") as f:
+        polished = {r["file"]: r for r in csv.DictReader(f)}
+    guess = shapegrad.Encoder.load(enc).encode([files.read_image(p) for p in sorted(polished)], refine_steps=0)
+    for (path, row), g in zip(sorted(polished.items()), guess):
+        assert int(row["count"]) == len(g.renderer.shapes)  # the encoder's count: nothing added
+    status, io_ = run_cli("encode", enc, tmp_path / "in", "--out", tmp_path / "x", "--fast", "--search", capsys=capsys)
+    assert status == 2 and "--fast skips the search" in io_.err and len(io_.err.strip().splitlines()) == 1
+
+
 def test_encode_python_api_maps_back_and_keeps_switched_off_shapes_out(tmp_path):
     """The shapes kept are exactly those of the encoder's guess with opacity >= the threshold, in order (else the
     most opaque one, with ``kept == 0``); the threshold is set from the guess so that all, two or none pass."""

@@ -48,7 +48,7 @@ class Validate(keras.callbacks.Callback):
             errors = self.task.errors(pred, self.truth)
             for name in [n for n in errors if not n.endswith("_abs")][:3]:
                 logs[f"val_{name}"] = float(np.median(errors[name]))
-        logs["val_iou"] = float(metrics.iou(recon, self.images, self.task.background).mean())
+        logs["val_iou"] = float(metrics.iou(recon, self.images, self.task.background_of(self.images)).mean())
 
 
 class TimeBudget(keras.callbacks.Callback):

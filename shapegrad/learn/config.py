@@ -94,6 +94,14 @@ class TrainConfig:
             further. ``feedback`` without ``init`` trains a new encoder and the
             steps together. See :func:`shapegrad.learn.train.load_init` for what is checked.
         noise: standard deviation of the Gaussian noise on the training inputs (>= 0).
+        pretrain: the user's images with a slot decoder only: the fraction, in
+            ``[0, 1]``, of the epochs (or of ``seconds``, whichever comes first)
+            spent on synthetic scenes drawn like the folder, guided by their
+            parameters (:mod:`shapegrad.learn.pretrain`), before fine-tuning on
+            the folder's images. None: 0.5 for those runs, 0 (off) otherwise;
+            0 trains on the images alone. The guide's weight is ``guide`` (1 if None).
+        pretrain_mix: the fraction, in ``[0, 1)``, of each fine-tuning batch
+            still drawn synthetic and guided (the rest: the folder's images).
         refine_steps: test-time refinement steps (0 = encoder only).
         test_size: test images (a fixed seed, disjoint from training).
         devices: train data-parallel on this many devices
@@ -122,6 +130,8 @@ class TrainConfig:
     feedback: int = 0
     init: object = None
     noise: float = 0.0
+    pretrain: float | None = None
+    pretrain_mix: float = 0.5
     refine_steps: int = 100
     test_size: int = 256
     devices: int | None = None
@@ -145,6 +155,9 @@ class TrainConfig:
         _in_range("anneal_start", self.anneal_start, "(0, 1]", lambda v: 0 < v <= 1)
         _in_range("anneal", self.anneal, "[0, 1]", lambda v: 0 <= v <= 1)
         _in_range("noise", self.noise, ">= 0", lambda v: 0 <= v < math.inf, what="a finite number")
+        if self.pretrain is not None:
+            _in_range("pretrain", self.pretrain, "[0, 1]", lambda v: 0 <= v <= 1)
+        _in_range("pretrain_mix", self.pretrain_mix, "[0, 1)", lambda v: 0 <= v < 1)
         _validate.one_of("loss", self.loss, ("mse", "pyramid"))
         _validate.one_of("architecture", self.architecture, ENCODERS)
         _validate.one_of("colors", self.colors, COLORS)

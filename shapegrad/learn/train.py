@@ -19,7 +19,9 @@ keeps the image loss and adds ``W`` times :func:`shapegrad.guide.guide_loss`
 against the generator's parameters, a per-shape loss blind to each shape's
 symmetries, its weight falling to 0 over the ``guide_decay`` fraction of the
 steps, so that training ends self-supervised; it uses labels that only
-synthetic scenes have.
+synthetic scenes have. The user's images (:func:`train_images`) with a slot
+decoder are first learnt from synthetic scenes drawn like them, guided the
+same way (:mod:`shapegrad.learn.pretrain`), then from the images themselves.
 
 Outputs in ``out``: ``encoder.keras``, ``metrics.json``, ``reconstructions.png``,
 ``curves.png``; while training, ``backup/`` holds the checkpoint from which a
@@ -42,11 +44,11 @@ import numpy as np
 
 from shapegrad import _keras_internals, _validate, doctor, fit
 from shapegrad.io import files, plots
-from shapegrad.learn import callbacks, data, distribute, encode, metrics
+from shapegrad.learn import callbacks, data, distribute, encode, metrics, pretrain
 from shapegrad.learn.config import TrainConfig
 from shapegrad.learn.data import ConeDataset, SceneDataset
 from shapegrad.learn.feedback import build_feedback_encoder
-from shapegrad.learn.guide import GuideLoss, GuideWeight
+from shapegrad.learn.guide import GuideLoss, GuideWeight, SlotGuideLoss
 from shapegrad.learn.models import Annealed, build_autoencoder, build_encoder, build_spatial_encoder, fields_for
 from shapegrad.learn.models import pyramid_mse  # noqa: F401  (importable from here, as before)
 from shapegrad.render.cones import Cones
@@ -121,6 +123,10 @@ class Task:
     def render(self, params):
         return keras.ops.convert_to_numpy(self.renderer(params))
 
+    def background_of(self, images):
+        """The background the IoU's masks are taken against: the renderer's (``ImageTask``: each image's border)."""
+        return self.background
+
 
 
 
@@ -142,7 +148,7 @@ def evaluate(encoder, task, images, params, refine_steps=100, batch=256):
 
     def summary(p):
         recon = task.render(p)
-        per_item = {"iou": metrics.iou(recon, images, task.background), "psnr": metrics.psnr(recon, images)}
+        per_item = {"iou": metrics.iou(recon, images, task.background_of(images)), "psnr": metrics.psnr(recon, images)}
         if params is not None:
             per_item.update(task.errors(p, params))
         return metrics.summarize(per_item)
@@ -162,14 +168,58 @@ def evaluate(encoder, task, images, params, refine_steps=100, batch=256):
     return summary(refined), summary(pred), pred, refined
 
 
-def _check_guide(task, guide):
+def _check_guide(task, guide, pretraining=False):
     """What the guide needs of the task (the rest of ``guide`` is checked by :class:`TrainConfig`)."""
+    if isinstance(task, ImageTask) and pretraining:
+        return  # the guide of the synthetic pre-training scenes
     if isinstance(task, ImageTask):
-        raise ValueError(f"Expected guide=None with images: the guide needs the parameters of synthetic scenes. "
-                         f"Received: guide={guide!r}")
+        raise ValueError(f"Expected guide=None with images and pretrain=0: the guide needs the parameters of "
+                         f"synthetic scenes. Received: guide={guide!r}")
     if not isinstance(task.renderer, Render):
         raise ValueError(f"Expected a Render scene with guide (the Cones layer trains well with supervised=True). "
                          f"Received: shapes={task.shapes!r}, guide={guide!r}")
+
+
+def pretrain_fraction(task, pretrain):
+    """The fraction of the run pre-trained on folder-like scenes (``TrainConfig.pretrain``; None: the default).
+
+    Images with a slot decoder: ``pretrain``, 0.5 if None. Any other task: 0,
+    and ``ValueError`` for ``pretrain > 0`` (the pre-training draws slot scenes).
+    """
+    slots = isinstance(task, ImageTask) and isinstance(task.renderer, SlotRender)
+    if pretrain is None:
+        return 0.5 if slots else 0.0
+    if pretrain and not slots:
+        raise ValueError(f"Expected pretrain=0 or None without images and a slot decoder (it draws slot scenes). "
+                         f"Received: pretrain={pretrain!r}")
+    return float(pretrain)
+
+
+def log(line):
+    """Print one line of what training does (to stdout, flushed: a progress bar may follow)."""
+    print(line, flush=True)
+
+
+def _phased(task, c, out, say):
+    """The :class:`~shapegrad.learn.pretrain.PhasedDataset` of a pre-trained run, its switch and what it drew."""
+    stats = pretrain.folder_statistics(task.training, task.resolution, task.channels, seed=c.seed)
+    scenes = pretrain.FolderLikeScenes(task.renderer, stats["backgrounds"])
+    scale = scenes.matched_scale(stats["coverage"], seed=c.seed)
+    images = data.ImageFolderDataset(task.training, task.resolution, task.channels, c.batch_size, c.epoch_steps,
+                                     c.seed, c.noise)
+    phased = pretrain.PhasedDataset(scenes, images, c.seed, c.pretrain_mix)
+    fraction = pretrain_fraction(task, c.pretrain)
+    seconds = None if c.seconds is None else fraction * c.seconds
+    switch = pretrain.PhaseSwitch(phased, os.path.join(out, "backup", "phase.json"), round(fraction * c.epochs),
+                                  seconds, log=say)
+    if say:
+        budget = f" or {seconds:.0f} s" if seconds is not None else ""
+        say(f"pre-training on synthetic scenes drawn like the folder ({len(stats['backgrounds'])} images' border "
+            f"colours as backgrounds; they cover {stats['coverage']:.0%} of the image: sizes x{scale:.2f}), guided "
+            f"by their parameters, for {switch.epochs} of {c.epochs} epochs{budget}; then fine-tuning on the "
+            f"folder's {len(task.training)} images ({c.pretrain_mix:.0%} of each batch still synthetic)")
+    described = {"pretrain_coverage": round(stats["coverage"], 4), "pretrain_scale": round(scale, 3)}
+    return phased, switch, described
 
 
 def _guided(encoder, renderer, weight, ramp_steps):
@@ -250,7 +300,7 @@ def check_outputs_free(out, force):
         )
 
 
-def train(out, config=None, *, force=False, verbose="auto", **kwargs):
+def train(out, config=None, *, force=False, verbose="auto", extra_callbacks=(), **kwargs):
     """Train the encoder–decoder and write its outputs to ``out``; returns the metrics dict.
 
     Args:
@@ -259,7 +309,9 @@ def train(out, config=None, *, force=False, verbose="auto", **kwargs):
             resumed: call ``train`` again with the same configuration.
         config: a :class:`TrainConfig`; None: ``TrainConfig(**kwargs)``.
         force: overwrite the outputs of an earlier run.
-        verbose: Keras' ``fit`` verbosity (``"auto"`` shows a progress bar).
+        verbose: Keras' ``fit`` verbosity (``"auto"`` shows a progress bar);
+            0 also silences the lines that say what a run of the user's images does.
+        extra_callbacks: more Keras callbacks for ``fit`` (e.g. a benchmark's own scores per epoch).
         **kwargs: :class:`TrainConfig`'s fields (``shapes``, ``steps``,
             ``batch_size``, ...); with ``config``, they replace its fields.
 
@@ -279,8 +331,9 @@ def train(out, config=None, *, force=False, verbose="auto", **kwargs):
     task = c.shapes if isinstance(c.shapes, Task) else Task(c.shapes, c.resolution, c.channels)
     if c.supervised and isinstance(task, ImageTask):
         raise ValueError("Expected supervised=False with images: they have no parameter labels. Received: supervised=True")
+    pretraining = pretrain_fraction(task, c.pretrain)
     if c.guide is not None:
-        _check_guide(task, c.guide)
+        _check_guide(task, c.guide, pretraining > 0)
     if c.feedback:
         _check_feedback(task, c.feedback)
     init_from = os.fspath(c.init) if isinstance(c.init, (str, os.PathLike)) else getattr(c.init, "name", None)
@@ -300,7 +353,10 @@ def train(out, config=None, *, force=False, verbose="auto", **kwargs):
             encoder.trainable = c.init is None
             encoder = build_feedback_encoder(encoder, task.renderer, c.feedback, width=c.width)
         targets = "params" if c.supervised else "images" if c.guide is None else "guided"
-        data = task.dataset(c.batch_size, c.epoch_steps, c.seed, targets, c.noise)
+        if pretraining:
+            data, switch, described = _phased(task, c, out, log if verbose else None)
+        else:
+            data, switch, described = task.dataset(c.batch_size, c.epoch_steps, c.seed, targets, c.noise), None, {}
         val_images, val_params = task.validation_set(c.seed)
         warmup = min(steps // 10, 500)
         schedule = keras.optimizers.schedules.CosineDecay(
@@ -312,7 +368,11 @@ def train(out, config=None, *, force=False, verbose="auto", **kwargs):
         else:
             annealed = Annealed(task.renderer, start=c.anneal_start, ramp_steps=c.anneal * steps, name="renderer")
             image_loss = pyramid_mse if c.loss == "pyramid" else "mse"
-            if c.guide is None:
+            if pretraining:
+                ramp = 0 if c.guide_decay is None else c.guide_decay * steps
+                model = _guided(encoder, annealed, c.guide or 1.0, ramp)
+                image_loss = [image_loss, SlotGuideLoss(task.renderer)]
+            elif c.guide is None:
                 model = build_autoencoder(encoder, annealed)
             else:
                 model = _guided(encoder, annealed, c.guide, c.guide_fraction * steps)
@@ -322,12 +382,14 @@ def train(out, config=None, *, force=False, verbose="auto", **kwargs):
         guard = doctor.NaNGuard(os.path.join(out, "nan-report"))
         run_history = callbacks.RunHistory(os.path.join(out, "backup", "history.json"), started)
         history = model.fit(data, epochs=c.epochs, verbose=verbose, callbacks=[
+            *([switch] if switch is not None else []),
             callbacks.EpochData(data),
             callbacks.Validate(encoder, task, val_images, val_params),
             guard,
             run_history,
             keras.callbacks.BackupAndRestore(os.path.join(out, "backup"), save_freq="epoch", delete_checkpoint=True),
             budget,
+            *extra_callbacks,
         ])
     train_seconds = run_history.seconds()  # with the earlier sessions of a resumed run
     whole = run_history.history() or history.history
@@ -356,14 +418,18 @@ def train(out, config=None, *, force=False, verbose="auto", **kwargs):
         refine_seconds=round(time.perf_counter() - t0, 1),
         anneal_start=c.anneal_start,
         loss="params" if c.supervised else c.loss,
-        guide=c.guide,
-        guide_decay=c.guide_fraction if c.guide is not None else None,
+        guide=c.guide if not pretraining else (c.guide or 1.0),
+        guide_decay=c.guide_fraction if c.guide is not None and not pretraining else c.guide_decay,
+        pretrain=pretraining,
+        pretrain_mix=c.pretrain_mix if pretraining else None,
+        **described,
         architecture=c.architecture if c.init is None else None,  # an init encoder is what it is
         colors=c.colors if c.init is None else None,
         feedback=c.feedback,
         init=init_from,
         width=c.width,
         stopped_by_time_budget=budget.stopped_early,
+        pretrain_switch_epoch=getattr(data, "switch_epoch", None),
         train_loss=[float(v) for v in whole["loss"]],
         test_size=c.test_size,
         encoder_only=encoder_only,
@@ -381,6 +447,8 @@ def train(out, config=None, *, force=False, verbose="auto", **kwargs):
         labels=("input", "encoder's guess", f"refined ({c.refine_steps} steps)"),
     )
     mode = "supervised" if c.supervised else "self-supervised" if c.guide is None else f"guided ({c.guide:g})"
+    if pretraining:
+        mode = f"pre-trained on folder-like scenes ({pretraining:g}), then the images"
     plots.save_curves(os.path.join(out, "curves.png"), whole, title=f"{task.shapes} {task.resolution}px, {mode}")
     return result
 
@@ -507,6 +575,10 @@ class ImageTask(Task):
     def errors(self, pred, true):
         return {}
 
+    def background_of(self, images):
+        """Each image's border colour ``(B, 1, 1, C)``: the user's images need not share one background."""
+        return np.stack([data.border_color(im) for im in images])[:, None, None, :]
+
     def describe(self):
         return {
             "images": [os.fspath(p) for p in ([self.images] if isinstance(self.images, (str, os.PathLike)) else self.images)],
@@ -532,7 +604,12 @@ def train_images(out, images, shapes=None, kinds=None, max_shapes=None, resoluti
     :class:`TrainConfig`'s fields (``steps``, ``seconds``, ``batch_size``,
     ``width``, ``test_size``: at most this many held-out images are scored...).
     Writes the same outputs as :func:`train`; ``metrics.json`` scores the
-    held-out images by reconstruction IoU and PSNR (there are no labels).
+    held-out images by reconstruction IoU (masks against each image's border
+    colour) and PSNR (there are no labels). With ``kinds`` and the slot
+    decoder, the run first trains on synthetic scenes drawn like the folder,
+    guided by their parameters, then fine-tunes on the images
+    (:mod:`shapegrad.learn.pretrain`; ``pretrain``, ``pretrain_mix``: the
+    :class:`TrainConfig` fields; ``pretrain=0``: the images alone).
     """
     task = ImageTask(images, shapes, kinds, max_shapes, resolution, softness, holdout, seed, decoder, presence_prior,
                      kind_prior)
