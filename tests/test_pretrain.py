@@ -97,25 +97,6 @@ def _folder(root, count, seed, size=20):
     return np.stack(masks)
 
 
-def _foreground_iou(encoder_path, folder, masks):
-    """Mean IoU of the encoder's kept shapes alone (alpha >= 0.5, drawn white on black) against the drawn ones."""
-    import shapegrad
-    from shapegrad.io import files
-    from shapegrad.render.render import Render
-
-    paths = sorted(os.path.join(folder, f) for f in os.listdir(folder))
-    found = shapegrad.Encoder.load(encoder_path).encode([files.read_image(p) for p in paths], refine_steps=0,
-                                                        search=False)
-    ious = []
-    for e, fg in zip(found, masks):
-        white = Render(e.renderer.shapes, e.renderer.resolution, channels=1, softness=e.renderer.softness)
-        p = np.concatenate([np.ones((1, 1), np.float32) if s.field.kind == "color" else e.params[:, s.slice]
-                            for s in e.renderer.spec.slices], axis=1)
-        pred = to_numpy(white(p))[0, ..., 0] >= 0.5
-        ious.append((pred & fg).sum() / max((pred | fg).sum(), 1))
-    return float(np.mean(ious))
-
-
 def test_phased_dataset_serves_synthetic_then_mixed_batches_and_the_switch_is_kept(tmp_path):
     _folder(tmp_path / "in", 8, seed=0)
     from shapegrad.learn import data
@@ -175,22 +156,6 @@ def test_cli_pretrain_flags_are_checked_in_one_line(tmp_path, capsys):
 
 TINY = dict(kinds="disk,box", max_shapes=2, resolution=16, batch_size=16, width=8, steps_per_epoch=25,
             refine_steps=0, test_size=32, holdout=0.25, learning_rate=2e-3, seed=0, verbose=0)
-
-
-@pytest.mark.slow  # two 200-step runs at 16 px: ~100 s on JAX under load 12
-@pytest.mark.xfail(strict=False, reason="issue 31: at 16 px and 200 steps the pre-training is not reliably ahead "
-                   "(2026-12-07: TensorFlow 0.406 against 0.493, JAX 0.457 against 0.436); at 32 px and 420 s it is "
-                   "(0.426 against 0.289, docs/benchmarks.md)")
-def test_pretraining_beats_the_images_alone_on_held_out_images(tmp_path):
-    """Scored as benchmarks/encode_images.py scores: the encoder's shapes alone against the drawn foregrounds."""
-    _folder(tmp_path / "in", 128, seed=1)
-    masks = _folder(tmp_path / "test", 32, seed=3)
-    alone = train_images(str(tmp_path / "alone"), str(tmp_path / "in"), steps=200, pretrain=0, **TINY)
-    pre = train_images(str(tmp_path / "pre"), str(tmp_path / "in"), steps=200, **TINY)
-    assert pre["pretrain"] == 0.5 and pre["pretrain_switch_epoch"] == 4 and alone["pretrain"] == 0
-    iou_alone = _foreground_iou(str(tmp_path / "alone" / "encoder.keras"), str(tmp_path / "test"), masks)
-    iou_pre = _foreground_iou(str(tmp_path / "pre" / "encoder.keras"), str(tmp_path / "test"), masks)
-    assert iou_pre > iou_alone, (iou_pre, iou_alone)  # JAX, 2026-12-07: 0.457 against 0.436
 
 
 class _Killed(Exception):
