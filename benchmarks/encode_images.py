@@ -208,7 +208,7 @@ def run_all(folder, seconds, backend_env=None):
     if not os.path.exists(os.path.join(test, "truth.json")):
         write(test, 48, 12)
     report = {}
-    for name, pretrain in (("pretrained", None), ("images-only", 0.0)):
+    for name, pretrain in (("pretrained", 0.5), ("images-only", 0.0)):
         run = os.path.join(folder, name)
         train_with_curve(run, scenes, test, seconds, pretrain)
         entry = {"fast": fast_scores(os.path.join(run, "encoder.keras"), test)}
@@ -237,7 +237,7 @@ def figure(runs, out):
     for run in runs:
         with open(os.path.join(run, "curve.json")) as f:
             c = json.load(f)
-        pretrain = 0.5 if c["pretrain"] is None else c["pretrain"]  # None: train's default
+        pretrain = c["pretrain"] or 0.0  # None: train's default, the images alone
         label = f"pre-trained on folder-like scenes ({pretrain:g})" if pretrain else "images only (image loss)"
         ax.plot([min(100 * p["epoch"], c["metrics"]["steps"]) for p in c["curve"]], [p["iou"] for p in c["curve"]], marker="o",
                 label=f"{label}: {c['metrics']['steps']} steps in {c['seconds']:g} s")

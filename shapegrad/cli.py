@@ -164,7 +164,8 @@ def _add_train(subparsers):
     p.add_argument("--pretrain", type=float, default=None, metavar="F",
                    help="with --images --kinds (slots): the fraction of the epochs or of --seconds spent on "
                         "synthetic scenes drawn like the folder, guided by their parameters, before fine-tuning on "
-                        "the images (default 0.5; 0 = the images alone)")
+                        "the images (default 0: the images alone; 0.5 helps the encoder alone and encode --fast, "
+                        "not the full encode search)")
     p.add_argument("--pretrain-mix", type=float, default=0.5, metavar="M",
                    help="the fraction of each fine-tuning batch still synthetic and guided (default 0.5)")
     p.add_argument("--out", required=True, help="output folder")

@@ -98,8 +98,8 @@ class TrainConfig:
             ``[0, 1]``, of the epochs (or of ``seconds``, whichever comes first)
             spent on synthetic scenes drawn like the folder, guided by their
             parameters (:mod:`shapegrad.learn.pretrain`), before fine-tuning on
-            the folder's images. None: 0.5 for those runs, 0 (off) otherwise;
-            0 trains on the images alone. The guide's weight is ``guide`` (1 if None).
+            the folder's images. None or 0 (the default): the images
+            alone; 0.5 reads better with the encoder alone or ``encode --fast``. The guide's weight is ``guide`` (1 if None).
         pretrain_mix: the fraction, in ``[0, 1)``, of each fine-tuning batch
             still drawn synthetic and guided (the rest: the folder's images).
         refine_steps: test-time refinement steps (0 = encoder only).

@@ -183,12 +183,13 @@ def _check_guide(task, guide, pretraining=False):
 def pretrain_fraction(task, pretrain):
     """The fraction of the run pre-trained on folder-like scenes (``TrainConfig.pretrain``; None: the default).
 
-    Images with a slot decoder: ``pretrain``, 0.5 if None. Any other task: 0,
+    Images with a slot decoder: ``pretrain``, 0 if None (the full ``encode`` search does better from an
+    encoder trained on the images alone; docs/benchmarks.md). Any other task: 0,
     and ``ValueError`` for ``pretrain > 0`` (the pre-training draws slot scenes).
     """
     slots = isinstance(task, ImageTask) and isinstance(task.renderer, SlotRender)
     if pretrain is None:
-        return 0.5 if slots else 0.0
+        return 0.0
     if pretrain and not slots:
         raise ValueError(f"Expected pretrain=0 or None without images and a slot decoder (it draws slot scenes). "
                          f"Received: pretrain={pretrain!r}")
