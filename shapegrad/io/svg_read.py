@@ -290,11 +290,15 @@ def _matrix(element, device):
     return device @ local
 
 
-def _paint(color, opacity):
-    """``((r, g, b), alpha)`` of an svgelements colour and the element's opacity, or None when not painted."""
+def _paint(color, paint_opacity, opacity):
+    """``((r, g, b), alpha)`` of an svgelements colour, its ``fill-``/``stroke-opacity`` and ``opacity``, or None.
+
+    svgelements keeps ``fill-opacity`` in the colour's 8-bit alpha; the attribute itself is read when given.
+    """
     if color is None or color.value is None:
         return None
-    alpha = color.alpha / 255 * opacity
+    own = _number(str(paint_opacity)) if paint_opacity is not None else color.alpha / 255
+    alpha = own * opacity
     if alpha <= 0:
         return None
     return (color.red / 255, color.green / 255, color.blue / 255), alpha
@@ -304,8 +308,8 @@ def _element_layers(element, device, notes):
     """The fill and stroke layers of one svgelements shape (in that order, as SVG paints them)."""
     matrix = _matrix(element, device)
     opacity = _number(str(element.values.get("opacity", "1")))
-    fill = _paint(element.fill, opacity)
-    stroke = _paint(element.stroke, opacity)
+    fill = _paint(element.fill, element.values.get("fill-opacity"), opacity)
+    stroke = _paint(element.stroke, element.values.get("stroke-opacity"), opacity)
     width = float(element.stroke_width or 0.0)
     if stroke and width <= 0:
         stroke = None
@@ -379,13 +383,41 @@ def _pieces(element, matrix, cubic):
         elif isinstance(seg, svgelements.CubicBezier):
             current.append(tuple(point(p) for p in (seg.start, seg.control1, seg.control2, seg.end)))
         elif isinstance(seg, svgelements.Arc):
-            for c in seg.as_cubic_curves():
-                current.append(tuple(point(p) for p in (c.start, c.control1, c.control2, c.end)))
+            current += [tuple(point(p) for p in q) for q in _arc_cubics(seg)]
     if current:
         subpaths.append((current, closed))
     if cubic:
         return [[svg_shapes.as_cubic(q) for q in pieces] for pieces, _ in subpaths]
     return subpaths
+
+
+def _arc_cubics(arc):
+    """An elliptic arc as cubics of at most a quarter turn each, ``[(p0, p1, p2, p3)]`` of svgelements Points.
+
+    Each is the standard approximation (tangent lengths ``4/3 tan(dt/4)``), within
+    2.7e-4 radii of the arc for a quarter turn.
+    """
+    if arc.sweep == 0 or arc.rx == 0 or arc.ry == 0:
+        return [(arc.start, arc.start, arc.end, arc.end)]
+    theta, t0, sweep = arc.get_rotation(), arc.get_start_t(), arc.sweep
+    count = max(1, math.ceil(abs(sweep) / (math.pi / 2) - 1e-9))
+    dt = sweep / count
+    k = 4 / 3 * math.tan(dt / 4)
+    cos_r, sin_r = math.cos(theta), math.sin(theta)
+    cx, cy, rx, ry = arc.center.x, arc.center.y, arc.rx, arc.ry
+
+    def at(t):
+        x, y, dx, dy = rx * math.cos(t), ry * math.sin(t), -rx * math.sin(t), ry * math.cos(t)
+        return (svgelements.Point(cx + cos_r * x - sin_r * y, cy + sin_r * x + cos_r * y),
+                svgelements.Point(cos_r * dx - sin_r * dy, sin_r * dx + cos_r * dy))
+
+    out = []
+    for i in range(count):
+        (p0, d0), (p3, d3) = at(t0 + i * dt), at(t0 + (i + 1) * dt)
+        out.append((p0, p0 + d0 * k, p3 - d3 * k, p3))
+    out[0] = (arc.start,) + out[0][1:]  # the exact ends, as the neighbouring segments have them
+    out[-1] = out[-1][:3] + (arc.end,)
+    return out
 
 
 def _stroke(element, matrix, width, stroke, notes):

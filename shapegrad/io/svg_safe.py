@@ -176,7 +176,7 @@ def check_path_data(d):
         pos = _SEPARATOR.match(d, pos + 1).end()
         count = _ARGUMENTS[command.lower()]
         groups = 0
-        while count and pos < n and d[pos] not in "MmLlHhVvCcSsQqTtAaZz":
+        while count and pos < n and not d[pos].isalpha():  # a letter: the next command (or a bad one)
             for k in range(count):
                 pattern = _FLAG if command in "Aa" and k in (3, 4) else _NUMBER
                 match = pattern.match(d, pos)
