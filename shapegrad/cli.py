@@ -436,10 +436,10 @@ def _check_render_svg(args, svg):
     single = len(args.inputs) == 1 and not os.path.isdir(args.inputs[0])
     if single and args.out.lower().endswith(".png"):
         _output_free(args.out, args.force)
-    elif os.path.exists(args.out) and not os.path.isdir(args.out):
-        raise UsageError(f"Expected --out to be a folder (or X.png for one SVG). Received: --out={args.out!r} (a file)")
     elif os.path.splitext(args.out)[1].lower() in (".svg", ".jpg", ".jpeg"):
         raise UsageError(f"Expected --out to be X.png or a folder for SVG inputs. Received: --out={args.out}")
+    elif os.path.exists(args.out) and not os.path.isdir(args.out):
+        raise UsageError(f"Expected --out to be a folder (or X.png for one SVG). Received: --out={args.out!r} (a file)")
     if not svg_files.list_svg_files(args.inputs):  # ValueError for a missing input
         raise UsageError(f"no SVG file in {' '.join(args.inputs)}")
     return "svg"
