@@ -124,9 +124,9 @@ def _prepare(root, name, notes):
     checked; elements that are not drawn are removed.
     """
     ids = {e.get("id"): e for e in root.iter() if e.get("id") is not None}
-    stack = [(root, 1.0, 0)]
+    stack = [(root, 1.0)]
     while stack:
-        elem, inherited, painted_above = stack.pop()
+        elem, inherited = stack.pop()
         tag = local_name(elem.tag)
         own = _number(_get(elem, "opacity"))
         product = inherited * own
@@ -169,7 +169,7 @@ def _prepare(root, name, notes):
                 notes.add(f"<{child_tag}>", "skipped")
                 elem.remove(child)
                 continue
-            stack.append((child, product, 0))
+            stack.append((child, product))
 
 
 def _has_content(elem):
@@ -511,7 +511,7 @@ def read_svg(path_or_text, *, size=None, background=1.0, softness=None):
         ...        '<circle cx="8" cy="8" r="4" fill="red"/></svg>')
         >>> renderer, params = read_svg(svg)
         >>> renderer.spec.shapes, params.shape
-        (('disk', 1), (1, 7))
+        ((('disk', 1),), (1, 7))
         >>> image = keras.ops.convert_to_numpy(renderer(params))[0]
         >>> image[7, 7].round(2).tolist(), image[0, 0].round(2).tolist()
         ([1.0, 0.0, 0.0], [1.0, 1.0, 1.0])
