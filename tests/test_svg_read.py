@@ -309,3 +309,24 @@ def test_round_trip_of_shapegrads_own_svg():
     # shapes.svg keeps 3 decimals of a pixel (an edge moves <= 5e-4 px: <= 5e-4 in value, the
     # coverage's slope being <= 1 per px) and 8 bits of colour (<= 0.002): 0.01 covers both.
     assert np.abs(before - after).max() < 0.01
+
+
+@pytest.mark.once
+def test_many_subpaths_split_into_shapes_exactly_when_apart():
+    apart = " ".join(f"M{1 + 4 * (i % 5)} {1 + 4 * (i // 5)} h1 v1 h-1 z" for i in range(20))
+    layers = layers_of(f'<path d="{apart}"/>')  # no warning: disjoint groups draw the same image
+    assert [x.kind() for x in layers] == ["path4x16", "path4x4"]
+    nested = " ".join(f"M{i * 0.4} {i * 0.4} h{15 - i * 0.8} v{15 - i * 0.8} h{i * 0.8 - 15} z" for i in range(18))
+    with pytest.warns(SVGWarning, match="paths of more than 16 overlapping subpaths"):
+        layers = layers_of(f'<path d="{nested}"/>', quiet=False)
+    assert [x.size()[1] for x in layers] == [16, 2]
+
+
+@pytest.mark.once
+def test_a_subpath_of_more_than_64_segments_is_cut_through_its_first_point():
+    zigzag = "M1 1 " + " ".join(f"L{1 + 14 * (i + 1) / 70} {1 + (i % 2)}" for i in range(70)) + " L15 15 z"
+    with pytest.warns(SVGWarning, match="subpaths of more than 64 segments"):
+        layer = one(f'<path d="{zigzag}"/>', quiet=False)
+    subpaths = layer.geometry["subpaths"]
+    assert len(subpaths) == 2 and all(len(s) // 3 <= 64 for s in subpaths)
+    np.testing.assert_allclose(subpaths[1][0], subpaths[0][0])  # the second piece starts at the first point

@@ -325,13 +325,14 @@ def _element_layers(element, device, notes):
         layer = _simple_fill(element, matrix, *fill)
         if layer is None:
             evenodd = str(element.values.get("fill-rule", "nonzero")).strip() == "evenodd"
-            layer = svg_shapes.fill_layer(_pieces(element, matrix, cubic=True), evenodd, *fill)
-        if layer is not None:
+            layers, approximated = svg_shapes.fill_layers(_pieces(element, matrix, cubic=True), evenodd, *fill)
+            out += layers
+            for feature in approximated:
+                notes.add(feature, "cut into several pieces (see docs/svg.md)")
+        else:
             out.append(layer)
     if stroke:
-        layer = _stroke(element, matrix, width, stroke, notes)
-        if layer is not None:
-            out.append(layer)
+        out += _stroke(element, matrix, width, stroke, notes)
     return out
 
 
@@ -448,7 +449,7 @@ def _stroke(element, matrix, width, stroke, notes):
         notes.add(f"stroke-linecap={cap}", "drawn round")
     if join != "round" and any(_has_corner(c, closed) for c, (_, closed) in zip(chains, subpaths)):
         notes.add(f"stroke-linejoin={join}", "drawn round")
-    return svg_shapes.stroke_layer(chains, half, *stroke)
+    return svg_shapes.stroke_layers(chains, half, *stroke)
 
 
 def _has_corner(pieces, closed):

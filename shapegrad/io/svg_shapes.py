@@ -41,17 +41,19 @@ from shapegrad.render.primitives import primitive
 
 __all__ = [
     "MAX_SEGMENTS",
+    "MAX_SUBPATHS",
     "Drawn",
     "as_cubic",
     "box_or_polygon",
     "ellipse_or_disk",
-    "fill_layer",
+    "fill_layers",
     "is_simple_polygon",
     "pack",
-    "stroke_layer",
+    "stroke_layers",
 ]
 
-MAX_SEGMENTS = 64  # cubic segments per subpath in one path kind; longer subpaths are cut (see fill_layer)
+MAX_SEGMENTS = 64  # cubic segments per subpath of a path kind (its largest M); longer ones are cut (fill_layers)
+MAX_SUBPATHS = 16  # subpaths of a path kind (its largest K); more make several shapes (fill_layers)
 
 
 @dataclasses.dataclass
@@ -160,27 +162,73 @@ def is_simple_polygon(points):
     return True
 
 
-def fill_layer(subpaths, evenodd, color, opacity):
-    """The fill layer of cubic ``subpaths`` (each ``(4 m, 2)``-like list of ``(p0, p1, p2, p3)`` pieces), or None.
+def fill_layers(subpaths, evenodd, color, opacity):
+    """The fill of cubic ``subpaths`` (lists of ``(p0, p1, p2, p3)`` pieces): ``(layers, notes)``.
 
     Subpaths are closed (a straight segment back to the start if needed).
-    A subpath longer than :data:`MAX_SEGMENTS` becomes several closed subpaths
-    of the same shape, each closed through the first point by a straight
-    chord: the chords are travelled once each way, so the winding numbers
-    (summed by the kind, both fill rules) are those of the original outline.
+    Usually one layer; more when the path has over :data:`MAX_SUBPATHS`
+    subpaths: they are split into groups of subpaths whose bounding boxes
+    (1 px apart) do not touch, which draw the same image (no hole or overlap
+    crosses a split); a group still too large is cut in order, which can fill
+    a hole whose outline lands in another shape (noted). A subpath of more
+    than :data:`MAX_SEGMENTS` segments is cut into closed pieces joined to
+    its first point by straight chords, travelled once each way: the winding
+    numbers are exact, but the path kinds may draw the chords as a faint
+    seam (noted). ``notes``: a set of feature names that were approximated.
     """
-    out = []
+    closed, notes = [], set()
     for pieces in subpaths:
         if not pieces:
             continue
         start, end = pieces[0][0], pieces[-1][3]
         if np.hypot(*(np.asarray(end) - start)) > 1e-9:
             pieces = pieces + [_line(end, start)]
-        for chunk in _chunks(pieces, start):
-            out.append(np.concatenate([np.asarray(q[:3], float) for q in chunk]))
-    if not out:
-        return None
-    return Drawn("filleo" if evenodd else "fill", {"subpaths": out}, color, opacity)
+        chunks = _chunks(pieces, start)
+        if len(chunks) > 1:
+            notes.add(f"subpaths of more than {MAX_SEGMENTS} segments")
+        closed += [np.concatenate([np.asarray(q[:3], float) for q in chunk]) for chunk in chunks]
+    if not closed:
+        return [], notes
+    groups = _disjoint_groups(closed)
+    if any(len(g) > MAX_SUBPATHS for g in groups):
+        notes.add(f"paths of more than {MAX_SUBPATHS} overlapping subpaths")
+    family = "filleo" if evenodd else "fill"
+    return [Drawn(family, {"subpaths": g}, color, opacity) for g in _bins(groups)], notes
+
+
+def _disjoint_groups(subpaths):
+    """``subpaths`` grouped so that no two groups' bounding boxes come within 1 px (union-find)."""
+    boxes = [(s.min(axis=0) - 1, s.max(axis=0) + 1) for s in subpaths]
+    parent = list(range(len(subpaths)))
+
+    def root(i):
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    if len(subpaths) > MAX_SUBPATHS:
+        for i in range(len(subpaths)):
+            for j in range(i + 1, len(subpaths)):
+                if np.all(boxes[i][0] <= boxes[j][1]) and np.all(boxes[j][0] <= boxes[i][1]):
+                    parent[root(i)] = root(j)
+    groups = {}
+    for i, s in enumerate(subpaths):
+        groups.setdefault(root(i) if len(subpaths) > MAX_SUBPATHS else 0, []).append(s)
+    return list(groups.values())
+
+
+def _bins(groups):
+    """Groups packed in order into lists of at most MAX_SUBPATHS subpaths (a larger group is cut)."""
+    bins, current = [], []
+    for group in groups:
+        for i in range(0, len(group), MAX_SUBPATHS):
+            part = group[i : i + MAX_SUBPATHS]
+            if len(current) + len(part) > MAX_SUBPATHS:
+                bins.append(current)
+                current = []
+            current = current + part
+    return bins + [current] if current else bins
 
 
 def _chunks(pieces, origin):
@@ -199,30 +247,33 @@ def _chunks(pieces, origin):
     return runs
 
 
-def stroke_layer(chains, half_width, color, opacity):
-    """The stroke layer of ``chains`` (lists of ``(p0, p1, p2, p3)`` pieces; a closed one ends at its start).
+def stroke_layers(chains, half_width, color, opacity):
+    """The stroke layers of ``chains`` (lists of pieces; a closed one ends at its start).
 
-    One straight piece: ``segment``; one quadratic piece (``(p0, q, p3)``
-    triples are passed as quadratics): ``bezier``; else a ``stroke`` kind.
-    Chains longer than :data:`MAX_SEGMENTS` are cut into several chains
-    (exact for a stroke with round joins: the union of the pieces).
+    One straight piece: ``segment``; one quadratic piece (a ``(p0, q, p3)``
+    triple): ``bezier``; else ``stroke`` kinds. Chains longer than
+    :data:`MAX_SEGMENTS` are cut, and more than :data:`MAX_SUBPATHS` chains
+    make several layers: exact with round caps and joins (a stroke is the
+    union of its pieces), but where the pieces overlap a translucent stroke
+    is painted twice.
     """
     chains = [c for c in chains if c]
     if not chains:
-        return None
+        return []
     if len(chains) == 1 and len(chains[0]) == 1 and len(chains[0][0]) in (2, 3):
         piece = [np.asarray(p, float) for p in chains[0][0]]
         if len(piece) == 2:
-            return Drawn("segment", {"a": piece[0], "b": piece[1], "half_width": [half_width]}, color, opacity)
-        return Drawn("bezier", {"p0": piece[0], "p1": piece[1], "p2": piece[2], "half_width": [half_width]},
-                     color, opacity)
+            return [Drawn("segment", {"a": piece[0], "b": piece[1], "half_width": [half_width]}, color, opacity)]
+        return [Drawn("bezier", {"p0": piece[0], "p1": piece[1], "p2": piece[2], "half_width": [half_width]},
+                      color, opacity)]
     out = []
     for chain in chains:
         chain = [as_cubic(q) for q in chain]
         for i in range(0, len(chain), MAX_SEGMENTS):
             run = chain[i : i + MAX_SEGMENTS]
             out.append(np.concatenate([np.asarray(q[:3], float) for q in run] + [np.asarray(run[-1][3:], float)]))
-    return Drawn("stroke", {"subpaths": out, "half_width": [half_width]}, color, opacity)
+    return [Drawn("stroke", {"subpaths": out[i : i + MAX_SUBPATHS], "half_width": [half_width]}, color, opacity)
+            for i in range(0, len(out), MAX_SUBPATHS)]
 
 
 def _line(a, b):
