@@ -74,6 +74,8 @@ def main(argv=None):
     parser.add_argument("--worst", type=int, default=8)
     parser.add_argument("--figure", default=None, help="write a side-by-side PNG of --pick files (or the worst)")
     parser.add_argument("--pick", nargs="*", default=None, help="file names for --figure")
+    parser.add_argument("--seconds", type=float, default=None,
+                        help="stop starting new files after this long and report on those done (said in the report)")
     args = parser.parse_args(argv)
 
     paths = list_svg_files([args.folder])
@@ -81,11 +83,15 @@ def main(argv=None):
         paths = sorted(random.Random(args.seed).sample(paths, min(args.sample, len(paths))))
     if args.pick:
         paths = [p for p in paths if os.path.basename(p) in args.pick]
-    results = {}
+    results, start = {}, time.perf_counter()
     for i, path in enumerate(paths):
+        if args.seconds and time.perf_counter() - start > args.seconds:
+            print(f"time limit: stopped after {i} of {len(paths)} files", flush=True)
+            break
         results[path] = compare(path, args.size)
-        if (i + 1) % 100 == 0:
-            print(f"  {i + 1}/{len(paths)}", file=sys.stderr, flush=True)
+        r = results[path]
+        print(f"  {i + 1}/{len(paths)} {os.path.basename(path)} {r['status']} {r.get('share', 0):.4f}",
+              file=sys.stderr, flush=True)
     report(args, results)
     if args.figure:
         figure(args.figure, results, args.pick)
