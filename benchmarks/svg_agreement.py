@@ -10,6 +10,7 @@ warned ones, the warnings by feature, the worst images, the time per image.
     python benchmarks/svg_agreement.py /tmp/svgsets/bi/package/icons --size 128
     python benchmarks/svg_agreement.py /tmp/svgsets/om/package/color/svg --sample 300 --seed 0
     python benchmarks/svg_agreement.py DIR --figure docs/svg-compare.png --pick a.svg b.svg ...
+    python benchmarks/svg_agreement.py DIR --parse-only   # refused / warned over a whole set, no drawing
 
 The sets come from npm (``npm pack bootstrap-icons openmoji``, then untar).
 """
@@ -34,7 +35,7 @@ from PIL import Image  # noqa: E402
 
 from shapegrad.io import plots  # noqa: E402
 from shapegrad.io.svg_files import list_svg_files  # noqa: E402
-from shapegrad.io.svg_read import SVGError, SVGWarning, read_svg  # noqa: E402
+from shapegrad.io.svg_read import SVGError, SVGWarning, read_svg, svg_layers  # noqa: E402
 
 WITHIN = 0.1  # a pixel agrees when its largest channel difference is below this
 SHARE = 0.99  # an image agrees when this share of its pixels do
@@ -74,6 +75,8 @@ def main(argv=None):
     parser.add_argument("--worst", type=int, default=8)
     parser.add_argument("--figure", default=None, help="write a side-by-side PNG of --pick files (or the worst)")
     parser.add_argument("--pick", nargs="*", default=None, help="file names for --figure")
+    parser.add_argument("--parse-only", action="store_true",
+                        help="only read every file (no drawing): refused, accepted without a warning, warnings")
     parser.add_argument("--seconds", type=float, default=None,
                         help="stop starting new files after this long and report on those done (said in the report)")
     args = parser.parse_args(argv)
@@ -83,6 +86,8 @@ def main(argv=None):
         paths = sorted(random.Random(args.seed).sample(paths, min(args.sample, len(paths))))
     if args.pick:
         paths = [p for p in paths if os.path.basename(p) in args.pick]
+    if args.parse_only:
+        return parse_only(args, paths)
     results, start = {}, time.perf_counter()
     for i, path in enumerate(paths):
         if args.seconds and time.perf_counter() - start > args.seconds:
@@ -95,6 +100,28 @@ def main(argv=None):
     report(args, results)
     if args.figure:
         figure(args.figure, results, args.pick)
+
+
+def parse_only(args, paths):
+    """What read_svg makes of every file, without drawing: the acceptance figures of a whole set."""
+    refused, clean, features = [], 0, collections.Counter()
+    for path in paths:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", SVGWarning)
+            try:
+                svg_layers(path, size=args.size)
+            except SVGError as error:
+                refused.append(str(error))
+                continue
+        notes = {str(w.message).split(": ")[1] for w in caught if issubclass(w.category, SVGWarning)}
+        clean += not notes
+        features.update(notes)
+    print(f"set: {args.folder} ({len(paths)} files), read only: refused {len(refused)}, accepted without a "
+          f"warning {clean} ({clean / max(len(paths), 1):.1%}), with warnings {len(paths) - len(refused) - clean}")
+    if features:
+        print("warnings by feature (files): " + ", ".join(f"{k} {v}" for k, v in features.most_common()))
+    for why in refused[: args.worst]:
+        print(f"  refused {why}")
 
 
 def report(args, results):
