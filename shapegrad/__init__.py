@@ -21,6 +21,7 @@ from shapegrad import _moved, allocator, doctor
 from shapegrad.allocator import keep_freed_memory
 from shapegrad.fit.pictures import PictureFit, fit_picture
 from shapegrad.fit.search import SceneFit, fit_scene
+from shapegrad.io.svg_read import SVGError, SVGWarning, read_svg
 from shapegrad.learn import encode, feedback, guide, models
 from shapegrad.learn.config import TrainConfig
 from shapegrad.learn.encode import Encoder, encode_files
@@ -53,6 +54,8 @@ __all__ = [
     "PictureFit",
     "Render",
     "RenderSpec",
+    "SVGError",
+    "SVGWarning",
     "SceneFit",
     "SlotRender",
     "TrainConfig",
@@ -69,6 +72,7 @@ __all__ = [
     "models",
     "primitives",
     "raster",
+    "read_svg",
     "safe",
     "safe_acos",
     "safe_atan2",

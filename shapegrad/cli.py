@@ -41,7 +41,7 @@ import traceback
 from shapegrad import allocator, bench, demo, doctor, fit
 from shapegrad.bench import report as bench_report
 from shapegrad.doctor import load
-from shapegrad.io import files, plots
+from shapegrad.io import files, plots, svg_files
 from shapegrad.io.batch import MIN_SIDE
 from shapegrad.io.images import scan_images
 from shapegrad.learn import distribute, encode, train
@@ -415,14 +415,22 @@ def _means(result):
 def _add_render(subparsers):
     p = subparsers.add_parser(
         "render",
-        help="render a parameter file to PNG or SVG",
-        description="Render a parameter JSON file to a PNG image or an SVG drawing (by the suffix of --out).",
+        help="render a parameter file to PNG or SVG, or SVG drawings to PNG",
+        description="Render a parameter JSON file to a PNG image or an SVG drawing (by the suffix of --out); or "
+        "draw SVG files (and folders of them) with shapegrad's primitives: one SVG and --out X.png, or --out a "
+        "folder with one PNG per SVG. A file that cannot be drawn is skipped with one line and the others go on. "
+        "Exit status: 0 all drawn, 1 some skipped, 2 bad arguments.",
     )
-    p.add_argument("params", help="parameter JSON (as written by shapegrad fit)")
+    p.add_argument("inputs", nargs="+", metavar="INPUT",
+                   help="parameter JSON (as written by shapegrad fit), or SVG files and/or folders")
     p.add_argument(
-        "--out", required=True, help="a .png or .svg file to write (several rows: a horizontal strip)"
+        "--out", required=True, help="a .png or .svg file to write (several rows: a horizontal strip); "
+        "for several SVG inputs or a folder, an output folder"
     )
     p.add_argument("--scale", type=int, default=1, help="integer upscaling of the PNG (ignored for .svg)")
+    p.add_argument("--size", type=int, default=None,
+                   help="SVG inputs: the longer side in pixels, aspect kept (default: the SVG's own size, at most "
+                   "512)")
     p.add_argument("--force", action="store_true", help="overwrite --out if it exists")
     return p
 
@@ -431,18 +439,50 @@ _RENDER_SUFFIXES = (".svg", ".png")
 
 
 def _check_render(args):
+    svg = [i for i in args.inputs if i.lower().endswith(".svg") or os.path.isdir(i)]
+    if svg:
+        return _check_render_svg(args, svg)
+    if len(args.inputs) != 1:
+        raise UsageError(f"Expected one parameter JSON file (or SVG files and folders). Received: {len(args.inputs)} "
+                         f"inputs ({' '.join(args.inputs)})")
+    if args.size is not None:
+        raise UsageError(f"Expected --size only with SVG inputs. Received: --size={args.size}")
     suffix = os.path.splitext(args.out)[1].lower()
     if suffix not in _RENDER_SUFFIXES:
         raise UsageError(f"Expected --out to end in .svg or .png. Received: --out={args.out}")
     _output_free(args.out, args.force)
     _positive_int(args, "scale")
 
-    return files.load_params(args.params)  # ValueError naming what is wrong with the file
+    return files.load_params(args.inputs[0])  # ValueError naming what is wrong with the file
+
+
+def _check_render_svg(args, svg):
+    if len(svg) != len(args.inputs):
+        other = [i for i in args.inputs if i not in svg]
+        raise UsageError(f"Expected SVG files and folders only (not with a parameter file). Received: {other[0]!r}")
+    _positive_int(args, "size")
+    if args.size is not None and args.size > 16384:
+        raise UsageError(f"Expected --size to be at most 16384. Received: --size={args.size}")
+    single = len(args.inputs) == 1 and not os.path.isdir(args.inputs[0])
+    if single and args.out.lower().endswith(".png"):
+        _output_free(args.out, args.force)
+    elif os.path.splitext(args.out)[1].lower() in (".svg", ".jpg", ".jpeg"):
+        raise UsageError(f"Expected --out to be X.png or a folder for SVG inputs. Received: --out={args.out}")
+    elif os.path.exists(args.out) and not os.path.isdir(args.out):
+        raise UsageError(f"Expected --out to be a folder (or X.png for one SVG). Received: --out={args.out!r} (a file)")
+    if not svg_files.list_svg_files(args.inputs):  # ValueError for a missing input
+        raise UsageError(f"no SVG file in {' '.join(args.inputs)}")
+    return "svg"
 
 
 def _run_render(args, loaded):
     import keras
 
+    if loaded == "svg":
+        result = svg_files.render_svg_files(args.inputs, args.out, size=args.size, force=args.force)
+        print(f"rendered {result['done']} SVG file(s) ({result['warned']} with warnings), skipped "
+              f"{len(result['skipped'])} -> {args.out}")
+        return 1 if result["skipped"] else 0
     renderer, params = loaded
     images = keras.ops.convert_to_numpy(renderer(params))
     if os.path.splitext(args.out)[1].lower() == ".svg":  # the drawing fit writes (shapes.svg), not pixels

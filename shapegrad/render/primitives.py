@@ -71,6 +71,7 @@ __all__ = [
     "format_shapes",
     "parse_kinds",
     "parse_shapes",
+    "path_layout",
     "primitive",
     "primitive_kinds",
     "spec_table",
@@ -266,6 +267,105 @@ def _polygon_primitive(vertices, kind):
     )
 
 
+def _sample_path(segments, subpaths):
+    def sample(rng, count):
+        # Each subpath a perturbed circle (or, one time in three, a star), either orientation:
+        # M points on a circle at jittered angles and radii, with handles along the tangent of
+        # the length that draws a circle (4/3 tan(pi / 2M) of the radius), jittered too.
+        out = []
+        for _ in range(subpaths):
+            center = rng.uniform(0.35, 0.65, (count, 1, 2))
+            radius = rng.uniform(0.12, 0.3, (count, 1, 1))
+            gaps = rng.uniform(0.6, 1.0, (count, segments))
+            angles = 2 * np.pi * np.cumsum(gaps, axis=1) / gaps.sum(axis=1, keepdims=True)
+            angles = angles + rng.uniform(0, 2 * np.pi, (count, 1))
+            angles = angles * rng.choice([-1.0, 1.0], (count, 1))
+            r = radius * rng.uniform(0.7, 1.0, (count, segments, 1))
+            star = rng.uniform(size=(count, 1, 1)) < 1 / 3
+            handle = np.where(star, 0.0, 4 / 3 * np.tan(np.pi / (2 * segments))) * rng.uniform(0.7, 1.3, (count, segments, 1))
+            radial = np.stack([np.cos(angles), np.sin(angles)], axis=-1)
+            tangent = np.stack([-np.sin(angles), np.cos(angles)], axis=-1) * np.sign(np.diff(angles[:, :2], axis=1)[..., None])
+            pts = center + r * radial
+            start = pts + handle * r * tangent
+            end = np.roll(pts - handle * r * tangent, -1, axis=1)
+            if segments > 2:  # a star: the controls on the chords, the points alternating in and out
+                pts = np.where(star, center + np.where(np.arange(segments)[:, None] % 2, 0.5, 1.0) * r * radial, pts)
+                nxt = np.roll(pts, -1, axis=1)
+                start = np.where(star, (2 * pts + nxt) / 3, start)
+                end = np.where(star, (pts + 2 * nxt) / 3, end)
+            out.append(np.stack([pts, start, end], axis=2).reshape(count, 6 * segments))
+        return {"points": np.clip(np.concatenate(out, axis=1), 0.02, 0.98)}
+
+    return sample
+
+
+def _sample_chain(segments, chains):
+    def sample(rng, count):
+        # A wandering chain: each segment turns by up to 60 degrees, 0.1-0.25 image sizes long,
+        # its controls on the tangents at a third of its length.
+        out = []
+        for _ in range(chains):
+            heading = rng.uniform(0, 2 * np.pi, (count, 1)) + np.cumsum(
+                rng.uniform(-np.pi / 3, np.pi / 3, (count, segments + 1)), axis=1
+            )
+            step = rng.uniform(0.1, 0.25, (count, segments, 1))
+            direction = np.stack([np.cos(heading), np.sin(heading)], axis=-1)  # (count, M + 1, 2)
+            chord = step * (direction[:, :-1] + direction[:, 1:]) / 2
+            pts = rng.uniform(0.3, 0.7, (count, 1, 2)) + np.concatenate(
+                [np.zeros((count, 1, 2)), np.cumsum(chord, axis=1)], axis=1
+            )
+            pts = pts - pts.mean(axis=1, keepdims=True) + rng.uniform(0.4, 0.6, (count, 1, 2))
+            start = pts[:, :-1] + step / 3 * direction[:, :-1]
+            end = pts[:, 1:] - step / 3 * direction[:, 1:]
+            nodes = np.concatenate([np.stack([pts[:, :-1], start, end], axis=2).reshape(count, -1), pts[:, -1]], axis=1)
+            out.append(nodes)
+        return {"points": np.clip(np.concatenate(out, axis=1), 0.02, 0.98), "half_width": rng.uniform(0.015, 0.05, (count, 1))}
+
+    return sample
+
+
+def _path_primitive(segments, subpaths, evenodd, kind):
+    rule = "even-odd" if evenodd else "nonzero"
+    return Primitive(
+        kind,
+        (
+            Field(
+                "points",
+                6 * segments * subpaths,
+                "position",
+                0.0,
+                1.0,
+                (0.15, 0.85),
+                f"{subpaths} closed subpath(s) of {segments} cubic segments, each segment's start, "
+                "control, control (row, col, ...); a subpath's last segment ends at its first point",
+            ),
+        ),
+        f"filled closed cubic Bezier path, {subpaths} subpath(s) of {segments} segments, {rule} fill rule",
+        _sample_path(segments, subpaths),
+    )
+
+
+def _stroke_primitive(segments, chains, kind):
+    return Primitive(
+        kind,
+        (
+            Field(
+                "points",
+                (6 * segments + 2) * chains,
+                "position",
+                0.0,
+                1.0,
+                (0.15, 0.85),
+                f"{chains} open chain(s) of {segments} cubic segments: start, control, control, ..., "
+                "end (row, col, ...); a closed outline ends at its start",
+            ),
+            _size("half_width", 1, "half the stroke width", (0.015, 0.05)),
+        ),
+        f"stroke along {chains} chain(s) of {segments} cubic Bezier segments, round caps and joins",
+        _sample_chain(segments, chains),
+    )
+
+
 _PRIMITIVES = {
     "disk": Primitive(
         "disk",
@@ -344,10 +444,46 @@ _PRIMITIVES = {
 }
 _POLYGON = re.compile(r"polygon(\d+)$")
 _MAX_VERTICES = 64
+# path<M>, path<M>x<K>, and with "eo" the even-odd rule; stroke<M>, stroke<M>x<K>.
+_PATH = re.compile(r"path(?:(\d+)(?:x(\d+))?)?(eo)?$")
+_STROKE = re.compile(r"stroke(\d+)(?:x(\d+))?$")
+_MAX_SEGMENTS = 64
+_MAX_SUBPATHS = 16
+_PATTERNS = (
+    f"'polygon<V>' with 3 <= V <= {_MAX_VERTICES}, 'path<M>[x<K>][eo]' or 'stroke<M>[x<K>]' "
+    f"with 1 <= M <= {_MAX_SEGMENTS} and 1 <= K <= {_MAX_SUBPATHS} ('path' is 'path4')"
+)
+
+
+def path_layout(kind):
+    """``(segments M, subpaths K, fill rule or None)`` of a ``path`` or ``stroke`` kind, else ``None``.
+
+    ``fill rule`` is ``"nonzero"`` or ``"evenodd"`` for a ``path`` kind, ``None``
+    for a ``stroke`` (open chains). Sizes out of range give ``None`` too.
+
+    Example:
+        >>> path_layout("path4x2eo"), path_layout("path"), path_layout("stroke3"), path_layout("path0")
+        ((4, 2, 'evenodd'), (4, 1, 'nonzero'), (3, 1, None), None)
+    """
+    if not isinstance(kind, str):
+        return None
+    match, rule = _PATH.match(kind), None
+    if match:
+        rule = "evenodd" if match.group(3) else "nonzero"
+    else:
+        match = _STROKE.match(kind)
+    if not match:
+        return None
+    segments = int(match.group(1)) if match.group(1) else 4
+    subpaths = int(match.group(2)) if match.group(2) else 1
+    if not (1 <= segments <= _MAX_SEGMENTS and 1 <= subpaths <= _MAX_SUBPATHS):
+        return None
+    return segments, subpaths, rule
 
 
 def primitive_kinds():
-    """Names of the primitives; ``polygon<V>`` (3 <= V <= 64, e.g. ``polygon5``) is also accepted."""
+    """Names of the primitives; ``polygon<V>`` (3 <= V <= 64, e.g. ``polygon5``), ``path<M>[x<K>][eo]``
+    and ``stroke<M>[x<K>]`` (1 <= M <= 64 cubic segments, 1 <= K <= 16 subpaths) are also accepted."""
     return tuple(_PRIMITIVES)
 
 
@@ -358,10 +494,13 @@ def primitive(kind):
     match = _POLYGON.match(kind) if isinstance(kind, str) else None
     if match and 3 <= int(match.group(1)) <= _MAX_VERTICES:
         return _polygon_primitive(int(match.group(1)), kind)
-    raise ValueError(
-        f"Expected a primitive kind, one of {list(_PRIMITIVES)} or 'polygon<V>' with "
-        f"3 <= V <= {_MAX_VERTICES}. Received: kind={kind!r}"
-    )
+    layout = path_layout(kind)
+    if layout is not None:
+        segments, subpaths, rule = layout
+        if rule is None:
+            return _stroke_primitive(segments, subpaths, kind)
+        return _path_primitive(segments, subpaths, rule == "evenodd", kind)
+    raise ValueError(f"Expected a primitive kind, one of {list(_PRIMITIVES)} or {_PATTERNS}. Received: kind={kind!r}")
 
 
 def parse_kinds(kinds, name="kinds"):
@@ -385,14 +524,14 @@ def parse_kinds(kinds, name="kinds"):
     if not ok:
         raise ValueError(
             f"Expected {name} to be a non-empty list of distinct primitives, each one of "
-            f"{list(_PRIMITIVES)} or 'polygon<V>' with 3 <= V <= {_MAX_VERTICES}{why}. Received: {name}={names!r}"
+            f"{list(_PRIMITIVES)} or {_PATTERNS}{why}. Received: {name}={names!r}"
         )
     return tuple(names)
 
 
 _SHAPES_HELP = (
     "a non-empty list of (kind, count) pairs or a string like 'disk*3,box*2', "
-    "with kind one of {kinds} or 'polygon<V>' and count a positive integer"
+    "with kind one of {kinds}, 'polygon<V>', 'path<M>[x<K>][eo]' or 'stroke<M>[x<K>]' and count a positive integer"
 )
 
 

@@ -42,6 +42,7 @@ from shapegrad.render.primitives import (  # noqa: F401  (re-exported: the schem
     format_shapes,
     height_width,
     parse_shapes,
+    path_layout,
     primitive,
     primitive_kinds,
     spec_table,
@@ -132,8 +133,20 @@ def _polygon(grid, v, n, pixels=None):
     return sdf.polygon(grid, verts)
 
 
+def _path(grid, v, n, segments, subpaths, fill_rule):
+    nodes = _px(v, "points", n)  # (B, n, 1, 1, 6 M K): row, col, row, col, ...
+    nodes = ops.reshape(nodes, tuple(nodes.shape[:-1]) + (subpaths, 3 * segments, 2))
+    return sdf.cubic_path(grid, nodes, fill_rule)
 
-# The signed distance of each kind; every polygon<V> uses _polygon.
+
+def _stroke(grid, v, n, segments, subpaths):
+    nodes = _px(v, "points", n)  # (B, n, 1, 1, (6 M + 2) K)
+    nodes = ops.reshape(nodes, tuple(nodes.shape[:-1]) + (subpaths, 3 * segments + 1, 2))
+    return sdf.cubic_stroke(grid, nodes, _px(v, "half_width", n)[..., 0])
+
+
+# The signed distance of each kind; every polygon<V> uses _polygon, path and stroke kinds
+# _path and _stroke with their layout.
 _DISTANCES = {
     "disk": _disk,
     "ellipse": _ellipse,
@@ -165,6 +178,12 @@ def distance_function(kind):
         return _DISTANCES[prim.kind]
     if prim.kind.startswith("polygon"):
         return _polygon
+    layout = path_layout(prim.kind)
+    if layout is not None:
+        segments, subpaths, rule = layout
+        if rule is None:
+            return functools.partial(_stroke, segments=segments, subpaths=subpaths)
+        return functools.partial(_path, segments=segments, subpaths=subpaths, fill_rule=rule)
     raise ValueError(f"Expected a primitive kind with a distance function. Received: kind={kind!r}")
 
 
@@ -218,7 +237,8 @@ class Render(keras.layers.Layer):
 
     Args:
         shapes: ``[("disk", 3), ("box", 2)]`` or ``"disk*3,box*2"``; kinds are
-            :func:`primitive_kinds` and ``polygon<V>``.
+            :func:`primitive_kinds`, ``polygon<V>``, ``path<M>[x<K>][eo]`` and
+            ``stroke<M>[x<K>]``.
         resolution: ``N`` (a square image) or ``(H, W)``, in pixels.
             ``layer.resolution`` is an int for a square layer; ``layer.height``
             and ``layer.width`` are always there.

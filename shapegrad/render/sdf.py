@@ -29,8 +29,9 @@ import keras
 from keras import ops
 
 from shapegrad.ops import numerics, safe
+from shapegrad.render.paths import cubic_path, cubic_stroke
 
-__all__ = ["bezier", "box", "cone", "disk", "ellipse", "polygon", "segment"]
+__all__ = ["bezier", "box", "cone", "cubic_path", "cubic_stroke", "disk", "ellipse", "polygon", "segment"]
 
 
 def _tensor(x, dtype=None):
