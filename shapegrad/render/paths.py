@@ -266,8 +266,8 @@ def _offsets(points, p0, p1, p2, p3, winding):
         extremes = _turning_points(kr, lr, mr) + _turning_points(kc, lc, mc)
         shape = ops.shape(kr) + (n + 1,)
         ts = ops.sort(ops.concatenate([ops.broadcast_to(ts, shape)] + [e[..., None] for e in extremes], -1), -1)
-    sr = ((kr[..., None] * ts + lr[..., None]) * ts + mr[..., None]) * ts - pr[..., None]
-    sc = ((kc[..., None] * ts + lc[..., None]) * ts + mc[..., None]) * ts - pc[..., None]
+    sr = _exact_ends(((kr[..., None] * ts + lr[..., None]) * ts + mr[..., None]) * ts, er) - pr[..., None]
+    sc = _exact_ends(((kc[..., None] * ts + lc[..., None]) * ts + mc[..., None]) * ts, ec) - pc[..., None]
     # The nearest point of the polyline through the samples starts the search: its chord
     # (per segment: direction and 1 / length^2), and where along it.
     vr_, wr_ = sr[..., :-1], sr[..., 1:]
@@ -292,8 +292,8 @@ def _offsets(points, p0, p1, p2, p3, winding):
 
     # The tangent and the pixel's side at t*, in the segment's frame: plus where
     # cross(C', C - p) = -cross(C', p - C) > 0.
-    vr = ((kr * t + lr) * t + mr) * t - pr
-    vc = ((kc * t + lc) * t + mc) * t - pc
+    vr = _exact_ends(((kr * t + lr) * t + mr) * t, er, t) - pr
+    vc = _exact_ends(((kc * t + lc) * t + mc) * t, ec, t) - pc
     tr, tc = (3 * kr * t + 2 * lr) * t + mr, (3 * kc * t + 2 * lc) * t + mc
     curve_side = tr * vc - tc * vr
     # Chords: from sample i to sample i + 1, (..., S, N). The ray from the pixel along +col
@@ -339,6 +339,18 @@ def _offsets(points, p0, p1, p2, p3, winding):
     lower = _lower_normal(tr, tc, dtype)
     normal = ops.where(plus[..., None], -lower, lower)
     return q, (plus & ~point, count, point, normal)
+
+
+def _exact_ends(values, end, t=None):
+    """Curve coordinates with the values at t = 0 and t = 1 replaced by the exact ends, 0 and ``end``.
+
+    The polynomial at t = 1 is ``k + l + m``, off by rounding, and the sides of a
+    pixel on a segment's line (often exactly: an axis-aligned edge through pixel
+    centres) must come out the same in every test that looks at them.
+    """
+    if t is None:  # samples (..., S, N): the first is t = 0, the last t = 1
+        return ops.concatenate([ops.zeros_like(values[..., :1]), values[..., 1:-1], end[..., None]], axis=-1)
+    return ops.where(t <= 0, ops.zeros_like(values), ops.where(t >= 1, end, values))
 
 
 def _turning_points(k, l, m):
