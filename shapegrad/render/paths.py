@@ -49,6 +49,8 @@ SAMPLES = 8
 NEWTON = 4
 # A pixel farther than this many segment sizes from a segment is moved along the axes to it.
 _FAR = 1e6
+# A pixel nearer than this (in segment sizes) to a curve is on it: the curve's normal is its gradient.
+_ROUNDING = 1e-6
 # Where no segment bounds the filled region (a path of zero length): no shape, this far away.
 _NOWHERE = 1e30
 
@@ -122,11 +124,11 @@ def cubic_path(points, nodes, fill_rule="nonzero"):
     p3 = ops.roll(p0, -1, axis=-2)
     corners = _corner_tangents(*(ops.stop_gradient(v) for v in (p0, p1, p2, p3)))
     q, side = _offsets(points, *(_flat(v) for v in (p0, p1, p2, p3)), winding=[_flat(v) for v in corners])
-    plus, winding, point, normal = side
+    plus, winding, point, normal, touching = side
     unit = safe.safe_normalize(ops.stop_gradient(q), fallback=None)
-    zero = ops.all(ops.stop_gradient(q) == 0, axis=-1, keepdims=True)
-    n = ops.stop_gradient(ops.where(zero, normal, unit))
-    length = q[..., 0] * n[..., 0] + q[..., 1] * n[..., 1]  # |q|; gradient q / |q|, the normal at q = 0
+    # |q| with gradient q / |q|; on the curve (q zero or rounding) the normal towards the pixel's side.
+    n = ops.stop_gradient(ops.where(touching[..., None], normal, unit))
+    length = q[..., 0] * n[..., 0] + q[..., 1] * n[..., 1]
 
     def filled(w):
         return w != 0 if fill_rule == "nonzero" else (ops.abs(w) % 2) == 1
@@ -335,10 +337,12 @@ def _offsets(points, p0, p1, p2, p3, winding):
     near = ((f <= sliver * sliver) & boxed) | (f == 0)
     fix = ops.cast(own, "int32") - ops.cast(chord_plus, "int32")
     count = count + ops.sum(ops.where(near & ~point, fix, ops.zeros_like(fix)), axis=-1)
-    # The normal towards the pixel's side: the gradient of |q| where q = 0.
+    # The normal towards the pixel's side: the gradient of |q| on the curve.
     lower = _lower_normal(tr, tc, dtype)
     normal = ops.where(plus[..., None], -lower, lower)
-    return q, (plus & ~point, count, point, normal)
+    # On the curve to rounding (relative to the segment's size): q's own direction is noise there.
+    touching = f <= _ROUNDING * _ROUNDING
+    return q, (plus & ~point, count, point, normal, touching)
 
 
 def _exact_ends(values, end, t=None):
