@@ -6,7 +6,9 @@ Times, in interleaved rounds (``shapegrad.bench.time_interleaved``, compiled ste
 - ``Cones(64)``, batch 256, and the naive ``acos`` formula (``bench.naive_cones``);
 - the mixed colour scene ``Render("disk,box,triangle,ellipse", 64, channels=3)``, batch 32, and
   the stack-everything renderer with plain autodiff (``bench.naive_render``, the old path);
-- with ``--per-kind``, also one shape of each kind alone (same batch, size and channels).
+- with ``--per-kind``, also one shape of each kind alone (same batch, size and channels);
+- one shape of each of ``--alone`` (default ``path4``, a filled 4-segment cubic path: issue 30
+  asks for at most 8x a Cones pixel per shape-pixel), alone as well.
 
 and prints the microseconds per million (shape-)pixels, i.e. the cost of one pixel of one shape,
 and the ratio of each to a Cones pixel (the target of issue 15: Render <= 3x), plus Cones / naive.
@@ -64,6 +66,7 @@ def main():
     parser.add_argument("--iters", type=int, default=10, help="calls per round, at most")
     parser.add_argument("--round-seconds", type=float, default=0.3, help="about this many seconds per round")
     parser.add_argument("--per-kind", action="store_true", help="also each kind of --shapes alone")
+    parser.add_argument("--alone", default="path4", help="kinds timed alone too, comma-separated ('' for none)")
     parser.add_argument("--no-naive", action="store_true", help="skip the naive baselines")
     parser.add_argument("--keep-freed-memory", action="store_true", help="glibc keeps freed blocks (as the CLI runs)")
     args = parser.parse_args()
@@ -84,10 +87,11 @@ def main():
     if not args.no_naive:
         naive = bench.grad_step(lambda p: bench.naive_render(layer.spec, p))[0]
         jobs[f"naive_render {args.shapes}"] = (naive, render_args, args.batch * n * n * k)
-    if args.per_kind:
-        for kind, _ in layer.shapes:
-            one = Render(kind, n, channels=args.channels)
-            jobs[f"Render {kind}"] = (bench.grad_step(one)[0], _render_args(one, args.batch), args.batch * n * n)
+    alone = [kind for kind, _ in layer.shapes] if args.per_kind else []
+    alone += [kind.strip() for kind in args.alone.split(",") if kind.strip() and kind.strip() not in alone]
+    for kind in alone:
+        one = Render(kind, n, channels=args.channels)
+        jobs[f"Render {kind}"] = (bench.grad_step(one)[0], _render_args(one, args.batch), args.batch * n * n)
 
     # time_interleaved calls every function with the same arguments: bind them here.
     fns = {name: (lambda step=step, a=a: step(*a)) for name, (step, a, _) in jobs.items()}

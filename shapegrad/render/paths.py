@@ -49,6 +49,8 @@ SAMPLES = 8
 NEWTON = 4
 # A pixel farther than this many segment sizes from a segment is moved along the axes to it.
 _FAR = 1e6
+# A pixel nearer than this (in segment sizes) to a curve is on it: the curve's normal is its gradient.
+_ROUNDING = 1e-6
 # Where no segment bounds the filled region (a path of zero length): no shape, this far away.
 _NOWHERE = 1e30
 
@@ -122,11 +124,11 @@ def cubic_path(points, nodes, fill_rule="nonzero"):
     p3 = ops.roll(p0, -1, axis=-2)
     corners = _corner_tangents(*(ops.stop_gradient(v) for v in (p0, p1, p2, p3)))
     q, side = _offsets(points, *(_flat(v) for v in (p0, p1, p2, p3)), winding=[_flat(v) for v in corners])
-    plus, winding, point, normal = side
+    plus, winding, point, normal, touching = side
     unit = safe.safe_normalize(ops.stop_gradient(q), fallback=None)
-    zero = ops.all(ops.stop_gradient(q) == 0, axis=-1, keepdims=True)
-    n = ops.stop_gradient(ops.where(zero, normal, unit))
-    length = q[..., 0] * n[..., 0] + q[..., 1] * n[..., 1]  # |q|; gradient q / |q|, the normal at q = 0
+    # |q| with gradient q / |q|; on the curve (q zero or rounding) the normal towards the pixel's side.
+    n = ops.stop_gradient(ops.where(touching[..., None], normal, unit))
+    length = q[..., 0] * n[..., 0] + q[..., 1] * n[..., 1]
 
     def filled(w):
         return w != 0 if fill_rule == "nonzero" else (ops.abs(w) % 2) == 1
@@ -266,8 +268,8 @@ def _offsets(points, p0, p1, p2, p3, winding):
         extremes = _turning_points(kr, lr, mr) + _turning_points(kc, lc, mc)
         shape = ops.shape(kr) + (n + 1,)
         ts = ops.sort(ops.concatenate([ops.broadcast_to(ts, shape)] + [e[..., None] for e in extremes], -1), -1)
-    sr = ((kr[..., None] * ts + lr[..., None]) * ts + mr[..., None]) * ts - pr[..., None]
-    sc = ((kc[..., None] * ts + lc[..., None]) * ts + mc[..., None]) * ts - pc[..., None]
+    sr = _exact_ends(((kr[..., None] * ts + lr[..., None]) * ts + mr[..., None]) * ts, er) - pr[..., None]
+    sc = _exact_ends(((kc[..., None] * ts + lc[..., None]) * ts + mc[..., None]) * ts, ec) - pc[..., None]
     # The nearest point of the polyline through the samples starts the search: its chord
     # (per segment: direction and 1 / length^2), and where along it.
     vr_, wr_ = sr[..., :-1], sr[..., 1:]
@@ -292,8 +294,8 @@ def _offsets(points, p0, p1, p2, p3, winding):
 
     # The tangent and the pixel's side at t*, in the segment's frame: plus where
     # cross(C', C - p) = -cross(C', p - C) > 0.
-    vr = ((kr * t + lr) * t + mr) * t - pr
-    vc = ((kc * t + lc) * t + mc) * t - pc
+    vr = _exact_ends(((kr * t + lr) * t + mr) * t, er, t) - pr
+    vc = _exact_ends(((kc * t + lc) * t + mc) * t, ec, t) - pc
     tr, tc = (3 * kr * t + 2 * lr) * t + mr, (3 * kc * t + 2 * lc) * t + mc
     curve_side = tr * vc - tc * vr
     # Chords: from sample i to sample i + 1, (..., S, N). The ray from the pixel along +col
@@ -335,10 +337,24 @@ def _offsets(points, p0, p1, p2, p3, winding):
     near = ((f <= sliver * sliver) & boxed) | (f == 0)
     fix = ops.cast(own, "int32") - ops.cast(chord_plus, "int32")
     count = count + ops.sum(ops.where(near & ~point, fix, ops.zeros_like(fix)), axis=-1)
-    # The normal towards the pixel's side: the gradient of |q| where q = 0.
+    # The normal towards the pixel's side: the gradient of |q| on the curve.
     lower = _lower_normal(tr, tc, dtype)
     normal = ops.where(plus[..., None], -lower, lower)
-    return q, (plus & ~point, count, point, normal)
+    # On the curve to rounding (relative to the segment's size): q's own direction is noise there.
+    touching = f <= _ROUNDING * _ROUNDING
+    return q, (plus & ~point, count, point, normal, touching)
+
+
+def _exact_ends(values, end, t=None):
+    """Curve coordinates with the values at t = 0 and t = 1 replaced by the exact ends, 0 and ``end``.
+
+    The polynomial at t = 1 is ``k + l + m``, off by rounding, and the sides of a
+    pixel on a segment's line (often exactly: an axis-aligned edge through pixel
+    centres) must come out the same in every test that looks at them.
+    """
+    if t is None:  # samples (..., S, N): the first is t = 0, the last t = 1
+        return ops.concatenate([ops.zeros_like(values[..., :1]), values[..., 1:-1], end[..., None]], axis=-1)
+    return ops.where(t <= 0, ops.zeros_like(values), ops.where(t >= 1, end, values))
 
 
 def _turning_points(k, l, m):

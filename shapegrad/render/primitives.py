@@ -278,13 +278,13 @@ def _sample_path(segments, subpaths):
             radius = rng.uniform(0.12, 0.3, (count, 1, 1))
             gaps = rng.uniform(0.6, 1.0, (count, segments))
             angles = 2 * np.pi * np.cumsum(gaps, axis=1) / gaps.sum(axis=1, keepdims=True)
-            angles = angles + rng.uniform(0, 2 * np.pi, (count, 1))
-            angles = angles * rng.choice([-1.0, 1.0], (count, 1))
+            turn = rng.choice([-1.0, 1.0], (count, 1))  # the orientation
+            angles = turn * (angles + rng.uniform(0, 2 * np.pi, (count, 1)))
             r = radius * rng.uniform(0.7, 1.0, (count, segments, 1))
             star = rng.uniform(size=(count, 1, 1)) < 1 / 3
             handle = np.where(star, 0.0, 4 / 3 * np.tan(np.pi / (2 * segments))) * rng.uniform(0.7, 1.3, (count, segments, 1))
             radial = np.stack([np.cos(angles), np.sin(angles)], axis=-1)
-            tangent = np.stack([-np.sin(angles), np.cos(angles)], axis=-1) * np.sign(np.diff(angles[:, :2], axis=1)[..., None])
+            tangent = np.stack([-np.sin(angles), np.cos(angles)], axis=-1) * turn[..., None]
             pts = center + r * radial
             start = pts + handle * r * tangent
             end = np.roll(pts - handle * r * tangent, -1, axis=1)
