@@ -7,7 +7,7 @@ Times, in interleaved rounds (``shapegrad.bench.time_interleaved``, compiled ste
 - the mixed colour scene ``Render("disk,box,triangle,ellipse", 64, channels=3)``, batch 32, and
   the stack-everything renderer with plain autodiff (``bench.naive_render``, the old path);
 - with ``--per-kind``, also one shape of each kind alone (same batch, size and channels);
-- one shape of each of ``--alone`` (default ``path4``, a filled 4-segment cubic path: issue 30
+- one shape of each of ``--alone`` (default ``path4``, a filled 4-segment cubic path: the goal
   asks for at most 8x a Cones pixel per shape-pixel), alone as well.
 
 and prints the microseconds per million (shape-)pixels, i.e. the cost of one pixel of one shape,

@@ -1,6 +1,6 @@
 """read_svg + Render against an independent rasterizer, cairosvg, on real icons and emoji (tests/data/svg).
 
-The claim (issue 30, item 4; docs/svg.md for whole sets): on every drawing that
+The claim (docs/svg.md for whole sets): on every drawing that
 read_svg reads without a warning, at least 99 % of the pixels are within 0.1 of
 cairosvg's (both on white, [0, 1] RGB, the largest channel difference). Edges
 differ a little by nature (Render's sigmoid edge against cairo's box-filtered
