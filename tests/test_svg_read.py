@@ -14,6 +14,7 @@ from helpers import to_numpy
 from shapegrad import Render, SVGError, SVGWarning, read_svg
 from shapegrad.io import files, svg_safe
 from shapegrad.io.svg_read import svg_layers
+from shapegrad.render.primitives import path_layout
 
 
 def svg(body, size='width="16" height="16"', extra=""):
@@ -309,6 +310,16 @@ def test_round_trip_of_shapegrads_own_svg():
     # shapes.svg keeps 3 decimals of a pixel (an edge moves <= 5e-4 px: <= 5e-4 in value, the
     # coverage's slope being <= 1 per px) and 8 bits of colour (<= 0.002): 0.01 covers both.
     assert np.abs(before - after).max() < 0.01
+
+
+def test_round_trip_of_the_path_kinds_in_shapegrads_own_svg():
+    h, w = 20, 28
+    original = Render("path3x2eo,path4,stroke2", resolution=(h, w), channels=3, background=[0.9, 0.9, 0.8])
+    params = original.spec.sample(1, seed=5)
+    renderer, read = read_svg(files.to_svg(original, params[0]), size=(h, w), softness=original.softness)
+    assert [path_layout(k)[2] for k, _ in renderer.spec.shapes] == ["evenodd", "nonzero", None]
+    before, after = to_numpy(original(params))[0], to_numpy(renderer(read))[0]
+    assert np.abs(before - after).max() < 0.01  # 3 decimals of a pixel and 8 bits of colour, as above
 
 
 @pytest.mark.once

@@ -35,7 +35,7 @@ import os
 import numpy as np
 
 from shapegrad.render.cones import Cones
-from shapegrad.render.primitives import format_shapes
+from shapegrad.render.primitives import format_shapes, path_layout
 from shapegrad.render.render import Render
 
 __all__ = ["atomic_write", "read_image", "write_text", "write_csv", "load_params", "save_params", "svg_background", "to_svg",
@@ -223,6 +223,15 @@ def _points(pts):
     return " ".join(f"{c:.3f},{r:.3f}" for r, c in pts)
 
 
+def _cubic_chain(nodes, closed):
+    """SVG path data of a chain of cubic segments: ``nodes`` ``(3M [+ 1], 2)`` pixels (row, col), ``P A B P A B ...``."""
+    pts = [f"{c:.3f} {r:.3f}" for r, c in nodes]
+    if closed:  # the last segment ends at the first point
+        pts.append(pts[0])
+    d = [f"M {pts[0]}"] + [f"C {pts[i]} {pts[i + 1]} {pts[i + 2]}" for i in range(1, len(pts) - 2, 3)]
+    return " ".join(d) + (" Z" if closed else "")
+
+
 def svg_background(height, width, color):
     """The opening of an SVG document of an ``height x width`` image of one ``color``: its ``<svg>`` and ``<rect>``.
 
@@ -281,6 +290,15 @@ def to_svg(renderer, row):
             half = shape["half_angle"][0] if "half_angle" in shape else shape["half_angle_deg"]
             pts = _wedge(apex, axis, half, 4.0 * n)  # axis: degrees of (row, col) = (cos, sin)
             out.append(f'<polygon points="{_points(pts)}" {style}/>')
+        elif path_layout(kind) is not None:  # path<M>[x<K>][eo], stroke<M>[x<K>]
+            segments, subpaths, rule = path_layout(kind)
+            chains = np.asarray(shape["points"], np.float64).reshape(subpaths, -1, 2)
+            d = " ".join(_cubic_chain(chain, closed=rule is not None) for chain in chains)
+            if rule is None:
+                width = 2 * shape["half_width"][0]
+                out.append(f'<path d="{d}" stroke-width="{width:.3f}" stroke-linejoin="round" {stroke}/>')
+            else:
+                out.append(f'<path d="{d}" fill-rule="{rule}" {style}/>')
         else:  # triangle, polygon<V>
             pts = np.asarray(shape["vertices"], np.float64).reshape(-1, 2)
             out.append(f'<polygon points="{_points(pts)}" {style}/>')
