@@ -236,8 +236,6 @@ def _not_a_render(args):
 
 def _check_train_pretrain(args):
     _number(args, "pretrain_mix", 0, 1, low_open=False, high_open=True)
-    if args.pretrain is None:
-        return
     _number(args, "pretrain", 0, 1, low_open=False)
     if args.pretrain and _not_a_render(args) != "--decoder slots":
         raise UsageError(f"--pretrain draws slot scenes: it needs --images with --kinds (--decoder slots). "
@@ -247,7 +245,7 @@ def _check_train_pretrain(args):
 def _pretraining(args):
     """Whether the run pre-trains on synthetic scenes (then --guide W is the pre-training guide's weight)."""
     slots = _not_a_render(args) == "--decoder slots"
-    return slots and (args.pretrain is None or args.pretrain > 0)
+    return slots and bool(args.pretrain)  # None: train's default, the images alone
 
 
 def _check_train_guide(args):
@@ -727,12 +725,7 @@ def _run_bench(args, _):
         rows += render
         print(bench_report.render_table(render), flush=True)
     if args.only:  # keep the other benchmark's rows from an earlier run
-        names = {r["name"] for r in rows}
-        try:
-            old = [d for d in bench_report.load_results(args.out) if d["backend"] == backend]
-        except ValueError:
-            old = []
-        rows = [r for d in old for r in d["rows"] if r.get("name") not in names] + rows
+        rows = bench_report.merged_rows(args.out, backend, rows)
     if args.save:
         print(f"wrote {bench_report.save_results(args.out, rows, quick=args.quick)}")
     return 0

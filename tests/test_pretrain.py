@@ -148,6 +148,7 @@ def test_cli_pretrain_flags_are_checked_in_one_line(tmp_path, capsys):
         (["--kinds", "disk", "--max-shapes", "2", "--pretrain-mix", "1"], "Expected --pretrain-mix to be in [0, 1)"),
         (["--shapes", "disk", "--pretrain", "0.5"], "--pretrain draws slot scenes"),
         (["--shapes", "disk", "--guide", "1"], "--guide needs the parameters"),
+        (["--kinds", "disk", "--max-shapes", "2", "--guide", "1"], "--guide needs the parameters"),  # no --pretrain
     ):
         status = main(["train", "--images", str(tmp_path / "in"), *argv, "--out", str(tmp_path / "run")])
         err = capsys.readouterr().err

@@ -27,7 +27,7 @@ import numpy as np
 from shapegrad.bench.timing import BACKENDS
 from shapegrad.io.files import atomic_write, write_text
 
-__all__ = ["load_results", "markdown_table", "plot_scaling", "render_table", "save_results", "write_report"]
+__all__ = ["load_results", "markdown_table", "merged_rows", "plot_scaling", "render_table", "save_results", "write_report"]
 
 
 
@@ -130,6 +130,20 @@ def load_results(directory):
         out.append(data)
     order = {b: i for i, b in enumerate(BACKENDS)}
     return sorted(out, key=lambda d: (order.get(d["backend"], len(order)), d["backend"]))
+
+
+def merged_rows(directory, backend, rows):
+    """``rows`` after the rows of ``backend``'s earlier results in ``directory`` whose benchmark ``rows`` lacks.
+
+    What ``shapegrad bench --only cones|render`` saves: the benchmark it ran, and the other one's
+    rows from the last run. An unreadable results folder counts as none.
+    """
+    names = {r["name"] for r in rows}
+    try:
+        old = [d for d in load_results(directory) if d["backend"] == backend]
+    except ValueError:
+        old = []
+    return [r for d in old for r in d["rows"] if r.get("name") not in names] + rows
 
 
 def _load_quietly(directory):
