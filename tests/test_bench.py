@@ -192,3 +192,13 @@ def test_cli_quick_run_writes_results_and_report(tmp_path, capsys):
             _assert_measured(row)
     assert cli.main(["bench", "--report", "--out", str(tmp_path)]) == 0
     assert (tmp_path / "scaling.png").exists() and "| Render vs naive" not in (tmp_path / "results.md").read_text()
+
+
+@pytest.mark.once
+def test_merged_rows_keep_the_other_benchmarks_earlier_rows_of_this_backend(tmp_path):
+    bench_report.save_results(str(tmp_path), [{"name": "cones", "v": 1}, {"name": "render", "v": 2}], quick=True)
+    merged = bench_report.merged_rows(str(tmp_path), keras.backend.backend(), [{"name": "cones", "v": 3}])
+    assert merged == [{"name": "render", "v": 2}, {"name": "cones", "v": 3}]
+    assert bench_report.merged_rows(str(tmp_path), "another", [{"name": "cones"}]) == [{"name": "cones"}]
+    (tmp_path / "results-bad.json").write_text("not json")
+    assert bench_report.merged_rows(str(tmp_path), "jax", [{"name": "cones"}]) == [{"name": "cones"}]
