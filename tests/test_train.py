@@ -293,6 +293,32 @@ def test_a_resumed_run_keeps_the_whole_history_and_training_time(tmp_path, monke
     assert len(curves) == 1 and curves[0]["loss"] == saved["train_loss"] and len(curves[0]["val_iou"]) == 4
 
 
+@pytest.mark.parametrize("kept_previous", [True, False])
+def test_a_run_killed_while_writing_its_checkpoint_metadata_still_resumes(tmp_path, monkeypatch, kept_previous):
+    """Killed mid-write of training_metadata.json: resumed from the previous epoch's pair, or afresh without one."""
+    from shapegrad.learn import callbacks
+
+    out = tmp_path / "run"
+    args = dict(resolution=16, steps=8, steps_per_epoch=2, batch_size=8, test_size=8, refine_steps=0, width=4, verbose=0)
+
+    def killed(self, epoch, logs=None):  # after the checkpoint of epoch 3 of 4 (and the .bkp pair of epoch 2)
+        if epoch == 2:
+            raise _Killed
+
+    monkeypatch.setattr(callbacks.TimeBudget, "on_epoch_end", killed)
+    with pytest.raises(_Killed):
+        train(str(out), **args)
+    monkeypatch.undo()
+    backup = out / "backup"
+    assert json.load(open(backup / "training_metadata.json"))["epoch"] == 3  # Keras counts the epochs done
+    (backup / "training_metadata.json").write_text('{"epo')  # the kill came during the write
+    if not kept_previous:
+        (backup / "training_metadata.json.bkp").unlink()
+    saved = train(str(out), **args)
+    assert saved["steps"] == 8 and len(saved["train_loss"]) == 4 and all(np.isfinite(saved["train_loss"])), saved
+    assert not backup.exists()
+
+
 @pytest.mark.slow
 def test_killed_run_resumes_from_its_checkpoint(tmp_path):
     """A subprocess killed after a checkpoint resumes at that epoch and finishes."""

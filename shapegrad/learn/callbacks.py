@@ -3,6 +3,7 @@ whole run's history across a resume."""
 
 import json
 import os
+import shutil
 import time
 
 import keras
@@ -11,12 +12,43 @@ import numpy as np
 from shapegrad.io import files
 from shapegrad.learn import metrics
 
-__all__ = ["EpochData", "RunHistory", "TimeBudget", "Validate", "write_json"]
+__all__ = ["EpochData", "RunHistory", "TimeBudget", "Validate", "backup_and_restore", "write_json"]
 
 
 def write_json(path, data):
     """``data`` as indented, sorted JSON at ``path``, written atomically."""
     files.write_text(path, json.dumps(data, indent=2, sort_keys=True) + "\n")
+
+
+def _parses(path):
+    try:
+        with open(path) as f:
+            json.load(f)
+        return True
+    except (OSError, ValueError):
+        return False
+
+
+def backup_and_restore(folder):
+    """Keras' ``BackupAndRestore`` in ``folder`` (every epoch, deleted at the end), safe against a kill at any moment.
+
+    Keras saves the weights, then writes ``training_metadata.json`` in place:
+    killed during that write, the next start finds an empty or partial file
+    and fails. With ``double_checkpoint`` Keras first copies the previous
+    epoch's pair to ``*.bkp``; here a metadata file that does not parse is
+    replaced by that pair (one epoch is trained again), or, with no whole pair,
+    the backup is dropped and the run starts afresh instead of failing.
+    """
+    meta, weights = os.path.join(folder, "training_metadata.json"), os.path.join(folder, "latest.weights.h5")
+    if os.path.exists(meta) and not _parses(meta):
+        if _parses(meta + ".bkp") and os.path.exists(weights + ".bkp"):
+            shutil.copyfile(weights + ".bkp", weights)
+            shutil.copyfile(meta + ".bkp", meta)
+        else:
+            for path in (meta, weights):
+                if os.path.exists(path):
+                    os.remove(path)
+    return keras.callbacks.BackupAndRestore(folder, save_freq="epoch", delete_checkpoint=True, double_checkpoint=True)
 
 
 class EpochData(keras.callbacks.Callback):

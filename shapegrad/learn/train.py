@@ -388,7 +388,7 @@ def train(out, config=None, *, force=False, verbose="auto", extra_callbacks=(), 
             callbacks.Validate(encoder, task, val_images, val_params),
             guard,
             run_history,
-            keras.callbacks.BackupAndRestore(os.path.join(out, "backup"), save_freq="epoch", delete_checkpoint=True),
+            callbacks.backup_and_restore(os.path.join(out, "backup")),
             budget,
             *extra_callbacks,
         ])
