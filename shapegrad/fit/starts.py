@@ -1,6 +1,7 @@
 """Where the search's shapes begin: the image's noise level, the region of one colour around a
 residual peak, and a first shape of each kind fitted to that region (disk and ellipse from its
-moments, box from its smallest enclosing rectangle, triangle from its extreme points).
+moments, box from its smallest enclosing rectangle, triangle from its extreme points, a path or a
+polygon from its traced outline: :mod:`shapegrad.fit.outlines`).
 
 Plain NumPy on the host; images ``(H, W, C)`` float in ``[0, 1]``.
 """
@@ -10,9 +11,12 @@ import math
 import numpy as np
 
 from shapegrad.fit.engine import resolution_of
+from shapegrad.fit.outlines import cubic_path, outline_path, polygon_moments
+from shapegrad.render.primitives import path_layout
 
 
-__all__ = ["Geometry", "downsample", "min_area_rectangle", "moments", "noise_level", "residual_region", "start_shape"]
+__all__ = ["Geometry", "downsample", "min_area_rectangle", "moments", "noise_level", "improvable_region", "outline_points",
+           "points_mask", "residual_region", "start_shape", "traced"]
 
 
 def noise_level(images):
@@ -83,13 +87,23 @@ def moments(kind, px):
         sizes = px["radii"] if kind == "ellipse" else px["half_size"]
         var = np.asarray(sizes, np.float64) ** 2 / (4.0 if kind == "ellipse" else 3.0)
         return px["center"], rot @ np.diag(var) @ rot.T
+    layout = path_layout(kind)
+    if layout is not None and layout[2] is not None:  # a filled path: the area its curves enclose
+        return polygon_moments(px["points"], layout[0])
     verts = np.asarray(next(v for v in px.values() if np.size(v) >= 6), np.float64).reshape(-1, 2)
+    if len(verts) > 3:  # a polygon<V>
+        return polygon_moments(verts)
     g = verts.mean(axis=0)
     return g, (verts - g).T @ (verts - g) / 12.0
 
 
 def start_shape(kind, geometry, center, cov, color, channels, points=None):
-    """A shape of ``kind`` with the given centre and covariance (pixels): normalised parameters ``(P_k,)``."""
+    """A shape of ``kind`` with the given centre and covariance (pixels): normalised parameters ``(P_k,)``.
+
+    ``points`` ``(n, 2)``: the region's pixels, where there is one: a box's
+    rectangle, a triangle's extreme points, a path's or polygon's outline
+    (:func:`outline_points`) come from it.
+    """
     lam, vec = np.linalg.eigh(np.asarray(cov, np.float64) + 0.05 * np.eye(2))
     lam = np.maximum(lam[::-1], 0.25)
     u = vec[:, ::-1][:, 0]
@@ -105,6 +119,9 @@ def start_shape(kind, geometry, center, cov, color, channels, points=None):
             values.update(center=center, half_size=np.sqrt(3 * lam), direction=u, corner=[0.0])
         else:
             values.update(center=rect[0], half_size=rect[1], direction=rect[2], corner=[0.0])
+    elif traced(kind):  # the outline of the region (or of the ellipse of these moments)
+        field = next(f for f, _ in geometry.fields if f.kind == "position")
+        values[field.name] = outline_points(kind, field.size // 2, center, lam, u, points).reshape(-1)
     else:
         if points is not None and len(points) >= 3:
             a = points[np.argmax(((points - center) ** 2).sum(1))]
@@ -122,6 +139,60 @@ def start_shape(kind, geometry, center, cov, color, channels, points=None):
     for f, _ in geometry.fields:
         values.setdefault(f.name, np.full(f.size, 0.5))
     return geometry.from_pixels(values, channels)
+
+
+def traced(kind):
+    """Whether shapes of ``kind`` start on the traced outline of their region: filled paths and polygons of
+    more than 3 vertices."""
+    layout = path_layout(kind)
+    if layout is not None:
+        return layout[2] is not None
+    return kind.startswith("polygon") and kind != "polygon3"
+
+
+def outline_points(kind, count, center, lam, axis, points=None):
+    """The ``(count, 2)`` pixel points of a path or polygon ``kind`` (see :func:`traced`) that starts on
+    the region ``points`` ``(n, 2)`` (pixels; its largest 4-connected part), or, without points, on the
+    ellipse of ``center``, variances ``lam`` (largest first) along ``axis`` and across: a path's cubics
+    follow the outline (:func:`~shapegrad.fit.outlines.outline_path`), a polygon's vertices are points of
+    it equally spaced by arc length."""
+    layout = path_layout(kind)
+    if layout is None:  # polygon<V>
+        segments, subpaths = count, 1
+    else:
+        segments, subpaths = layout[0], layout[1]
+    path = None
+    if points is not None and len(points) >= 3:
+        mask, origin = points_mask(points)
+        path = outline_path(mask, segments, subpaths)
+        if path is not None:
+            path = path + origin
+    if path is None:
+        angles = np.linspace(0.0, 2 * math.pi, 64, endpoint=False)
+        across = np.array([-axis[1], axis[0]])
+        radii = 2 * np.sqrt(lam)
+        ellipse = center + np.outer(radii[0] * np.cos(angles), axis) + np.outer(radii[1] * np.sin(angles), across)
+        path = np.concatenate([cubic_path(ellipse, segments)] + [np.repeat(center[None], 3 * segments, axis=0)] * (subpaths - 1))
+    if layout is None:
+        path = path[0::3]  # the polygon's vertices: the cubics' ends
+    return np.resize(path, (count, 2))
+
+
+def points_mask(points):
+    """The largest 4-connected part of the pixels ``points`` ``(n, 2)`` as a boolean mask, with the pixel
+    ``(row, col)`` of its element ``[0, 0]``: ``(mask, origin (2,))``."""
+    from scipy import ndimage
+
+    cells = np.round(np.asarray(points, np.float64)).astype(int)
+    origin = cells.min(axis=0)
+    cells -= origin
+    mask = np.zeros(cells.max(axis=0) + 1, bool)
+    mask[cells[:, 0], cells[:, 1]] = True
+    labels, count = ndimage.label(mask)
+    if count > 1:
+        sizes = ndimage.sum(mask, labels, index=np.arange(1, count + 1))
+        mask = labels == 1 + int(np.argmax(sizes))
+    return mask, origin.astype(np.float64)
 
 
 def min_area_rectangle(points):
@@ -193,3 +264,27 @@ def residual_region(image, recon, threshold, background, contrast):
         label = 1 + int(np.argmax(ndimage.sum(mask, labels, index=np.arange(1, count + 1))))
     region = labels == label
     return np.argwhere(region).astype(np.float64), np.median(image[region], axis=0)
+
+
+def improvable_region(image, canvas, seed, tolerance):
+    """The pixels around ``seed`` ``(row, col)`` that one shape of the seed's colour would draw closer to
+    ``image`` than ``canvas`` does: a boolean ``(H, W)`` mask, or None (under 3 pixels).
+
+    A pixel counts where its colour is within ``tolerance`` of the seed's (in
+    every channel) and that colour is closer to it than the canvas is; the
+    region is the 4-connected part of those pixels that holds the seed (opened
+    by 2 x 2 pixels where that leaves 3 or more, so a one-pixel thread does
+    not join two regions). ``image``, ``canvas``: ``(H, W, C)``.
+    """
+    from scipy import ndimage
+
+    color = image[seed]
+    closer = np.square(image - color).sum(-1) < np.square(image - canvas).sum(-1)
+    mask = closer & (np.abs(image - color).max(-1) < tolerance)
+    mask[seed] = True
+    opened = ndimage.binary_opening(mask, structure=np.ones((2, 2), bool))
+    if opened[seed] and opened.sum() >= 3:
+        mask = opened
+    labels, _ = ndimage.label(mask)
+    region = labels == labels[seed]
+    return region if region.sum() >= 3 else None
