@@ -15,7 +15,9 @@ How (docs/design-fitting.md, *Pictures*):
   = 1, 2, 4... up to the picture's shorter side), and fits ``candidates``
   starts of each kind in each window at once: each start sits at a point drawn
   where the residual is large, the canvas under it frozen (the engine's
-  ``below`` context). The best start of each window is its proposal; proposals
+  ``below`` context). A path or polygon starts on the traced outline of the
+  connected region around that point that its colour would improve
+  (:func:`~shapegrad.fit.starts.improvable_region`). The best start of each window is its proposal; proposals
   are taken by their gain in full-resolution squared error, largest first,
   as long as their windows do not overlap. So a round adds several shapes at
   the cost of one compiled call whose size does not depend on the shapes
@@ -53,6 +55,7 @@ import numpy as np
 from shapegrad import _validate
 from shapegrad.fit.engine import Scene, shared_engine
 from shapegrad.fit.search import SceneFit
+from shapegrad.fit.starts import Geometry, improvable_region, start_shape, traced
 from shapegrad.render.primitives import parse_kinds
 from shapegrad.render.render import Render
 
@@ -181,6 +184,7 @@ class _Picture:
         self.canvas = np.broadcast_to(self.background, image.shape).astype(np.float32).copy()
         self.history = []
         self.spec = {k: Render(k, 8, channels=c).spec for k in kinds}
+        self.geometry = {k: Geometry(self.candidate_engine, k) for k in kinds if traced(k)}
 
     # ---- the loop ---------------------------------------------------------------------------
 
@@ -234,14 +238,19 @@ class _Picture:
             weight = _block_mean(error[r : r + e * f, c : c + e * f, None], f)[..., 0]
             for kind in self.kinds:
                 for _ in range(o["candidates"]):
-                    shape = self._start(kind, target, weight)
+                    shape = self._start(kind, target, weight, below)
                     scenes.append(Scene([(kind, shape)], self.background, below=below))
                     targets.append(target)
                     meta.append((f, r, c))
         base = np.asarray([np.mean(np.square(s.below - t)) for s, t in zip(scenes, targets)])
-        fitted, loss, recon = self.candidate_engine.fit(
-            scenes, np.stack(targets), steps=o["steps"], learning_rate=o["learning_rate"],
+        targets = np.stack(targets)
+        fitted, _, _ = self.candidate_engine.fit(
+            scenes, targets, steps=o["steps"], learning_rate=o["learning_rate"],
             sharpness=(0.3 * o["sharpness"], o["sharpness"]), opacity=self.mode)
+        # Each candidate as it will be drawn (colours clipped to [0, 1], opacity folded): its gain is what the
+        # canvas gains, so that adding a shape never raises the picture's error.
+        recon = self.candidate_engine.render(fitted, sharpness=o["sharpness"], opacity="held")
+        loss = np.mean(np.square(recon - targets), axis=(1, 2, 3))
         # Gain in full-resolution squared error: per-pixel MSE drop x the crop's pixels.
         gain = (base - loss) * np.asarray([(e * f) ** 2 * self.c for f, _, _ in meta])
         best = {}
@@ -269,13 +278,16 @@ class _Picture:
             self.history.append(self.psnr())
         return len(new)
 
-    def _start(self, kind, target, weight):
-        """A start of ``kind`` in an ``e x e`` window: at a point drawn where ``weight`` (the error) is large."""
+    def _start(self, kind, target, weight, below):
+        """A start of ``kind`` in an ``e x e`` window: at a point drawn where ``weight`` (the error) is large;
+        a path or polygon on the outline of the region there (:meth:`_traced_start`)."""
         e, rng = self.e, self.rng
         p = weight.reshape(-1) + 1e-12
         k = rng.choice(p.size, p=p / p.sum())
         row, col = (k // e + rng.uniform(-0.5, 0.5)) / e, (k % e + rng.uniform(-0.5, 0.5)) / e
         radius = rng.uniform(0.08, 0.4)
+        if kind in self.geometry:
+            return self._traced_start(kind, target, below, (k // e, k % e), radius)
         color = np.clip(target[k // e, k % e] + rng.normal(0, 0.02, self.c), 0.0, 1.0)
         spec = self.spec[kind]
         params = np.zeros(spec.size, np.float32)
@@ -303,6 +315,22 @@ class _Picture:
         for s in spec.slices:
             if s.field.kind == "position":
                 params[s.start : s.stop] = np.clip(params[s.start : s.stop], lo, hi)
+        return params
+
+    def _traced_start(self, kind, target, below, seed, radius):
+        """A path or polygon on the outline of the region around ``seed`` that its colour improves (colours
+        within a tolerance drawn in ``[0.05, 0.25]``), in the region's mean colour; where that region has
+        fewer than 3 pixels, on a circle of ``radius`` (window sizes) around the seed."""
+        region = improvable_region(target, below, seed, self.rng.uniform(0.05, 0.25))
+        center = np.asarray(seed, np.float64)
+        if region is None:
+            points, color, cov = None, target[seed], np.eye(2) * (radius * self.e) ** 2 / 4
+        else:
+            points = np.argwhere(region).astype(np.float64)
+            color = target[region].mean(axis=0)
+            center, cov = points.mean(axis=0), np.cov(points.T)
+        params = start_shape(kind, self.geometry[kind], center, cov, np.clip(color, 0.0, 1.0), self.c, points)
+        params[-1] = 0.7 if self.mode is True else self.mode
         return params
 
     def _to_image(self, kind, params, f, r, c):
@@ -340,11 +368,17 @@ class _Picture:
             part = self.shapes[a : min(a + g, stop)]
             scene = Scene(list(part), self.background, below=below, above=above[j])
             clock = time.perf_counter()
-            fitted, loss, _ = self.group_engine.fit([scene], self.image[None], steps=steps,
-                                                    learning_rate=0.3 * self.o["learning_rate"],
-                                                    sharpness=(self.o["sharpness"], self.o["sharpness"]),
-                                                    opacity=self.mode)
+            fitted, _, _ = self.group_engine.fit([scene], self.image[None], steps=steps,
+                                                 learning_rate=0.3 * self.o["learning_rate"],
+                                                 sharpness=(self.o["sharpness"], self.o["sharpness"]),
+                                                 opacity=self.mode)
             self.pace = (time.perf_counter() - clock) / (steps * len(part))  # seconds per step and shape
+            # The error of the shapes as they come out (colours clipped to [0, 1], opacities folded), drawn
+            # as the canvas will be: the fit's own loss may be lower (a colour below 0 under a translucent
+            # shape over it) and would keep a refinement that makes the picture worse.
+            drawn = self.group_engine.render([Scene(fitted[0].shapes, self.background, below=below, above=above[j])],
+                                             sharpness=self.o["sharpness"], opacity="held")[0]
+            loss = [float(np.mean(np.square(drawn - self.image)))]
             if loss[0] < before:  # a refinement that does not help is not kept
                 self.shapes[a : a + len(part)] = fitted[0].shapes
                 before = float(loss[0])
