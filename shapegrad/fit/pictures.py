@@ -177,7 +177,6 @@ class _Picture:
         items = len(self.levels) * o["windows"] * per_kind * len(kinds)
         self.candidate_engine = shared_engine(kinds, e, e, c, 1, "over", items,
                                               instances=len(self.levels) * o["windows"] * per_kind)
-        self.group_engine = shared_engine(kinds, h, w, c, o["group"], "over", 1)
         self.background = image.reshape(-1, c).mean(axis=0, dtype=np.float64).astype(np.float32)
         self.shapes = []
         self.pace = None  # seconds per refinement step and shape, once measured
@@ -348,7 +347,15 @@ class _Picture:
     def _draw(self, shapes, canvas):
         """``canvas`` with ``shapes`` (at most ``group``) drawn over it, at the result's sharpness."""
         scene = Scene(list(shapes), self.background, below=canvas)
-        return self.group_engine.render([scene], sharpness=self.o["sharpness"], opacity="held")[0]
+        return self._engine(len(shapes)).render([scene], sharpness=self.o["sharpness"], opacity="held")[0]
+
+    def _engine(self, n):
+        """The full-resolution engine for ``n`` shapes (at most ``group``): its tables hold the next power of two
+        of them, at least 4. A step draws every row of the tables, padding too, so a table of ``group`` rows for
+        a few shapes wastes most of it (8x the time for a path's group of 4 in a table of 32); powers of two
+        keep the compiled sizes few."""
+        size = min(self.o["group"], max(4, 1 << (max(n, 1) - 1).bit_length()))
+        return shared_engine(self.kinds, self.h, self.w, self.c, size, "over", 1)
 
     def _refine(self, index, steps):
         """Refine the shapes ``index`` (a range) together, ``group`` at a time, the others frozen."""
@@ -368,16 +375,15 @@ class _Picture:
             part = self.shapes[a : min(a + g, stop)]
             scene = Scene(list(part), self.background, below=below, above=above[j])
             clock = time.perf_counter()
-            fitted, _, _ = self.group_engine.fit([scene], self.image[None], steps=steps,
-                                                 learning_rate=0.3 * self.o["learning_rate"],
-                                                 sharpness=(self.o["sharpness"], self.o["sharpness"]),
-                                                 opacity=self.mode)
+            engine = self._engine(len(part))
+            fitted, _, _ = engine.fit([scene], self.image[None], steps=steps, learning_rate=0.3 * self.o["learning_rate"],
+                                      sharpness=(self.o["sharpness"], self.o["sharpness"]), opacity=self.mode)
             self.pace = (time.perf_counter() - clock) / (steps * len(part))  # seconds per step and shape
             # The error of the shapes as they come out (colours clipped to [0, 1], opacities folded), drawn
             # as the canvas will be: the fit's own loss may be lower (a colour below 0 under a translucent
             # shape over it) and would keep a refinement that makes the picture worse.
-            drawn = self.group_engine.render([Scene(fitted[0].shapes, self.background, below=below, above=above[j])],
-                                             sharpness=self.o["sharpness"], opacity="held")[0]
+            drawn = engine.render([Scene(fitted[0].shapes, self.background, below=below, above=above[j])],
+                                  sharpness=self.o["sharpness"], opacity="held")[0]
             loss = [float(np.mean(np.square(drawn - self.image)))]
             if loss[0] < before:  # a refinement that does not help is not kept
                 self.shapes[a : a + len(part)] = fitted[0].shapes
