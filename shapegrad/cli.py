@@ -326,7 +326,7 @@ def _add_fit(subparsers):
     )
     p.add_argument("inputs", nargs="+", metavar="IMAGE_OR_FOLDER", help="PNG/JPEG files and/or folders (recursive)")
     p.add_argument("--out", required=True, help="output folder")
-    p.add_argument("--kinds", default=None, help="kinds a shape may be (default disk,box,triangle,ellipse)")
+    p.add_argument("--kinds", default=None, help="kinds a shape may be (default disk,box,triangle,ellipse; or path...)")
     p.add_argument("--max-shapes", type=int, default=None, help="the most shapes per image (default 5)")
     p.add_argument("--shapes", default=None,
                    help="fit exactly these shapes instead, e.g. 'disk*2,box' (not with --kinds or --max-shapes)")

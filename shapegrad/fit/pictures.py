@@ -95,7 +95,9 @@ def fit_picture(image, kinds="triangle", count=None, seconds=None, opacity=None,
 
     Args:
         image: ``(H, W, C)`` floats in ``[0, 1]``, ``H, W >= 8``.
-        kinds: the kinds a shape may be (``"triangle"``, ``"triangle,ellipse,box"``...).
+        kinds: the kinds a shape may be (``"triangle"``, ``"triangle,ellipse,box"``, ``"path"``,
+            ``"path8,triangle"``...; a path or polygon starts on the outline of a region, the others
+            around a point).
         count: how many shapes to add (fewer only where no start lowers the
             error: ``stopped`` says so).
         seconds: stop adding shapes when 80 % of this many seconds have
