@@ -320,9 +320,11 @@ class _Picture:
 
     def _traced_start(self, kind, target, below, seed, radius):
         """A path or polygon on the outline of the region around ``seed`` that its colour improves (colours
-        within a tolerance drawn in ``[0.05, 0.25]``), in the region's mean colour; where that region has
-        fewer than 3 pixels, on a circle of ``radius`` (window sizes) around the seed."""
-        region = improvable_region(target, below, seed, self.rng.uniform(0.05, 0.25))
+        within a tolerance drawn in ``[0.05, 0.25]``; every other start on average, only pixels within
+        ``3 radius`` window sizes: a piece of a thin ring, not all it surrounds), in the region's mean colour;
+        where that region has fewer than 3 pixels, on a circle of ``radius`` around the seed."""
+        reach = 3 * radius * self.e if self.rng.uniform() < 0.5 else None
+        region = improvable_region(target, below, seed, self.rng.uniform(0.05, 0.25), reach=reach)
         center = np.asarray(seed, np.float64)
         if region is None:
             points, color, cov = None, target[seed], np.eye(2) * (radius * self.e) ** 2 / 4

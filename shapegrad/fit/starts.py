@@ -122,7 +122,7 @@ def start_shape(kind, geometry, center, cov, color, channels, points=None):
     elif traced(kind):  # the outline of the region (or of the ellipse of these moments)
         field = next(f for f, _ in geometry.fields if f.kind == "position")
         values[field.name] = outline_points(kind, field.size // 2, center, lam, u, points).reshape(-1)
-    else:
+    elif kind in ("triangle", "polygon3"):
         if points is not None and len(points) >= 3:
             a = points[np.argmax(((points - center) ** 2).sum(1))]
             b = points[np.argmax(((points - a) ** 2).sum(1))]
@@ -136,6 +136,9 @@ def start_shape(kind, geometry, center, cov, color, channels, points=None):
         verts = verts + 0.5 * (verts - verts.mean(0)) / np.maximum(np.linalg.norm(verts - verts.mean(0), axis=1), 1e-6)[:, None]
         field = next(f.name for f, _ in geometry.fields if f.kind == "position")
         values[field] = verts.reshape(-1)
+    else:
+        raise ValueError(f"Expected a kind that the scene search starts from a region: disk, ellipse, box, triangle, "
+                         f"polygon<V> or path<M>[x<K>][eo] (fit --count takes any kind). Received: kind={kind!r}")
     for f, _ in geometry.fields:
         values.setdefault(f.name, np.full(f.size, 0.5))
     return geometry.from_pixels(values, channels)
@@ -266,21 +269,27 @@ def residual_region(image, recon, threshold, background, contrast):
     return np.argwhere(region).astype(np.float64), np.median(image[region], axis=0)
 
 
-def improvable_region(image, canvas, seed, tolerance):
+def improvable_region(image, canvas, seed, tolerance, reach=None):
     """The pixels around ``seed`` ``(row, col)`` that one shape of the seed's colour would draw closer to
     ``image`` than ``canvas`` does: a boolean ``(H, W)`` mask, or None (under 3 pixels).
 
     A pixel counts where its colour is within ``tolerance`` of the seed's (in
-    every channel) and that colour is closer to it than the canvas is; the
-    region is the 4-connected part of those pixels that holds the seed (opened
-    by 2 x 2 pixels where that leaves 3 or more, so a one-pixel thread does
-    not join two regions). ``image``, ``canvas``: ``(H, W, C)``.
+    every channel), that colour is closer to it than the canvas is, and it
+    lies within ``reach`` px of the seed (None: anywhere); the region is the
+    4-connected part of those pixels that holds the seed (opened by 2 x 2
+    pixels where that leaves 3 or more, so a one-pixel thread does not join
+    two regions). ``image``, ``canvas``: ``(H, W, C)``. The reach keeps a
+    start local: the outline of a whole thin ring (an emoji's black line)
+    drawn filled covers what it surrounds, a piece of it does not.
     """
     from scipy import ndimage
 
     color = image[seed]
     closer = np.square(image - color).sum(-1) < np.square(image - canvas).sum(-1)
     mask = closer & (np.abs(image - color).max(-1) < tolerance)
+    if reach is not None:
+        rows, cols = np.indices(mask.shape)
+        mask &= (rows - seed[0]) ** 2 + (cols - seed[1]) ** 2 <= reach**2
     mask[seed] = True
     opened = ndimage.binary_opening(mask, structure=np.ones((2, 2), bool))
     if opened[seed] and opened.sum() >= 3:
