@@ -17,7 +17,8 @@ How (docs/design-fitting.md, *Pictures*):
   where the residual is large, the canvas under it frozen (the engine's
   ``below`` context). A path or polygon starts on the traced outline of the
   connected region around that point that its colour would improve
-  (:func:`~shapegrad.fit.starts.improvable_region`). The best start of each window is its proposal; proposals
+  (:func:`~shapegrad.fit.starts.improvable_region`). The best start of each
+  window, as drawn (colours clipped), is its proposal; proposals
   are taken by their gain in full-resolution squared error, largest first,
   as long as their windows do not overlap. So a round adds several shapes at
   the cost of one compiled call whose size does not depend on the shapes
