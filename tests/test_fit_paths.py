@@ -1,4 +1,4 @@
-"""Fitting filled paths: outline starts (shapegrad.fit.outlines, starts), fit_scene, fit_picture and ``fit --kinds path``."""
+"""Fitting filled paths: outline starts (shapegrad.fit.outlines, starts), fit_scene, fit_picture, ``fit --kinds path``."""
 
 import json
 

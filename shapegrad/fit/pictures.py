@@ -381,7 +381,8 @@ class _Picture:
             scene = Scene(list(part), self.background, below=below, above=above[j])
             clock = time.perf_counter()
             engine = self._engine(len(part))
-            fitted, _, _ = engine.fit([scene], self.image[None], steps=steps, learning_rate=0.3 * self.o["learning_rate"],
+            fitted, _, _ = engine.fit([scene], self.image[None], steps=steps,
+                                      learning_rate=0.3 * self.o["learning_rate"],
                                       sharpness=(self.o["sharpness"], self.o["sharpness"]), opacity=self.mode)
             self.pace = (time.perf_counter() - clock) / (steps * len(part))  # seconds per step and shape
             # The error of the shapes as they come out (colours clipped to [0, 1], opacities folded), drawn

@@ -15,8 +15,8 @@ from shapegrad.fit.outlines import cubic_path, outline_path, polygon_moments
 from shapegrad.render.primitives import path_layout
 
 
-__all__ = ["Geometry", "downsample", "min_area_rectangle", "moments", "noise_level", "improvable_region", "outline_points",
-           "points_mask", "residual_region", "start_shape", "traced"]
+__all__ = ["Geometry", "downsample", "improvable_region", "min_area_rectangle", "moments", "noise_level",
+           "outline_points", "points_mask", "residual_region", "start_shape", "traced"]
 
 
 def noise_level(images):
@@ -175,7 +175,8 @@ def outline_points(kind, count, center, lam, axis, points=None):
         across = np.array([-axis[1], axis[0]])
         radii = 2 * np.sqrt(lam)
         ellipse = center + np.outer(radii[0] * np.cos(angles), axis) + np.outer(radii[1] * np.sin(angles), across)
-        path = np.concatenate([cubic_path(ellipse, segments)] + [np.repeat(center[None], 3 * segments, axis=0)] * (subpaths - 1))
+        rest = [np.repeat(center[None], 3 * segments, axis=0)] * (subpaths - 1)  # collapsed: they draw nothing
+        path = np.concatenate([cubic_path(ellipse, segments)] + rest)
     if layout is None:
         path = path[0::3]  # the polygon's vertices: the cubics' ends
     return np.resize(path, (count, 2))
