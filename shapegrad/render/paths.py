@@ -276,7 +276,8 @@ def _offsets(points, p0, p1, p2, p3, winding):
     vc_, wc_ = sc[..., :-1], sc[..., 1:]
     er_, ec_ = wr_ - vr_, wc_ - vc_
     length2 = er_ * er_ + ec_ * ec_
-    inv_length2 = 1.0 / ops.where(length2 > 0, length2, ops.ones_like(length2))
+    # A subnormal length^2 has no finite reciprocal (and 0 * inf is NaN): such a chord is a point.
+    inv_length2 = 1.0 / ops.where(length2 >= numerics.tiny(length2), length2, ops.ones_like(length2))
     h = ops.clip(-(vr_ * er_ + vc_ * ec_) * inv_length2, 0.0, 1.0)
     dr, dc = vr_ + h * er_, vc_ + h * ec_
     dist2 = dr * dr + dc * dc
