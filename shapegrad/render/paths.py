@@ -37,7 +37,7 @@ import math
 
 from keras import ops
 
-from shapegrad.ops import numerics, safe
+from shapegrad.ops import autodiff, numerics, safe
 
 __all__ = ["FILL_RULES", "cubic_path", "cubic_stroke"]
 
@@ -62,6 +62,7 @@ def _tensor(x, dtype=None):
     return x if "float" in str(x.dtype) else ops.cast(x, "float32")
 
 
+@autodiff.compiled_when_eager(static_argnames=("fill_rule",))
 def cubic_path(points, nodes, fill_rule="nonzero"):
     """Signed distance to a filled path of closed cubic Bézier subpaths.
 
@@ -145,6 +146,7 @@ def cubic_path(points, nodes, fill_rule="nonzero"):
     return ops.where(inside, -m, m)
 
 
+@autodiff.compiled_when_eager
 def cubic_stroke(points, nodes, half_width):
     """Signed distance to a stroke along open chains of cubic Bézier segments, round caps and joins.
 
