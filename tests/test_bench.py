@@ -180,7 +180,7 @@ def test_cli_bad_arguments_exit_2(argv, capsys):
     assert err.startswith("shapegrad") and "error:" in err and "\n" not in err, err
 
 
-@pytest.mark.slow  # a dozen compilations: ~30 s on TensorFlow
+@pytest.mark.slow  # a dozen compilations
 def test_cli_quick_run_writes_results_and_report(tmp_path, capsys):
     assert cli.main(["bench", "--quick", "--out", str(tmp_path)]) == 0
     out = capsys.readouterr().out

@@ -229,9 +229,9 @@ def test_cones_is_clean_at_degenerate_inputs():
         assert report.ok, str(report)
 
 
-# Not marked slow: `slow` cases run on one backend only (SLOW_BACKEND, TensorFlow), so a slow mark on JAX meant it never ran there.
-# It runs in every backend's ordinary run of `make test`, JAX included, where eager JAX compiles each of
-# Render's few hundred ops on first use: ~60 s on a loaded 2-core CPU, the price of checking JAX at all.
+# Not marked slow: `slow` cases run on one backend only (SLOW_BACKEND), and this one is about JAX.
+# It runs in every backend's ordinary run of `make test`, JAX included, where the doctor evaluates each of
+# Render's few hundred operations on its own (each compiled on first use): the price of checking JAX at all.
 def test_render_is_clean():
     # No float64 fixture: the doctor's finite-difference twin runs in float64, and Render keeps
     # float64 under Keras' own promotion (numerics.maximum and co.; before, ops.maximum/minimum/arctan2

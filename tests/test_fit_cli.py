@@ -47,7 +47,7 @@ def _summary(out):
         return list(csv.DictReader(f))
 
 
-@pytest.mark.slow  # two whole searches: ~22 s on TensorFlow with compilation, 39 s on PyTorch (load 9)
+@pytest.mark.slow  # two whole searches
 def test_unknown_count_on_a_non_square_image_and_mixed_inputs(tmp_path, capsys):
     """Colour+alpha, 16-bit grey and a text file in one folder: both images fitted at their size, the text skipped."""
     folder = tmp_path / "in"
@@ -71,7 +71,7 @@ def test_unknown_count_on_a_non_square_image_and_mixed_inputs(tmp_path, capsys):
     assert (renderer.height, renderer.width, renderer.channels) == (24, 40, 1)  # grey stays grey
 
 
-@pytest.mark.slow  # a whole search (~12 s on TensorFlow with compilation, load 9)
+@pytest.mark.slow  # a whole search
 def test_params_json_renders_back_at_the_images_own_size(tmp_path, capsys):
     image = _scene()
     path = _save(tmp_path / "a.png", image)

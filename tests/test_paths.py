@@ -6,7 +6,7 @@ import math
 
 import numpy as np
 import pytest
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 from keras import ops
 
@@ -282,7 +282,16 @@ def _finite(name, fn, pts, nodes):
     assert_finite(f"{name} gradients", *grads)
 
 
+# Found by the deep profile: a chord between the start and a turning point 1e-10 along a segment
+# 1e16 long is 5e-20 (squared, subnormal in float32), and the pixel sits on its start.
+_SUBNORMAL_CHORD = (
+    np.array([[0, 0], [0, 3.3333332e6], [0, 1], [0, 5e6]], np.float32),
+    np.array([[[0, 0], [0, 3.3333332e6], [0, -1.2398503e16], [0, 1e7], [0, 0], [0, 0]]], np.float32),
+)
+
+
 @given(case=_path_case(closed=True), rule=st.sampled_from(["nonzero", "evenodd"]))
+@example(case=_SUBNORMAL_CHORD, rule="nonzero")
 def test_property_path_values_and_gradients_finite(case, rule):
     _finite(f"path {rule}", lambda p, v: sdf.cubic_path(p, v, rule), *case)
 

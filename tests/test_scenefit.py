@@ -106,7 +106,7 @@ def test_engine_refines_independent_items_and_keeps_frozen_shapes():
     np.testing.assert_allclose(fitted[0].shapes[1][1], truth[0].shapes[1][1], atol=1e-6)  # not trained
 
 
-@pytest.mark.slow  # the whole search: ~18 s on TensorFlow with compilation, 15 s on PyTorch (load 9)
+@pytest.mark.slow  # the whole search
 def test_unknown_count_and_kinds_of_skimage_scenes_and_the_simpler_kind():
     """Count and kinds unknown; a drawn disk is reported as a disk although an ellipse fits it as well
     (the rule for a simpler kind), and an elongated ellipse as an ellipse."""
@@ -140,7 +140,7 @@ def test_a_start_is_continued_its_missed_shape_added_its_background_coloured_sha
     assert_fit_draws(fit, image)
 
 
-@pytest.mark.slow  # ~10 s on TensorFlow with compilation (load 5)
+@pytest.mark.slow  # a whole search
 def test_starts_are_continued_missed_shapes_added_background_coloured_ones_dropped():
     """The search goes on from given shapes: a missed box is added next to a guessed disk; a given box of
     the background's colour (it only carves) is dropped; a SceneFit and None (start empty) are starts too."""
@@ -188,7 +188,7 @@ def test_bad_starts_raise_keras_style_errors(starts, message):
     assert message in str(info.value)
 
 
-@pytest.mark.slow  # the whole search: ~11 s on TensorFlow with compilation (load 9)
+@pytest.mark.slow  # the whole search
 def test_known_shapes_and_occlusion_order():
     # The disk over the box, and the box over the disk: the same two shapes, the other way round.
     disk_on_top, box_on_top = _canvas(), _canvas()
@@ -332,7 +332,7 @@ def test_a_shape_pruned_as_redundant_frees_its_place_for_a_missed_one():
     assert_fit_draws(fit, image)
 
 
-@pytest.mark.slow  # a second whole search of the case above (2.6 s on PyTorch): once, on SLOW_BACKEND
+@pytest.mark.slow  # a second whole search of the case above
 def test_without_a_second_forward_step_the_missed_shape_stays_missed():
     """``rounds=0`` (the search before issue 13's fix): the same start ends with one shape, so the case
     above does exercise the second forward step."""

@@ -6,7 +6,7 @@ import keras
 from keras import ops
 
 from shapegrad import _validate
-from shapegrad.ops import numerics, safe
+from shapegrad.ops import autodiff, numerics, safe
 from shapegrad.render import kernels, sdf
 from shapegrad.render.primitives import FAR, RenderSpec, height_width
 from shapegrad.render.raster import pixel_grid
@@ -123,6 +123,7 @@ class Cones(keras.layers.Layer):
         """float64 under a float64 policy, else float32 (also for float16/bfloat16 policies)."""
         return "float64" if self.compute_dtype == "float64" else "float32"
 
+    @autodiff.compiled_when_eager(method=True)
     def call(self, inputs, sharpness=None):
         """Render; ``sharpness`` (a float or scalar tensor) overrides the layer's for this call.
 

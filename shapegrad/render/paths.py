@@ -37,7 +37,7 @@ import math
 
 from keras import ops
 
-from shapegrad.ops import numerics, safe
+from shapegrad.ops import autodiff, numerics, safe
 
 __all__ = ["FILL_RULES", "cubic_path", "cubic_stroke"]
 
@@ -62,6 +62,7 @@ def _tensor(x, dtype=None):
     return x if "float" in str(x.dtype) else ops.cast(x, "float32")
 
 
+@autodiff.compiled_when_eager(static_argnames=("fill_rule",))
 def cubic_path(points, nodes, fill_rule="nonzero"):
     """Signed distance to a filled path of closed cubic Bézier subpaths.
 
@@ -145,6 +146,7 @@ def cubic_path(points, nodes, fill_rule="nonzero"):
     return ops.where(inside, -m, m)
 
 
+@autodiff.compiled_when_eager
 def cubic_stroke(points, nodes, half_width):
     """Signed distance to a stroke along open chains of cubic Bézier segments, round caps and joins.
 
@@ -276,7 +278,8 @@ def _offsets(points, p0, p1, p2, p3, winding):
     vc_, wc_ = sc[..., :-1], sc[..., 1:]
     er_, ec_ = wr_ - vr_, wc_ - vc_
     length2 = er_ * er_ + ec_ * ec_
-    inv_length2 = 1.0 / ops.where(length2 > 0, length2, ops.ones_like(length2))
+    # A subnormal length^2 has no finite reciprocal (and 0 * inf is NaN): such a chord is a point.
+    inv_length2 = 1.0 / ops.where(length2 >= numerics.tiny(length2), length2, ops.ones_like(length2))
     h = ops.clip(-(vr_ * er_ + vc_ * ec_) * inv_length2, 0.0, 1.0)
     dr, dc = vr_ + h * er_, vc_ + h * ec_
     dist2 = dr * dr + dc * dc

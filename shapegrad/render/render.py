@@ -323,6 +323,7 @@ class Render(keras.layers.Layer):
         """The edge sharpness when :meth:`call` is given none: ``1 / softness`` per pixel."""
         return 1.0 / self.softness
 
+    @autodiff.compiled_when_eager(method=True)
     def call(self, inputs, sharpness=None):
         """Render; ``sharpness`` (per pixel; a float or scalar tensor) overrides the layer's for this call.
 

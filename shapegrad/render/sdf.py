@@ -28,7 +28,7 @@ import math
 import keras
 from keras import ops
 
-from shapegrad.ops import numerics, safe
+from shapegrad.ops import autodiff, numerics, safe
 from shapegrad.render.paths import cubic_path, cubic_stroke
 
 __all__ = ["bezier", "box", "cone", "cubic_path", "cubic_stroke", "disk", "ellipse", "polygon", "segment"]
@@ -50,6 +50,7 @@ def _dot(a, b):
     return a[..., 0] * b[..., 0] + a[..., 1] * b[..., 1]
 
 
+@autodiff.compiled_when_eager
 def cone(points, apex, axis, half_angle):
     """Signed distance to a cone (a 2-D wedge) with its apex, axis and half-angle.
 
@@ -153,6 +154,7 @@ def nonneg(x):
     return numerics.maximum(x, ops.zeros_like(x))
 
 
+@autodiff.compiled_when_eager
 def disk(points, center, radius):
     """Signed distance to a disk.
 
@@ -181,6 +183,7 @@ def disk(points, center, radius):
     return safe.safe_norm(r) - nonneg(_tensor(radius, dtype))
 
 
+@autodiff.compiled_when_eager
 def segment(points, a, b, half_width):
     """Signed distance to a straight stroke with round caps (a capsule).
 
@@ -213,6 +216,7 @@ def segment(points, a, b, half_width):
     return safe.safe_norm(q) - nonneg(_tensor(half_width, dtype))
 
 
+@autodiff.compiled_when_eager
 def box(points, center, half_size, angle=0.0, corner_radius=0.0):
     """Signed distance to a rotated, optionally rounded, rectangle.
 
@@ -291,6 +295,7 @@ def box_distance(q0, q1, corner, rc, outside):
     return ops.where(corner, outside, numerics.maximum(q0, q1)) - rc
 
 
+@autodiff.compiled_when_eager
 def polygon(points, vertices):
     """Signed distance to a simple polygon (convex or not, either orientation).
 
@@ -348,6 +353,7 @@ ELLIPSE_FLOOR = 1e-2
 ELLIPSE_FAR = 1e6
 
 
+@autodiff.compiled_when_eager
 def ellipse(points, center, radii, angle=0.0):
     """Signed distance to a rotated ellipse.
 
@@ -441,6 +447,7 @@ def _ellipse_nearest(local, radii):
 _BEZIER_NEWTON = 8
 
 
+@autodiff.compiled_when_eager
 def bezier(points, p0, p1, p2, half_width):
     """Signed distance to a quadratic Bézier stroke with round caps.
 
