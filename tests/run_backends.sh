@@ -35,10 +35,7 @@ run_one() {  # backend [pytest args...]
         split=(-n "${SPLIT_WORKERS:-2}")
         [ "$b" = tensorflow ] && split+=(--dist loadfile)
     fi
-    # XLA at LLVM's lowest optimisation level: the suite compiles thousands of tiny programs that run
-    # once or a few times, and compiling dominates its time on JAX (a quarter less at level 0). The same
-    # programs, the same checks; users' programs compile at XLA's default level.
-    env "${cache[@]}" XLA_FLAGS="--xla_backend_optimization_level=0 ${XLA_FLAGS:-}" KERAS_BACKEND=$b TF_CPP_MIN_LOG_LEVEL=${TF_CPP_MIN_LOG_LEVEL:-3} "$py" -m pytest -q -m "$expr" "${split[@]}" "$@"
+    env "${cache[@]}" KERAS_BACKEND=$b TF_CPP_MIN_LOG_LEVEL=${TF_CPP_MIN_LOG_LEVEL:-3} "$py" -m pytest -q -m "$expr" "${split[@]}" "$@"
 }
 
 if [ "$jobs" -le 1 ]; then

@@ -56,6 +56,7 @@ def iou(a, b):
     return (a & b).sum() / (a | b).sum()
 
 
+@pytest.mark.once  # NumPy
 def test_outlines_of_a_ring_turn_opposite_ways_and_enclose_its_pixels():
     mask = region("ring")
     loops = trace_outlines(mask)
@@ -71,6 +72,7 @@ def test_outlines_of_a_ring_turn_opposite_ways_and_enclose_its_pixels():
     assert [loop_area(p) for p in trace_outlines(diagonal)] == [-0.5, -0.5]
 
 
+@pytest.mark.once  # NumPy
 def test_moments_of_a_traced_path_are_those_of_its_region():
     mask = region("ellipse")
     centre, cov = polygon_moments(outline_path(mask, 8), segments=8)
@@ -79,6 +81,8 @@ def test_moments_of_a_traced_path_are_those_of_its_region():
     np.testing.assert_allclose(cov, np.cov(pixels.T), rtol=0.1, atol=1.0)
 
 
+# The starts are NumPy; the path kinds are drawn on every backend by tests/test_paths.py.
+@pytest.mark.once
 @pytest.mark.parametrize("kind,name", [("path", "ellipse"), ("path8", "arrow"), ("path4x2", "ring"),
                                        ("path4x2eo", "ring"), ("polygon7", "arrow")])
 def test_the_outline_start_draws_its_region(kind, name):
@@ -104,6 +108,7 @@ def test_a_kind_the_search_cannot_start_is_a_keras_style_error():
         start_shape("stroke3", Geometry(engine, "stroke3"), points.mean(0), np.cov(points.T), [1.0], 1, points)
 
 
+@pytest.mark.slow  # two whole searches
 def test_fit_scene_with_a_path_beats_a_triangle_on_a_non_convex_shape():
     image = l_shape()
     path = fit_scene(image[None], shapes="path", **QUICK_SEARCH)[0]
@@ -117,7 +122,8 @@ def test_fit_scene_with_a_path_beats_a_triangle_on_a_non_convex_shape():
 QUICK = dict(steps=20, final_steps=10, refine_every=4, refine_steps=5, candidates=4, windows=2)
 
 
-@pytest.mark.parametrize("kinds", ["path", "path3,triangle"])
+# The picture fitter with a path kind on every backend; mixed with triangles once.
+@pytest.mark.parametrize("kinds", ["path", pytest.param("path3,triangle", marks=pytest.mark.slow)])
 def test_fit_picture_with_paths_keeps_every_shape_finite_and_never_raises_the_error(kinds):
     image = l_shape(16, color=(0.1, 0.3, 0.8))
     result = fit_picture(image, kinds, count=2, seed=0, **QUICK)
@@ -133,6 +139,7 @@ def test_fit_picture_with_paths_keeps_every_shape_finite_and_never_raises_the_er
     assert abs(psnr_of(result.render(), image) - result.psnr) < 0.05
 
 
+@pytest.mark.slow  # the command line end to end: the same on every backend
 @pytest.mark.parametrize("flags", [["--kinds", "path", "--count", "2"], ["--kinds", "path,triangle"]],
                          ids=["picture", "scene"])
 def test_cli_fit_kinds_path_writes_params_and_an_svg_that_reads_back(tmp_path, monkeypatch, flags):
