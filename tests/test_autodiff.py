@@ -74,3 +74,31 @@ def test_layers_and_distances_give_what_their_traced_versions_give():
     points = np.stack(np.meshgrid(np.arange(6.0), np.arange(5.0), indexing="ij"), -1).astype("float32")
     eager = to_numpy(sdf.ellipse(points, [2.0, 3.0], [2.0, 1.0], 0.3))
     np.testing.assert_allclose(eager, to_numpy(jit(lambda p: sdf.ellipse(p, [2.0, 3.0], [2.0, 1.0], 0.3))(points)), atol=1e-5)
+
+
+
+class _Scale(keras.layers.Layer):
+    """A weightless layer whose config (``factor``) decides what it computes; it records each run of its body."""
+
+    runs = []
+
+    def __init__(self, factor, **kwargs):
+        super().__init__(**kwargs)
+        self.factor = factor
+
+    def get_config(self):
+        return {**super().get_config(), "factor": self.factor}
+
+    @autodiff.compiled_when_eager(method=True)
+    def call(self, x):
+        _Scale.runs.append(self.factor)
+        return x * self.factor
+
+
+def test_layers_of_the_same_settings_share_one_program():
+    """A new layer with an earlier one's settings (another name) compiles nothing new; other settings do."""
+    _Scale.runs.clear()
+    x = np.arange(3, dtype="float32")
+    for factor in (2.0, 2.0, 3.0, 2.0):
+        np.testing.assert_allclose(to_numpy(_Scale(factor)(x)), x * factor)
+    assert _Scale.runs == ([2.0, 3.0] if BACKEND == "jax" else [2.0, 2.0, 3.0, 2.0])

@@ -11,6 +11,7 @@ on backend tensors so that it can run inside :func:`jit`.
 import contextlib
 import functools
 import inspect
+import json
 import os
 
 import keras
@@ -128,9 +129,10 @@ def compiled_when_eager(fn=None, *, static_argnames=(), method=False):
             ``None``, or nests of them, except ``static_argnames``.
         static_argnames: keyword arguments that are Python values (strings,
             flags); a new value compiles a new program.
-        method: ``fn`` is a method of an object with no Keras variables
-            (a layer without weights): ``self`` is a static argument, so each
-            object compiles its own program.
+        method: ``fn`` is a method of a Keras layer without weights whose
+            computation its config determines: layers of equal config (names
+            aside) share their programs, so a new ``Render`` of the same
+            settings compiles nothing.
 
     Example:
 
@@ -155,10 +157,30 @@ def compiled_when_eager(fn=None, *, static_argnames=(), method=False):
         if not compiled:
             import jax  # the backend in use: present
 
-            compiled.append(jax.jit(fn, static_argnums=(0,) if method else (), static_argnames=static_argnames))
+            if method:
+                compiled.append(jax.jit(lambda key, *a, **k: fn(key.layer, *a, **k), static_argnums=(0,)))
+            else:
+                compiled.append(jax.jit(fn, static_argnames=static_argnames))
+        if method:
+            return compiled[0](_ByConfig(args[0]), *args[1:], **kwargs)
         return compiled[0](*args, **kwargs)
 
     return call
+
+
+class _ByConfig:
+    """A layer as a cache key: equal when the class and the config (less the name) are."""
+
+    def __init__(self, layer):
+        self.layer = layer
+        config = {k: v for k, v in layer.get_config().items() if k != "name"}
+        self.key = (type(layer), json.dumps(config, sort_keys=True, default=repr))
+
+    def __hash__(self):
+        return hash(self.key)
+
+    def __eq__(self, other):
+        return isinstance(other, _ByConfig) and self.key == other.key
 
 
 def _hashable(signature, names, args, kwargs):
