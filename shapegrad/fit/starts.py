@@ -9,6 +9,8 @@ Plain NumPy on the host; images ``(H, W, C)`` float in ``[0, 1]``.
 import math
 
 import numpy as np
+from scipy import ndimage
+from scipy.spatial import ConvexHull, QhullError
 
 from shapegrad.fit.engine import resolution_of
 from shapegrad.fit.outlines import cubic_path, outline_path, polygon_moments
@@ -185,8 +187,6 @@ def outline_points(kind, count, center, lam, axis, points=None):
 def points_mask(points):
     """The largest 4-connected part of the pixels ``points`` ``(n, 2)`` as a boolean mask, with the pixel
     ``(row, col)`` of its element ``[0, 0]``: ``(mask, origin (2,))``."""
-    from scipy import ndimage
-
     cells = np.round(np.asarray(points, np.float64)).astype(int)
     origin = cells.min(axis=0)
     cells -= origin
@@ -194,16 +194,18 @@ def points_mask(points):
     mask[cells[:, 0], cells[:, 1]] = True
     labels, count = ndimage.label(mask)
     if count > 1:
-        sizes = ndimage.sum(mask, labels, index=np.arange(1, count + 1))
-        mask = labels == 1 + int(np.argmax(sizes))
+        mask = labels == _largest_label(mask, labels, count)
     return mask, origin.astype(np.float64)
+
+
+def _largest_label(mask, labels, count):
+    """The label (1 to ``count``) of the largest part of ``mask`` in ``ndimage.label``'s ``labels``."""
+    return 1 + int(np.argmax(ndimage.sum(mask, labels, index=np.arange(1, count + 1))))
 
 
 def min_area_rectangle(points):
     """The smallest rectangle around pixel centres ``(n, 2)`` (one side along a hull edge):
     ``(center, half sizes + 0.5 px, axis 0 direction)``, or None for fewer than 3 distinct points."""
-    from scipy.spatial import ConvexHull, QhullError
-
     try:
         hull = points[ConvexHull(points).vertices]
     except (QhullError, ValueError):
@@ -238,8 +240,6 @@ def residual_region(image, recon, threshold, background, contrast):
     the seed moves to the largest single error within 2 px and takes its
     own colour.
     """
-    from scipy import ndimage
-
     error = np.abs(image - recon).max(axis=-1)
     error[np.abs(image - background).max(axis=-1) < contrast] = 0.0
     if error.max() < threshold:
@@ -265,7 +265,7 @@ def residual_region(image, recon, threshold, background, contrast):
         return None
     label = labels[seed]
     if label == 0:
-        label = 1 + int(np.argmax(ndimage.sum(mask, labels, index=np.arange(1, count + 1))))
+        label = _largest_label(mask, labels, count)
     region = labels == label
     return np.argwhere(region).astype(np.float64), np.median(image[region], axis=0)
 
@@ -283,8 +283,6 @@ def improvable_region(image, canvas, seed, tolerance, reach=None):
     start local: the outline of a whole thin ring (an emoji's black line)
     drawn filled covers what it surrounds, a piece of it does not.
     """
-    from scipy import ndimage
-
     color = image[seed]
     closer = np.square(image - color).sum(-1) < np.square(image - canvas).sum(-1)
     mask = closer & (np.abs(image - color).max(-1) < tolerance)
