@@ -14,11 +14,25 @@ __all__ = [
     "assert_finite",
     "check_gradients",
     "jit",
+    "jit_for_many_calls",
     "to_numpy",
     "value_and_grad",
 ]
 
 BACKEND = keras.backend.backend()
+
+
+def jit_for_many_calls(fn):
+    """``fn`` as a test that calls it many times runs it fastest: compiled on JAX, as written elsewhere.
+
+    Eager JAX compiles each operation for each new shape, so one ``jax.jit``
+    program is faster from the second call on. On TensorFlow one XLA compile
+    of a renderer and its gradient costs more than the eager runs of a whole
+    hypothesis test, and computes the same operations; the tests that compare
+    a compiled function with its eager run (``jit``), and the fitting engine,
+    keep XLA covered there. PyTorch compiles nothing.
+    """
+    return jit(fn) if BACKEND == "jax" else fn
 
 
 def to_numpy(x):

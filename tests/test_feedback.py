@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from helpers import adversarial_array, assert_finite, check_gradients, jit, to_numpy, value_and_grad
+from helpers import adversarial_array, assert_finite, check_gradients, jit_for_many_calls, to_numpy, value_and_grad
 from shapegrad import Cones, Render
 from shapegrad.learn.feedback import DrawGuess, MaskedMean, Nudge, build_feedback_encoder
 from shapegrad.learn.models import build_encoder, build_spatial_encoder, fields_for
@@ -45,7 +45,7 @@ def test_nudge_gradients_match_finite_differences_float64(float64):
     params, delta = _nudge_input(seed=1)
     layer = Nudge(KINDS, reach=0.2, dtype="float64")
     probe = keras.ops.convert_to_tensor(np.random.default_rng(2).normal(size=params.shape))
-    check_gradients(jit(lambda p, d: keras.ops.sum(layer([p, d]) * probe)), [params, delta], samples=16)
+    check_gradients(jit_for_many_calls(lambda p, d: keras.ops.sum(layer([p, d]) * probe)), [params, delta], samples=16)
 
 
 def test_nudge_at_fractions_0_and_1_stays_put_with_the_true_gradient_float64(float64):
@@ -56,7 +56,7 @@ def test_nudge_at_fractions_0_and_1_stays_put_with_the_true_gradient_float64(flo
     out = to_numpy(layer([params.astype("float64"), delta.astype("float64")]))
     np.testing.assert_array_equal(out[:, [2, 5, 6, 9]], params[:, [2, 5, 6, 9]])
     probe = keras.ops.convert_to_tensor(np.random.default_rng(5).normal(size=params.shape))
-    check_gradients(jit(lambda p, d: keras.ops.sum(layer([p, d]) * probe)), [params, delta], samples=20)
+    check_gradients(jit_for_many_calls(lambda p, d: keras.ops.sum(layer([p, d]) * probe)), [params, delta], samples=20)
     _, (grad, _) = value_and_grad(lambda p, d: keras.ops.sum(layer([p, d])[:, 2]), params.astype("float64"),
                                   delta.astype("float64"))
     np.testing.assert_allclose(grad[0, 2], np.exp(delta[0, 2]), rtol=1e-6)  # d/dx sigmoid(logit x + d) at x = 0
@@ -98,7 +98,7 @@ def test_masked_mean_gradients_match_finite_differences_float64(float64):
     rng = np.random.default_rng(4)
     features, alphas = rng.normal(size=(1, 3, 3, 2)), rng.uniform(0, 1, (1, 3, 3, 2))
     layer = MaskedMean(dtype="float64")
-    check_gradients(jit(lambda f, a: keras.ops.sum(layer([f, a]) ** 2)), [features, alphas], samples=12)
+    check_gradients(jit_for_many_calls(lambda f, a: keras.ops.sum(layer([f, a]) ** 2)), [features, alphas], samples=12)
 
 
 def test_draw_guess_shows_the_drawing_and_alphas_and_passes_no_gradient():

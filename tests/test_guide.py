@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 
-from helpers import assert_finite, check_gradients, jit, to_numpy, value_and_grad
+from helpers import assert_finite, check_gradients, jit_for_many_calls, to_numpy, value_and_grad
 from helpers import adversarial_array
 from shapegrad.cli import main
 from shapegrad.learn.guide import MAX_PERMUTED, GuideLoss, GuideWeight, guide_loss
@@ -132,7 +132,7 @@ _JITTED = []
 def test_finite_value_and_gradient_for_any_input(pred, true):
     # Compiled once (eager JAX took ~9 s per example); the example count follows the profile.
     if not _JITTED:
-        _JITTED.append(jit(lambda a, b: keras.ops.sum(guide_loss(SCENE, a, b))))
+        _JITTED.append(jit_for_many_calls(lambda a, b: keras.ops.sum(guide_loss(SCENE, a, b))))
     value, grads = value_and_grad(_JITTED[0], pred, true)
     assert_finite("guide loss and gradients", value, *grads)
 

@@ -8,7 +8,7 @@ import textwrap
 import keras
 import numpy as np
 
-from helpers import to_numpy
+from helpers import jit_for_many_calls, to_numpy
 import pytest
 
 from shapegrad import Cones, Render, SlotRender
@@ -224,7 +224,7 @@ def test_color_solve_recovers_the_colours_and_passes_everything_else():
 
 
 def test_color_solve_gradients_match_finite_differences_float64(float64):
-    from helpers import check_gradients, jit
+    from helpers import check_gradients
 
     render = Render("disk,box", 10, channels=2, softness=2.0, dtype="float64")
     layer = ColorSolve(render, dtype="float64")
@@ -232,8 +232,8 @@ def test_color_solve_gradients_match_finite_differences_float64(float64):
     images = to_numpy(render(true)) + np.random.default_rng(0).normal(0, 0.05, (1, 10, 10, 2))
     probe = keras.ops.convert_to_tensor(np.random.default_rng(1).normal(size=(1, render.spec.size)))
     guess = _grey_guess(render, true) + 0.01  # geometry a little off: residuals everywhere
-    check_gradients(jit(lambda x: keras.ops.sum(layer([x, images]) * probe)), [guess], samples=16, rtol=1e-4,
-                    atol=1e-7)
+    total = jit_for_many_calls(lambda x: keras.ops.sum(layer([x, images]) * probe))
+    check_gradients(total, [guess], samples=16, rtol=1e-4, atol=1e-7)
 
 
 _SOLVE_LAYER_STEP = {}
@@ -325,6 +325,7 @@ def test_color_solve_without_gradient_holds_the_solved_colours_constant():
     for gradient in (True, False):
         layer = ColorSolve.from_config(ColorSolve(render, gradient=gradient).get_config())  # the flag is saved
         assert layer.gradient is gradient
-        _, (grads[gradient],) = value_and_grad(jit(lambda x: keras.ops.sum(layer([x, images]) * colour)), true)
+        total = jit_for_many_calls(lambda x: keras.ops.sum(layer([x, images]) * colour))
+        _, (grads[gradient],) = value_and_grad(total, true)
     assert np.abs(grads[True]).max() > 0  # the solved colours move with the geometry
     np.testing.assert_array_equal(grads[False], 0.0)

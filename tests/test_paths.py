@@ -10,7 +10,9 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 from keras import ops
 
-from helpers import adversarial, adversarial_array, assert_finite, check_gradients, jit, to_numpy, value_and_grad
+from helpers import (
+    adversarial, adversarial_array, assert_finite, check_gradients, jit_for_many_calls, to_numpy, value_and_grad,
+)
 from shapegrad import Render
 from shapegrad.render import primitives, sdf
 from shapegrad.render.primitives import RenderSpec, parse_kinds, primitive
@@ -80,7 +82,7 @@ def path(points, nodes, rule="nonzero"):
     """``sdf.cubic_path`` compiled (once per rule and shapes): eager JAX compiles every op instead."""
     key = rule, np.shape(points), np.shape(nodes)  # one function per shape: TensorFlow relaxes retraced shapes
     if key not in _PATHS:
-        _PATHS[key] = jit(lambda p, v: sdf.cubic_path(p, v, rule))
+        _PATHS[key] = jit_for_many_calls(lambda p, v: sdf.cubic_path(p, v, rule))
     return to_numpy(_PATHS[key](f32(points), f32(nodes)))
 
 
@@ -209,7 +211,7 @@ def test_zero_length_path_has_no_inside_and_no_nan():
     nodes = np.full((1, 12, 2), 3.0)
     d = path(q, nodes)
     np.testing.assert_allclose(d, np.hypot(q[:, 0] - 3, q[:, 1] - 3), atol=1e-5)
-    _, grads = value_and_grad(jit(lambda p, v: ops.sum(sdf.cubic_path(p, v))), f32(q), f32(nodes))
+    _, grads = value_and_grad(jit_for_many_calls(lambda p, v: ops.sum(sdf.cubic_path(p, v))), f32(q), f32(nodes))
     assert_finite("zero-length path gradients", *grads)
 
 
@@ -231,9 +233,9 @@ def test_gradients_match_finite_differences(float64):
     # A smooth closed path (a perturbed cubic circle) and points away from its medial axis.
     nodes = circle([10, 10], 7, segments=3)[None] + np.random.default_rng(1).normal(0, 0.4, (1, 9, 2))
     pts = np.float64([[3.2, 9.1], [11.3, 16.8], [10.4, 12.6], [17.9, 10.2], [5.5, 4.1], [13.1, 3.9]])
-    check_gradients(jit(lambda p, v: ops.sum(sdf.cubic_path(p, v))), [pts, nodes], samples=8)
+    check_gradients(jit_for_many_calls(lambda p, v: ops.sum(sdf.cubic_path(p, v))), [pts, nodes], samples=8)
     chain = nodes[:, :7]
-    check_gradients(jit(lambda p, v: ops.sum(sdf.cubic_stroke(p, v, 0.5))), [pts, chain], samples=8)
+    check_gradients(jit_for_many_calls(lambda p, v: ops.sum(sdf.cubic_stroke(p, v, 0.5))), [pts, chain], samples=8)
 
 
 def test_gradient_on_the_curve_is_the_outward_normal(float64):
@@ -275,7 +277,7 @@ _JITTED = {}
 
 def _finite(name, fn, pts, nodes):
     if name not in _JITTED:
-        _JITTED[name] = jit(lambda p, v: ops.sum(fn(p, v) * 1e-6)), jit(fn)
+        _JITTED[name] = jit_for_many_calls(lambda p, v: ops.sum(fn(p, v) * 1e-6)), jit_for_many_calls(fn)
     total, values = _JITTED[name]
     value, grads = value_and_grad(total, pts, nodes)
     assert_finite(f"{name} value", value, to_numpy(values(pts, nodes)))
@@ -318,7 +320,7 @@ def test_property_render_path_kinds_finite(data):
 def _render():
     if "render" not in _JITTED:
         layer = Render("path2,path1x2eo,stroke2", (6, 9))  # non-square: positions scaled per axis
-        _JITTED["render"] = layer, jit(lambda x: ops.sum(layer(x)))
+        _JITTED["render"] = layer, jit_for_many_calls(lambda x: ops.sum(layer(x)))
     return _JITTED["render"]
 
 

@@ -9,7 +9,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 from keras import ops
 
-from helpers import adversarial_array, assert_finite, check_gradients, jit, to_numpy, value_and_grad
+from helpers import (
+    adversarial_array, assert_finite, check_gradients, jit, jit_for_many_calls, to_numpy, value_and_grad,
+)
 from shapegrad import Render
 from shapegrad.render.cones import Cones
 from shapegrad.render.primitives import RenderSpec, parse_shapes, primitive, primitive_kinds, spec_table
@@ -297,7 +299,7 @@ def test_gradients_match_finite_differences_float64(float64):
     x = layer.spec.sample(1, seed=6).astype(np.float64)
     weights = np.random.default_rng(0).normal(size=(1, 10, 10, 1))
     weights = ops.convert_to_tensor(weights)
-    check_gradients(jit(lambda x: ops.sum(layer(x) * weights)), [x], samples=20, rtol=1e-4, atol=1e-7)
+    check_gradients(jit_for_many_calls(lambda x: ops.sum(layer(x) * weights)), [x], samples=20, rtol=1e-4, atol=1e-7)
 
 
 @pytest.mark.slow  # each kernel's backward pass is checked against autodiff on every backend in test_sdf.py
@@ -336,7 +338,8 @@ def test_recompute_gives_the_same_image_and_gradient(composite):
     x = layers[0].spec.sample(3, seed=1)
     x[0] = 0.0  # degenerate: every shape on pixel (0, 0), zero sizes and directions
     weights = ops.convert_to_tensor(np.random.default_rng(0).normal(size=(3, 16, 16, 3)).astype("float32"))
-    results = [value_and_grad(jit(lambda x, layer=layer: ops.sum(layer(x) * weights)), x) for layer in layers]
+    totals = [jit_for_many_calls(lambda x, layer=layer: ops.sum(layer(x) * weights)) for layer in layers]
+    results = [value_and_grad(total, x) for total in totals]
     images = [to_numpy(layer(x)) for layer in layers]
     np.testing.assert_allclose(images[0], images[1], atol=1e-6)
     np.testing.assert_allclose(results[0][0], results[1][0], rtol=1e-5)
@@ -348,7 +351,7 @@ def test_recompute_gradients_match_finite_differences_float64(float64):
     layer = Render(COUNTED, 10, softness=2.0, dtype="float64")
     x = layer.spec.sample(1, seed=3).astype(np.float64)
     weights = ops.convert_to_tensor(np.random.default_rng(1).normal(size=(1, 10, 10, 1)))
-    check_gradients(jit(lambda x: ops.sum(layer(x) * weights)), [x], samples=20, rtol=1e-4, atol=1e-7)
+    check_gradients(jit_for_many_calls(lambda x: ops.sum(layer(x) * weights)), [x], samples=20, rtol=1e-4, atol=1e-7)
 
 
 @pytest.mark.skipif(keras.backend.backend() != "jax", reason="XLA's compiled memory analysis (JAX)")
@@ -378,7 +381,7 @@ def _layer(shapes, composite):
     """The layer and its jitted sum (compiled once per backend, reused by every example)."""
     if (shapes, composite) not in _FINITE:
         layer = Render(shapes, 8, channels=1, composite=composite)
-        _FINITE[shapes, composite] = layer, jit(lambda x: ops.sum(layer(x)))
+        _FINITE[shapes, composite] = layer, jit_for_many_calls(lambda x: ops.sum(layer(x)))
     return _FINITE[shapes, composite]
 
 

@@ -11,7 +11,9 @@ from keras import ops
 from skimage import draw
 
 from shapegrad.render import kernels, raster, sdf
-from helpers import adversarial, adversarial_array, assert_finite, check_gradients, jit, to_numpy, value_and_grad
+from helpers import (
+    adversarial, adversarial_array, assert_finite, check_gradients, jit, jit_for_many_calls, to_numpy, value_and_grad,
+)
 
 
 def f32(x):
@@ -469,7 +471,7 @@ def _finite_case(kind, case):
     pts, params = case
     if kind not in _JITTED:  # compiled once, reused by every example
         fn = FUNCTIONS[kind]
-        _JITTED[kind] = jit(lambda *xs: ops.sum(fn(*xs) * 1e-6)), jit(fn)
+        _JITTED[kind] = jit_for_many_calls(lambda *xs: ops.sum(fn(*xs) * 1e-6)), jit_for_many_calls(fn)
     total, values = _JITTED[kind]
     # Distances up to ~1e30 px: the sum is scaled so that it cannot overflow.
     value, grads = value_and_grad(total, pts, *params)
@@ -632,7 +634,7 @@ def test_property_kernel_values_and_gradients_finite(kind, data):
             alpha = raster.shape_alpha(kernel, params, opacity, ops.convert_to_tensor(1.0, opacity.dtype))
             return ops.sum(alpha) + ops.sum(ops.where(ops.abs(d) < 1e30, 0.0, 1.0))
 
-        _KERNEL_JITTED[kind] = jit(total)
+        _KERNEL_JITTED[kind] = jit_for_many_calls(total)
     params = data.draw(_kernel_case(kind))
     opacity = np.ones_like(params[0])
     value, grads = value_and_grad(_KERNEL_JITTED[kind], *params, opacity)
