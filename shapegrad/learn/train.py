@@ -382,7 +382,10 @@ def train(out, config=None, *, force=False, verbose="auto", extra_callbacks=(), 
         budget = callbacks.TimeBudget(c.seconds)
         guard = doctor.NaNGuard(os.path.join(out, "nan-report"))
         run_history = callbacks.RunHistory(os.path.join(out, "backup", "history.json"), started)
-        history = model.fit(data, epochs=c.epochs, verbose=verbose, callbacks=[
+        # shuffle=False: every batch is already a pure function of (seed, epoch, index); Keras'
+        # shuffle would reorder them with Python's global random state, so that the same run on
+        # one device and on several (or a resumed one) would see its batches in another order.
+        history = model.fit(data, epochs=c.epochs, shuffle=False, verbose=verbose, callbacks=[
             *([switch] if switch is not None else []),
             callbacks.EpochData(data),
             callbacks.Validate(encoder, task, val_images, val_params),
