@@ -53,7 +53,6 @@ def check_gradients(fn, args, eps=1e-6, rtol=1e-4, atol=1e-6, samples=12, seed=0
     coordinates are perturbed by ``±eps``.
     """
     args = [np.asarray(a, dtype=np.float64) for a in args]
-    fn = jit_for_many_calls(fn)  # called 2 * samples times per argument
     _, grads = value_and_grad(fn, *args)
     rng = np.random.default_rng(seed)
 

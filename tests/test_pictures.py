@@ -58,6 +58,7 @@ def test_fixed_opacity_is_held_and_fitted_opacity_moves():
     assert np.all((alpha > 0) & (alpha <= 1)) and len(set(alpha.round(4))) > 1
 
 
+@pytest.mark.slow  # three kinds' engines; fit_picture itself runs on every backend in the tests around it
 def test_mixed_kinds_and_grey():
     image = picture().mean(axis=-1, keepdims=True)
     result = fit_picture(image, "triangle,ellipse,box", count=5, seed=0, **QUICK)
