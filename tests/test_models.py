@@ -24,7 +24,9 @@ from shapegrad.learn.models import (
 )
 
 
-@pytest.mark.once  # registration on import is Python, the same on every backend; save and load per backend: test_feedback, test_layers
+# Once: registration on import is Python, the same on every backend (save and load on each backend:
+# test_feedback, test_layers, test_render).
+@pytest.mark.once
 def test_saved_models_load_after_a_plain_import(tmp_path):
     x = np.random.default_rng(0).uniform(0, 1, (2, 16, 16, 1)).astype("float32")
     expected = {}

@@ -79,8 +79,8 @@ _PATHS = {}
 
 
 def path(points, nodes, rule="nonzero"):
-    """``sdf.cubic_path`` compiled (once per rule and shapes): eager JAX compiles every op instead."""
-    key = rule, np.shape(points), np.shape(nodes)  # one function per shape: TensorFlow relaxes retraced shapes
+    """``sdf.cubic_path``, compiled on JAX once per rule and shapes (eager JAX compiles every op instead)."""
+    key = rule, np.shape(points), np.shape(nodes)  # one function per rule and shapes
     if key not in _PATHS:
         _PATHS[key] = jit_for_many_calls(lambda p, v: sdf.cubic_path(p, v, rule))
     return to_numpy(_PATHS[key](f32(points), f32(nodes)))

@@ -378,7 +378,7 @@ _FINITE = {}
 
 
 def _layer(shapes, composite):
-    """The layer and its jitted sum (compiled once per backend, reused by every example)."""
+    """The layer and its sum (compiled once on JAX, reused by every example)."""
     if (shapes, composite) not in _FINITE:
         layer = Render(shapes, 8, channels=1, composite=composite)
         _FINITE[shapes, composite] = layer, jit_for_many_calls(lambda x: ops.sum(layer(x)))
