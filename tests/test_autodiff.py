@@ -76,7 +76,6 @@ def test_layers_and_distances_give_what_their_traced_versions_give():
     np.testing.assert_allclose(eager, to_numpy(jit(lambda p: sdf.ellipse(p, [2.0, 3.0], [2.0, 1.0], 0.3))(points)), atol=1e-5)
 
 
-
 class _Scale(keras.layers.Layer):
     """A weightless layer whose config (``factor``) decides what it computes; it records each run of its body."""
 
@@ -89,10 +88,10 @@ class _Scale(keras.layers.Layer):
     def get_config(self):
         return {**super().get_config(), "factor": self.factor}
 
-    @autodiff.compiled_when_eager(method=True)
-    def call(self, x):
+    @autodiff.compiled_when_eager(method=True, static_argnames=("mode",))
+    def call(self, x, mode="times"):
         _Scale.runs.append(self.factor)
-        return x * self.factor
+        return x * self.factor if mode == "times" else x + self.factor
 
 
 def test_layers_of_the_same_settings_share_one_program():
@@ -102,3 +101,12 @@ def test_layers_of_the_same_settings_share_one_program():
     for factor in (2.0, 2.0, 3.0, 2.0):
         np.testing.assert_allclose(to_numpy(_Scale(factor)(x)), x * factor)
     assert _Scale.runs == ([2.0, 3.0] if BACKEND == "jax" else [2.0, 2.0, 3.0, 2.0])
+
+
+def test_a_method_keeps_its_static_arguments():
+    """``static_argnames`` with ``method=True``: a Python string reaches the body as itself, by keyword or position."""
+    _Scale.runs.clear()
+    x = np.arange(3, dtype="float32")
+    np.testing.assert_allclose(to_numpy(_Scale(5.0)(x, mode="plus")), x + 5.0)
+    np.testing.assert_allclose(to_numpy(_Scale(5.0).call(x, "plus")), x + 5.0)
+    np.testing.assert_allclose(to_numpy(_Scale(5.0)(x)), x * 5.0)

@@ -158,7 +158,14 @@ def compiled_when_eager(fn=None, *, static_argnames=(), method=False):
             import jax  # the backend in use: present
 
             if method:
-                compiled.append(jax.jit(lambda key, *a, **k: fn(key.layer, *a, **k), static_argnums=(0,)))
+                # The layer's config key in place of ``self``, static by name like the others: with
+                # fn's signature (wraps), jax finds each static argument by keyword or position.
+                @functools.wraps(fn)
+                def by_key(key, *a, **k):
+                    return fn(key.layer, *a, **k)
+
+                this = next(iter(signature.parameters))
+                compiled.append(jax.jit(by_key, static_argnames=(this, *static_argnames)))
             else:
                 compiled.append(jax.jit(fn, static_argnames=static_argnames))
         if method:
