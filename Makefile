@@ -12,7 +12,7 @@ PYTEST_ARGS ?=
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
+	# The venv's own pip (Python >= 3.11 bundles pip >= 23: editable installs from pyproject.toml); no upgrade.
 	# torch==2.13.0 is the CPU build on this machine's disk; a bare `torch` pulls a CUDA build.
 	$(PY) -m pip install --quiet torch==2.13.0
 	$(PY) -m pip install --quiet -e ".[tensorflow,jax,torch,test]"
