@@ -27,9 +27,13 @@ run_one() {  # backend [pytest args...]
     echo "=== KERAS_BACKEND=$b ==="
     # JAX: a compilation cache for this run, so the same program compiled by many tests
     # (each its own jit wrapper, the same HLO) is compiled once.
+    # And JAX's threefry random bits in their non-partitionable layout: every new shape of a Keras weight
+    # compiles its initializer's random.uniform, ~2 s each on this CPU in the partitionable (default)
+    # layout against ~0.3 s; the numbers differ, not how they are drawn (partitioning needs several devices).
     local cache=()
     [ "$b" = jax ] && cache=(JAX_COMPILATION_CACHE_DIR="$PWD/.test-logs/jax-cache"
-        JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS=0 JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES=0)
+        JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS=0 JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES=0
+        JAX_THREEFRY_PARTITIONABLE=false)
     local split=()
     if [ "${SPLIT_WORKERS:-2}" -gt 0 ] && [[ " ${SPLIT_BACKENDS:-jax tensorflow} " == *" $b "* ]]; then
         split=(-n "${SPLIT_WORKERS:-2}")

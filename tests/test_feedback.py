@@ -147,13 +147,12 @@ def test_feedback_encoder_learns_and_keeps_its_output_through_save_and_load(tmp_
     images = to_numpy(render(render.spec.sample(8, seed=2)))
     model = build_autoencoder(encoder, render)
     model.compile(keras.optimizers.Adam(3e-3), loss="mse")
-    before = model.evaluate(images, images, verbose=0)
     frozen = [to_numpy(w) for w in base.weights]
-    # The loss falls from the first step on (0.0520 -> 0.0514 after 5 steps on JAX and PyTorch, float32 noise
-    # ~1e-7); 5 steps, not 15, keep the same check at a third of the eager (PyTorch) cost.
-    model.fit(images, images, epochs=5, batch_size=8, verbose=0)
-    after = model.evaluate(images, images, verbose=0)
-    assert np.isfinite(after) and after < before, (before, after)
+    # One batch per epoch: each epoch's loss is the loss before that epoch's update (no layer acts differently
+    # in training), so the first is the untrained model's and the last is after 4 updates. The loss falls from
+    # the first step on (0.0520 -> 0.0514 after 5 steps on JAX and PyTorch, float32 noise ~1e-7).
+    losses = model.fit(images, images, epochs=5, batch_size=8, verbose=0).history["loss"]
+    assert np.isfinite(losses).all() and losses[-1] < losses[0], losses
     for w, v in zip(base.weights, frozen):
         np.testing.assert_array_equal(to_numpy(w), v)  # the encoder stays as it was
     encoder.save(tmp_path / "feedback.keras")
