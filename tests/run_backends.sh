@@ -25,13 +25,13 @@ run_one() {  # backend [pytest args...]
     local expr=""
     for m in "${marks[@]}"; do expr="${expr:+$expr and }$m"; done
     echo "=== KERAS_BACKEND=$b ==="
-    # JAX: a compilation cache for this run, so the same program compiled by many tests
-    # (each its own jit wrapper, the same HLO) is compiled once.
-    # And JAX's threefry random bits in their non-partitionable layout: every new shape of a Keras weight
-    # compiles its initializer's random.uniform, ~2 s each on this CPU in the partitionable (default)
-    # layout against ~0.3 s; the numbers differ, not how they are drawn (partitioning needs several devices).
-    local cache=()
-    [ "$b" = jax ] && cache=(JAX_COMPILATION_CACHE_DIR="$PWD/.test-logs/jax-cache"
+    # JAX only: a compilation cache for this run, so the same program compiled by many tests (each its
+    # own jit wrapper, the same HLO) is compiled once; and threefry's random bits in their
+    # non-partitionable layout: every new shape of a Keras weight compiles its initializer's
+    # random.uniform, ~2 s each on this CPU in the partitionable (default) layout against ~0.3 s; the
+    # numbers differ, not how they are drawn (partitioning needs several devices).
+    local jax_env=()
+    [ "$b" = jax ] && jax_env=(JAX_COMPILATION_CACHE_DIR="$PWD/.test-logs/jax-cache"
         JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS=0 JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES=0
         JAX_THREEFRY_PARTITIONABLE=false)
     local split=()
@@ -52,7 +52,7 @@ run_one() {  # backend [pytest args...]
         threads=(TF_NUM_INTRAOP_THREADS=$n TF_NUM_INTEROP_THREADS=$n OMP_NUM_THREADS=$n)
         xla="--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=$n $xla"
     fi
-    env "${cache[@]}" "${threads[@]}" XLA_FLAGS="$xla" KERAS_BACKEND=$b TF_CPP_MIN_LOG_LEVEL=${TF_CPP_MIN_LOG_LEVEL:-3} "$py" -m pytest -q -m "$expr" "${split[@]}" "$@"
+    env "${jax_env[@]}" "${threads[@]}" XLA_FLAGS="$xla" KERAS_BACKEND=$b TF_CPP_MIN_LOG_LEVEL=${TF_CPP_MIN_LOG_LEVEL:-3} "$py" -m pytest -q -m "$expr" "${split[@]}" "$@"
 }
 
 if [ "$jobs" -le 1 ]; then
