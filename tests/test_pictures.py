@@ -40,6 +40,36 @@ def test_count_is_exact_and_the_error_falls_shape_by_shape():
     assert result.psnr >= result.history[-1] - 0.05
 
 
+@pytest.mark.slow  # six engines of new sizes; the host-side composition it checks is the same on every backend
+def test_each_shape_refined_in_its_window_sees_the_picture_exactly():
+    # White-box: the refinement fits each shape alone in a window between the image of the shapes under it and
+    # the affine map of those above it, both composed on the host from each shape's map. Drawn by the engine
+    # that refines it, every window must be the canvas there, or the refinement optimises another picture.
+    from shapegrad.fit import pictures
+    from shapegrad.fit.engine import Scene
+
+    fit = pictures._Picture(picture(96, 128), ("triangle",), 16, None, None, 0, None,
+                            dict(pictures.PICTURE_DEFAULTS, **QUICK, window=16))
+    fit.run()
+    windows = {i: fit._window(fit.maps[i][0]) for i in range(len(fit.shapes))}
+    assert len({None if w is None else w[0] for w in windows.values()}) >= 2  # two sizes of window at least
+    below, above = fit._contexts(windows)
+    for i, window in windows.items():
+        kind, params = fit.shapes[i]
+        if window is not None:
+            params = fit._to_window(kind, params, *window)
+            back = fit._to_image(kind, params, 1, window[1], window[2], window[0])
+            np.testing.assert_allclose(back, fit.shapes[i][1], atol=1e-6)
+        scene = Scene([(kind, params)], fit.background, below=below[i], above=above[i])
+        drawn = fit._refine_engine(None if window is None else window[0]).render(
+            [scene], sharpness=fit.o["sharpness"], opacity="held")[0]
+        np.testing.assert_allclose(drawn, fit._crop(fit.canvas, window), atol=2e-5)
+    # Shapes refined side by side do not overlap.
+    for part in fit._independent_sets(range(len(fit.shapes))):
+        boxes = [fit.maps[i][0] for i in part]
+        assert not any(pictures._overlap(a, b) for k, a in enumerate(boxes) for b in boxes[k + 1 :])
+
+
 def test_same_seed_same_shapes():
     image = picture()
     a = fit_picture(image, "triangle", count=3, seed=3, **QUICK)

@@ -23,10 +23,14 @@ How (docs/design-fitting.md, *Pictures*):
   as long as their windows do not overlap. So a round adds several shapes at
   the cost of one compiled call whose size does not depend on the shapes
   already drawn.
-- **Refinement in groups.** Every ``refine_every`` shapes, and at the end,
-  shapes are refined together at full resolution ``group`` at a time: each
-  group between the image of the shapes under it (``below``) and the affine
-  map of the shapes above it (``above``). Memory holds one map per group.
+- **Refinement in windows.** Every ``refine_every`` shapes (the new ones), and
+  at the end (all), each shape is refined alone at full resolution in a square
+  window around it, between the image of the shapes under it (``below``) and
+  the affine map of those above it (``above``), both computed on the host from
+  each shape's map (where it changes the picture, and how); shapes whose boxes
+  overlap one after the other, the others side by side, in ``passes`` passes.
+  A step costs each shape its window, not the picture; memory holds each
+  shape's map on its box.
 - **Opacity.** Fitted per shape by default (``opacity=None``); a number holds
   every shape at that opacity (fogleman/primitive's ``-a``), 1 makes them opaque.
 
@@ -62,6 +66,8 @@ from shapegrad.render.render import Render
 
 __all__ = ["PICTURE_DEFAULTS", "PictureFit", "check_picture_options", "fit_picture"]
 
+_MAP_BATCH = 16  # items (two per shape) per call of the engine that draws each shape's map
+
 PICTURE_DEFAULTS = dict(
     window=32,
     candidates=8,
@@ -69,7 +75,7 @@ PICTURE_DEFAULTS = dict(
     steps=80,
     learning_rate=0.08,
     sharpness=0.6,
-    group=32,
+    passes=2,
     refine_every=32,
     refine_steps=30,
     final_steps=None,
@@ -115,10 +121,11 @@ def fit_picture(image, kinds="triangle", count=None, seconds=None, opacity=None,
             side of a candidate window), ``candidates`` (starts per kind and
             window), ``windows`` (windows per scale and round), ``steps``
             (Adam steps per candidate), ``learning_rate``, ``sharpness``
-            (edge sharpness in px^-1 of the result), ``group``, ``refine_every``,
-            ``refine_steps``, ``final_steps`` (0: no final refinement; None:
+            (edge sharpness in px^-1 of the result), ``refine_every``,
+            ``refine_steps``, ``passes`` (of each refinement, the steps shared
+            among them), ``final_steps`` (0: no final refinement; None:
             ``4800 / shapes`` within ``[60, 150]``, about one cost whatever
-            the count, since a step costs each shape's pixels).
+            the count, since a step costs each shape its window).
 
     Returns:
         A :class:`PictureFit` (``shapes``, ``params``, ``background``,
@@ -138,7 +145,7 @@ def check_picture_options(kinds, count, seconds, opacity, options):
     if unknown:
         raise ValueError(f"Expected options among {sorted(PICTURE_DEFAULTS)}. Received: {sorted(unknown)}")
     o = dict(PICTURE_DEFAULTS, **options)
-    for name in ("window", "candidates", "windows", "steps", "group", "refine_every"):
+    for name in ("window", "candidates", "windows", "steps", "refine_every", "passes"):
         _validate.positive_int(name, o[name])
     for name in ("learning_rate", "sharpness"):
         if isinstance(o[name], bool) or not isinstance(o[name], (int, float)) or not 0 < o[name] < math.inf:
@@ -182,6 +189,9 @@ class _Picture:
                                               instances=len(self.levels) * o["windows"] * per_kind)
         self.background = image.reshape(-1, c).mean(axis=0, dtype=np.float64).astype(np.float32)
         self.shapes = []
+        self.maps = []  # per shape, its box and affine map there (:meth:`_maps`)
+        # Full resolution, one shape per item: draws each shape's map.
+        self._full = shared_engine(kinds, h, w, c, 1, "over", _MAP_BATCH)
         self.pace = None  # seconds per refinement step and shape, once measured
         self.canvas = np.broadcast_to(self.background, image.shape).astype(np.float32).copy()
         self.history = []
@@ -274,10 +284,7 @@ class _Picture:
                 break
         if not new:
             return 0
-        for k in range(len(new)):  # one history entry per shape: the canvas after each
-            self.canvas = self._draw(new[k : k + 1], self.canvas)
-            self.shapes.append(new[k])
-            self.history.append(self.psnr())
+        self._add(new)
         return len(new)
 
     def _start(self, kind, target, weight, below):
@@ -337,81 +344,183 @@ class _Picture:
         params[-1] = 0.7 if self.mode is True else self.mode
         return params
 
-    def _to_image(self, kind, params, f, r, c):
-        """``params`` fitted in the window of scale ``f`` at image pixel ``(r, c)`` in the image's normalised units."""
-        e, out = self.e, params.copy()
+    def _to_image(self, kind, params, f, r, c, n=None):
+        """``params`` fitted in a window of ``n`` (default ``e``) engine pixels a side at scale ``f`` (each one
+        ``f x f`` image pixels), at image pixel ``(r, c)``, in the image's normalised units."""
+        side, out = (n or self.e) * f, params.copy()
         for s in self.spec[kind].slices:
             x = out[s.start : s.stop]
             if s.field.kind == "position":
-                x[0::2] = (r + x[0::2] * e * f + (f - 1) / 2) / self.h
-                x[1::2] = (c + x[1::2] * e * f + (f - 1) / 2) / self.w
+                x[0::2] = (r + x[0::2] * side + (f - 1) / 2) / self.h
+                x[1::2] = (c + x[1::2] * side + (f - 1) / 2) / self.w
             elif s.field.kind == "size":
-                x[:] = x * e * f / min(self.h, self.w)
+                x[:] = x * side / min(self.h, self.w)
         return out
 
-    def _draw(self, shapes, canvas):
-        """``canvas`` with ``shapes`` (at most ``group``) drawn over it, at the result's sharpness."""
-        scene = Scene(list(shapes), self.background, below=canvas)
-        return self._engine(len(shapes)).render([scene], sharpness=self.o["sharpness"], opacity="held")[0]
+    # ---- each shape as a map of the picture: T (transmittance) and P (premultiplied colour) on its box --------
 
-    def _engine(self, n):
-        """The full-resolution engine for ``n`` shapes (at most ``group``): its tables hold the next power of two
-        of them, at least 4. A step draws every row of the tables, padding too, so a table of ``group`` rows for
-        a few shapes wastes most of it (8x the time for a path's group of 4 in a table of 32); powers of two
-        keep the compiled sizes few."""
-        size = min(self.o["group"], max(4, 1 << (max(n, 1) - 1).bit_length()))
-        return shared_engine(self.kinds, self.h, self.w, self.c, size, "over", 1)
-
-    def _refine(self, index, steps):
-        """Refine the shapes ``index`` (a range) together, ``group`` at a time, the others frozen."""
-        g = self.o["group"]
-        start, stop = index.start, index.stop
-        starts = list(range(start, stop, g))
-        # Under the first group: everything before it; over each group: the affine map of what is above.
-        below = self.background_canvas() if start == 0 else self._draw_all(self.shapes[:start], self.background_canvas())
-        above = [None] * len(starts)
-        t, p = self._affine(self.shapes[stop:])
-        for j in range(len(starts) - 1, -1, -1):
-            above[j] = (t, p)
-            gt, gp = self._affine(self.shapes[starts[j] : min(starts[j] + g, stop)])
-            t, p = gt * t, t * gp + p
-        before = float(np.mean(np.square(self.canvas - self.image)))
-        for j, a in enumerate(starts):
-            part = self.shapes[a : min(a + g, stop)]
-            scene = Scene(list(part), self.background, below=below, above=above[j])
-            clock = time.perf_counter()
-            engine = self._engine(len(part))
-            fitted, _, _ = engine.fit([scene], self.image[None], steps=steps,
-                                      learning_rate=0.3 * self.o["learning_rate"],
-                                      sharpness=(self.o["sharpness"], self.o["sharpness"]), opacity=self.mode)
-            self.pace = (time.perf_counter() - clock) / (steps * len(part))  # seconds per step and shape
-            # The error of the shapes as they come out (colours clipped to [0, 1], opacities folded), drawn
-            # as the canvas will be: the fit's own loss may be lower (a colour below 0 under a translucent
-            # shape over it) and would keep a refinement that makes the picture worse.
-            drawn = engine.render([Scene(fitted[0].shapes, self.background, below=below, above=above[j])],
-                                  sharpness=self.o["sharpness"], opacity="held")[0]
-            loss = [float(np.mean(np.square(drawn - self.image)))]
-            if loss[0] < before:  # a refinement that does not help is not kept
-                self.shapes[a : a + len(part)] = fitted[0].shapes
-                before = float(loss[0])
-            below = self._draw(self.shapes[a : a + len(part)], below)
-        self.canvas = self._draw_all(self.shapes[stop:], below)
-
-    def background_canvas(self):
-        return np.broadcast_to(self.background, self.image.shape).astype(np.float32).copy()
-
-    def _draw_all(self, shapes, canvas):
-        g = self.o["group"]
+    def _maps(self, shapes):
+        """Each shape of ``shapes`` drawn alone at full resolution: ``[(box (r0, c0, r1, c1), T (h, w, 1), P (h, w, C))]``,
+        the box where it changes a pixel (alpha > 1e-5), ``x -> T x + P`` there (two renders: over black, over white)."""
+        out, g = [], _MAP_BATCH // 2
+        black, white = np.zeros(self.c, np.float32), np.ones(self.c, np.float32)
         for a in range(0, len(shapes), g):
-            canvas = self._draw(shapes[a : a + g], canvas)
+            scenes = [Scene([s], bg) for s in shapes[a : a + g] for bg in (black, white)]
+            drawn = self._full.render(scenes, sharpness=self.o["sharpness"], opacity="held")
+            for p, w in zip(drawn[0::2], drawn[1::2]):
+                t = (w - p)[..., :1]
+                rows, cols = np.nonzero(t[..., 0] < 1.0 - 1e-5)
+                if not rows.size:
+                    out.append(((0, 0, 0, 0), t[:0, :0], p[:0, :0]))
+                    continue
+                r0, r1, c0, c1 = rows.min(), rows.max() + 1, cols.min(), cols.max() + 1
+                out.append(((r0, c0, r1, c1), t[r0:r1, c0:c1].copy(), p[r0:r1, c0:c1].copy()))
+        return out
+
+    def _composite(self, maps, canvas):
+        """``canvas`` (changed in place) with ``maps`` drawn over it, back to front."""
+        for (r0, c0, r1, c1), t, p in maps:
+            canvas[r0:r1, c0:c1] = t * canvas[r0:r1, c0:c1] + p
         return canvas
 
-    def _affine(self, shapes):
-        """``(T (H, W, 1), P (H, W, C))`` of ``shapes`` drawn "over": ``image -> T * image + P``."""
-        black = np.zeros(self.image.shape, np.float32)
-        p = self._draw_all(shapes, black)
-        t = self._draw_all(shapes, np.ones(self.image.shape, np.float32)) - p
-        return t[..., :1], p
+    def _add(self, new):
+        """Draw the shapes ``new`` over the canvas and keep them; one history entry per shape."""
+        for shape, m in zip(new, self._maps(new)):
+            self.canvas = self._composite([m], self.canvas)
+            self.shapes.append(shape)
+            self.maps.append(m)
+            self.history.append(self.psnr())
+
+    # ---- refinement: each shape in a window around it, the others frozen ----------------------------------
+
+    def _window(self, box):
+        """``(n, r, c)``: the full-resolution square window of ``n`` pixels a side (``e``, ``2 e``, ``4 e``... within
+        the picture) that holds ``box`` with room to move, placed around it; ``None`` if none does."""
+        r0, c0, r1, c1 = box
+        side = max(r1 - r0, c1 - c0)
+        need = side + 2 * (3 + 0.15 * side)  # room to move while refined
+        for f in self.levels:
+            n = self.e * f
+            if n >= need:
+                r = int(np.clip(round((r0 + r1 - n) / 2), 0, self.h - n))
+                c = int(np.clip(round((c0 + c1 - n) / 2), 0, self.w - n))
+                return n, r, c
+        return None
+
+    def _to_window(self, kind, params, n, r, c):
+        """Inverse of :meth:`_to_image` at scale 1: image-normalised ``params`` in the window ``(n, r, c)``."""
+        out = params.copy()
+        for s in self.spec[kind].slices:
+            x = out[s.start : s.stop]
+            if s.field.kind == "position":
+                x[0::2] = (x[0::2] * self.h - r) / n
+                x[1::2] = (x[1::2] * self.w - c) / n
+            elif s.field.kind == "size":
+                x[:] = x * min(self.h, self.w) / n
+        return out
+
+    def _refine_engine(self, n):
+        """The engine that refines shapes alone in windows of ``n`` pixels a side (``None``: the whole picture), a
+        batch of about 8 windows of 32 pixels' worth of pixels (a set of shapes is often a few big ones: a batch
+        is drawn whole, padding too)."""
+        h, w = (self.h, self.w) if n is None else (n, n)
+        # At least 2: XLA's CPU program for a batch of one ran 3x slower a step (side 128: 3.2 ms against 1.1 ms
+        # for two).
+        batch = max(2, min(8, (8 * 32 * 32) // (h * w)))
+        return shared_engine(self.kinds, h, w, self.c, 1, "over", batch)
+
+    def _refine(self, index, steps):
+        """Refine the shapes ``index`` (a range) in ``passes`` passes of ``steps / passes`` steps.
+
+        Each shape is refined alone, at full resolution, in a window around it (or over the whole picture where
+        no window holds it), between the image of the shapes under it and the affine map of those above it.
+        Shapes whose boxes (and a margin) overlap are refined one after the other, the others side by side:
+        sets of shapes that do not overlap, each set at once, the next on top of what it left. So a step costs
+        each shape its window, not the picture."""
+        index = list(index)
+        passes = self.o["passes"]
+        clock = time.perf_counter()
+        for _ in range(passes):
+            for part in self._independent_sets(index):
+                self._refine_set(part, max(1, steps // passes))
+        self.pace = (time.perf_counter() - clock) / (max(steps, 1) * len(index))  # seconds per step and shape
+
+    def _independent_sets(self, index):
+        """``index`` split into sets whose boxes (with a margin) do not overlap, greedily, back to front."""
+        sets, boxes = [], []
+        for i in index:
+            r0, c0, r1, c1 = self.maps[i][0]
+            m = 3 + 0.15 * max(r1 - r0, c1 - c0)
+            box = (r0 - m, c0 - m, r1 + m, c1 + m)
+            for part, taken in zip(sets, boxes):
+                if not any(_overlap(box, other) for other in taken):
+                    part.append(i)
+                    taken.append(box)
+                    break
+            else:
+                sets.append([i])
+                boxes.append([box])
+        return sets
+
+    def _contexts(self, windows):
+        """``{i: (below, above)}`` of the shapes ``windows`` (``{i: window}``) from the current maps."""
+        below, above = {}, {}
+        canvas = np.broadcast_to(self.background, self.image.shape).astype(np.float32).copy()
+        for i, m in enumerate(self.maps):
+            if i in windows:
+                below[i] = self._crop(canvas, windows[i])
+            canvas = self._composite([m], canvas)
+        at = np.ones(self.image.shape[:2] + (1,), np.float32)
+        ap = np.zeros(self.image.shape, np.float32)
+        for i in range(len(self.maps) - 1, -1, -1):
+            if i in windows:
+                above[i] = (self._crop(at, windows[i]), self._crop(ap, windows[i]))
+            (r0, c0, r1, c1), t, p = self.maps[i]
+            ap[r0:r1, c0:c1] += at[r0:r1, c0:c1] * p
+            at[r0:r1, c0:c1] *= t
+        return below, above
+
+    def _refine_set(self, part, steps):
+        """Refine the shapes ``part`` (boxes apart) side by side; kept if the picture's error falls."""
+        windows = {i: self._window(self.maps[i][0]) for i in part}
+        below, above = self._contexts(windows)
+        shapes = list(self.shapes)
+        for n in dict.fromkeys(None if windows[i] is None else windows[i][0] for i in part):
+            items = [i for i in part if (None if windows[i] is None else windows[i][0]) == n]
+            engine = self._refine_engine(n)
+            scenes = []
+            for i in items:
+                kind, params = self.shapes[i]
+                if windows[i] is not None:
+                    params = self._to_window(kind, params, *windows[i])
+                scenes.append(Scene([(kind, params)], self.background, below=below[i], above=above[i]))
+            targets = np.stack([self._crop(self.image, windows[i]) for i in items])
+            fitted, _, _ = engine.fit(scenes, targets, steps=steps, learning_rate=0.3 * self.o["learning_rate"],
+                                      sharpness=(self.o["sharpness"], self.o["sharpness"]), opacity=self.mode)
+            for i, scene in zip(items, fitted):
+                kind, params = scene.shapes[0]
+                if windows[i] is not None:
+                    side, r, c = windows[i]
+                    params = self._to_image(kind, params, 1, r, c, side)
+                shapes[i] = (kind, params)
+        # Judged as drawn (colours clipped to [0, 1], opacities folded) over the whole picture.
+        maps = list(self.maps)
+        for i, m in zip(part, self._maps([shapes[i] for i in part])):
+            maps[i] = m
+        canvas = self._composite(maps, np.broadcast_to(self.background, self.image.shape).astype(np.float32).copy())
+        before = float(np.mean(np.square(self.canvas - self.image)))
+        after = float(np.mean(np.square(canvas - self.image)))
+        if after < before:
+            self.shapes, self.maps, self.canvas = shapes, maps, canvas
+
+    @staticmethod
+    def _crop(x, window):
+        """A copy of ``x`` (H, W, k) on a window ``(n, r, c)``, all of it for ``None`` (the contexts' passes change
+        their arrays in place)."""
+        if window is None:
+            return np.array(x, np.float32)
+        n, r, c = window
+        return np.array(x[r : r + n, c : c + n], np.float32)
 
     def _result(self, stopped):
         params = (np.concatenate([p for _, p in self.shapes]).astype(np.float32) if self.shapes
