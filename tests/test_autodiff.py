@@ -39,6 +39,20 @@ def test_eager_calls_on_jax_compile_once_per_shape_and_static_value():
         assert len(runs) == 6  # the function itself, every call
 
 
+def test_when_false_runs_op_by_op():
+    f, runs = _counting(when=lambda x, *a, **k: x.shape[0] < 6)
+    x = np.linspace(0, 1, 5).astype("float32")
+    for _ in range(2):
+        f(x)  # compiled on JAX: the body runs once
+        np.testing.assert_allclose(float(to_numpy(f(np.ones(6, "float32")))), 6 * 2 * np.sin(1.0), rtol=1e-6)
+    assert len(runs) == (3 if BACKEND == "jax" else 4)  # op by op for the 6 (twice)
+    # A Render of more groups (runs of one kind) than it compiles eagerly draws op by op what it draws traced.
+    layer = Render(",".join(["disk", "box"] * 9), 8)
+    assert len(layer.spec.groups) == 18
+    params = layer.spec.sample(2, seed=0)
+    np.testing.assert_allclose(to_numpy(layer(params)), to_numpy(jit(lambda p: layer(p))(params)), atol=1e-6)
+
+
 def test_inside_a_trace_and_under_autodiff_it_is_the_function_itself():
     f, runs = _counting()
     x = np.linspace(-1, 1, 4).astype("float32")

@@ -323,7 +323,7 @@ class Render(keras.layers.Layer):
         """The edge sharpness when :meth:`call` is given none: ``1 / softness`` per pixel."""
         return 1.0 / self.softness
 
-    @autodiff.compiled_when_eager(method=True)
+    @autodiff.compiled_when_eager(method=True, when=lambda self, *a, **k: len(self.spec.groups) <= _COMPILED_GROUPS)
     def call(self, inputs, sharpness=None):
         """Render; ``sharpness`` (per pixel; a float or scalar tensor) overrides the layer's for this call.
 
@@ -501,6 +501,11 @@ _CHECKPOINT_BACKENDS = ("torch",)
 # memory below ~16 shapes (checkpoints' own copies), while at 16 and 64 shapes it saves 6-13x
 # (JAX) and 1.5-5.5x (PyTorch).
 _AUTO_RECOMPUTE = 8
+# An eager call on JAX runs as one compiled program up to this many groups (runs of one kind) in its
+# spec, op by op beyond: each group is unrolled in the program, and XLA's compile time grows faster
+# than the count (JAX, 128 px, one triangle a group: 16 groups 5.8 s, 32 13 s, 128 324 s; op by op
+# 2.4-3.4 s the first call).
+_COMPILED_GROUPS = 16
 
 
 @functools.lru_cache(maxsize=128)
