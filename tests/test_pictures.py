@@ -4,6 +4,8 @@ import numpy as np
 import pytest
 from skimage.draw import disk, polygon
 
+from helpers import to_numpy
+from shapegrad import Render
 from shapegrad.fit.pictures import PictureFit, fit_picture
 
 
@@ -36,6 +38,11 @@ def test_count_is_exact_and_the_error_falls_shape_by_shape():
     # The result draws what the fit measured: Render of its parameters gives its PSNR.
     drawn = result.render()
     assert drawn.shape == image.shape
+    # Its renderer draws the run of triangles as one group (one compiled group, not six), as six would.
+    assert result.renderer().shapes == (("triangle", 6),)
+    apart = Render("triangle," * 5 + "triangle", (40, 56), channels=3, background=result.background.tolist(),
+                   softness=1.0 / result.sharpness)
+    np.testing.assert_allclose(to_numpy(apart(result.params[None]))[0], drawn, atol=1e-5)
     assert abs(psnr_of(drawn, image) - result.psnr) < 0.05
     assert result.psnr >= result.history[-1] - 0.05
 
