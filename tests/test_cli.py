@@ -42,6 +42,25 @@ def test_python_dash_m_shapegrad_help_and_no_tensorflow_start_up_log():
     assert done.returncode == 0 and "oneDNN" in done.stderr, done.stderr
 
 
+@pytest.mark.slow  # subprocesses, on a backend other than TensorFlow: once
+def test_fit_and_render_do_not_import_tensorflow_on_another_backend(tmp_path):
+    # TensorFlow costs every command ~2.3 s to import; fit and render never need it on JAX or PyTorch.
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    env["KERAS_BACKEND"] = "torch" if BACKEND == "tensorflow" else BACKEND
+    picture = tmp_path / "p.png"
+    plots.save_image(str(picture), np.random.default_rng(0).uniform(size=(12, 16, 3)).astype("float32"))
+    # The command as `python -m shapegrad ARGS` runs it (argv[0] "-m" while the package imports), then a look
+    # at what it imported.
+    code = ("import runpy, sys\nsys.argv = ['-m', *sys.argv[1:]]\ntry:\n"
+            "    runpy.run_module('shapegrad', run_name='__main__')\nexcept SystemExit as stop:\n"
+            "    print('status', stop.code, 'keras' in sys.modules, 'tensorflow' in sys.modules)\n")
+    for args in (["render", str(_params_file(tmp_path)), "--out", str(tmp_path / "drawn.png")],
+                 ["fit", str(picture), "--count", "1", "--out", str(tmp_path / "fitted")]):
+        done = _run("-c", code, *args, env=env)
+        assert done.stdout.strip().splitlines()[-1] == "status 0 True False", (args, done.stdout, done.stderr[-2000:])
+        assert "oneDNN" not in done.stderr
+
+
 # A fresh interpreter: the process's exit status and stderr, the same on every backend (arguments are checked
 # before any backend work); test_bad_arguments_are_one_line_and_exit_2 checks main's status and line in-process
 # on each backend. So once, on SLOW_BACKEND.
