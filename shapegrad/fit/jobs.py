@@ -170,7 +170,7 @@ def fit_picture_files(inputs, out, kinds="triangle", count=None, seconds=None, o
             status = ("ok (one colour: no shape needed)" if one.count == 0 and one.stopped == "no gain"
                       else f"ok (no gain after {one.count} shapes)" if one.stopped == "no gain" and count is not None
                       else "ok")
-            results.append(_image_result(one, pixels, box, extra, status=status, pictures=True))
+            results.append(_image_result(one, pixels, box, extra, status=status, pictures=True, drawn=one.canvas))
         return results
 
     return process_files(inputs, out, work, "fit", force=force, progress=False,

@@ -53,6 +53,7 @@ Example:
 
 import dataclasses
 import math
+import threading
 import time
 
 import numpy as np
@@ -91,10 +92,13 @@ class PictureFit(SceneFit):
             final refinement (``psnr`` is after it).
         stopped: why adding stopped: ``"count"``, ``"seconds"``, or
             ``"no gain"`` (no start lowered the error any more).
+        canvas: ``(H, W, C)``, the picture as the fit drew it (what ``psnr``
+            scores; ``render()`` draws the same with a ``Render``).
     """
 
     history: np.ndarray = None
     stopped: str = ""
+    canvas: np.ndarray = None
 
 
 def fit_picture(image, kinds="triangle", count=None, seconds=None, opacity=None, seed=0, progress=None, **options):
@@ -197,6 +201,11 @@ class _Picture:
         self.history = []
         self.spec = {k: Render(k, 8, channels=c).spec for k in kinds}
         self.geometry = {k: Geometry(self.candidate_engine, k) for k in kinds if traced(k)}
+        # The refinement's engines compile in a thread while the first rounds run (joined before the first
+        # refinement): the compiler, and loading a compiled program, use the core the rounds leave idle.
+        refiners = [self._refine_engine(self.e * f) for f in self.levels] + [self._refine_engine(None)]
+        self._warming = threading.Thread(target=_warm, args=(refiners,), daemon=True)
+        self._warming.start()
 
     # ---- the loop ---------------------------------------------------------------------------
 
@@ -439,6 +448,7 @@ class _Picture:
         each shape its window, not the picture."""
         index = list(index)
         passes = self.o["passes"]
+        self._warming.join()
         clock = time.perf_counter()
         for _ in range(passes):
             for part in self._independent_sets(index):
@@ -528,7 +538,17 @@ class _Picture:
         mse = float(np.mean(np.square(self.canvas - self.image)))
         return PictureFit(",".join(k for k, _ in self.shapes), params, self.background.astype(np.float32),
                           self.h, self.w, self.c, float(self.o["sharpness"]), mse, self.psnr(), 0.0,
-                          self._elapsed(), history=np.asarray(self.history, np.float64), stopped=stopped)
+                          self._elapsed(), history=np.asarray(self.history, np.float64), stopped=stopped,
+                          canvas=np.clip(self.canvas, 0.0, 1.0))
+
+
+def _warm(engines):
+    """Compile ``engines`` (:meth:`SceneEngine.warm`), dropping errors: the same calls run again where they count."""
+    for engine in engines:
+        try:
+            engine.warm()
+        except Exception:  # noqa: BLE001 -- the refinement's own call raises it
+            pass
 
 
 def _block_mean(x, f):

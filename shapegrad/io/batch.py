@@ -46,6 +46,8 @@ class ImageResult:
         status: the summary's ``status`` (``"ok"``, or ``"ok (...)"`` with a note).
         pictures: draw the result (``preview.png``) rather than outlines on
             the image (``overlay.png``): for pictures of many shapes.
+        drawn: ``(h, w, C)``, the result as the fit drew it, for ``preview.png``
+            (else ``renderer`` draws it again).
         background: ``(C,)`` colour under the shapes, if known: with no
             shape, ``shapes.svg`` is this colour alone.
     """
@@ -61,6 +63,7 @@ class ImageResult:
     extra: dict = dataclasses.field(default_factory=dict)
     status: str = "ok"
     pictures: bool = False
+    drawn: np.ndarray = None
     background: np.ndarray = None
 
 
@@ -84,7 +87,8 @@ def output_folders(paths, out, force):
     return folders, todo, existing
 
 
-def write_image_outputs(folder, pixels, renderer, params, /, full=None, pictures=False, background=None, **extra):
+def write_image_outputs(folder, pixels, renderer, params, /, full=None, pictures=False, background=None, drawn=None,
+                        **extra):
     """The per-image files of ``shapegrad fit`` and ``shapegrad encode`` in ``folder``.
 
     ``params.json`` (:func:`save_params` of ``renderer`` and ``(1, P)``
@@ -92,7 +96,7 @@ def write_image_outputs(folder, pixels, renderer, params, /, full=None, pictures
     ``overlay.png`` (``pixels``, the image ``(H, W, C)`` with each shape's outline, scaled
     up by an integer so that its longer side is about 256 px), ``input.png``
     (``pixels`` as they are) and ``shapes.svg``. ``pictures``: ``preview.png``
-    (the shapes drawn by ``renderer``) instead of ``overlay.png``.
+    (``drawn`` if given, else the shapes drawn by ``renderer``) instead of ``overlay.png``.
     ``renderer`` may be None (no shape found): then ``params.json`` is not
     written, and ``shapes.svg`` only if ``background`` (a colour) is given. ``full``: ``(renderer, params)``
     of the same shapes at another size (an image fitted shrunk, at its own
@@ -103,8 +107,9 @@ def write_image_outputs(folder, pixels, renderer, params, /, full=None, pictures
     pixels = np.asarray(pixels, np.float32)
     written = [plots.save_image(os.path.join(folder, "input.png"), pixels)]
     if pictures:
-        drawn = (np.broadcast_to(pixels.mean(axis=(0, 1)), pixels.shape) if renderer is None
-                 else keras.ops.convert_to_numpy(renderer(np.asarray(params, np.float32).reshape(1, -1)))[0])
+        if drawn is None:
+            drawn = (np.broadcast_to(pixels.mean(axis=(0, 1)), pixels.shape) if renderer is None
+                     else keras.ops.convert_to_numpy(renderer(np.asarray(params, np.float32).reshape(1, -1)))[0])
         written.append(plots.save_image(os.path.join(folder, "preview.png"), drawn))
     if renderer is not None:
         row = np.asarray(params, np.float32).reshape(1, -1)
@@ -227,7 +232,7 @@ def process_files(inputs, out, work, command, force=False, progress=True, worked
                          **result.extra)
             written = write_image_outputs(os.path.join(out, folders[path]), result.pixels, result.renderer,
                                           result.params, full=result.full, pictures=result.pictures,
-                                          background=result.background, **extra)
+                                          background=result.background, drawn=result.drawn, **extra)
             svg = any(p.endswith("shapes.svg") for p in written)
             h, w = image.shape[:2]
             rows[path] = [path, f"{w}x{h}", result.kinds, int(result.count), f"{result.psnr:.2f}",
