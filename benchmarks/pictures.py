@@ -270,7 +270,7 @@ def plot(summary, path):
     for axis in (by_count, by_time):
         axis.set_ylabel("mean PSNR (dB)")
         axis.grid(True, alpha=0.3)
-    by_count.legend(fontsize=7)
+    by_count.legend(fontsize=7, loc="lower right")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
