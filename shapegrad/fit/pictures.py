@@ -433,8 +433,7 @@ class _Picture:
         batch of about 8 windows of 32 pixels' worth of pixels (a set of shapes is often a few big ones: a batch
         is drawn whole, padding too)."""
         h, w = (self.h, self.w) if n is None else (n, n)
-        # At least 2: XLA's CPU program for a batch of one ran 3x slower a step (side 128: 3.2 ms against 1.1 ms
-        # for two).
+        # At least 2: an engine's tables hold two items anyway (a batch of one compiles to a slower program).
         batch = max(2, min(8, (8 * 32 * 32) // (h * w)))
         return shared_engine(self.kinds, h, w, self.c, 1, "over", batch)
 
