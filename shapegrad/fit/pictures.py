@@ -405,9 +405,8 @@ class _Picture:
     def _window(self, box):
         """``(n, r, c)``: the full-resolution square window of ``n`` pixels a side (``e``, ``2 e``, ``4 e``... within
         the picture) that holds ``box`` with room to move, placed around it; ``None`` if none does."""
-        r0, c0, r1, c1 = box
-        side = max(r1 - r0, c1 - c0)
-        need = side + 2 * (3 + 0.15 * side)  # room to move while refined
+        r0, c0, r1, c1 = _reach(box)
+        need = max(r1 - r0, c1 - c0)
         for f in self.levels:
             n = self.e * f
             if n >= need:
@@ -458,9 +457,7 @@ class _Picture:
         """``index`` split into sets whose boxes (with a margin) do not overlap, greedily, back to front."""
         sets, boxes = [], []
         for i in index:
-            r0, c0, r1, c1 = self.maps[i][0]
-            m = 3 + 0.15 * max(r1 - r0, c1 - c0)
-            box = (r0 - m, c0 - m, r1 + m, c1 + m)
+            box = _reach(self.maps[i][0])
             for part, taken in zip(sets, boxes):
                 if not any(_overlap(box, other) for other in taken):
                     part.append(i)
@@ -581,6 +578,13 @@ def _footprint(recon, below, f, r, c, tol=1e-3):
     if not rows.size:
         return (r, c, r, c)
     return (r + rows.min() * f, c + cols.min() * f, r + (rows.max() + 1) * f, c + (cols.max() + 1) * f)
+
+
+def _reach(box):
+    """``box`` ``(r0, c0, r1, c1)`` grown by the room a shape has to move while it is refined: 3 px and 15 % of its side."""
+    r0, c0, r1, c1 = box
+    m = 3 + 0.15 * max(r1 - r0, c1 - c0)
+    return (r0 - m, c0 - m, r1 + m, c1 + m)
 
 
 def _overlap(a, b):
