@@ -28,6 +28,7 @@ place, at the cost of one shape. How the search uses it: docs/design-fitting.md.
 
 import dataclasses
 import math
+import threading
 
 import keras
 import numpy as np
@@ -41,7 +42,7 @@ from shapegrad.render.primitives import fields_for, parse_kinds
 from shapegrad.render.render import Render
 
 __all__ = ["LayerEngine", "Scene", "SceneEngine", "bucket", "fold_color", "raw_from_params", "resolution_of",
-           "shared_engine"]
+           "shared_engine", "warm_in_background"]
 
 
 # Table sizes are rounded up to this ladder (about 25 % apart), so that the
@@ -554,6 +555,22 @@ def shared_engine(kinds, height, width, channels, max_depth, composite, batch, i
     if key not in _ENGINES:
         _ENGINES[key] = SceneEngine(kinds, height, width, channels, max_depth, batch, instances, composite)
     return _ENGINES[key]
+
+
+def warm_in_background(engines):
+    """A started daemon thread that compiles ``engines`` (:meth:`SceneEngine.warm`) while the caller works on;
+    ``join()`` it before their first call. Errors are dropped: the same call raises them where it counts."""
+
+    def warm():
+        for engine in engines:
+            try:
+                engine.warm()
+            except Exception:  # noqa: BLE001 -- the caller's own call of the engine raises it
+                pass
+
+    thread = threading.Thread(target=warm, daemon=True)
+    thread.start()
+    return thread
 
 
 def _opacity_mode(value):

@@ -53,13 +53,12 @@ Example:
 
 import dataclasses
 import math
-import threading
 import time
 
 import numpy as np
 
 from shapegrad import _validate
-from shapegrad.fit.engine import Scene, shared_engine
+from shapegrad.fit.engine import Scene, shared_engine, warm_in_background
 from shapegrad.fit.search import SceneFit
 from shapegrad.fit.starts import Geometry, improvable_region, start_shape, traced
 from shapegrad.render.primitives import parse_kinds
@@ -204,8 +203,7 @@ class _Picture:
         # The refinement's engines compile in a thread while the first rounds run (joined before the first
         # refinement): the compiler, and loading a compiled program, use the core the rounds leave idle.
         refiners = [self._refine_engine(self.e * f) for f in self.levels] + [self._refine_engine(None)]
-        self._warming = threading.Thread(target=_warm, args=(refiners,), daemon=True)
-        self._warming.start()
+        self._warming = warm_in_background(refiners)
 
     # ---- the loop ---------------------------------------------------------------------------
 
@@ -491,8 +489,9 @@ class _Picture:
         windows = {i: self._window(self.maps[i][0]) for i in part}
         below, above = self._contexts(windows)
         shapes = list(self.shapes)
-        for n in dict.fromkeys(None if windows[i] is None else windows[i][0] for i in part):
-            items = [i for i in part if (None if windows[i] is None else windows[i][0]) == n]
+        sizes = {i: None if windows[i] is None else windows[i][0] for i in part}
+        for n in dict.fromkeys(sizes.values()):
+            items = [i for i in part if sizes[i] == n]
             engine = self._refine_engine(n)
             scenes = []
             for i in items:
@@ -536,15 +535,6 @@ class _Picture:
                           self.h, self.w, self.c, float(self.o["sharpness"]), mse, self.psnr(), 0.0,
                           self._elapsed(), history=np.asarray(self.history, np.float64), stopped=stopped,
                           canvas=np.clip(self.canvas, 0.0, 1.0))
-
-
-def _warm(engines):
-    """Compile ``engines`` (:meth:`SceneEngine.warm`), dropping errors: the same calls run again where they count."""
-    for engine in engines:
-        try:
-            engine.warm()
-        except Exception:  # noqa: BLE001 -- the refinement's own call raises it
-            pass
 
 
 def _block_mean(x, f):

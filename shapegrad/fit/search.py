@@ -31,14 +31,13 @@ Example:
 
 import dataclasses
 import math
-import threading
 import time
 
 import keras
 import numpy as np
 
 from shapegrad import _validate
-from shapegrad.fit.engine import Scene, SceneEngine, bucket, resolution_of, shared_engine
+from shapegrad.fit.engine import Scene, SceneEngine, bucket, resolution_of, shared_engine, warm_in_background
 from shapegrad.fit.starts import Geometry, downsample, moments, noise_level, residual_region, start_shape
 from shapegrad.io.images import border_color
 from shapegrad.render import raster
@@ -144,8 +143,7 @@ class _Search:
         else:  # the polish's engine compiles in a thread while the search runs (joined before the polish)
             self.full = shared_engine(kinds, h, w, c, max_shapes, options["composite"], batch=size,
                                 instances=max(size, max_shapes))
-            self._warming = threading.Thread(target=_quietly, args=(self.full.warm,), daemon=True)
-            self._warming.start()
+            self._warming = warm_in_background([self.full])
         self.geo = {k: Geometry(self.engine, k) for k in kinds}
         self.noise = noise_level(self.images)
         # The gain one more shape must bring, in summed squared error at the search resolution.
@@ -539,14 +537,6 @@ def _with_color(engine, kind, params, value):
         return p, p[g : g + engine.channels]
     p[g : g + engine.channels] = value
     return p
-
-
-def _quietly(fn):
-    """Run ``fn()``, dropping its errors: for a warm-up whose work is redone (and its error raised) where it counts."""
-    try:
-        fn()
-    except Exception:  # noqa: BLE001 -- the same call runs again in the caller's thread
-        pass
 
 
 # At most this many images are searched together (memory; one compiled size for a long list).
