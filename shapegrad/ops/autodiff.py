@@ -238,7 +238,12 @@ def value_and_grad_with_aux(fn, *args):
     if backend == "jax":
         import jax
 
-        (y, aux), grads = jax.value_and_grad(fn, argnums=tuple(range(len(args))), has_aux=True)(*args)
+        both = jax.value_and_grad(fn, argnums=tuple(range(len(args))), has_aux=True)
+        try:
+            # One compiled program: eager JAX would compile each operation anew for each new shape.
+            (y, aux), grads = jax.jit(both)(*args)
+        except jax.errors.JAXTypeError:  # fn reads a value in Python (a branch on a tensor): op by op
+            (y, aux), grads = both(*args)
         return np.asarray(y), tree.map_structure(np.asarray, aux), [np.asarray(g) for g in grads]
     if backend == "torch":
         import torch
