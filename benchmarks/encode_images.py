@@ -119,7 +119,7 @@ def encoder_scores(model, images, foregrounds):
     return float(np.mean(ious)), float(np.mean([e.psnr for e in found]))
 
 
-def train_with_curve(run, images, truth_dir, seconds, pretrain, steps=4000, seed=0):
+def train_with_curve(run, images, truth_dir, seconds, pretrain, steps=4000, seed=0, fits=0):
     """Train on ``images`` for ``seconds``, then write ``run/curve.json``: the held-out IoU after every epoch.
 
     Each epoch's encoder is saved (``run/curve/``) and scored after training, so the scoring takes no
@@ -135,6 +135,10 @@ def train_with_curve(run, images, truth_dir, seconds, pretrain, steps=4000, seed
         def on_train_begin(self, logs=None):  # the time budget's origin: start-up and data statistics excluded
             nonlocal start
             start = time.perf_counter()
+            fits = os.path.join(run, "fits.npz")
+            if os.path.exists(fits):  # the fitting came first, on the same budget
+                with np.load(fits) as f:
+                    start -= float(f["seconds"])
 
         def on_epoch_end(self, epoch, logs=None):
             inner = [m for m in self.model.layers if isinstance(m, keras.Model) and encode.find_info(m)][0]
@@ -149,10 +153,11 @@ def train_with_curve(run, images, truth_dir, seconds, pretrain, steps=4000, seed
     start = time.perf_counter()
     result = train.train_images(run, images, kinds="disk,box,triangle,ellipse", max_shapes=3, resolution=32,
                                 steps=steps, seconds=seconds, steps_per_epoch=100, refine_steps=0, test_size=64,
-                                pretrain=pretrain, seed=seed, verbose=2, force=True, extra_callbacks=[Keep()])
+                                pretrain=pretrain, fits=fits, seed=seed, verbose=2, force=True,
+                                extra_callbacks=[Keep()])
     with open(os.path.join(run, "curve.json"), "w") as f:  # the scores follow; a kill keeps the metrics
-        json.dump({"pretrain": pretrain, "seconds": seconds, "truth": truth_dir, "curve": [], "metrics": {
-            k: result[k] for k in ("iou", "psnr", "steps", "wall_seconds")}}, f, indent=1)
+        json.dump({"pretrain": pretrain, "fits": result.get("fits", 0), "seconds": seconds, "truth": truth_dir, "curve": [], "metrics": {
+            k: result.get(k) for k in ("iou", "psnr", "steps", "wall_seconds", "fit_seconds", "fits_psnr")}}, f, indent=1)
     return score_curve(run)
 
 
@@ -227,25 +232,27 @@ def run_all(folder, seconds, backend_env=None):
 
 
 def figure(runs, out):
-    """Held-out IoU of the encoder alone against training seconds, one line per run."""
+    """Held-out IoU of the encoder alone against the seconds of the budget spent (fitting included), one line per run."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(6, 3.6))
+    fig, ax = plt.subplots(figsize=(6.4, 3.8))
     for run in runs:
         with open(os.path.join(run, "curve.json")) as f:
             c = json.load(f)
-        pretrain = c["pretrain"] or 0.0  # None: train's default, the images alone
+        pretrain, fits = c["pretrain"] or 0.0, c.get("fits") or 0  # None: train's default, the images alone
         label = f"pre-trained on folder-like scenes ({pretrain:g})" if pretrain else "images only (image loss)"
-        ax.plot([min(100 * p["epoch"], c["metrics"]["steps"]) for p in c["curve"]], [p["iou"] for p in c["curve"]], marker="o",
-                label=f"{label}: {c['metrics']['steps']} steps in {c['seconds']:g} s")
-    ax.set_xlabel("training steps (batch 64, 32 px)")
+        if fits:
+            label += f" + {fits} fits ({c['metrics'].get('fit_seconds', 0):.0f} s)"
+        ax.plot([p["seconds"] for p in c["curve"]], [p["iou"] for p in c["curve"]], marker="o",
+                label=f"{label}: {c['metrics']['steps']} steps")
+    ax.set_xlabel("seconds of the budget (fitting included; batch 64, 32 px)")
     ax.set_ylabel("held-out IoU, encoder alone")
     ax.set_ylim(0, 1)
     ax.grid(alpha=0.3)
-    ax.legend(loc="lower right")
+    ax.legend(loc="lower right", fontsize=8)
     fig.tight_layout()
     fig.savefig(out, dpi=110)
 
@@ -261,6 +268,8 @@ def main(argv=None):
     ap.add_argument("--images")
     ap.add_argument("--seconds", type=float, default=420)
     ap.add_argument("--pretrain", type=float, default=None)
+    ap.add_argument("--fits", type=int, default=0, help="--train: fit this many training images to guide the encoder")
+    ap.add_argument("--steps", type=int, default=4000, help="--train: the most training steps")
     ap.add_argument("--score-curve", help="score the saved encoders of a --train RUN again (e.g. after a kill)")
     ap.add_argument("--fast", help="score encode --fast of this encoder.keras on --truth (warm, in process)")
     ap.add_argument("--all", help="the whole measurement in this folder (--seconds of training per run)")
@@ -268,7 +277,7 @@ def main(argv=None):
     ap.add_argument("--out")
     a = ap.parse_args(argv)
     if a.train:
-        train_with_curve(a.train, a.images, a.truth, a.seconds, a.pretrain)
+        train_with_curve(a.train, a.images, a.truth, a.seconds, a.pretrain, steps=a.steps, fits=a.fits)
     if a.fast:
         print(json.dumps(fast_scores(a.fast, a.truth)))
     if a.all:

@@ -168,6 +168,12 @@ def _add_train(subparsers):
                         "not the full encode search)")
     p.add_argument("--pretrain-mix", type=float, default=0.5, metavar="M",
                    help="the fraction of each fine-tuning batch still synthetic and guided (default 0.5)")
+    p.add_argument("--fits", type=int, default=0, metavar="N",
+                   help="with --images --kinds (slots): first fit up to N training images with the scene search "
+                        "(kept in OUT/fits.npz; a killed run resumes them), then let those fits guide the encoder on "
+                        "the images themselves (default 0: none)")
+    p.add_argument("--fit-share", type=float, default=0.3, metavar="F",
+                   help="the most of --seconds that the fits may take (default 0.3)")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--force", action="store_true", help="overwrite existing outputs in --out")
     return p
@@ -182,6 +188,8 @@ def _check_train(args):
         _check_train_images(args)
     if args.pretrain is not None or args.pretrain_mix != 0.5:
         _check_train_pretrain(args)
+    if args.fits or args.fit_share != 0.3:
+        _check_train_fits(args)
     if args.guide is not None or args.guide_decay is not None:
         _check_train_guide(args)
     other = _not_a_render(args)
@@ -242,10 +250,18 @@ def _check_train_pretrain(args):
                          f"Received: --pretrain={args.pretrain:g}")
 
 
+def _check_train_fits(args):
+    _positive_int(args, "fits", minimum=0)
+    _number(args, "fit_share", 0, 1, high_open=True)
+    if args.fits and _not_a_render(args) != "--decoder slots":
+        raise UsageError(f"--fits guides a slot decoder: it needs --images with --kinds (--decoder slots). "
+                         f"Received: --fits={args.fits}")
+
+
 def _pretraining(args):
-    """Whether the run pre-trains on synthetic scenes (then --guide W is the pre-training guide's weight)."""
+    """Whether the run is guided: pre-trains on synthetic scenes or learns from fits (--guide W is the guide's weight)."""
     slots = _not_a_render(args) == "--decoder slots"
-    return slots and bool(args.pretrain)  # None: train's default, the images alone
+    return slots and (bool(args.pretrain) or bool(args.fits))  # None: train's default, the images alone
 
 
 def _check_train_guide(args):

@@ -139,7 +139,7 @@ def test_train_config_checks_the_pretraining_fields(fields, message):
 
 
 @pytest.mark.once
-def test_cli_pretrain_flags_are_checked_in_one_line(tmp_path, capsys):
+def test_cli_pretrain_and_fits_flags_are_checked_in_one_line(tmp_path, capsys):
     from shapegrad.cli import main
 
     _folder(tmp_path / "in", 2, seed=0)
@@ -149,6 +149,10 @@ def test_cli_pretrain_flags_are_checked_in_one_line(tmp_path, capsys):
         (["--shapes", "disk", "--pretrain", "0.5"], "--pretrain draws slot scenes"),
         (["--shapes", "disk", "--guide", "1"], "--guide needs the parameters"),
         (["--kinds", "disk", "--max-shapes", "2", "--guide", "1"], "--guide needs the parameters"),  # no --pretrain
+        (["--kinds", "disk", "--max-shapes", "2", "--fits", "-1"], "Expected --fits to be an integer >= 0"),
+        (["--kinds", "disk", "--max-shapes", "2", "--fits", "4", "--fit-share", "1"],
+         "Expected --fit-share to be in (0, 1)"),
+        (["--shapes", "disk", "--fits", "4"], "--fits guides a slot decoder"),
     ):
         status = main(["train", "--images", str(tmp_path / "in"), *argv, "--out", str(tmp_path / "run")])
         err = capsys.readouterr().err

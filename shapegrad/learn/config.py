@@ -102,6 +102,13 @@ class TrainConfig:
             alone; 0.5 reads better with the encoder alone or ``encode --fast``. The guide's weight is ``guide`` (1 if None).
         pretrain_mix: the fraction, in ``[0, 1)``, of each fine-tuning batch
             still drawn synthetic and guided (the rest: the folder's images).
+        fits: the user's images with a slot decoder only: how many training
+            images to fit with the scene search first
+            (:mod:`shapegrad.learn.teach`), whose fits then guide the encoder
+            on the images themselves (half of the guided images of each
+            batch; all of them with ``pretrain=0``). 0 (the default): none.
+        fit_share: the most of ``seconds`` that fitting may take, in ``(0, 1)``;
+            training gets the rest.
         refine_steps: test-time refinement steps (0 = encoder only).
         test_size: test images (a fixed seed, disjoint from training).
         devices: train data-parallel on this many devices
@@ -132,6 +139,8 @@ class TrainConfig:
     noise: float = 0.0
     pretrain: float | None = None
     pretrain_mix: float = 0.5
+    fits: int = 0
+    fit_share: float = 0.3
     refine_steps: int = 100
     test_size: int = 256
     devices: int | None = None
@@ -144,7 +153,7 @@ class TrainConfig:
             _validate.positive_int(name, getattr(self, name))
         if self.devices is not None:
             _validate.positive_int("devices", self.devices)
-        for name in ("feedback", "refine_steps"):
+        for name in ("feedback", "refine_steps", "fits"):
             _at_least_zero(name, getattr(self, name))
         if isinstance(self.seed, bool) or not isinstance(self.seed, numbers.Integral):
             raise ValueError(f"Expected seed to be an integer. Received: seed={self.seed!r}")
@@ -158,6 +167,7 @@ class TrainConfig:
         if self.pretrain is not None:
             _in_range("pretrain", self.pretrain, "[0, 1]", lambda v: 0 <= v <= 1)
         _in_range("pretrain_mix", self.pretrain_mix, "[0, 1)", lambda v: 0 <= v < 1)
+        _in_range("fit_share", self.fit_share, "(0, 1)", lambda v: 0 < v < 1)
         _validate.one_of("loss", self.loss, ("mse", "pyramid"))
         _validate.one_of("architecture", self.architecture, ENCODERS)
         _validate.one_of("colors", self.colors, COLORS)

@@ -165,18 +165,29 @@ class PhasedDataset(keras.utils.PyDataset):
     :class:`shapegrad.guide.SlotGuideLoss` reads it. Batch ``i`` of epoch
     ``e`` is a pure function of ``(seed, e, i)`` and the switch epoch.
 
+    With ``fitted`` (images of the folder with guide targets, e.g.
+    :meth:`shapegrad.learn.teach.FolderFits.labelled`), ``fitted_share`` of
+    the guided part of every batch are drawn from them instead of drawn
+    synthetic.
+
     Args:
         scenes: a :class:`FolderLikeScenes`.
         images: the folder's :class:`~shapegrad.data.ImageFolderDataset` (its batch size is this one's).
         seed: the synthetic draws' seed.
-        mix: fraction of each batch drawn synthetic after the switch, in ``[0, 1)``.
+        mix: fraction of each batch guided after the switch, in ``[0, 1)``.
         switch_epoch: the first epoch on the folder's images (None: not yet).
+        fitted: optional :class:`~shapegrad.learn.teach.FittedImages` (or any
+            object with ``len`` and ``sample(rng, n) -> (images, targets)``).
+        fitted_share: the fraction of the guided images drawn from ``fitted``, in ``[0, 1]``.
     """
 
-    def __init__(self, scenes, images, seed=0, mix=0.5, switch_epoch=None, **kwargs):
+    def __init__(self, scenes, images, seed=0, mix=0.5, switch_epoch=None, fitted=None, fitted_share=0.5, **kwargs):
         super().__init__(**kwargs)
         self.scenes, self.images = scenes, images
         self.seed, self.mix, self.switch_epoch = int(seed), float(mix), switch_epoch
+        if fitted is not None and not len(fitted):
+            fitted = None
+        self.fitted, self.fitted_share = fitted, float(fitted_share) if fitted is not None else 0.0
         self.batch_size = images.batch_size
         self._epoch = 0
 
@@ -202,20 +213,20 @@ class PhasedDataset(keras.utils.PyDataset):
     def __getitem__(self, index):
         rng = np.random.default_rng([self.seed, self._epoch, index, 7])
         b = self.batch_size
-        drawn = b if self.synthetic(self._epoch) else int(round(self.mix * b))
-        images, targets = self.scenes.draw(rng, drawn) if drawn else (None, None)
-        flags = np.ones((drawn, 1), np.float32)
-        if drawn < b:
+        guided = b if self.synthetic(self._epoch) else int(round(self.mix * b))
+        from_fits = int(round(self.fitted_share * guided))
+        parts = [self.scenes.draw(rng, guided - from_fits)] if guided > from_fits else []
+        if from_fits:
+            parts.append(self.fitted.sample(rng, from_fits))
+        r, c = self.images.resolution, self.images.channels
+        parts = parts or [(np.zeros((0, r, r, c), np.float32), np.zeros((0, self.scenes.layer.size), np.float32))]
+        images, targets = (np.concatenate(p) for p in zip(*parts))
+        targets = np.concatenate([targets, np.ones((guided, 1), np.float32)], 1)
+        if guided < b:  # the folder's images: no guide (a zero target, flag 0)
             real, _ = self.images.sample(index)
-            real = real[: b - drawn]
-            zeros = np.zeros((len(real), self.scenes.layer.size + 1), np.float32)
-            if drawn:
-                images = np.concatenate([images, real])
-                targets = np.concatenate([np.concatenate([targets, flags], 1), zeros])
-            else:
-                images, targets = real, zeros
-        else:
-            targets = np.concatenate([targets, flags], 1)
+            real = real[: b - guided]
+            images = np.concatenate([images, real])
+            targets = np.concatenate([targets, np.zeros((len(real), targets.shape[1]), np.float32)])
         return images, (images, targets)
 
 

@@ -44,7 +44,7 @@ import numpy as np
 
 from shapegrad import _keras_internals, _validate, doctor, fit
 from shapegrad.io import files, plots
-from shapegrad.learn import callbacks, data, distribute, encode, metrics, pretrain
+from shapegrad.learn import callbacks, data, distribute, encode, metrics, pretrain, teach
 from shapegrad.learn.config import TrainConfig
 from shapegrad.learn.data import ConeDataset, SceneDataset
 from shapegrad.learn.feedback import build_feedback_encoder
@@ -59,6 +59,8 @@ from shapegrad.render.slots import SlotRender
 __all__ = ["Task", "ImageTask", "TrainConfig", "superset_shapes", "train", "train_images", "evaluate", "OUTPUTS"]
 
 OUTPUTS = ("encoder.keras", "metrics.json", "reconstructions.png", "curves.png")
+# The scene fits that guide a run with TrainConfig.fits (shapegrad.learn.teach), kept with the outputs.
+FITS = "fits.npz"
 
 
 class Task:
@@ -196,31 +198,69 @@ def pretrain_fraction(task, pretrain):
     return float(pretrain)
 
 
+def fit_count(task, fits):
+    """How many images to fit for the guide (``TrainConfig.fits``); ``ValueError`` without images and a slot decoder."""
+    if fits and not (isinstance(task, ImageTask) and isinstance(task.renderer, SlotRender)):
+        raise ValueError(f"Expected fits=0 without images and a slot decoder (the fits become slot targets). "
+                         f"Received: fits={fits!r}")
+    return int(fits)
+
+
 def log(line):
     """Print one line of what training does (to stdout, flushed: a progress bar may follow)."""
     print(line, flush=True)
 
 
 def _phased(task, c, out, say):
-    """The :class:`~shapegrad.learn.pretrain.PhasedDataset` of a pre-trained run, its switch and what it drew."""
+    """The :class:`~shapegrad.learn.pretrain.PhasedDataset` of a guided run of the user's images.
+
+    Returns it, its :class:`~shapegrad.learn.pretrain.PhaseSwitch` (None: no
+    synthetic phase), what it drew (for ``metrics.json``) and the seconds this
+    session spent fitting.
+    """
     stats = pretrain.folder_statistics(task.training, task.resolution, task.channels, seed=c.seed)
     scenes = pretrain.FolderLikeScenes(task.renderer, stats["backgrounds"])
     scale = scenes.matched_scale(stats["coverage"], seed=c.seed)
     images = data.ImageFolderDataset(task.training, task.resolution, task.channels, c.batch_size, c.epoch_steps,
                                      c.seed, c.noise)
-    phased = pretrain.PhasedDataset(scenes, images, c.seed, c.pretrain_mix)
+    described = {"pretrain_coverage": round(stats["coverage"], 4), "pretrain_scale": round(scale, 3)}
+    fitted, spent = None, 0.0
+    if c.fits:
+        fits = teach.FolderFits(os.path.join(out, FITS), task.renderer, task.training, c.seed)
+        allowed = None if c.seconds is None else c.fit_share * c.seconds
+        if say and not fits.done:
+            budget = f", for at most {allowed:.0f} s" if allowed is not None else ""
+            say(f"fitting up to {min(c.fits, len(task.training))} of the folder's {len(task.training)} training images "
+                f"with the scene search{budget} ({fits.count} fitted before)")
+        t0 = time.perf_counter()
+        fits.fit(c.fits, allowed, log=say)
+        spent = time.perf_counter() - t0
+        fitted = fits.labelled()
+        if say:
+            say(f"{len(fitted)} of the {fits.count} fits reach {teach.MIN_FIT_PSNR:g} dB (mean PSNR "
+                f"{fits.psnr.mean() if fits.count else float('nan'):.1f} dB, {fits.seconds:.0f} s of fitting): they guide "
+                f"the encoder on the images themselves")
+        described.update(fits=fits.count, fits_kept=len(fitted), fits_psnr=round(float(fits.psnr.mean()), 2)
+                         if fits.count else None, fit_seconds=round(fits.seconds, 1))
     fraction = pretrain_fraction(task, c.pretrain)
-    seconds = None if c.seconds is None else fraction * c.seconds
+    phased = pretrain.PhasedDataset(scenes, images, c.seed, c.pretrain_mix, switch_epoch=None if fraction else 0,
+                                    fitted=fitted, fitted_share=0.5 if fraction else 1.0)
+    if not fraction:
+        if say:
+            say(f"training on the folder's {len(task.training)} images, {c.pretrain_mix:.0%} of each batch guided by "
+                f"the fits")
+        return phased, None, described, spent
+    seconds = None if c.seconds is None else fraction * max(c.seconds - spent, 0.0)
     switch = pretrain.PhaseSwitch(phased, os.path.join(out, "backup", "phase.json"), round(fraction * c.epochs),
                                   seconds, log=say)
     if say:
         budget = f" or {seconds:.0f} s" if seconds is not None else ""
+        guides = " and by the fits of its own images" if phased.fitted is not None else ""
         say(f"pre-training on synthetic scenes drawn like the folder ({len(stats['backgrounds'])} images' border "
             f"colours as backgrounds; they cover {stats['coverage']:.0%} of the image: sizes x{scale:.2f}), guided "
-            f"by their parameters, for {switch.epochs} of {c.epochs} epochs{budget}; then fine-tuning on the "
-            f"folder's {len(task.training)} images ({c.pretrain_mix:.0%} of each batch still synthetic)")
-    described = {"pretrain_coverage": round(stats["coverage"], 4), "pretrain_scale": round(scale, 3)}
-    return phased, switch, described
+            f"by their parameters{guides}, for {switch.epochs} of {c.epochs} epochs{budget}; then fine-tuning on the "
+            f"folder's {len(task.training)} images ({c.pretrain_mix:.0%} of each batch still guided)")
+    return phased, switch, described, spent
 
 
 def _guided(encoder, renderer, weight, ramp_steps):
@@ -333,8 +373,9 @@ def train(out, config=None, *, force=False, verbose="auto", extra_callbacks=(), 
     if c.supervised and isinstance(task, ImageTask):
         raise ValueError("Expected supervised=False with images: they have no parameter labels. Received: supervised=True")
     pretraining = pretrain_fraction(task, c.pretrain)
+    teaching = fit_count(task, c.fits)
     if c.guide is not None:
-        _check_guide(task, c.guide, pretraining > 0)
+        _check_guide(task, c.guide, pretraining > 0 or teaching > 0)
     if c.feedback:
         _check_feedback(task, c.feedback)
     init_from = os.fspath(c.init) if isinstance(c.init, (str, os.PathLike)) else getattr(c.init, "name", None)
@@ -343,6 +384,8 @@ def train(out, config=None, *, force=False, verbose="auto", extra_callbacks=(), 
     steps = c.total_steps
     distribute.check(c.devices, c.batch_size)
     check_outputs_free(out, force)
+    if force and any(os.path.exists(os.path.join(out, name)) for name in OUTPUTS) and os.path.exists(os.path.join(out, FITS)):
+        os.remove(os.path.join(out, FITS))  # a finished run's fits: force starts afresh (an unfinished run resumes them)
     os.makedirs(out, exist_ok=True)
     started = time.perf_counter()
 
@@ -354,8 +397,10 @@ def train(out, config=None, *, force=False, verbose="auto", extra_callbacks=(), 
             encoder.trainable = c.init is None
             encoder = build_feedback_encoder(encoder, task.renderer, c.feedback, width=c.width)
         targets = "params" if c.supervised else "images" if c.guide is None else "guided"
-        if pretraining:
-            data, switch, described = _phased(task, c, out, log if verbose else None)
+        guided = pretraining or teaching
+        fit_seconds = 0.0
+        if guided:
+            data, switch, described, fit_seconds = _phased(task, c, out, log if verbose else None)
         else:
             data, switch, described = task.dataset(c.batch_size, c.epoch_steps, c.seed, targets, c.noise), None, {}
         val_images, val_params = task.validation_set(c.seed)
@@ -369,7 +414,7 @@ def train(out, config=None, *, force=False, verbose="auto", extra_callbacks=(), 
         else:
             annealed = Annealed(task.renderer, start=c.anneal_start, ramp_steps=c.anneal * steps, name="renderer")
             image_loss = pyramid_mse if c.loss == "pyramid" else "mse"
-            if pretraining:
+            if guided:
                 ramp = 0 if c.guide_decay is None else c.guide_decay * steps
                 model = _guided(encoder, annealed, c.guide or 1.0, ramp)
                 image_loss = [image_loss, SlotGuideLoss(task.renderer)]
@@ -379,7 +424,7 @@ def train(out, config=None, *, force=False, verbose="auto", extra_callbacks=(), 
                 model = _guided(encoder, annealed, c.guide, c.guide_fraction * steps)
                 image_loss = [image_loss, GuideLoss(task.renderer.spec)]
             model.compile(optimizer=keras.optimizers.Adam(schedule), loss=image_loss)
-        budget = callbacks.TimeBudget(c.seconds)
+        budget = callbacks.TimeBudget(None if c.seconds is None else max(c.seconds - fit_seconds, 1.0))
         guard = doctor.NaNGuard(os.path.join(out, "nan-report"))
         run_history = callbacks.RunHistory(os.path.join(out, "backup", "history.json"), started)
         # shuffle=False: every batch is already a pure function of (seed, epoch, index); Keras'
@@ -422,10 +467,10 @@ def train(out, config=None, *, force=False, verbose="auto", extra_callbacks=(), 
         refine_seconds=round(time.perf_counter() - t0, 1),
         anneal_start=c.anneal_start,
         loss="params" if c.supervised else c.loss,
-        guide=c.guide if not pretraining else (c.guide or 1.0),
-        guide_decay=c.guide_fraction if c.guide is not None and not pretraining else c.guide_decay,
+        guide=c.guide if not guided else (c.guide or 1.0),
+        guide_decay=c.guide_fraction if c.guide is not None and not guided else c.guide_decay,
         pretrain=pretraining,
-        pretrain_mix=c.pretrain_mix if pretraining else None,
+        pretrain_mix=c.pretrain_mix if guided else None,
         **described,
         architecture=c.architecture if c.init is None else None,  # an init encoder is what it is
         colors=c.colors if c.init is None else None,
@@ -453,6 +498,8 @@ def train(out, config=None, *, force=False, verbose="auto", extra_callbacks=(), 
     mode = "supervised" if c.supervised else "self-supervised" if c.guide is None else f"guided ({c.guide:g})"
     if pretraining:
         mode = f"pre-trained on folder-like scenes ({pretraining:g}), then the images"
+    if teaching:
+        mode = f"{mode if pretraining else 'the images'}, guided by {described['fits_kept']} fits"
     plots.save_curves(os.path.join(out, "curves.png"), whole, title=f"{task.shapes} {task.resolution}px, {mode}")
     return result
 

@@ -1,0 +1,131 @@
+"""Learning from the fitter (shapegrad.learn.teach): fits of the folder's own images as the encoder's guide, kept
+across a kill, and a run guided by them against the same run without."""
+
+import os
+import re
+
+import numpy as np
+import pytest
+
+from helpers import to_numpy
+from shapegrad.fit import search
+from shapegrad.learn import pretrain, teach
+from shapegrad.learn.guide import slot_drawable
+from shapegrad.learn.train import TrainConfig, train_images
+from shapegrad.render.slots import SlotRender
+from test_pretrain import _folder
+
+LAYER = SlotRender("disk,box", slots=2, resolution=16, channels=3)
+
+
+class _Killed(Exception):
+    pass
+
+
+def _paths(folder):
+    return sorted(os.path.join(folder, f) for f in os.listdir(folder))
+
+
+@pytest.mark.once
+def test_a_fits_target_draws_the_fit(tmp_path):
+    """The slot target of a fit, drawn by the slot decoder, is the fit's own rendering."""
+    _folder(tmp_path / "in", 3, seed=4, size=16)
+    fits = teach.FolderFits(tmp_path / "fits.npz", LAYER, _paths(tmp_path / "in")).fit(3)
+    fitted = fits.labelled(min_psnr=0)
+    images, targets = fitted.images, fitted.targets
+    drawn = to_numpy(LAYER(slot_drawable(LAYER, targets)))
+    for image, again, psnr in zip(images, drawn, fits.psnr):
+        # The fit's PSNR, but for the edges (the decoder's are softer): a misread field costs far more.
+        assert 10 * np.log10(1 / np.mean((image - again) ** 2)) > min(psnr - 8, 22)
+    assert fits.done and (fits.psnr > 22).all() and len(set(fits.names)) == 3
+
+
+def test_the_squares_symmetries_move_the_targets_with_the_pixels():
+    """Each of the 8 symmetries of a drawn scene is the drawing of its transformed target (boxes turn, triangles flip)."""
+    layer = SlotRender("disk,box,triangle,ellipse", slots=3, resolution=16, channels=3)
+    scenes = pretrain.FolderLikeScenes(layer, backgrounds=[[0.1, 0.2, 0.3]])
+    images, targets = scenes.draw(np.random.default_rng(3), 8)
+    which = np.arange(8)
+    moved, moved_targets = teach.dihedral(layer, images, targets, which)
+    np.testing.assert_allclose(to_numpy(layer(slot_drawable(layer, moved_targets))), moved, atol=2e-4)
+    assert np.abs(moved[1:] - images[1:]).max() > 0.1  # the scenes did move
+    np.testing.assert_array_equal(moved[0], images[0])
+    fitted = teach.FittedImages(layer, images, targets)
+    drawn, drawn_targets = fitted.sample(np.random.default_rng(0), 5)
+    assert drawn.shape == (5, 16, 16, 3) and drawn_targets.shape == (5, layer.size)
+
+
+@pytest.mark.once
+def test_fits_killed_midway_resume_without_fitting_an_image_twice(tmp_path, monkeypatch):
+    _folder(tmp_path / "in", 6, seed=5, size=16)
+    paths, path = _paths(tmp_path / "in"), tmp_path / "fits.npz"
+    fitted = []
+    real = search.fit_scene
+
+    def counted(images, **options):
+        fitted.append(len(images))
+        return real(images, **options)
+
+    monkeypatch.setattr(search, "fit_scene", counted)
+
+    def kill_after_two_chunks(line):
+        if len(fitted) == 2:
+            raise _Killed
+
+    with pytest.raises(_Killed):
+        teach.FolderFits(path, LAYER, paths).fit(6, log=kill_after_two_chunks, chunk=2)
+    resumed = teach.FolderFits(path, LAYER, paths)
+    assert resumed.count == 4 and not resumed.done  # the two chunks written before the kill
+    resumed.fit(6, chunk=2)
+    assert fitted == [2, 2, 2] and sorted(resumed.names) == paths and resumed.done
+    assert teach.FolderFits(path, LAYER, paths).fit(6).count == 6 and fitted == [2, 2, 2]  # done: nothing more
+    other = SlotRender("disk", slots=2, resolution=16, channels=3)
+    assert teach.FolderFits(path, other, paths).count == 0  # fits of another decoder are not read
+
+
+@pytest.mark.parametrize(
+    "fields, message",
+    [(dict(fits=-1), "Expected fits to be an integer >= 0. Received: fits=-1"),
+     (dict(fit_share=1.0), "Expected fit_share to be in (0, 1). Received: fit_share=1.0")],
+)
+def test_train_config_checks_the_fit_fields(fields, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        TrainConfig(**fields)
+
+
+TINY = dict(kinds="disk,box", max_shapes=2, resolution=16, batch_size=16, width=8, steps_per_epoch=25, steps=150,
+            refine_steps=0, test_size=32, holdout=0.25, learning_rate=2e-3, seed=0, verbose=0, pretrain=0)
+
+
+@pytest.mark.slow
+def test_an_encoder_guided_by_fits_beats_the_same_run_without_them(tmp_path):
+    """Same folder, steps and seed: the encoder alone reads the held-out images better with the fits' guide."""
+    _folder(tmp_path / "in", 64, seed=6, size=16)
+    guided = train_images(str(tmp_path / "guided"), str(tmp_path / "in"), fits=48, **TINY)
+    alone = train_images(str(tmp_path / "alone"), str(tmp_path / "in"), **TINY)
+    assert guided["fits"] == 48 and guided["fits_kept"] >= 40 and os.path.exists(tmp_path / "guided" / "fits.npz")
+    assert guided["iou"] > alone["iou"] + 0.1, (guided["iou"], alone["iou"])
+
+
+@pytest.mark.slow
+def test_a_run_killed_while_fitting_resumes_its_fits(tmp_path, monkeypatch):
+    _folder(tmp_path / "in", 12, seed=7, size=16)
+    out = str(tmp_path / "run")
+    fitted = []
+    real = search.fit_scene
+
+    def killed_on_the_second_chunk(images, **options):
+        if len(fitted) == 1:
+            raise _Killed
+        fitted.append(len(images))
+        return real(images, **options)
+
+    monkeypatch.setattr(teach, "FIT_CHUNK", 4)
+    monkeypatch.setattr(search, "fit_scene", killed_on_the_second_chunk)
+    args = dict(TINY, steps=4, steps_per_epoch=2, fits=8)
+    with pytest.raises(_Killed):
+        train_images(out, str(tmp_path / "in"), **args)
+    assert teach.FolderFits(os.path.join(out, "fits.npz"), SlotRender("disk,box", 2, 16, channels=3), []).count == 4
+    monkeypatch.setattr(search, "fit_scene", lambda images, **options: fitted.append(len(images)) or real(images, **options))
+    result = train_images(out, str(tmp_path / "in"), **args)
+    assert fitted == [4, 4] and result["fits"] == 8 and result["steps"] == 4  # the other four, once
