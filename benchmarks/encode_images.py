@@ -119,7 +119,7 @@ def encoder_scores(model, images, foregrounds):
     return float(np.mean(ious)), float(np.mean([e.psnr for e in found]))
 
 
-def train_with_curve(run, images, truth_dir, seconds, pretrain, steps=4000, seed=0, fits=0):
+def train_with_curve(run, images, truth_dir, seconds, pretrain, steps=4000, seed=0, fits=0, width=16):
     """Train on ``images`` for ``seconds``, then write ``run/curve.json``: the held-out IoU after every epoch.
 
     Each epoch's encoder is saved (``run/curve/``) and scored after training, so the scoring takes no
@@ -153,10 +153,10 @@ def train_with_curve(run, images, truth_dir, seconds, pretrain, steps=4000, seed
     start = time.perf_counter()
     result = train.train_images(run, images, kinds="disk,box,triangle,ellipse", max_shapes=3, resolution=32,
                                 steps=steps, seconds=seconds, steps_per_epoch=100, refine_steps=0, test_size=64,
-                                pretrain=pretrain, fits=fits, seed=seed, verbose=2, force=True,
+                                pretrain=pretrain, fits=fits, width=width, seed=seed, verbose=2, force=True,
                                 extra_callbacks=[Keep()])
     with open(os.path.join(run, "curve.json"), "w") as f:  # the scores follow; a kill keeps the metrics
-        json.dump({"pretrain": pretrain, "fits": result.get("fits", 0), "seconds": seconds, "truth": truth_dir, "curve": [], "metrics": {
+        json.dump({"pretrain": pretrain, "fits": result.get("fits", 0), "width": width, "seconds": seconds, "truth": truth_dir, "curve": [], "metrics": {
             k: result.get(k) for k in ("iou", "psnr", "steps", "wall_seconds", "fit_seconds", "fits_psnr")}}, f, indent=1)
     return score_curve(run)
 
@@ -246,6 +246,8 @@ def figure(runs, out):
         label = f"pre-trained on folder-like scenes ({pretrain:g})" if pretrain else "images only (image loss)"
         if fits:
             label += f" + {fits} fits ({c['metrics'].get('fit_seconds', 0):.0f} s)"
+        if c.get("width", 16) != 16:
+            label += f", width {c['width']}"
         ax.plot([p["seconds"] for p in c["curve"]], [p["iou"] for p in c["curve"]], marker="o",
                 label=f"{label}: {c['metrics']['steps']} steps")
     ax.set_xlabel("seconds of the budget (fitting included; batch 64, 32 px)")
@@ -270,6 +272,7 @@ def main(argv=None):
     ap.add_argument("--pretrain", type=float, default=None)
     ap.add_argument("--fits", type=int, default=0, help="--train: fit this many training images to guide the encoder")
     ap.add_argument("--steps", type=int, default=4000, help="--train: the most training steps")
+    ap.add_argument("--width", type=int, default=16, help="--train: the encoder's base width")
     ap.add_argument("--score-curve", help="score the saved encoders of a --train RUN again (e.g. after a kill)")
     ap.add_argument("--fast", help="score encode --fast of this encoder.keras on --truth (warm, in process)")
     ap.add_argument("--all", help="the whole measurement in this folder (--seconds of training per run)")
@@ -277,7 +280,7 @@ def main(argv=None):
     ap.add_argument("--out")
     a = ap.parse_args(argv)
     if a.train:
-        train_with_curve(a.train, a.images, a.truth, a.seconds, a.pretrain, steps=a.steps, fits=a.fits)
+        train_with_curve(a.train, a.images, a.truth, a.seconds, a.pretrain, steps=a.steps, fits=a.fits, width=a.width)
     if a.fast:
         print(json.dumps(fast_scores(a.fast, a.truth)))
     if a.all:

@@ -13,7 +13,8 @@ a killed run resumes where it was: no image is fitted twice and none is lost.
 The file records the decoder it was made for; a different decoder starts
 afresh.
 
-Example (three images of a folder, fitted and kept as guide targets):
+Example (three images of a folder, fitted and kept as guide targets; the fitting is skipped by the
+doctest run, ``tests/test_teach.py`` fits):
     >>> import os, tempfile
     >>> from PIL import Image
     >>> from shapegrad.render.slots import SlotRender
@@ -24,9 +25,11 @@ Example (three images of a folder, fitted and kept as guide targets):
     >>> paths = sorted(os.path.join(folder, f) for f in os.listdir(folder))
     >>> layer = SlotRender("box,disk", slots=2, resolution=16, channels=3)
     >>> fits = FolderFits(os.path.join(folder, "fits.npz"), layer, paths)
-    >>> fits.fit(count=3).count, fits.targets.shape
+    >>> fits.count, fits.done
+    (0, False)
+    >>> fits.fit(count=3).count, fits.targets.shape  # doctest: +SKIP
     (3, (3, 35))
-    >>> bool(fits.psnr.min() > 30)
+    >>> bool(fits.psnr.min() > 30)  # doctest: +SKIP
     True
 """
 
