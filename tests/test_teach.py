@@ -74,6 +74,7 @@ def test_fits_killed_midway_resume_once_each_and_draw_as_fitted(tmp_path, monkey
         # The fit's PSNR, but for the edges (the decoder's are softer): a misread field costs far more.
         assert 10 * np.log10(1 / np.mean((image - again) ** 2)) > min(psnr - 8, 22)
     assert (resumed.psnr > 22).all()
+    assert len(resumed.labelled(min_psnr=99)) == 0  # none good enough: an empty set, no error
 
 
 @pytest.mark.parametrize(

@@ -175,10 +175,10 @@ class FolderFits:
         """Fit images until ``count`` are fitted (all sessions) or ``seconds`` of this call pass; returns ``self``.
 
         Images are fitted ``chunk`` at a time (one call of the search; None:
-        :data:`FIT_CHUNK`), and
-        the file written after each; the time is checked after each chunk. A
-        fitting that has ended (:attr:`done`) is not taken up again. ``log``:
-        a function of one string, told after each chunk.
+        :data:`FIT_CHUNK`), and the file written after each; the time is
+        checked after each chunk. A fitting that has ended (:attr:`done`) is
+        not taken up again. ``log``: a function of one string, told after each
+        chunk.
         """
         if self.done:
             return self
@@ -209,10 +209,12 @@ class FolderFits:
     def labelled(self, min_psnr=MIN_FIT_PSNR):
         """The :class:`FittedImages` of the fits of at least ``min_psnr`` dB (``images`` ``(n, N, N, C)``, ``targets``)."""
         keep = np.flatnonzero(self.psnr >= min_psnr)
-        loader = data.ImageFolderDataset(list(self.names[keep]), self.layer.resolution, self.layer.channels, cache=0)
-        images = np.zeros((len(keep), self.layer.resolution, self.layer.resolution, self.layer.channels), np.float32)
-        for j in range(len(keep)):
-            images[j] = loader.load(j)
+        n, c = self.layer.resolution, self.layer.channels
+        images = np.zeros((len(keep), n, n, c), np.float32)
+        if len(keep):
+            loader = data.ImageFolderDataset(list(self.names[keep]), n, c, cache=0)
+            for j in range(len(keep)):
+                images[j] = loader.load(j)
         return FittedImages(self.layer, images, self.targets[keep])
 
     def _save(self):
