@@ -87,6 +87,14 @@ def test_train_config_checks_the_fit_fields(fields, message):
         TrainConfig(**fields)
 
 
+def test_fits_need_images_and_a_slot_decoder(tmp_path):
+    from shapegrad.learn.train import train
+
+    with pytest.raises(ValueError, match=re.escape("Expected fits=0 without images and a slot decoder")):
+        train(str(tmp_path / "run"), shapes="disk", resolution=16, steps=1, fits=4, verbose=0)
+    assert not os.path.exists(tmp_path / "run")  # refused before any work
+
+
 TINY = dict(kinds="disk,box", max_shapes=2, resolution=16, batch_size=16, width=8, steps_per_epoch=25, steps=100,
             refine_steps=0, test_size=32, holdout=0.25, learning_rate=2e-3, seed=0, verbose=0, pretrain=0)
 
