@@ -170,13 +170,13 @@ def evaluate(encoder, task, images, params, refine_steps=100, batch=256):
     return summary(refined), summary(pred), pred, refined
 
 
-def _check_guide(task, guide, pretraining=False):
+def _check_guide(task, guide, guided=False):
     """What the guide needs of the task (the rest of ``guide`` is checked by :class:`TrainConfig`)."""
-    if isinstance(task, ImageTask) and pretraining:
-        return  # the guide of the synthetic pre-training scenes
+    if isinstance(task, ImageTask) and guided:
+        return  # the guide of the synthetic pre-training scenes or of the fits
     if isinstance(task, ImageTask):
-        raise ValueError(f"Expected guide=None with images and pretrain=0: the guide needs the parameters of "
-                         f"synthetic scenes. Received: guide={guide!r}")
+        raise ValueError(f"Expected guide=None with images, pretrain=0 and fits=0: the guide needs the parameters "
+                         f"of synthetic scenes or of fits. Received: guide={guide!r}")
     if not isinstance(task.renderer, Render):
         raise ValueError(f"Expected a Render scene with guide (the Cones layer trains well with supervised=True). "
                          f"Received: shapes={task.shapes!r}, guide={guide!r}")
